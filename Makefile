@@ -1,0 +1,99 @@
+# livseg build. `make` builds build/livseg and build/liblivseg.a (-O2, warnings are errors in CI
+# via WERROR=1); `make asan` builds the same under AddressSanitizer + UBSan into build-asan/;
+# `make test` / `make test-asan` run the test suite; `make check` runs what CI runs;
+# `make fuzz` builds the libFuzzer harnesses (clang); `make CUDA=1` adds the CUDA backend.
+
+BUILD   ?= build
+CC      ?= cc
+CXX     ?= c++
+OPT     ?= -O2
+SAN     ?=
+WERROR  ?=
+PKG_INC  = -I/usr/include/nifti -I/usr/include/gdcm-3.0 -I/usr/include/x86_64-linux-gnu/openblas-pthread
+CFLAGS   = -std=c11 $(OPT) -g -Wall -Wextra $(WERROR) -fopenmp -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
+           -Iinclude -Isrc $(PKG_INC) $(SAN)
+CXXFLAGS = -std=c++17 $(OPT) -g -Wall -Wextra $(WERROR) -Iinclude -Isrc $(PKG_INC) $(SAN)
+LDLIBS   = -lnifti2 -lznz -lz -lgdcmMSFF -lgdcmDSED -lgdcmCommon -lgdcmDICT \
+           -lopenblas -ljansson -lpng -lstdc++ -lm
+LDFLAGS  = -fopenmp $(SAN)
+
+CUDA    ?= 0
+NVCC    ?= nvcc
+ifeq ($(CUDA),1)
+CFLAGS  += -DLS_WITH_CUDA=1
+CU_SRC   = $(wildcard src/cuda/*.cu)
+CU_OBJ   = $(CU_SRC:%.cu=$(BUILD)/%.o)
+LDLIBS  += -L/usr/local/cuda/lib64 -lcudart -lcublas
+endif
+
+LIB_C    = $(wildcard src/*.c)
+LIB_CXX  = $(wildcard src/*.cpp)
+LIB_OBJ  = $(LIB_C:%.c=$(BUILD)/%.o) $(LIB_CXX:%.cpp=$(BUILD)/%.o) $(CU_OBJ)
+TEST_SRC = $(wildcard tests/test_*.c)
+TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC = $(wildcard bench/*.c)
+BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all asan test test-asan check fuzz fuzz-run clean
+all: $(BUILD)/livseg $(TEST_BIN) $(BENCH_BIN)
+
+$(BUILD)/liblivseg.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/src/%.o: src/%.c $(wildcard src/*.h) include/livseg.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/src/%.o: src/%.cpp $(wildcard src/*.h) include/livseg.h
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+$(BUILD)/src/cuda/%.o: src/cuda/%.cu $(wildcard src/*.h src/cuda/*.h)
+	@mkdir -p $(dir $@)
+	$(NVCC) -O2 -std=c++17 -Iinclude -Isrc -arch=sm_90 -c $< -o $@
+
+CLI_SRC  = $(wildcard tools/*.c)
+$(BUILD)/livseg: $(CLI_SRC) tools/cli.h $(BUILD)/liblivseg.a
+	$(CC) $(CFLAGS) -Itools $(CLI_SRC) $(BUILD)/liblivseg.a $(LDFLAGS) $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/liblivseg.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $< $(BUILD)/liblivseg.a $(LDFLAGS) $(LDLIBS) -o $@
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/liblivseg.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/liblivseg.a $(LDFLAGS) $(LDLIBS) -o $@
+
+asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+
+test: all
+	tests/run.sh $(BUILD)
+
+test-asan: asan
+	ASAN_OPTIONS=detect_leaks=1 tests/run.sh build-asan
+
+# libFuzzer harnesses: clang, ASan + UBSan, linked against a sanitized library build.
+FUZZ_BUILD = build-fuzz
+FUZZ_SAN   = -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+fuzz:
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang CXX=clang++ OPT=-O1 SAN="$(FUZZ_SAN)" $(FUZZ_BUILD)/liblivseg.a
+	@mkdir -p $(FUZZ_BUILD)/fuzz
+	for f in fuzz/fuzz_*.c; do n=$$(basename $$f .c); \
+	  clang -std=c11 -O1 -g -fopenmp -D_DEFAULT_SOURCE -Iinclude -Isrc $(PKG_INC) \
+	    -fsanitize=fuzzer,address,undefined $$f $(FUZZ_BUILD)/liblivseg.a $(LDLIBS) -o $(FUZZ_BUILD)/fuzz/$$n || exit 1; done
+
+FUZZ_SECONDS ?= 20
+fuzz-run: fuzz
+	fuzz/run.sh $(FUZZ_BUILD)/fuzz $(FUZZ_SECONDS)
+
+# What CI runs: warning-free builds, the fuzzers for a bounded time, then every test in the normal
+# and the sanitizer build with one closing "N passed, N failed" line.
+check:
+	$(MAKE) WERROR=-Werror all
+	$(MAKE) WERROR=-Werror asan
+	$(MAKE) fuzz-run
+	ASAN_OPTIONS=detect_leaks=1 tests/run.sh build build-asan
+
+clean:
+	rm -rf build build-asan build-fuzz

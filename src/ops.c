@@ -1,0 +1,105 @@
+/* ops.c — backend selection, the CPU memory table, and the arena (see ops.h). */
+#include "ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "util.h"
+
+extern const ls_ops_dense ls_cpu_dense;
+extern const ls_ops_nn ls_cpu_nn;
+extern const ls_ops_loss ls_cpu_loss;
+
+#ifdef LS_WITH_CUDA
+ls_status ls_cuda_backend_init(ls_backend *be, int nthreads, ls_error *err);
+void ls_cuda_backend_free(ls_backend *be);
+#endif
+
+static void *cpu_alloc(const ls_backend *be, size_t bytes) {
+    (void)be;
+    void *p = NULL;
+    size_t n = (bytes + 63) / 64 * 64;
+    return posix_memalign(&p, 64, n ? n : 64) == 0 ? p : NULL;
+}
+static void cpu_free(const ls_backend *be, void *p) { (void)be; free(p); }
+static void cpu_copy(const ls_backend *be, void *dst, const void *src, size_t n) {
+    (void)be;
+    if (n) memcpy(dst, src, n);
+}
+static void cpu_zero(const ls_backend *be, void *p, size_t n) {
+    (void)be;
+    if (n) memset(p, 0, n);
+}
+static void cpu_sync(const ls_backend *be) { (void)be; }
+
+static const ls_ops_mem cpu_mem = {cpu_alloc, cpu_free, cpu_copy, cpu_copy, cpu_copy, cpu_zero, cpu_sync};
+
+const char *ls_device_name(ls_device dev) { return dev == LS_DEV_CUDA ? "cuda" : "cpu"; }
+
+ls_status ls_device_parse(const char *s, ls_device *dev, ls_error *err) {
+    if (strcmp(s, "cpu") == 0) *dev = LS_DEV_CPU;
+    else if (strcmp(s, "cuda") == 0) *dev = LS_DEV_CUDA;
+    else return ls_fail(err, LS_ERR_INPUT, "--device %s: expected cpu or cuda", s);
+    return LS_OK;
+}
+
+ls_status ls_backend_init(ls_backend *be, ls_device dev, int nthreads, ls_error *err) {
+    memset(be, 0, sizeof *be);
+#ifdef _OPENMP
+    if (nthreads <= 0) nthreads = omp_get_num_procs();
+#else
+    if (nthreads <= 0) nthreads = 1;
+#endif
+    be->device = dev;
+    be->nthreads = nthreads;
+    if (dev == LS_DEV_CUDA) {
+#ifdef LS_WITH_CUDA
+        return ls_cuda_backend_init(be, nthreads, err);
+#else
+        return ls_fail(err, LS_ERR_UNSUPPORTED,
+                       "--device cuda: this livseg was built without CUDA (rebuild with make CUDA=1)");
+#endif
+    }
+    be->mem = &cpu_mem;
+    be->dense = &ls_cpu_dense;
+    be->nn = &ls_cpu_nn;
+    be->loss = &ls_cpu_loss;
+    return LS_OK;
+}
+
+void ls_backend_free(ls_backend *be) {
+#ifdef LS_WITH_CUDA
+    if (be->device == LS_DEV_CUDA) ls_cuda_backend_free(be);
+#endif
+    memset(be, 0, sizeof *be);
+}
+
+ls_status ls_arena_init(ls_arena *a, const ls_backend *be, size_t bytes, ls_error *err) {
+    memset(a, 0, sizeof *a);
+    a->be = be;
+    a->base = be->mem->alloc(be, bytes);
+    if (!a->base) return ls_fail(err, LS_ERR_NOMEM, "cannot allocate a %zu-byte %s arena", bytes,
+                                 ls_device_name(be->device));
+    a->cap = bytes;
+    return LS_OK;
+}
+
+float *ls_arena_floats(ls_arena *a, size_t n) {
+    size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+    LS_ASSERT(a->used + bytes <= a->cap);
+    float *p = (float *)(a->base + a->used);
+    a->used += bytes;
+    if (a->used > a->peak) a->peak = a->used;
+    return p;
+}
+
+void ls_arena_reset(ls_arena *a) { a->used = 0; }
+
+void ls_arena_free(ls_arena *a) {
+    if (a->base) a->be->mem->free(a->be, a->base);
+    memset(a, 0, sizeof *a);
+}

@@ -1,0 +1,76 @@
+/*
+ * ops.h — the backend interface: every numeric kernel the models need, behind one table per backend,
+ * so vit.c, head.c, decoder.c, loss.c and train.c are written once for the CPU and for CUDA.
+ *
+ * Contract
+ *  - All tensor pointers passed to an op live in the backend's memory (host memory for the CPU,
+ *    device memory for CUDA), are float32, densely packed, row-major, and are allocated through
+ *    be->mem (usually from an ls_arena, so hot loops never allocate).
+ *  - Ops never fail at run time: shapes are checked by the model code that calls them, and a broken
+ *    invariant is a bug (LS_ASSERT). Ops may run asynchronously on CUDA; be->mem->sync waits.
+ *  - The op families live in their own headers and are filled by their own files:
+ *        ops_dense.h  GEMM, LayerNorm, softmax, GELU, attention helpers   (cpu_dense.c)
+ *        ops_nn.h     conv2d, batch norm, ReLU, dropout, upsampling, concat (cpu_nn.c)
+ *        ops_loss.h   the training losses and the optimiser step          (cpu_loss.c)
+ *
+ * Dimension legend used across the op headers:
+ *   B batch (slices), T tokens, C channels, H/W height/width, NH heads, HS head size, K kernel size.
+ */
+#ifndef LS_OPS_H
+#define LS_OPS_H
+
+#include <stddef.h>
+
+#include "livseg.h"
+
+typedef enum { LS_DEV_CPU = 0, LS_DEV_CUDA = 1 } ls_device;
+
+typedef struct ls_backend ls_backend;
+
+/* Memory of a backend. */
+typedef struct {
+    void *(*alloc)(const ls_backend *be, size_t bytes); /* NULL on failure, 64-byte aligned */
+    void (*free)(const ls_backend *be, void *p);
+    void (*to_device)(const ls_backend *be, void *dst, const void *host_src, size_t bytes);
+    void (*to_host)(const ls_backend *be, void *host_dst, const void *src, size_t bytes);
+    void (*copy)(const ls_backend *be, void *dst, const void *src, size_t bytes); /* same backend */
+    void (*zero)(const ls_backend *be, void *p, size_t bytes);
+    void (*sync)(const ls_backend *be);
+} ls_ops_mem;
+
+#include "ops_dense.h"
+#include "ops_nn.h"
+#include "ops_loss.h"
+
+struct ls_backend {
+    ls_device device;
+    int nthreads;      /* CPU worker threads (OpenMP and BLAS) */
+    void *impl;        /* backend-private state (CUDA stream, cuBLAS handle) */
+    const ls_ops_mem *mem;
+    const ls_ops_dense *dense;
+    const ls_ops_nn *nn;
+    const ls_ops_loss *loss;
+};
+
+/* Opens a backend. `nthreads` <= 0 means all cores. CUDA without a GPU (or without CUDA in this
+ * build) fails with LS_ERR_UNSUPPORTED and a message saying which. */
+ls_status ls_backend_init(ls_backend *be, ls_device dev, int nthreads, ls_error *err);
+void ls_backend_free(ls_backend *be);
+const char *ls_device_name(ls_device dev);
+/* "cpu" / "cuda" -> device; LS_ERR_INPUT for anything else. */
+ls_status ls_device_parse(const char *s, ls_device *dev, ls_error *err);
+
+/* A bump allocator over one block of backend memory: one per forward/backward, reset between
+ * batches, so the hot loop allocates nothing. Allocations are 64-byte aligned. */
+typedef struct {
+    const ls_backend *be;
+    char *base;
+    size_t cap, used, peak;
+} ls_arena;
+
+ls_status ls_arena_init(ls_arena *a, const ls_backend *be, size_t bytes, ls_error *err);
+float *ls_arena_floats(ls_arena *a, size_t n); /* LS_ASSERTs on overflow: size arenas up front */
+void ls_arena_reset(ls_arena *a);
+void ls_arena_free(ls_arena *a);
+
+#endif

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test binary of the given build directories (default: build) and the Python-side tests,
+# and closes with one line "N passed, N failed, N skipped". Exit status 1 when anything failed or
+# crashed. Run from the repository root.
+set -u
+cd "$(dirname "$0")/.."
+dirs=("$@"); [ ${#dirs[@]} -gt 0 ] || dirs=(build)
+pass=0; fail=0; skip=0; crashed=()
+for d in "${dirs[@]}"; do
+  for t in "$d"/tests/test_*; do
+    [ -x "$t" ] || continue
+    echo "== $t"
+    out=$("$t" 2>&1); rc=$?
+    echo "$out" | grep -v '^RESULT '
+    res=$(echo "$out" | grep '^RESULT ' | tail -n 1)
+    if [ -z "$res" ]; then
+      echo "   $t exited with status $rc before reporting (crash?)"
+      crashed+=("$t"); fail=$((fail + 1)); continue
+    fi
+    set -- $res
+    pass=$((pass + $2)); fail=$((fail + $3)); skip=$((skip + $4))
+    if [ "$rc" -ne 0 ] && [ "$3" -eq 0 ]; then
+      echo "   $t exited with status $rc"; crashed+=("$t"); fail=$((fail + 1))
+    fi
+  done
+done
+[ ${#crashed[@]} -eq 0 ] || echo "crashed or failed to exit cleanly: ${crashed[*]}"
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]

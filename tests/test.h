@@ -1,0 +1,103 @@
+/*
+ * test.h — the minimal test framework every tests/test_*.c uses.
+ *
+ * A test binary defines tests with TEST(name) { ... CHECK(cond, fmt, ...); ... }, lists them in
+ * main() with RUN(name), and ends with `return test_summary();`. Each CHECK failure prints the file,
+ * line and message; a test passes when none of its CHECKs failed, and SKIP(...) marks it skipped with
+ * a reason (missing shared data, missing PyTorch). The binary's last line is "RESULT p f s", which
+ * tests/run.sh adds up into the suite's closing "N passed, N failed, N skipped".
+ */
+#ifndef LS_TEST_H
+#define LS_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct {
+    int pass, fail, skip;
+    int cur_failed, cur_skipped;
+    const char *cur_name;
+} test_state;
+
+static test_state T;
+
+#define TEST(name) static void name(void)
+
+#define CHECK(cond, ...)                                                              \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            T.cur_failed++;                                                           \
+            fprintf(stdout, "  %s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
+            fprintf(stdout, __VA_ARGS__);                                             \
+            fputc('\n', stdout);                                                      \
+        }                                                                             \
+    } while (0)
+
+/* Like CHECK but leaves the test at once (for checks later code depends on). */
+#define REQUIRE(cond, ...)                 \
+    do {                                   \
+        int before_ = T.cur_failed;        \
+        CHECK(cond, __VA_ARGS__);          \
+        if (T.cur_failed != before_) return; \
+    } while (0)
+
+#define SKIP(...)                                             \
+    do {                                                      \
+        T.cur_skipped = 1;                                    \
+        fprintf(stdout, "  skip %s: ", T.cur_name);           \
+        fprintf(stdout, __VA_ARGS__);                         \
+        fputc('\n', stdout);                                  \
+        return;                                               \
+    } while (0)
+
+#define RUN(name)                                                            \
+    do {                                                                     \
+        T.cur_failed = 0; T.cur_skipped = 0; T.cur_name = #name;             \
+        fflush(stdout);                                                      \
+        name();                                                              \
+        if (T.cur_failed) { T.fail++; printf("FAIL %s\n", #name); }          \
+        else if (T.cur_skipped) { T.skip++; }                                \
+        else { T.pass++; printf("ok   %s\n", #name); }                        \
+        fflush(stdout);                                                      \
+    } while (0)
+
+static inline int test_summary(void) {
+    printf("RESULT %d %d %d\n", T.pass, T.fail, T.skip);
+    return T.fail ? 1 : 0;
+}
+
+/* ../shared/data, or $LIVSEG_DATA; NULL when absent (tests then SKIP saying so). */
+static inline const char *test_data_dir(void) {
+    const char *d = getenv("LIVSEG_DATA");
+    if (!d) d = "../shared/data";
+    struct stat st;
+    return stat(d, &st) == 0 && S_ISDIR(st.st_mode) ? d : NULL;
+}
+
+/* A fresh scratch directory under $TMPDIR for this binary's files. */
+static inline const char *test_tmpdir(void) {
+    static char dir[256];
+    if (!dir[0]) {
+        const char *t = getenv("TMPDIR");
+        snprintf(dir, sizeof dir, "%s/livseg-test-XXXXXX", t ? t : "/tmp");
+        if (!mkdtemp(dir)) { perror("mkdtemp"); exit(2); }
+    }
+    return dir;
+}
+
+/* Max |a-b| / max(|b|, floor) over n values: the relative error used against PyTorch references. */
+static inline double test_max_rel_err(const float *a, const float *b, size_t n, double floor) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        double s = fabs((double)b[i]);
+        double r = d / (s > floor ? s : floor);
+        if (r > m || r != r) m = r != r ? INFINITY : r;
+    }
+    return m;
+}
+
+#endif

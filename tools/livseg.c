@@ -1,0 +1,51 @@
+/*
+ * livseg.c — the `livseg` command: dispatches to the subcommands in tools/cmd_*.c.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} subcommand;
+
+static const subcommand commands[] = {
+    {"info", cmd_info, "print a volume's size, spacing, orientation and intensities"},
+};
+static const int ncommands = (int)(sizeof commands / sizeof *commands);
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "livseg %s: liver segmentation of abdominal CT and MR volumes\n\n"
+            "usage: livseg COMMAND [options] ...\n\ncommands:\n",
+            LIVSEG_VERSION);
+    for (int i = 0; i < ncommands; i++) fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f,
+            "\nInputs are NIfTI files (.nii, .nii.gz) or DICOM series directories.\n"
+            "Run `livseg COMMAND --help` for a command's options.\n");
+}
+
+int cli_report(const ls_error *err) {
+    fprintf(stderr, "livseg: %s\n", err->msg[0] ? err->msg : "unknown error");
+    return err->code ? (int)err->code : 1;
+}
+
+int cli_is_help(const char *arg) { return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0; }
+
+int main(int argc, char **argv) {
+    if (argc < 2 || cli_is_help(argv[1])) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("livseg %s\n", LIVSEG_VERSION);
+        return 0;
+    }
+    for (int i = 0; i < ncommands; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "livseg: unknown command '%s' (see livseg --help)\n", argv[1]);
+    return 2;
+}
