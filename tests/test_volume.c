@@ -393,7 +393,12 @@ TEST(bad_inputs) {
     expect_input_error(p, "missing file");
 
     path_in_tmp(p, sizeof p, "junk.nii");
-    write_bytes(p, "this is not a nifti file at all, just text that is long enough........................................................................................................................................................................................................................................................................................................................................", 400);
+    {
+        char junk[400];
+        memset(junk, 'x', sizeof junk);
+        memcpy(junk, "this is not a NIfTI file", 24);
+        write_bytes(p, junk, sizeof junk);
+    }
     expect_input_error(p, "not a NIfTI");
 
     path_in_tmp(p, sizeof p, "empty.nii.gz");
