@@ -10,6 +10,7 @@
  */
 #include "postprocess.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,4 +138,41 @@ ls_status ls_mask_fill_holes_slices(uint8_t *m, const int64_t d[3], ls_error *er
     for (int64_t k = 0; k < d[2]; k++)
         LS_TRY(fill_holes(m + k * d[0] * d[1], slice_dim, 1, err));
     return LS_OK;
+}
+
+void ls_mask_measure(const ls_volume *img, const uint8_t *mask, ls_mask_stats *s) {
+    memset(s, 0, sizeof *s);
+    const int64_t *d = img->geom.dim;
+    const double(*A)[4] = img->geom.affine;
+    double sum = 0, sum2 = 0;
+    int64_t lo[3] = {d[0], d[1], d[2]}, hi[3] = {-1, -1, -1};
+    for (int64_t k = 0; k < d[2]; k++)
+        for (int64_t j = 0; j < d[1]; j++)
+            for (int64_t i = 0; i < d[0]; i++) {
+                size_t p = (size_t)(i + d[0] * (j + d[1] * k));
+                if (!mask[p]) continue;
+                double v = img->data[p];
+                sum += v, sum2 += v * v, s->voxels++;
+                int64_t idx[3] = {i, j, k};
+                for (int a = 0; a < 3; a++) {
+                    if (idx[a] < lo[a]) lo[a] = idx[a];
+                    if (idx[a] > hi[a]) hi[a] = idx[a];
+                }
+            }
+    if (!s->voxels) return;
+    double det = A[0][0] * (A[1][1] * A[2][2] - A[1][2] * A[2][1]) - A[0][1] * (A[1][0] * A[2][2] - A[1][2] * A[2][0]) +
+                 A[0][2] * (A[1][0] * A[2][1] - A[1][1] * A[2][0]);
+    s->volume_ml = (double)s->voxels * fabs(det) / 1000.0;
+    s->mean = sum / (double)s->voxels;
+    s->std = sqrt(fmax(0, sum2 / (double)s->voxels - s->mean * s->mean));
+    /* The world box spanned by the index box's eight corners. */
+    for (int a = 0; a < 3; a++) s->bbox_min[a] = INFINITY, s->bbox_max[a] = -INFINITY;
+    for (int c = 0; c < 8; c++) {
+        int64_t idx[3] = {c & 1 ? hi[0] : lo[0], c & 2 ? hi[1] : lo[1], c & 4 ? hi[2] : lo[2]};
+        for (int a = 0; a < 3; a++) {
+            double w = A[a][0] * (double)idx[0] + A[a][1] * (double)idx[1] + A[a][2] * (double)idx[2] + A[a][3];
+            s->bbox_min[a] = fmin(s->bbox_min[a], w);
+            s->bbox_max[a] = fmax(s->bbox_max[a], w);
+        }
+    }
 }

@@ -20,4 +20,16 @@ ls_status ls_mask_fill_holes(uint8_t *m, const int64_t d[3], ls_error *err);
  * and so never form a closed 3-D cavity. */
 ls_status ls_mask_fill_holes_slices(uint8_t *m, const int64_t d[3], ls_error *err);
 
+
+/* What a mask says about the organ, measured on the image's own grid. */
+typedef struct {
+    int64_t voxels;
+    double volume_ml;      /* voxels x |det(affine)| / 1000 */
+    double mean, std;      /* image intensity inside the mask (HU for CT); 0 when empty */
+    double bbox_min[3], bbox_max[3]; /* world RAS mm of the outermost voxel centres; 0 when empty */
+} ls_mask_stats;
+
+/* `img` supplies grid and intensities; `mask` is 0/1 on the same grid. */
+void ls_mask_measure(const ls_volume *img, const uint8_t *mask, ls_mask_stats *s);
+
 #endif

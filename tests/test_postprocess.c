@@ -92,7 +92,39 @@ TEST(against_scipy) {
     free(m), free(a), free(b), free(c), free(ref);
 }
 
+TEST(measure) {
+    ls_volume v = {0};
+    int64_t d[3] = {10, 10, 10};
+    double aff[4][4] = {{-1, 0, 0, 5}, {0, 2, 0, -4}, {0, 0, 3, 1}, {0, 0, 0, 1}};
+    ls_geom_from_affine(&v.geom, d, aff);
+    float data[1000];
+    uint8_t m[1000] = {0};
+    for (int i = 0; i < 1000; i++) data[i] = (float)(i % 7);
+    double sum = 0, sum2 = 0;
+    int n = 0;
+    for (int k = 2; k < 6; k++)
+        for (int j = 3; j < 6; j++)
+            for (int i = 1; i < 3; i++) {
+                int p = i + 10 * (j + 10 * k);
+                m[p] = 1, sum += data[p], sum2 += data[p] * data[p], n++;
+            }
+    v.data = data;
+    ls_mask_stats s;
+    ls_mask_measure(&v, m, &s);
+    double mean = sum / n;
+    CHECK(s.voxels == 24 && fabs(s.volume_ml - 24 * 6 / 1000.0) < 1e-12, "voxels %lld volume %g", (long long)s.voxels, s.volume_ml);
+    CHECK(fabs(s.mean - mean) < 1e-9 && fabs(s.std - sqrt(sum2 / n - mean * mean)) < 1e-9, "mean %g std %g", s.mean, s.std);
+    /* x = 5 - i over i in 1..2; y = -4 + 2j over 3..5; z = 1 + 3k over 2..5 */
+    CHECK(s.bbox_min[0] == 3 && s.bbox_max[0] == 4 && s.bbox_min[1] == 2 && s.bbox_max[1] == 6 &&
+          s.bbox_min[2] == 7 && s.bbox_max[2] == 16, "bbox %g..%g %g..%g %g..%g", s.bbox_min[0], s.bbox_max[0],
+          s.bbox_min[1], s.bbox_max[1], s.bbox_min[2], s.bbox_max[2]);
+    memset(m, 0, sizeof m);
+    ls_mask_measure(&v, m, &s);
+    CHECK(s.voxels == 0 && s.volume_ml == 0 && s.mean == 0, "empty mask");
+}
+
 int main(void) {
+    RUN(measure);
     RUN(known_cases);
     RUN(against_scipy);
     return test_summary();
