@@ -30,6 +30,8 @@ static void usage(FILE *f) {
 
 int cli_report(const ls_error *err) {
     fprintf(stderr, "livseg: %s\n", err->msg[0] ? err->msg : "unknown error");
+    /* A request this machine cannot serve (no GPU) is the user's to change, like bad input. */
+    if (err->code == LS_ERR_UNSUPPORTED) return 2;
     return err->code ? (int)err->code : 1;
 }
 
