@@ -512,9 +512,20 @@ TEST(shared_manifest_cases) {
             ls_volume_free(&vi);
             continue;
         }
-        CHECK(memcmp(vi.geom.dim, vl.geom.dim, sizeof vi.geom.dim) == 0, "%s: mask dims differ", id);
-        CHECK(aff_diff(vi.geom.affine, vl.geom.affine) < 1e-3, "%s: mask affine differs by %g mm", id,
-              aff_diff(vi.geom.affine, vl.geom.affine));
+        /* Same grid in world space; the voxel order may differ (the DICOM case's mask was written by
+         * another tool with y flipped), so compare in RAS order. */
+        {
+            ls_orient oi, ol;
+            ls_orient_from_geom(&vi.geom, &oi);
+            ls_orient_from_geom(&vl.geom, &ol);
+            ls_volume ri, rl;
+            REQUIRE(ls_volume_to_ras(&vi, &oi, &ri, &err) == LS_OK && ls_volume_to_ras(&vl, &ol, &rl, &err) == LS_OK, "%s", err.msg);
+            CHECK(memcmp(ri.geom.dim, rl.geom.dim, sizeof ri.geom.dim) == 0, "%s: mask dims differ", id);
+            CHECK(aff_diff(ri.geom.affine, rl.geom.affine) < 1e-3, "%s: mask affine differs by %g mm", id,
+                  aff_diff(ri.geom.affine, rl.geom.affine));
+            ls_volume_free(&ri);
+            ls_volume_free(&rl);
+        }
         size_t n = ls_volume_nvox(&vl), fg = 0, bad = 0;
         for (size_t i = 0; i < n; i++) {
             fg += vl.data[i] == 1;
