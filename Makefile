@@ -81,9 +81,11 @@ fuzz:
 	@mkdir -p $(FUZZ_BUILD)/fuzz
 	for f in fuzz/fuzz_*.c; do n=$$(basename $$f .c); \
 	  clang -std=c11 -O1 -g -fopenmp -D_DEFAULT_SOURCE -Iinclude -Isrc $(PKG_INC) \
-	    -fsanitize=fuzzer,address,undefined $$f $(FUZZ_BUILD)/liblivseg.a $(LDLIBS) -o $(FUZZ_BUILD)/fuzz/$$n || exit 1; done
+	    -fsanitize=fuzzer,address,undefined -c $$f -o $(FUZZ_BUILD)/fuzz/$$n.o && \
+	  clang++ -fopenmp -fsanitize=fuzzer,address,undefined $(FUZZ_BUILD)/fuzz/$$n.o $(FUZZ_BUILD)/liblivseg.a \
+	    $(LDLIBS) -o $(FUZZ_BUILD)/fuzz/$$n || exit 1; done
 
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 60
 fuzz-run: fuzz
 	fuzz/run.sh $(FUZZ_BUILD)/fuzz $(FUZZ_SECONDS)
 

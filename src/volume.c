@@ -337,12 +337,44 @@ static ls_status check_raw_spacing(const char *path, const void *hdr, int nver, 
     return LS_OK;
 }
 
-/* nifticlib's header conversion trusts dim[] (a NIfTI-2 dim[0] of 2^24 overruns its stack), so the
- * raw dims are vetted first. */
-static ls_status check_raw_dims(const char *path, const void *hdr, int nver, ls_error *err) {
+static uint32_t bswap32(uint32_t v) { return (v >> 24) | ((v >> 8) & 0xff00) | ((v << 8) & 0xff0000) | (v << 24); }
+static uint16_t bswap16(uint16_t v) { return (uint16_t)((v >> 8) | (v << 8)); }
+
+/* Reads and vets the raw header before nifticlib sees it: nifticlib trusts dim[] (a NIfTI-2 dim[0] of
+ * 2^24 overruns its stack) and prints its own messages for short files. Accepts NIfTI-1 in either byte
+ * order and little-endian NIfTI-2. */
+static ls_status vet_raw_header(const char *path, ls_error *err) {
+    unsigned char h[540];
+    znzFile fp = znzopen(path, "rb", 1);
+    if (znz_isnull(fp)) return ls_fail(err, LS_ERR_INPUT, "%s: cannot open (%s)", path, strerror(errno));
+    size_t got = znzread(h, 1, sizeof h, fp);
+    znzclose(fp);
+    if (got < 348) return ls_fail(err, LS_ERR_INPUT, "%s: not a NIfTI file (only %zu bytes of header)", path, got);
+    uint32_t sz;
+    memcpy(&sz, h, 4);
+    int swap = sz == bswap32(348) || sz == bswap32(540);
+    if (swap) sz = bswap32(sz);
+    if (sz != 348 && sz != 540) return ls_fail(err, LS_ERR_INPUT, "%s: not a NIfTI file (header size field %u)", path, sz);
     int64_t d[8];
-    for (int i = 0; i < 8; i++)
-        d[i] = nver == 2 ? ((const nifti_2_header *)hdr)->dim[i] : ((const nifti_1_header *)hdr)->dim[i];
+    if (sz == 348) {
+        if (memcmp(h + 344, "n+1", 4) != 0)
+            return ls_fail(err, LS_ERR_INPUT, "%s: not a single-file NIfTI-1 (magic is not \"n+1\")", path);
+        for (int i = 0; i < 8; i++) {
+            uint16_t v;
+            memcpy(&v, h + 40 + 2 * i, 2);
+            d[i] = (int16_t)(swap ? bswap16(v) : v);
+        }
+    } else {
+        if (got < 540) return ls_fail(err, LS_ERR_INPUT, "%s: NIfTI-2 header cut short (%zu bytes)", path, got);
+        if (swap) return ls_fail(err, LS_ERR_INPUT, "%s: big-endian NIfTI-2 is not supported", path);
+        if (memcmp(h + 4, "n+2", 4) != 0)
+            return ls_fail(err, LS_ERR_INPUT, "%s: not a single-file NIfTI-2 (magic is not \"n+2\")", path);
+        for (int i = 0; i < 8; i++) {
+            uint64_t v;
+            memcpy(&v, h + 16 + 8 * i, 8);
+            d[i] = (int64_t)v;
+        }
+    }
     if (d[0] < 1 || d[0] > 7) return ls_fail(err, LS_ERR_INPUT, "%s: invalid dim[0] = %lld", path, (long long)d[0]);
     for (int i = 1; i <= d[0]; i++)
         if (d[i] < 1 || d[i] > INT32_MAX)
@@ -403,17 +435,13 @@ ls_status ls_volume_read_nifti(const char *path, ls_volume *out, ls_error *err) 
     struct stat st;
     if (stat(path, &st) != 0) return ls_fail(err, LS_ERR_INPUT, "%s: cannot open (%s)", path, strerror(errno));
     if (!S_ISREG(st.st_mode)) return ls_fail(err, LS_ERR_INPUT, "%s: not a regular file", path);
+    LS_TRY(vet_raw_header(path, err));
     nifti_set_debug_level(0);
     int nver = 0;
     void *hdr = nifti_read_header(path, &nver, 0);
     if (!hdr || (nver != 1 && nver != 2)) {
         free(hdr);
         return ls_fail(err, LS_ERR_INPUT, "%s: not a readable NIfTI-1/NIfTI-2 file", path);
-    }
-    ls_status hs = check_raw_dims(path, hdr, nver, err);
-    if (hs != LS_OK) {
-        free(hdr);
-        return hs;
     }
     nifti_image *nim = nver == 2 ? nifti_convert_n2hdr2nim(*(nifti_2_header *)hdr, path)
                                  : nifti_convert_n1hdr2nim(*(nifti_1_header *)hdr, path);
