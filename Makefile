@@ -9,12 +9,15 @@ CXX     ?= c++
 OPT     ?= -O2
 SAN     ?=
 WERROR  ?=
-PKG_INC  = -I/usr/include/nifti -I/usr/include/gdcm-3.0 -I/usr/include/x86_64-linux-gnu/openblas-pthread
+# OpenBLAS's OpenMP build, named explicitly (Debian's alternatives may point elsewhere): inside our own
+# OpenMP regions it runs single-threaded instead of oversubscribing the cores.
+BLAS_DIR = /usr/lib/x86_64-linux-gnu/openblas-openmp
+PKG_INC  = -I/usr/include/nifti -I/usr/include/gdcm-3.0 -I/usr/include/x86_64-linux-gnu/openblas-openmp
 CFLAGS   = -std=c11 $(OPT) -g -Wall -Wextra $(WERROR) -fopenmp -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
            -Iinclude -Isrc $(PKG_INC) $(SAN)
 CXXFLAGS = -std=c++17 $(OPT) -g -Wall -Wextra $(WERROR) -Iinclude -Isrc $(PKG_INC) $(SAN)
 LDLIBS   = -lnifti2 -lznz -lz -lgdcmMSFF -lgdcmDSED -lgdcmCommon -lgdcmDICT \
-           -lopenblas -ljansson -lpng -lstdc++ -lm
+           -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -ljansson -lpng -lstdc++ -lm
 LDFLAGS  = -fopenmp $(SAN)
 
 CUDA    ?= 0

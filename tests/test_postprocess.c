@@ -7,16 +7,6 @@
 #include "postprocess.h"
 #include "test.h"
 
-static const char *python(void) {
-    const char *p = getenv("LS_PYTHON");
-    return p ? p : "/usr/bin/python3";
-}
-
-static int have_scipy(void) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "%s -c 'import scipy.ndimage' 2>/dev/null", python());
-    return system(cmd) == 0;
-}
 
 TEST(known_cases) {
     int64_t d[3] = {9, 9, 9};
@@ -43,7 +33,7 @@ TEST(known_cases) {
 }
 
 TEST(against_scipy) {
-    if (!have_scipy()) SKIP("%s with scipy not available (set LS_PYTHON)", python());
+    if (!test_python_has("scipy.ndimage")) SKIP("%s with scipy not available (set LS_PYTHON)", test_python());
     unsigned seed = (unsigned)time(NULL);
     printf("  seed %u\n", seed);
     srand(seed);
@@ -70,7 +60,7 @@ TEST(against_scipy) {
         fwrite(m, 1, n, f);
         fclose(f);
         char cmd[1200];
-        snprintf(cmd, sizeof cmd, "%s tests/ref/postprocess_ref.py %s 37 29 23 > /dev/null", python(), test_tmpdir());
+        snprintf(cmd, sizeof cmd, "%s tests/ref/postprocess_ref.py %s 37 29 23 > /dev/null", test_python(), test_tmpdir());
         REQUIRE(system(cmd) == 0, "reference script failed: %s", cmd);
         memcpy(a, m, n), memcpy(b, m, n), memcpy(c, m, n);
         ls_error err = {0};
