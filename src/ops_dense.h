@@ -28,8 +28,8 @@ typedef struct {
     void (*softmax)(const ls_backend *be, float *x, size_t rows, int n, float scale);
     /* x[r,:] = gelu(x[r,:] + bias) in place, exact erf GELU; bias may be NULL. */
     void (*bias_gelu)(const ls_backend *be, float *x, const float *bias, size_t rows, int n);
-    /* y[r,:] += x[r,:] + bias (residual with the projection's bias); bias may be NULL. */
-    void (*residual_add)(const ls_backend *be, float *y, const float *x, const float *bias, size_t rows, int n);
+    /* y[r,:] += bias (rows of width n). Residual connections accumulate into y through gemm's beta = 1. */
+    void (*add_bias)(const ls_backend *be, float *y, const float *bias, size_t rows, int n);
     /* img[B,C,H,W] -> cols[B*(H/P)*(W/P), C*P*P], each row one patch in (c, py, px) order. */
     void (*patchify)(const ls_backend *be, float *cols, const float *img, int B, int C, int H, int W, int P);
     /* x[B,T,D] = (t == 0 ? cls : patches[B,T-1,D] + bias) + pos[T,D]. */

@@ -330,13 +330,13 @@ ls_status ls_vit_forward(ls_vit *m, ls_arena *arena, const float *images, int B,
         op->split_heads(be, q, k, v, big, b->qkv_b, B, T, NH, HS);
         attention(m, o, q, k, v, scores, B, T);
         op->merge_heads(be, h, o, B, T, NH, HS);
-        op->gemm(be, 0, 1, (int)BT, D, D, 1.0f, h, D, b->proj_w, D, 0.0f, o, D);
-        op->residual_add(be, x, o, b->proj_b, BT, D);
+        op->gemm(be, 0, 1, (int)BT, D, D, 1.0f, h, D, b->proj_w, D, 1.0f, x, D); /* x += attn proj */
+        op->add_bias(be, x, b->proj_b, BT, D);
         op->layernorm(be, h, x, b->ln2_w, b->ln2_b, BT, D, c->eps);
         op->gemm(be, 0, 1, (int)BT, Hd, D, 1.0f, h, D, b->fc1_w, D, 0.0f, big, Hd);
         op->bias_gelu(be, big, b->fc1_b, BT, Hd);
-        op->gemm(be, 0, 1, (int)BT, D, Hd, 1.0f, big, Hd, b->fc2_w, Hd, 0.0f, o, D);
-        op->residual_add(be, x, o, b->fc2_b, BT, D);
+        op->gemm(be, 0, 1, (int)BT, D, Hd, 1.0f, big, Hd, b->fc2_w, Hd, 1.0f, x, D); /* x += mlp */
+        op->add_bias(be, x, b->fc2_b, BT, D);
     }
     op->layernorm(be, h, x, m->norm_w, m->norm_b, BT, D, c->eps);
     op->tokens_to_grid(be, features, h, B, T, D, gh, gw);
