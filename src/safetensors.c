@@ -230,7 +230,7 @@ uint16_t ls_f32_to_f16(float f) {
     if (ax < 0x38800000) {                                   /* subnormal or zero in fp16 */
         if (ax < 0x33000000) return (uint16_t)sign;          /* < 2^-25: rounds to zero */
         uint32_t man = (ax & 0x7fffff) | 0x800000;
-        int shift = 126 - (int)(ax >> 23) + 24 - 10; /* align to 2^-24 units */
+        int shift = 126 - (int)(ax >> 23); /* value / 2^-24 = man * 2^(e - 126) */
         uint32_t v = man >> shift, rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
         if (rem > half || (rem == half && (v & 1))) v++;
         return (uint16_t)(sign | v);
