@@ -56,7 +56,7 @@ $(BUILD)/src/cuda/%.o: src/cuda/%.cu $(wildcard src/*.h src/cuda/*.h)
 	$(NVCC) -O2 -std=c++17 -Iinclude -Isrc -arch=sm_90 -c $< -o $@
 
 CLI_SRC  = $(wildcard tools/*.c)
-$(BUILD)/livseg: $(CLI_SRC) tools/cli.h $(BUILD)/liblivseg.a
+$(BUILD)/livseg: $(CLI_SRC) $(wildcard tools/*.h) $(BUILD)/liblivseg.a
 	$(CC) $(CFLAGS) -Itools $(CLI_SRC) $(BUILD)/liblivseg.a $(LDFLAGS) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/liblivseg.a

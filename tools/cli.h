@@ -17,5 +17,6 @@ int cli_report(const ls_error *err);
 int cli_is_help(const char *arg);
 
 int cmd_info(int argc, char **argv);
+int cmd_features(int argc, char **argv);
 
 #endif
