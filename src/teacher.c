@@ -11,34 +11,22 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include "rng.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ teacher */
 
-typedef struct {
-    uint64_t state;
-} init_rng;
-
-static uint64_t splitmix(init_rng *r) {
-    uint64_t z = (r->state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double uniform01(init_rng *r) { return ((double)(splitmix(r) >> 11) + 0.5) / 9007199254740992.0; }
-
 /* Normal(0, std) truncated to +-2 std by resampling, as timm's trunc_normal_. */
-static float trunc_normal(init_rng *r, double std) {
+static float trunc_normal(ls_rng *r, double std) {
     for (;;) {
-        double z = sqrt(-2 * log(uniform01(r))) * cos(6.283185307179586 * uniform01(r));
+        double z = ls_rng_normal(r);
         if (fabs(z) <= 2) return (float)(z * std);
     }
 }
 
 static int random_init_source(void *ctx, const char *name, float *dst, size_t n, ls_error *err) {
     (void)err;
-    init_rng *r = ctx;
+    ls_rng *r = ctx;
     size_t len = strlen(name);
     int is_bias = len >= 4 && strcmp(name + len - 4, "bias") == 0;
     int is_norm = strstr(name, "norm") != NULL;
@@ -59,7 +47,7 @@ ls_status ls_teacher_open(ls_teacher *t, const ls_backend *be, const char *weigh
     ls_vit_config cfg;
     if (!weights) {
         LS_TRY(ls_vit_config_preset(arch, &cfg, err));
-        init_rng r = {seed};
+        ls_rng r = {seed};
         LS_TRY(ls_vit_load(&t->vit, be, &cfg, random_init_source, &r, err));
         snprintf(t->id, sizeof t->id, "%s:random:seed=%llu", arch, (unsigned long long)seed);
     } else {
