@@ -59,13 +59,20 @@ struct slice {
     std::vector<char> pixels;
 };
 
-bool has_dicm_magic(const std::string &path) {
+/* A file is DICOM-like when it carries the Part 10 "DICM" magic, or its preamble is followed by a
+ * file-meta tag (group 0002: the magic itself got damaged), or it starts with a group 0002/0008 tag
+ * (a raw dataset without preamble). Such a file that GDCM cannot read is an error, never skipped:
+ * dropping a damaged slice silently would hand back a series with a hole in it. Text files (READMEs)
+ * and other formats fail all three tests. */
+bool looks_like_dicom(const std::string &path) {
     FILE *f = fopen(path.c_str(), "rb");
     if (!f) return false;
-    char buf[132];
+    unsigned char buf[134];
     size_t n = fread(buf, 1, sizeof buf, f);
     fclose(f);
-    return n == sizeof buf && memcmp(buf + 128, "DICM", 4) == 0;
+    if (n >= 132 && memcmp(buf + 128, "DICM", 4) == 0) return true;
+    if (n >= 134 && buf[132] == 0x02 && buf[133] == 0x00) return true;
+    return n >= 8 && (buf[0] == 0x02 || buf[0] == 0x08) && buf[1] == 0x00 && buf[3] == 0x00;
 }
 
 std::string tag_string(const gdcm::File &file, uint16_t group, uint16_t element) {
@@ -113,11 +120,11 @@ double stored_value(const char *buf, gdcm::PixelFormat::ScalarType t, size_t i) 
 
 /* 0: not an image (skip); 1: slice read; <0: error already in err. */
 int read_slice(const std::string &path, slice &s, ls_error *err) {
-    bool magic = has_dicm_magic(path);
+    bool dicom_like = looks_like_dicom(path);
     gdcm::ImageReader reader;
     reader.SetFileName(path.c_str());
     if (!reader.Read()) {
-        if (!magic) return 0;
+        if (!dicom_like) return 0;
         ls_fail(err, LS_ERR_INPUT, "%s: DICOM file cannot be decoded (truncated or corrupt)", path.c_str());
         return -1;
     }
@@ -207,6 +214,30 @@ ls_status check_one_series(const char *dir, const std::vector<slice> &v, ls_erro
     return LS_OK;
 }
 
+/* Each step must run along the normal: a per-gap test catches one displaced slice that a
+ * first-to-last test would miss. Tolerance: 2% of the gap (about 1 degree) plus 5 um for positions
+ * written with few decimals. `v` is sorted, at least two slices. */
+ls_status check_steps_along_normal(const char *dir, const std::vector<slice> &v, const double normal[3], ls_error *err) {
+    size_t n = v.size();
+    double worst_excess = -INFINITY, worst = 0, worst_gap = 0;
+    size_t worst_at = 1;
+    for (size_t i = 1; i < n; i++) {
+        double e[3], across[3];
+        for (int c = 0; c < 3; c++) e[c] = v[i].ipp[c] - v[i - 1].ipp[c];
+        double along = dot3(e, normal);
+        for (int c = 0; c < 3; c++) across[c] = e[c] - along * normal[c];
+        double off = sqrt(dot3(across, across)), excess = off - (0.02 * fabs(along) + 5e-3);
+        if (excess > worst_excess) worst_excess = excess, worst = off, worst_gap = along, worst_at = i;
+    }
+    if (worst_excess > 0)
+        return ls_fail(err, LS_ERR_INPUT,
+                       "%s: slice positions are offset across the slice normal by %.3g mm over a %.4g mm gap (%.2f degrees: "
+                       "gantry tilt or inconsistent ImagePositionPatient, between %s and %s); not supported",
+                       dir, worst, worst_gap, atan2(worst, fabs(worst_gap)) * 180 / M_PI, v[worst_at - 1].path.c_str(),
+                       v[worst_at].path.c_str());
+    return LS_OK;
+}
+
 /* Sorts along the normal and checks the stack is regular; returns the slice step vector (LPS mm). */
 ls_status sort_and_check_spacing(const char *dir, std::vector<slice> &v, double step[3], ls_error *err) {
     double normal[3];
@@ -230,6 +261,7 @@ ls_status sort_and_check_spacing(const char *dir, std::vector<slice> &v, double 
     double mean = (v[n - 1].key - v[0].key) / (double)(n - 1);
     if (hi - lo > 0.01 * mean + 1e-3)
         return ls_fail(err, LS_ERR_INPUT, "%s: uneven slice spacing (gaps from %.4g to %.4g mm; a slice missing?)", dir, lo, hi);
+    LS_TRY(check_steps_along_normal(dir, v, normal, err));
     double d[3], along = 0;
     for (int i = 0; i < 3; i++) d[i] = v[n - 1].ipp[i] - v[0].ipp[i];
     along = dot3(d, normal);
@@ -254,7 +286,7 @@ ls_status assemble(const char *dir, const std::vector<slice> &v, const double st
     }
     double ras[4][4] = {{0}};
     for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 4; j++) ras[i][j] = (i < 2 ? -1 : 1) * lps[i][j];
+        for (int j = 0; j < 4; j++) ras[i][j] = (i < 2 ? -1 : 1) * lps[i][j] + 0.0; /* + 0.0: no -0 in headers */
     ras[3][3] = 1;
     memset(out, 0, sizeof *out);
     ls_geom_from_affine(&out->geom, dim, ras);
@@ -306,6 +338,12 @@ ls_status read_series(const char *dir, ls_volume *out, progress_page *pg, ls_err
         int r = read_slice(f, s, err);
         if (r < 0) return err ? err->code : LS_ERR_INPUT;
         if (r > 0) slices.push_back(std::move(s));
+        /* Bounds before the next file's pixels are held: at most 4096 slices and 2^31 voxels. */
+        if (r > 0 && slices.size() > 4096)
+            return ls_fail(err, LS_ERR_INPUT, "%s: more than 4096 slices", dir);
+        if (r > 0 && (double)slices.size() * slices[0].cols * slices[0].rows > 2147483648.0)
+            return ls_fail(err, LS_ERR_INPUT, "%s: more than 2^31 voxels (%ux%u x %zu slices)", dir, slices[0].cols,
+                           slices[0].rows, slices.size());
     }
     if (pg) pg->current[0] = 0;
     if (slices.empty()) return ls_fail(err, LS_ERR_INPUT, "%s: no DICOM images found", dir);
