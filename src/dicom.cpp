@@ -399,8 +399,10 @@ ls_status read_series_guarded(const char *dir, ls_volume *out, ls_error *err) {
 
 [[noreturn]] void child_main(const char *dir, int fd, progress_page *pg) {
     /* GDCM prints warnings and assertion texts; the parent reports one line of its own. */
+    /* stdout too: the child holds a copy of the caller's unflushed stdio buffers, and GDCM's abort
+     * path would flush that copy, printing the caller's pending output a second time. */
     int devnull = open("/dev/null", O_WRONLY);
-    if (devnull >= 0) dup2(devnull, 2);
+    if (devnull >= 0) dup2(devnull, 1), dup2(devnull, 2);
     reply r;
     memset(&r, 0, sizeof r);
     try {
