@@ -4,9 +4,17 @@
  * a truncated file, damaged headers, displaced slices) give one-line errors naming the directory or file.
  */
 #include <dirent.h>
+#include <time.h>
+#include <sys/resource.h>
 
 #include "livseg.h"
 #include "test.h"
+
+static double ls_now_test(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static int copy_file(const char *from, const char *to, long max_bytes) {
     FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
@@ -401,11 +409,40 @@ TEST(short_series) {
     ls_volume_free(&full);
 }
 
+/* A 634-byte synthetic slice (the fuzz seed) whose ImagePositionPatient is rewritten as an OB element
+ * declaring 0xfffffff0 bytes. GDCM allocates and zero-fills what a header declares (4.2 GB, 7 s for
+ * this file when unguarded); the reader must refuse it cheaply. The largest child's RSS tells. */
+TEST(huge_declared_length) {
+    char d[700], p[800];
+    long n;
+    unsigned char *buf = slurp("fuzz/corpus/dicom/slice0.dcm", &n);
+    if (!buf) SKIP("fuzz/corpus/dicom/slice0.dcm not found (run from the repository root)");
+    long at = find_bytes(buf, n, "\x20\x00\x32\x00" "DS", 6);
+    if (at < 0 || at + 12 > n) {
+        free(buf);
+        REQUIRE(0, "seed slice has no ImagePositionPatient");
+    }
+    memcpy(buf + at + 4, "OB\x00\x00\xf0\xff\xff\xff", 8);
+    snprintf(d, sizeof d, "%s/huge", test_tmpdir());
+    mkdir(d, 0755);
+    snprintf(p, sizeof p, "%s/huge.dcm", d);
+    int w = spill(p, buf, n);
+    free(buf);
+    REQUIRE(w == 0, "cannot write %s", p);
+    double t0 = ls_now_test();
+    expect_error(d, "element declaring 4 GB", "huge.dcm");
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    printf("  huge declared length: %.2f s, largest reader child %ld MB\n", ls_now_test() - t0, ru.ru_maxrss / 1024);
+    CHECK(ru.ru_maxrss < 1024 * 1024, "reader child peaked at %ld MB", ru.ru_maxrss / 1024);
+}
+
 int main(void) {
     RUN(shared_series);
     RUN(broken_directories);
     RUN(damaged_headers);
     RUN(displaced_slices);
     RUN(short_series);
+    RUN(huge_declared_length);
     return test_summary();
 }
