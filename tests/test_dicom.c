@@ -437,6 +437,73 @@ TEST(huge_declared_length) {
     CHECK(ru.ru_maxrss < 1024 * 1024, "reader child peaked at %ld MB", ru.ru_maxrss / 1024);
 }
 
+/* The synthetic seed pair (two 8x8 CT slices, rescale -1024/1) copied into tmp/sub with each file
+ * passed through `patch` (may be NULL); 0 on success. */
+static int seed_variant(const char *sub, int (*patch)(unsigned char *, long, int), char d[700]) {
+    snprintf(d, 700, "%s/%s", test_tmpdir(), sub);
+    mkdir(d, 0755);
+    for (int i = 0; i < 2; i++) {
+        char from[256], to[800];
+        long n;
+        snprintf(from, sizeof from, "fuzz/corpus/dicom/slice%d.dcm", i);
+        unsigned char *buf = slurp(from, &n);
+        if (!buf) return -1;
+        snprintf(to, sizeof to, "%s/slice%d.dcm", d, i);
+        int rc = (patch && patch(buf, n, i) != 0) || spill(to, buf, n) != 0 ? -1 : 0;
+        free(buf);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+static int replace_once(unsigned char *buf, long n, const char *from, const char *to, long len) {
+    long at = find_bytes(buf, n, from, len);
+    if (at < 0) return -1;
+    memcpy(buf + at, to, (size_t)len);
+    return 0;
+}
+
+/* Modality MR, and the rescale tags renamed to (0028,1054/1055), which GDCM does not read as rescale. */
+static int to_mr_without_rescale(unsigned char *buf, long n, int i) {
+    (void)i;
+    return replace_once(buf, n, "\x08\x00\x60\x00" "CS\x02\x00" "CT", "\x08\x00\x60\x00" "CS\x02\x00" "MR", 10) ||
+           replace_once(buf, n, "\x28\x00\x52\x10" "DS", "\x28\x00\x54\x10" "DS", 6) ||
+           replace_once(buf, n, "\x28\x00\x53\x10" "DS", "\x28\x00\x55\x10" "DS", 6);
+}
+
+/* The second slice's row and column cosines swapped: same series UID, another orientation. */
+static int turn_second(unsigned char *buf, long n, int i) {
+    if (i == 0) return 0;
+    return replace_once(buf, n, "\x20\x00\x37\x00" "DS\x0c\x00" "1\\0\\0\\0\\1\\0", "\x20\x00\x37\x00" "DS\x0c\x00" "0\\1\\0\\1\\0\\0",
+                        19);
+}
+
+TEST(rescale_and_orientation) {
+    char d[700];
+    ls_volume ct, mr;
+    ls_error err = {0};
+    if (seed_variant("seed_ct", NULL, d) != 0) SKIP("fuzz/corpus/dicom seeds not found (run from the repository root)");
+    REQUIRE(ls_volume_read_dicom(d, &ct, &err) == LS_OK, "%s", err.msg);
+    CHECK(strcmp(ct.descrip, "DICOM CT") == 0 && ct.src_dtype == LS_DT_I16 && ct.scl_slope == 1 && ct.scl_inter == 0,
+          "seed CT: descrip '%s', dtype %d, scl %g/%g", ct.descrip, (int)ct.src_dtype, ct.scl_slope, ct.scl_inter);
+
+    /* Without rescale tags the stored values come back as they are: the CT values + 1024. */
+    REQUIRE(seed_variant("seed_mr", to_mr_without_rescale, d) == 0, "cannot write the MR variant");
+    if (ls_volume_read_dicom(d, &mr, &err) != LS_OK) {
+        CHECK(0, "MR variant: %s", err.msg);
+    } else {
+        CHECK(strcmp(mr.descrip, "DICOM MR") == 0, "MR variant: descrip '%s'", mr.descrip);
+        size_t bad = 0;
+        for (size_t i = 0; i < ls_volume_nvox(&ct); i++) bad += mr.data[i] != ct.data[i] + 1024.0f;
+        CHECK(ls_volume_nvox(&mr) == ls_volume_nvox(&ct) && bad == 0, "MR variant: %zu voxels are not raw", bad);
+        ls_volume_free(&mr);
+    }
+    ls_volume_free(&ct);
+
+    REQUIRE(seed_variant("seed_turned", turn_second, d) == 0, "cannot write the turned variant");
+    expect_error(d, "orientation differs within one series", "differ in orientation");
+}
+
 int main(void) {
     RUN(shared_series);
     RUN(broken_directories);
@@ -444,5 +511,6 @@ int main(void) {
     RUN(displaced_slices);
     RUN(short_series);
     RUN(huge_declared_length);
+    RUN(rescale_and_orientation);
     return test_summary();
 }
