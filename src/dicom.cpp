@@ -28,6 +28,7 @@
 #include <gdcmImage.h>
 #include <gdcmImageReader.h>
 #include <gdcmPixelFormat.h>
+#include <gdcmReader.h>
 #include <gdcmStringFilter.h>
 #if defined(__clang__)
 #pragma clang diagnostic pop
@@ -168,7 +169,7 @@ class data_cap {
 };
 
 /* The header parse of one file under a data_cap: 1 read, 0 GDCM refused it, -1 over the budget. */
-int read_header_capped(gdcm::ImageReader &reader, const std::string &path, bool cap) {
+int read_header_capped(gdcm::Reader &reader, const std::string &path, bool cap) {
     struct stat st;
     size_t file_bytes = stat(path.c_str(), &st) == 0 ? (size_t)st.st_size : 0;
     data_cap guard(cap, 4 * file_bytes + ((size_t)256 << 20));
@@ -192,6 +193,16 @@ int read_slice(const std::string &path, slice &s, bool cap, ls_error *err) {
         return -1;
     }
     if (!got) {
+        /* ImageReader refuses any file without pixel data (DICOMDIR, SR, RT structures sometimes
+         * exported beside the slices): read it as a plain data set and skip it if it is no image at
+         * all. A file with an image header (Rows) but no pixels is a damaged slice: an error. */
+        gdcm::Reader plain;
+        plain.SetFileName(path.c_str());
+        if (read_header_capped(plain, path, cap) > 0) {
+            const gdcm::DataSet &ds = plain.GetFile().GetDataSet();
+            if (!ds.FindDataElement(gdcm::Tag(0x7fe0, 0x0010)) && !ds.FindDataElement(gdcm::Tag(0x0028, 0x0010)))
+                return 0;
+        }
         if (!dicom_like) return 0;
         ls_fail(err, LS_ERR_INPUT, "%s: DICOM file cannot be decoded (truncated or corrupt)", path.c_str());
         return -1;

@@ -504,6 +504,37 @@ TEST(rescale_and_orientation) {
     expect_error(d, "orientation differs within one series", "differ in orientation");
 }
 
+/* The seed cut short before `tag` (4 bytes), written as `name` in `dir`; 0 on success. */
+static int seed_cut(const char *dir, const char *name, const char *tag) {
+    long n;
+    char p[800];
+    unsigned char *buf = slurp("fuzz/corpus/dicom/slice0.dcm", &n);
+    if (!buf) return -1;
+    long at = find_bytes(buf, n, tag, 4);
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    int rc = at > 0 ? spill(p, buf, at) : -1;
+    free(buf);
+    return rc;
+}
+
+TEST(files_without_pixels) {
+    char d[700];
+    ls_volume v;
+    ls_error err = {0};
+    if (seed_variant("with_dicomdir", NULL, d) != 0) SKIP("fuzz/corpus/dicom seeds not found (run from the repository root)");
+    /* A DICOM data set with no image module at all (like DICOMDIR or an SR): skipped. */
+    REQUIRE(seed_cut(d, "DICOMDIR", "\x28\x00\x02\x00") == 0, "cannot write DICOMDIR");
+    CHECK(ls_volume_read_dicom(d, &v, &err) == LS_OK, "series beside a non-image DICOM file: %s", err.msg);
+    if (err.code == LS_OK) {
+        CHECK(v.geom.dim[2] == 2, "%lld slices", (long long)v.geom.dim[2]);
+        ls_volume_free(&v);
+    }
+    /* An image header whose pixel data is gone: a damaged slice, an error naming it. */
+    REQUIRE(seed_variant("lost_pixels", NULL, d) == 0, "cannot copy seeds");
+    REQUIRE(seed_cut(d, "slice2.dcm", "\xe0\x7f\x10\x00") == 0, "cannot write slice2.dcm");
+    expect_error(d, "image header without pixel data", "slice2.dcm");
+}
+
 int main(void) {
     RUN(shared_series);
     RUN(broken_directories);
@@ -512,5 +543,6 @@ int main(void) {
     RUN(short_series);
     RUN(huge_declared_length);
     RUN(rescale_and_orientation);
+    RUN(files_without_pixels);
     return test_summary();
 }
