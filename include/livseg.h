@@ -72,6 +72,7 @@ typedef struct {
     ls_dtype src_dtype;    /* type on disk (informational) */
     double scl_slope, scl_inter; /* as read (slope 0 means "none") */
     char descrip[80];
+    char format[16];       /* "NIfTI-1", "NIfTI-2" or "DICOM" */
 } ls_volume;
 
 /* Voxel count. */

@@ -3,7 +3,7 @@
 # Run as root (or with sudo available). Idempotent: re-running only checks that everything is there.
 #
 #   build:   gcc, make, pkg-config, nifticlib (NIfTI-1/2 I/O), zlib, GDCM (DICOM), OpenBLAS (GEMM),
-#            jansson (JSON), libpng (preview images)
+#            (OpenMP build), jansson (JSON), libpng (preview images)
 #   tests:   Debian's python3 with PyTorch, NumPy, SciPy, nibabel (the independent references),
 #            clang + libFuzzer runtime (fuzz harnesses)
 set -euo pipefail
@@ -12,7 +12,7 @@ pkgs=(
   build-essential pkg-config
   libnifti2-dev zlib1g-dev
   libgdcm-dev
-  libopenblas-dev
+  libopenblas-openmp-dev
   libjansson-dev
   libpng-dev
   python3 python3-numpy python3-scipy python3-nibabel python3-torch

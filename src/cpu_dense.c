@@ -1,4 +1,207 @@
-/* cpu_dense.c — CPU implementation of the 'dense' op family (see ops_dense.h). */
+/*
+ * cpu_dense.c — CPU implementation of the dense op family (ops_dense.h): GEMMs through OpenBLAS,
+ * elementwise and row ops with OpenMP over rows, be->nthreads threads.
+ *
+ * Batched GEMMs (attention: one small problem per batch item and head) run one problem per OpenMP
+ * thread; OpenBLAS's OpenMP build then runs single-threaded inside each, instead of every call fanning
+ * out over all cores.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
 #include "ops.h"
 
-const ls_ops_dense ls_cpu_dense = {0};
+static void cpu_gemm(const ls_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc) {
+    (void)be; /* thread count set once per backend (ops.c) */
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
+                B, ldb, beta, C, ldc);
+}
+
+static void cpu_gemm_batched(const ls_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                             int lda, size_t sA, const float *B, int ldb, size_t sB, float beta, float *C, int ldc,
+                             size_t sC, int batch) {
+#pragma omp parallel for schedule(dynamic) num_threads(be->nthreads)
+    for (int i = 0; i < batch; i++)
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha,
+                    A + (size_t)i * sA, lda, B + (size_t)i * sB, ldb, beta, C + (size_t)i * sC, ldc);
+}
+
+static void cpu_layernorm(const ls_backend *be, float *y, const float *x, const float *w, const float *b, size_t rows,
+                          int n, float eps) {
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * (size_t)n;
+        float *yr = y + r * (size_t)n;
+        /* Two passes in double: the variance of features with a large mean stays exact. */
+        double mean = 0, var = 0;
+        for (int i = 0; i < n; i++) mean += xr[i];
+        mean /= n;
+        for (int i = 0; i < n; i++) var += ((double)xr[i] - mean) * ((double)xr[i] - mean);
+        float rstd = (float)(1.0 / sqrt(var / n + eps)), m = (float)mean;
+        for (int i = 0; i < n; i++) yr[i] = (xr[i] - m) * rstd * w[i] + b[i];
+    }
+}
+
+/* exp(x) for x <= 0 (softmax arguments after the max is subtracted), vectorisable: x = n ln2 + r with
+ * |r| <= ln2/2, e^r by a degree-6 Taylor polynomial (relative error < 2e-7 on that range), 2^n through the
+ * exponent bits. Arguments below -87 flush to 0, as expf does to within float's range. */
+static inline float exp_neg(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    float n = __builtin_roundf(x * 1.44269504088896341f);
+    float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f; /* ln2 split hi/lo */
+    float p = 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return p * scale;
+}
+
+static void cpu_softmax(const ls_backend *be, float *x, size_t rows, int n, float scale) {
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (size_t r = 0; r < rows; r++) {
+        float *xr = x + r * (size_t)n;
+        float mx = -INFINITY, sum = 0;
+#pragma omp simd reduction(max : mx)
+        for (int i = 0; i < n; i++) mx = xr[i] > mx ? xr[i] : mx;
+#pragma omp simd reduction(+ : sum)
+        for (int i = 0; i < n; i++) {
+            xr[i] = exp_neg(scale * (xr[i] - mx));
+            sum += xr[i];
+        }
+        float inv = 1.0f / sum;
+#pragma omp simd
+        for (int i = 0; i < n; i++) xr[i] *= inv;
+    }
+}
+
+/* erf as a rational function of x on [-4, 4] (beyond, erf is +-1 to float precision): the
+ * approximation Eigen and TensorFlow use for float erf. Max abs error 4.2e-7 over the reals (measured
+ * against math.erf on 200001 points), and it vectorises where libm's erff does not. */
+static inline float erf_rational(float x) {
+    x = x < -4.0f ? -4.0f : x > 4.0f ? 4.0f : x;
+    float x2 = x * x;
+    float p = -2.72614225801306e-10f;
+    p = p * x2 + 2.77068142495902e-08f;
+    p = p * x2 - 2.10102402082508e-06f;
+    p = p * x2 - 5.69250639462346e-05f;
+    p = p * x2 - 7.34990630326855e-04f;
+    p = p * x2 - 2.95459980854025e-03f;
+    p = p * x2 - 1.60960333262415e-02f;
+    float q = -1.45660718464996e-05f;
+    q = q * x2 - 2.13374055278905e-04f;
+    q = q * x2 - 1.68282697438203e-03f;
+    q = q * x2 - 7.37332916720468e-03f;
+    q = q * x2 - 1.42647390514189e-02f;
+    return x * p / q;
+}
+
+static void cpu_bias_gelu(const ls_backend *be, float *x, const float *bias, size_t rows, int n) {
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (size_t r = 0; r < rows; r++) {
+        float *xr = x + r * (size_t)n;
+#pragma omp simd
+        for (int i = 0; i < n; i++) {
+            float v = xr[i] + (bias ? bias[i] : 0.0f);
+            xr[i] = 0.5f * v * (1.0f + erf_rational(v * 0.70710678118654752f));
+        }
+    }
+}
+
+static void cpu_add_bias(const ls_backend *be, float *y, const float *bias, size_t rows, int n) {
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (size_t r = 0; r < rows; r++) {
+        float *yr = y + r * (size_t)n;
+        for (int i = 0; i < n; i++) yr[i] += bias[i];
+    }
+}
+
+static void cpu_patchify(const ls_backend *be, float *cols, const float *img, int B, int C, int H, int W, int P) {
+    int gh = H / P, gw = W / P, rowlen = C * P * P;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(be->nthreads)
+    for (int b = 0; b < B; b++)
+        for (int py = 0; py < gh; py++)
+            for (int px = 0; px < gw; px++) {
+                float *row = cols + ((size_t)(b * gh + py) * gw + px) * rowlen;
+                for (int c = 0; c < C; c++)
+                    for (int y = 0; y < P; y++)
+                        memcpy(row + (c * P + y) * P, img + (((size_t)b * C + c) * H + py * P + y) * W + px * P,
+                               (size_t)P * sizeof(float));
+            }
+}
+
+static void cpu_embed_tokens(const ls_backend *be, float *x, const float *patches, const float *bias, const float *cls,
+                             const float *pos, int B, int T, int D) {
+#pragma omp parallel for collapse(2) schedule(static) num_threads(be->nthreads)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *xr = x + ((size_t)b * T + t) * D;
+            const float *pr = pos + (size_t)t * D;
+            if (t == 0)
+                for (int i = 0; i < D; i++) xr[i] = cls[i] + pr[i];
+            else {
+                const float *src = patches + ((size_t)b * (T - 1) + t - 1) * D;
+                for (int i = 0; i < D; i++) xr[i] = src[i] + bias[i] + pr[i];
+            }
+        }
+}
+
+static void cpu_split_heads(const ls_backend *be, float *q, float *k, float *v, const float *qkv, const float *bias,
+                            int B, int T, int NH, int HS) {
+    int D = NH * HS;
+    float *dst[3] = {q, k, v};
+#pragma omp parallel for collapse(2) schedule(static) num_threads(be->nthreads)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *src = qkv + ((size_t)b * T + t) * 3 * D;
+            for (int s = 0; s < 3; s++)
+                for (int h = 0; h < NH; h++) {
+                    float *o = dst[s] + (((size_t)b * NH + h) * T + t) * HS;
+                    const float *in = src + s * D + h * HS, *bb = bias + s * D + h * HS;
+                    for (int i = 0; i < HS; i++) o[i] = in[i] + bb[i];
+                }
+        }
+}
+
+static void cpu_merge_heads(const ls_backend *be, float *y, const float *o, int B, int T, int NH, int HS) {
+#pragma omp parallel for collapse(2) schedule(static) num_threads(be->nthreads)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < NH; h++)
+                memcpy(y + ((size_t)b * T + t) * NH * HS + h * HS, o + (((size_t)b * NH + h) * T + t) * HS,
+                       (size_t)HS * sizeof(float));
+}
+
+static void cpu_tokens_to_grid(const ls_backend *be, float *grid, const float *x, int B, int T, int D, int gh, int gw) {
+    (void)gh;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(be->nthreads)
+    for (int b = 0; b < B; b++)
+        for (int d = 0; d < D; d++) {
+            float *g = grid + ((size_t)b * D + d) * (size_t)(T - 1);
+            const float *src = x + (size_t)b * T * D + D + d; /* token 1, channel d */
+            for (int t = 0; t < T - 1; t++) g[t] = src[(size_t)t * D];
+        }
+    (void)gw;
+}
+
+const ls_ops_dense ls_cpu_dense = {
+    .gemm = cpu_gemm,
+    .gemm_batched = cpu_gemm_batched,
+    .layernorm = cpu_layernorm,
+    .softmax = cpu_softmax,
+    .bias_gelu = cpu_bias_gelu,
+    .add_bias = cpu_add_bias,
+    .patchify = cpu_patchify,
+    .embed_tokens = cpu_embed_tokens,
+    .split_heads = cpu_split_heads,
+    .merge_heads = cpu_merge_heads,
+    .tokens_to_grid = cpu_tokens_to_grid,
+};

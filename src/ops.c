@@ -1,6 +1,7 @@
 /* ops.c — backend selection, the CPU memory table, and the arena (see ops.h). */
 #include "ops.h"
 
+#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +65,7 @@ ls_status ls_backend_init(ls_backend *be, ls_device dev, int nthreads, ls_error 
                        "--device cuda: this livseg was built without CUDA (rebuild with make CUDA=1)");
 #endif
     }
+    openblas_set_num_threads(nthreads);
     be->mem = &cpu_mem;
     be->dense = &ls_cpu_dense;
     be->nn = &ls_cpu_nn;

@@ -1,11 +1,46 @@
-/* ops_loss.h — the 'loss' op family of the backend interface (see ops.h). Filled in by its owner. */
+/*
+ * ops_loss.h — the training op family of the backend interface (see ops.h): the losses with their
+ * gradients, and the optimiser step. Pointers are backend memory; scalar results come back on the host.
+ *
+ * Legend: N pixels (B*H*W of one-channel logits), P tokens of a slice (h*w), C teacher channels,
+ * D code channels.
+ *
+ * Supervised losses take logits z[N] and targets t[N] in {0, 1}, return the loss, and ADD weight *
+ * dL/dz into dz (so terms can be summed into one gradient buffer).
+ */
 #ifndef LS_OPS_LOSS_H
 #define LS_OPS_LOSS_H
+
+#include <stddef.h>
 
 typedef struct ls_backend ls_backend;
 
 typedef struct {
-    int reserved_;
+    /* torchvision's sigmoid_focal_loss, mean over N: BCE * (1 - p_t)^gamma, times alpha_t when alpha >= 0. */
+    double (*focal)(const ls_backend *be, const float *z, const float *t, size_t N, float gamma, float alpha,
+                    float weight, float *dz);
+    /* 1 - (TP + s) / (TP + a FP + b FN + s), soft counts over all N pixels of the batch. */
+    double (*tversky)(const ls_backend *be, const float *z, const float *t, size_t N, float a, float b, float s,
+                      float weight, float *dz);
+    /* UnitBox's -log((I + s) / (U + s)), soft intersection and union over all N pixels. */
+    double (*log_iou)(const ls_backend *be, const float *z, const float *t, size_t N, float s, float weight, float *dz);
+    /* FDA's entropy regulariser for one channel: mean over N of (H^2 + 1e-8)^eta, H the binary entropy
+     * of sigmoid(z) in bits (FDA's entropy divided by ln of the class count, here 2). No target. */
+    double (*entropy)(const ls_backend *be, const float *z, size_t N, float eta, float weight, float *dz);
+    /* One contrastive-distillation term (paper eqs. 1, 3, 4): mean over the P x P token pairs of
+     * -(S(X_F) - b) * max(X_C, 0), X_F the cosine similarities of teacher features fx[C,P] and fy[C,P],
+     * S centring over the second slice's positions, X_C those of codes gx[D,P] and gy[D,P]. Adds
+     * weight * dL/dgx into dgx and weight * dL/dgy into dgy (the same buffer when x is y). Returns the
+     * loss; *mean_sim receives mean(X_C). `ws` holds ls_cd_workspace(C, D, P) floats. */
+    double (*cd_term)(const ls_backend *be, const float *fx, const float *fy, int C, const float *gx, const float *gy,
+                      int D, int P, float b, float weight, float *dgx, float *dgy, float *mean_sim, float *ws);
+    /* torch.optim.RAdam (torch 1.13: L2 weight decay added to the gradient), one step over n values at
+     * step number `step` (1-based). */
+    void (*radam_step)(const ls_backend *be, float *param, const float *grad, float *m, float *v, size_t n, int step,
+                       float lr, float beta1, float beta2, float eps, float weight_decay);
 } ls_ops_loss;
+
+/* Floats of scratch cd_term needs. */
+size_t ls_cd_workspace(int C, int D, int P);
 
 #endif

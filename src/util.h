@@ -37,7 +37,12 @@ ls_status ls_fail(ls_error *err, ls_status code, const char *fmt, ...) LS_PRINTF
     do {                                                                            \
         if (!(cond)) ls_die_internal(__FILE__, __LINE__, #cond);                    \
     } while (0)
-_Noreturn void ls_die_internal(const char *file, int line, const char *what);
+#ifdef __cplusplus
+[[noreturn]]
+#else
+_Noreturn
+#endif
+void ls_die_internal(const char *file, int line, const char *what);
 
 /* calloc that reports the size it could not get. n*size overflow is a failure, not a wrap. */
 void *ls_calloc(size_t n, size_t size, ls_error *err);

@@ -88,6 +88,33 @@ static inline const char *test_tmpdir(void) {
     return dir;
 }
 
+/* The Python with the references' packages: $LS_PYTHON, else Debian's /usr/bin/python3. */
+static inline const char *test_python(void) {
+    const char *p = getenv("LS_PYTHON");
+    return p ? p : "/usr/bin/python3";
+}
+
+/* 1 when `import MODULES` (comma-separated) works in test_python(). */
+static inline int test_python_has(const char *modules) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s -c 'import %s' > /dev/null 2>&1", test_python(), modules);
+    return system(cmd) == 0;
+}
+
+/* Reads n float32 values from a raw file; returns a malloc'd buffer or NULL. */
+static inline float *test_read_f32(const char *path, size_t n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    float *buf = malloc(n * sizeof(float) + 1);
+    size_t got = fread(buf, sizeof(float), n + 1, f);
+    fclose(f);
+    if (got != n) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
 /* Max |a-b| / max(|b|, floor) over n values: the relative error used against PyTorch references. */
 static inline double test_max_rel_err(const float *a, const float *b, size_t n, double floor) {
     double m = 0;

@@ -1,7 +1,8 @@
 /*
  * cli.h — what the `livseg` subcommands share: each lives in tools/cmd_NAME.c as
  * `int cmd_NAME(int argc, char **argv)` (argv[0] is the subcommand's name) and returns the process
- * exit status: 0 success, 2 bad input or usage (one line on stderr naming the file and the problem),
+ * exit status: 0 success, 2 bad input, usage, or a device this machine lacks (one line on stderr
+ * naming the file and the problem),
  * 3 I/O failure, 4 out of memory, 5 internal error.
  */
 #ifndef LS_CLI_H
@@ -16,5 +17,6 @@ int cli_report(const ls_error *err);
 int cli_is_help(const char *arg);
 
 int cmd_info(int argc, char **argv);
+int cmd_features(int argc, char **argv);
 
 #endif

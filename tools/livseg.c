@@ -14,6 +14,7 @@ typedef struct {
 
 static const subcommand commands[] = {
     {"info", cmd_info, "print a volume's size, spacing, orientation and intensities"},
+    {"features", cmd_features, "run the frozen teacher over every slice and cache its features"},
 };
 static const int ncommands = (int)(sizeof commands / sizeof *commands);
 
@@ -30,6 +31,8 @@ static void usage(FILE *f) {
 
 int cli_report(const ls_error *err) {
     fprintf(stderr, "livseg: %s\n", err->msg[0] ? err->msg : "unknown error");
+    /* A request this machine cannot serve (no GPU) is the user's to change, like bad input. */
+    if (err->code == LS_ERR_UNSUPPORTED) return 2;
     return err->code ? (int)err->code : 1;
 }
 

@@ -1,0 +1,261 @@
+/*
+ * model.c — see model.h. Forward keeps every activation the backward pass needs in an ls_model_acts
+ * carved from the caller's arena; backward walks the layers in reverse with two ping-pong gradient
+ * buffers from the same arena.
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rng.h"
+#include "util.h"
+
+enum { L_HEAD1, L_HEAD2, L_DEC0, L_SKIP0 = L_DEC0 + LS_DEC_STAGES, L_SKIP1, L_OUT };
+
+void ls_model_config_default(ls_model_config *c, int feat_dim, int grid) {
+    *c = (ls_model_config){.feat_dim = feat_dim, .head_hidden = feat_dim, .code_dim = 70, .grid = grid,
+                           .widths = {64, 48, 32, 16, 16}, .skip_width = 16, .dropout = 0.1f,
+                           .bn_momentum = 0.1f, .bn_eps = 1e-5f};
+}
+
+static int side(const ls_model_config *c, int stage) { return c->grid << (stage + 1); } /* output of a stage */
+
+static void layer_shapes(const ls_model_config *c, ls_conv_layer *L) {
+    int ci[LS_MODEL_LAYERS], co[LS_MODEL_LAYERS], k[LS_MODEL_LAYERS];
+    ci[L_HEAD1] = c->feat_dim, co[L_HEAD1] = c->head_hidden, k[L_HEAD1] = 1;
+    ci[L_HEAD2] = c->head_hidden, co[L_HEAD2] = c->code_dim, k[L_HEAD2] = 1;
+    for (int s = 0; s < LS_DEC_STAGES; s++)
+        ci[L_DEC0 + s] = s ? c->widths[s - 1] : c->code_dim, co[L_DEC0 + s] = c->widths[s], k[L_DEC0 + s] = 3;
+    ci[L_SKIP0] = c->widths[LS_DEC_STAGES - 1] + 1, co[L_SKIP0] = c->skip_width, k[L_SKIP0] = 3;
+    ci[L_SKIP1] = c->skip_width, co[L_SKIP1] = c->skip_width, k[L_SKIP1] = 3;
+    ci[L_OUT] = c->skip_width, co[L_OUT] = 1, k[L_OUT] = 3;
+    for (int l = 0; l < LS_MODEL_LAYERS; l++) L[l].ci = ci[l], L[l].co = co[l], L[l].k = k[l];
+}
+
+static int has_bn(int l) { return l >= L_DEC0 && l <= L_SKIP1; }
+
+/* Points the layers into the parameter and running-statistics buffers; returns the sizes. */
+static void layout(ls_model *m, float *params, float *running, size_t *np, size_t *nr) {
+    size_t p = 0, r = 0;
+    for (int l = 0; l < LS_MODEL_LAYERS; l++) {
+        ls_conv_layer *L = &m->layer[l];
+        size_t nw = (size_t)L->co * L->ci * L->k * L->k;
+        L->w = params ? params + p : NULL, p += nw;
+        L->b = params ? params + p : NULL, p += (size_t)L->co;
+        if (has_bn(l)) {
+            L->gamma = params ? params + p : NULL, p += (size_t)L->co;
+            L->beta = params ? params + p : NULL, p += (size_t)L->co;
+            L->run_mean = running ? running + r : NULL, r += (size_t)L->co;
+            L->run_var = running ? running + r : NULL, r += (size_t)L->co;
+        }
+    }
+    *np = p, *nr = r;
+}
+
+ls_status ls_model_init(ls_model *m, const ls_backend *be, const ls_model_config *cfg, uint64_t seed, ls_error *err) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->be = be;
+    layer_shapes(cfg, m->layer);
+    layout(m, NULL, NULL, &m->nparams, &m->nrunning);
+    float *hp = ls_calloc(m->nparams, sizeof(float), err), *hr = ls_calloc(m->nrunning, sizeof(float), err);
+    if (!hp || !hr) {
+        free(hp), free(hr);
+        return LS_ERR_NOMEM;
+    }
+    size_t np, nr;
+    layout(m, hp, hr, &np, &nr);
+    ls_rng rng = {seed};
+    for (int l = 0; l < LS_MODEL_LAYERS; l++) {
+        ls_conv_layer *L = &m->layer[l];
+        size_t nw = (size_t)L->co * L->ci * L->k * L->k;
+        double bound = 1.0 / sqrt((double)L->ci * L->k * L->k); /* PyTorch's Conv2d default */
+        for (size_t i = 0; i < nw; i++) L->w[i] = (float)((2 * ls_rng_uniform(&rng) - 1) * bound);
+        for (int i = 0; i < L->co; i++) L->b[i] = (float)((2 * ls_rng_uniform(&rng) - 1) * bound);
+        if (has_bn(l))
+            for (int i = 0; i < L->co; i++) L->gamma[i] = 1, L->beta[i] = 0, L->run_mean[i] = 0, L->run_var[i] = 1;
+    }
+    m->params = be->mem->alloc(be, m->nparams * sizeof(float));
+    m->grads = be->mem->alloc(be, m->nparams * sizeof(float));
+    m->running = be->mem->alloc(be, m->nrunning * sizeof(float));
+    ls_status s = LS_OK;
+    if (!m->params || !m->grads || !m->running) s = ls_fail(err, LS_ERR_NOMEM, "cannot allocate the model");
+    else {
+        be->mem->to_device(be, m->params, hp, m->nparams * sizeof(float));
+        be->mem->to_device(be, m->running, hr, m->nrunning * sizeof(float));
+        be->mem->zero(be, m->grads, m->nparams * sizeof(float));
+        layout(m, m->params, m->running, &np, &nr);
+    }
+    free(hp), free(hr);
+    if (s) ls_model_free(m);
+    return s;
+}
+
+void ls_model_free(ls_model *m) {
+    if (m->be) {
+        if (m->params) m->be->mem->free(m->be, m->params);
+        if (m->grads) m->be->mem->free(m->be, m->grads);
+        if (m->running) m->be->mem->free(m->be, m->running);
+    }
+    memset(m, 0, sizeof *m);
+}
+
+/* Largest activation (floats per image) and largest conv workspace, for sizing. */
+static void extents(const ls_model_config *c, const ls_conv_layer *L, size_t *act, size_t *ws) {
+    size_t g2 = (size_t)c->grid * c->grid, S = (size_t)side(c, LS_DEC_STAGES - 1), a = 0, w = 0;
+    a = (size_t)(c->head_hidden > c->feat_dim ? c->head_hidden : c->feat_dim) * g2;
+    for (int s = 0; s < LS_DEC_STAGES; s++) {
+        size_t hw = (size_t)side(c, s) * side(c, s);
+        size_t big = (size_t)(L[L_DEC0 + s].ci > L[L_DEC0 + s].co ? L[L_DEC0 + s].ci : L[L_DEC0 + s].co) * hw;
+        if (big > a) a = big;
+        if ((size_t)L[L_DEC0 + s].ci * 9 * hw > w) w = (size_t)L[L_DEC0 + s].ci * 9 * hw;
+    }
+    size_t top = (size_t)(c->widths[LS_DEC_STAGES - 1] + 1) * S * S;
+    if (top > a) a = top;
+    if (top * 9 > w) w = top * 9;
+    *act = a, *ws = w;
+}
+
+/* Mirrors the allocations of ls_model_forward and ls_model_backward (each rounded up to 16 floats). */
+size_t ls_model_arena_floats(const ls_model_config *c, int B) {
+    ls_conv_layer L[LS_MODEL_LAYERS];
+    layer_shapes(c, L);
+    size_t g2 = (size_t)c->grid * c->grid, S2 = (size_t)side(c, LS_DEC_STAGES - 1) * side(c, LS_DEC_STAGES - 1);
+    size_t act, ws, n = 0, allocs = 0;
+    extents(c, L, &act, &ws);
+    n += ws, allocs++;
+    for (int l = 0; l < LS_MODEL_LAYERS; l++) n += 2 * (size_t)(L[l].co > 64 ? L[l].co : 64), allocs += 2;
+    n += (size_t)B * (2 * c->head_hidden + c->code_dim) * g2, allocs += 3; /* h1, codes, h1a */
+    for (int s = 0; s < LS_DEC_STAGES; s++) {
+        size_t hw = (size_t)side(c, s) * side(c, s);
+        n += (size_t)B * hw * ((size_t)L[L_DEC0 + s].ci + 3 * (size_t)c->widths[s]) + (size_t)B * c->widths[s];
+        allocs += 5;
+    }
+    n += (size_t)B * S2 * ((size_t)c->widths[LS_DEC_STAGES - 1] + 1 + 5 * (size_t)c->skip_width + 1), allocs += 7;
+    n += 3 * (size_t)B * act + 2 * (size_t)B * c->skip_width * S2, allocs += 5; /* backward */
+    return n + 16 * allocs;
+}
+
+/* conv -> (BN) -> ReLU for one layer, keeping pre-activation buffers. */
+static void conv_bn(ls_model *m, ls_model_acts *a, int l, const float *x, float *conv, float *bn, int B, int H, int W) {
+    const ls_backend *be = m->be;
+    ls_conv_layer *L = &m->layer[l];
+    be->nn->conv2d_fwd(be, conv, x, L->w, L->b, B, L->ci, H, W, L->co, L->k, a->ws);
+    if (a->training)
+        be->nn->batchnorm_fwd_train(be, bn, a->mean[l], a->rstd[l], conv, L->gamma, L->beta, L->run_mean, L->run_var, B,
+                                    L->co, H * W, m->cfg.bn_momentum, m->cfg.bn_eps);
+    else
+        be->nn->batchnorm_fwd_eval(be, bn, conv, L->gamma, L->beta, L->run_mean, L->run_var, B, L->co, H * W,
+                                   m->cfg.bn_eps);
+}
+
+void ls_model_forward(ls_model *m, ls_arena *ar, ls_model_acts *a, const float *feats, const float *image, int B,
+                      int training, float *const *keep) {
+    const ls_backend *be = m->be;
+    const ls_model_config *c = &m->cfg;
+    ls_conv_layer *L = m->layer;
+    int g = c->grid, S = side(c, LS_DEC_STAGES - 1);
+    size_t g2 = (size_t)g * g, S2 = (size_t)S * S, act, wsz;
+    extents(c, L, &act, &wsz);
+    memset(a, 0, sizeof *a);
+    a->B = B, a->training = training, a->feats = (float *)feats, a->image = (float *)image;
+    a->ws = ls_arena_floats(ar, wsz);
+    for (int l = 0; l < LS_MODEL_LAYERS; l++) a->mean[l] = ls_arena_floats(ar, 64 > L[l].co ? 64 : (size_t)L[l].co),
+                                              a->rstd[l] = ls_arena_floats(ar, 64 > L[l].co ? 64 : (size_t)L[l].co);
+    a->h1 = ls_arena_floats(ar, (size_t)B * c->head_hidden * g2);
+    a->codes = ls_arena_floats(ar, (size_t)B * c->code_dim * g2);
+    be->nn->conv2d_fwd(be, a->h1, feats, L[L_HEAD1].w, L[L_HEAD1].b, B, L[L_HEAD1].ci, g, g, L[L_HEAD1].co, 1, a->ws);
+    /* The head's ReLU output goes straight into the second conv; h1 keeps the pre-activation. */
+    float *h1a = ls_arena_floats(ar, (size_t)B * c->head_hidden * g2);
+    be->nn->relu_fwd(be, h1a, a->h1, (size_t)B * c->head_hidden * g2);
+    be->nn->conv2d_fwd(be, a->codes, h1a, L[L_HEAD2].w, L[L_HEAD2].b, B, L[L_HEAD2].ci, g, g, L[L_HEAD2].co, 1, a->ws);
+    const float *in = a->codes;
+    for (int s = 0; s < LS_DEC_STAGES; s++) {
+        int h = side(c, s), ci = L[L_DEC0 + s].ci, w = c->widths[s];
+        size_t hw = (size_t)h * h;
+        a->up[s] = ls_arena_floats(ar, (size_t)B * ci * hw);
+        a->conv[s] = ls_arena_floats(ar, (size_t)B * w * hw);
+        a->bn[s] = ls_arena_floats(ar, (size_t)B * w * hw);
+        a->out[s] = ls_arena_floats(ar, (size_t)B * w * hw);
+        a->keep[s] = ls_arena_floats(ar, (size_t)B * w);
+        be->nn->upsample2x_fwd(be, a->up[s], in, B, ci, h / 2, h / 2);
+        conv_bn(m, a, L_DEC0 + s, a->up[s], a->conv[s], a->bn[s], B, h, h);
+        be->nn->relu_fwd(be, a->out[s], a->bn[s], (size_t)B * w * hw);
+        if (training && keep && keep[s]) {
+            be->mem->to_device(be, a->keep[s], keep[s], (size_t)B * w * sizeof(float));
+            be->nn->dropout2d(be, a->out[s], a->out[s], a->keep[s], B, w, (int)hw);
+        } else {
+            a->keep[s] = NULL;
+        }
+        in = a->out[s];
+    }
+    int w4 = c->widths[LS_DEC_STAGES - 1], sk = c->skip_width;
+    a->cat = ls_arena_floats(ar, (size_t)B * (w4 + 1) * S2);
+    be->nn->concat_fwd(be, a->cat, in, image, B, w4, 1, (int)S2);
+    a->s0 = ls_arena_floats(ar, (size_t)B * sk * S2), a->s0bn = ls_arena_floats(ar, (size_t)B * sk * S2);
+    a->s1 = ls_arena_floats(ar, (size_t)B * sk * S2), a->s1bn = ls_arena_floats(ar, (size_t)B * sk * S2);
+    float *r = ls_arena_floats(ar, (size_t)B * sk * S2);
+    conv_bn(m, a, L_SKIP0, a->cat, a->s0, a->s0bn, B, S, S);
+    be->nn->relu_fwd(be, r, a->s0bn, (size_t)B * sk * S2);
+    conv_bn(m, a, L_SKIP1, r, a->s1, a->s1bn, B, S, S);
+    be->nn->relu_fwd(be, r, a->s1bn, (size_t)B * sk * S2);
+    a->logits = ls_arena_floats(ar, (size_t)B * S2);
+    be->nn->conv2d_fwd(be, a->logits, r, L[L_OUT].w, L[L_OUT].b, B, sk, S, S, 1, 3, a->ws);
+    (void)act;
+}
+
+/* Gradient buffers of the parameters of layer l inside m->grads (same layout as m->params). */
+static float *grad_of(const ls_model *m, const float *param) { return m->grads + (param - m->params); }
+
+/* Backward through ReLU(BN(conv(x))): d is dL/d(relu output) and is overwritten; dx (may be NULL) gets
+ * dL/dx. `x` is the conv input, `conv`/`bn` the kept pre-activations. */
+static void conv_bn_relu_bwd(ls_model *m, const ls_model_acts *a, int l, float *d, float *tmp, const float *x,
+                             const float *conv, const float *bn, float *dx, int H, int W) {
+    const ls_backend *be = m->be;
+    ls_conv_layer *L = &m->layer[l];
+    size_t n = (size_t)a->B * L->co * H * W;
+    be->nn->relu_bwd(be, d, d, bn, n);
+    be->nn->batchnorm_bwd(be, tmp, grad_of(m, L->gamma), grad_of(m, L->beta), d, conv, a->mean[l], a->rstd[l],
+                          L->gamma, a->B, L->co, H * W);
+    be->nn->conv2d_bwd(be, dx, grad_of(m, L->w), grad_of(m, L->b), tmp, x, L->w, a->B, L->ci, H, W, L->co, L->k, a->ws);
+}
+
+void ls_model_backward(ls_model *m, ls_arena *ar, const ls_model_acts *a, const float *dlogits, const float *dcodes) {
+    const ls_backend *be = m->be;
+    const ls_model_config *c = &m->cfg;
+    ls_conv_layer *L = m->layer;
+    int B = a->B, g = c->grid, S = side(c, LS_DEC_STAGES - 1), sk = c->skip_width, w4 = c->widths[LS_DEC_STAGES - 1];
+    size_t S2 = (size_t)S * S, g2 = (size_t)g * g, act, wsz;
+    extents(c, L, &act, &wsz);
+    float *p = ls_arena_floats(ar, (size_t)B * act), *q = ls_arena_floats(ar, (size_t)B * act);
+    float *t = ls_arena_floats(ar, (size_t)B * act);
+    float *r0 = ls_arena_floats(ar, (size_t)B * sk * S2), *r1 = ls_arena_floats(ar, (size_t)B * sk * S2);
+    /* Recompute the two skip ReLU outputs (cheaper than keeping them). */
+    be->nn->relu_fwd(be, r0, a->s0bn, (size_t)B * sk * S2);
+    be->nn->relu_fwd(be, r1, a->s1bn, (size_t)B * sk * S2);
+    /* out conv: dL/d r1 into p */
+    be->nn->conv2d_bwd(be, p, grad_of(m, L[L_OUT].w), grad_of(m, L[L_OUT].b), dlogits, r1, L[L_OUT].w, B, sk, S, S, 1, 3,
+                       a->ws);
+    conv_bn_relu_bwd(m, a, L_SKIP1, p, q, r0, a->s1, a->s1bn, p, S, S);       /* p = dL/d r0 */
+    conv_bn_relu_bwd(m, a, L_SKIP0, p, q, a->cat, a->s0, a->s0bn, p, S, S);   /* p = dL/d cat */
+    be->nn->concat_bwd(be, q, NULL, p, B, w4, 1, (int)S2);                    /* q = dL/d out[4] */
+    float *d = q, *spare = p;
+    for (int s = LS_DEC_STAGES - 1; s >= 0; s--) {
+        int h = side(c, s), ci = L[L_DEC0 + s].ci, w = c->widths[s];
+        if (a->keep[s]) be->nn->dropout2d(be, d, d, a->keep[s], B, w, h * h);
+        conv_bn_relu_bwd(m, a, L_DEC0 + s, d, t, a->up[s], a->conv[s], a->bn[s], spare, h, h);
+        be->nn->upsample2x_bwd(be, d, spare, B, ci, h / 2, h / 2);             /* d = dL/d stage input */
+    }
+    /* d = dL/d codes from the decoder; add the contrastive part. */
+    size_t nc = (size_t)B * c->code_dim * g2, nh = (size_t)B * c->head_hidden * g2;
+    if (dcodes) be->dense->add_bias(be, d, dcodes, 1, (int)nc); /* d += dcodes, as one row of width nc */
+    float *h1a = spare, *dh = t;
+    be->nn->relu_fwd(be, h1a, a->h1, nh);
+    be->nn->conv2d_bwd(be, dh, grad_of(m, L[L_HEAD2].w), grad_of(m, L[L_HEAD2].b), d, h1a, L[L_HEAD2].w, B,
+                       L[L_HEAD2].ci, g, g, L[L_HEAD2].co, 1, a->ws);
+    be->nn->relu_bwd(be, dh, dh, a->h1, nh);
+    be->nn->conv2d_bwd(be, NULL, grad_of(m, L[L_HEAD1].w), grad_of(m, L[L_HEAD1].b), dh, a->feats, L[L_HEAD1].w, B,
+                       L[L_HEAD1].ci, g, g, L[L_HEAD1].co, 1, a->ws);
+}

@@ -1,0 +1,54 @@
+/*
+ * preprocess.h — what the teacher sees of a slice: intensities normalised per modality, resized to the
+ * teacher's input, three ImageNet-normalised channels.
+ *
+ *  - CT: Hounsfield units clipped to a window (default [-125, 275], the window BTCV was published in)
+ *    and scaled to [0, 1].
+ *  - MR: the volume's 0.5th and 99.5th percentiles (numpy's linear interpolation) clip and scale to
+ *    [0, 1]; MR has no absolute scale, so each volume is normalised on its own.
+ *  - Orientation: slices come from a volume in RAS voxel order and are shown radiologically, as the
+ *    preview does: image row 0 is anterior, column 0 the patient's right.
+ *  - Resize: bilinear, PyTorch's F.interpolate(mode="bilinear", align_corners=False, antialias=False),
+ *    straight to H x W (in-plane fields of view are square in practice; no aspect correction).
+ *  - Channels: the grey value g becomes ((g - mean_c) / std_c) for ImageNet's mean (0.485, 0.456,
+ *    0.406) and std (0.229, 0.224, 0.225).
+ */
+#ifndef LS_PREPROCESS_H
+#define LS_PREPROCESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "livseg.h"
+
+typedef enum { LS_MOD_CT = 0, LS_MOD_MR = 1 } ls_modality;
+
+typedef struct {
+    ls_modality modality;
+    float lo, hi;   /* intensities mapped to 0 and 1 */
+    int H, W;       /* teacher input size */
+} ls_prep;
+
+#define LS_CT_WINDOW_LO (-125.0f)
+#define LS_CT_WINDOW_HI 275.0f
+
+/* "ct" / "mr" (any case) -> modality. */
+ls_status ls_modality_parse(const char *s, ls_modality *m, ls_error *err);
+const char *ls_modality_name(ls_modality m);
+/* A guess for volumes of unknown modality: CT when the values reach -100 or below (air or a clipped HU
+ * window), else MR. Callers let the user override it. */
+ls_modality ls_modality_guess(const ls_volume *v);
+
+/* Sets the window: fixed for CT, the volume's percentiles for MR. */
+ls_status ls_prep_init(ls_prep *p, const ls_volume *ras, ls_modality m, int H, int W, ls_error *err);
+
+/* Slice k of a RAS volume -> out[3, H, W]; `scratch` holds nx*ny floats. */
+void ls_prep_slice(const ls_prep *p, const ls_volume *ras, int64_t k, float *scratch, float *out);
+
+/* q-th percentile (0..100) of n values, numpy's default (linear) interpolation. Reorders `v`. */
+float ls_percentile(float *v, size_t n, double q);
+
+/* PyTorch's bilinear resize (align_corners=False, no antialiasing) of one [ih, iw] plane. */
+void ls_resize_bilinear(const float *in, int ih, int iw, float *out, int oh, int ow);
+
+#endif

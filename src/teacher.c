@@ -1,0 +1,179 @@
+/*
+ * teacher.c — see teacher.h. (Not "features.h": that name belongs to glibc.)
+ */
+#include "teacher.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include "rng.h"
+#include "util.h"
+
+/* ------------------------------------------------------------------ teacher */
+
+/* Normal(0, std) truncated to +-2 std by resampling, as timm's trunc_normal_. */
+static float trunc_normal(ls_rng *r, double std) {
+    for (;;) {
+        double z = ls_rng_normal(r);
+        if (fabs(z) <= 2) return (float)(z * std);
+    }
+}
+
+static int random_init_source(void *ctx, const char *name, float *dst, size_t n, ls_error *err) {
+    (void)err;
+    ls_rng *r = ctx;
+    size_t len = strlen(name);
+    int is_bias = len >= 4 && strcmp(name + len - 4, "bias") == 0;
+    int is_norm = strstr(name, "norm") != NULL;
+    for (size_t i = 0; i < n; i++) dst[i] = is_bias ? 0.0f : is_norm ? 1.0f : trunc_normal(r, 0.02);
+    return LS_OK;
+}
+
+/* 64-bit content key from zlib's two checksums. */
+static uint64_t key_of(const void *buf, size_t n, uint64_t seed) {
+    uLong c = crc32_z((uLong)(seed & 0xffffffffu), buf, n), a = adler32_z((uLong)((seed >> 32) | 1), buf, n);
+    return ((uint64_t)c << 32) ^ (uint64_t)a;
+}
+
+ls_status ls_teacher_open(ls_teacher *t, const ls_backend *be, const char *weights, const char *arch, uint64_t seed,
+                          int input_size, ls_error *err) {
+    memset(t, 0, sizeof *t);
+    t->input_size = input_size;
+    ls_vit_config cfg;
+    if (!weights) {
+        LS_TRY(ls_vit_config_preset(arch, &cfg, err));
+        ls_rng r = {seed};
+        LS_TRY(ls_vit_load(&t->vit, be, &cfg, random_init_source, &r, err));
+        snprintf(t->id, sizeof t->id, "%s:random:seed=%llu", arch, (unsigned long long)seed);
+    } else {
+        ls_st_file f;
+        LS_TRY(ls_st_open(weights, &f, err));
+        const char *meta_arch = ls_st_meta(&f, "arch");
+        ls_status s = ls_vit_config_preset(meta_arch && strcmp(meta_arch, "custom") ? meta_arch : arch, &cfg, err);
+        if (!s) s = ls_vit_load(&t->vit, be, &cfg, ls_st_source, &f, err);
+        if (!s) {
+            const char *base = strrchr(weights, '/');
+            snprintf(t->id, sizeof t->id, "%s:file=%.60s:%016llx", cfg.name, base ? base + 1 : weights,
+                     (unsigned long long)key_of(f.buf, f.size, 0));
+        }
+        ls_st_close(&f);
+        if (s) return s;
+    }
+    if (input_size < cfg.patch || input_size % cfg.patch) {
+        ls_teacher_close(t);
+        return ls_fail(err, LS_ERR_INPUT, "teacher input size %d is not a multiple of the patch size %d", input_size,
+                       cfg.patch);
+    }
+    return LS_OK;
+}
+
+void ls_teacher_close(ls_teacher *t) {
+    ls_vit_free(&t->vit);
+    memset(t, 0, sizeof *t);
+}
+
+/* ------------------------------------------------------------------ compute */
+
+void ls_features_free(ls_features *f) {
+    free(f->data);
+    memset(f, 0, sizeof *f);
+}
+
+ls_status ls_features_compute(ls_teacher *t, const ls_volume *ras, const ls_prep *prep, int batch,
+                              ls_progress_fn progress, void *pctx, ls_features *out, ls_error *err) {
+    memset(out, 0, sizeof *out);
+    const ls_backend *be = t->vit.be;
+    const ls_vit_config *c = &t->vit.cfg;
+    int S = t->input_size, g = S / c->patch, Z = (int)ras->geom.dim[2];
+    if (batch < 1) batch = 1;
+    size_t in_per = (size_t)3 * S * S, out_per = (size_t)c->dim * g * g;
+    out->nslices = Z, out->dim = c->dim, out->gh = out->gw = g;
+    out->data = ls_calloc((size_t)Z * out_per, sizeof(float), err);
+    float *host_in = ls_calloc((size_t)batch * in_per, sizeof(float), err);
+    float *scratch = ls_calloc((size_t)(ras->geom.dim[0] * ras->geom.dim[1]), sizeof(float), err);
+    ls_arena arena = {0}, io = {0};
+    ls_status s = out->data && host_in && scratch ? LS_OK : LS_ERR_NOMEM;
+    if (!s) s = ls_arena_init(&arena, be, ls_vit_arena_floats(c, batch, S, S) * sizeof(float), err);
+    if (!s) s = ls_arena_init(&io, be, ((size_t)batch * (in_per + out_per) + 32) * sizeof(float), err);
+    float *dev_in = s ? NULL : ls_arena_floats(&io, (size_t)batch * in_per);
+    float *dev_out = s ? NULL : ls_arena_floats(&io, (size_t)batch * out_per);
+    for (int k0 = 0; !s && k0 < Z; k0 += batch) {
+        int nb = Z - k0 < batch ? Z - k0 : batch;
+        for (int b = 0; b < nb; b++) ls_prep_slice(prep, ras, k0 + b, scratch, host_in + (size_t)b * in_per);
+        be->mem->to_device(be, dev_in, host_in, (size_t)nb * in_per * sizeof(float));
+        ls_arena_reset(&arena);
+        s = ls_vit_forward(&t->vit, &arena, dev_in, nb, S, S, dev_out, NULL, err);
+        if (!s) be->mem->to_host(be, out->data + (size_t)k0 * out_per, dev_out, (size_t)nb * out_per * sizeof(float));
+        if (!s && progress) progress(pctx, k0 + nb, Z);
+    }
+    ls_arena_free(&arena);
+    ls_arena_free(&io);
+    free(host_in);
+    free(scratch);
+    if (s) ls_features_free(out);
+    return s;
+}
+
+/* ------------------------------------------------------------------ cache */
+
+static void describe(const ls_teacher *t, const ls_volume *ras, const ls_prep *prep, char *buf, size_t n) {
+    const double(*A)[4] = ras->geom.affine;
+    snprintf(buf, n, "%s|size=%d|%s|window=%.6g,%.6g|dims=%lldx%lldx%lld|affine=%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g",
+             t->id, t->input_size, ls_modality_name(prep->modality), prep->lo, prep->hi, (long long)ras->geom.dim[0],
+             (long long)ras->geom.dim[1], (long long)ras->geom.dim[2], A[0][0], A[0][1], A[0][2], A[0][3], A[1][0],
+             A[1][1], A[1][2], A[1][3], A[2][0], A[2][1], A[2][2], A[2][3]);
+}
+
+ls_status ls_features_cache_path(const char *dir, const ls_teacher *t, const ls_volume *ras, const ls_prep *prep,
+                                 char *path, size_t n, ls_error *err) {
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return ls_fail(err, LS_ERR_IO, "%s: cannot create the feature cache directory (%s)", dir, strerror(errno));
+    char desc[1024];
+    describe(t, ras, prep, desc, sizeof desc);
+    uint64_t k = key_of(ras->data, ls_volume_nvox(ras) * sizeof(float), key_of(desc, strlen(desc), 0));
+    snprintf(path, n, "%s/%016llx.safetensors", dir, (unsigned long long)k);
+    return LS_OK;
+}
+
+/* A cache entry is used only when its description and shape match exactly. */
+static int load_entry(const char *path, const char *desc, ls_features *out, ls_error *err) {
+    ls_st_file f;
+    ls_error ignore;
+    if (ls_st_open(path, &f, &ignore) != LS_OK) return 0;
+    const char *d = ls_st_meta(&f, "livseg_features");
+    const ls_st_tensor *t = ls_st_find(&f, "features");
+    int ok = d && strcmp(d, desc) == 0 && t && t->ndim == 4;
+    if (ok) {
+        out->nslices = (int)t->shape[0], out->dim = (int)t->shape[1], out->gh = (int)t->shape[2], out->gw = (int)t->shape[3];
+        out->data = ls_calloc(t->numel, sizeof(float), err);
+        ok = out->data && ls_st_read_f32(&f, t, out->data, err) == LS_OK;
+        if (!ok) ls_features_free(out);
+    }
+    ls_st_close(&f);
+    return ok;
+}
+
+ls_status ls_features_cached(ls_teacher *t, const ls_volume *ras, const ls_prep *prep, const char *cache_dir,
+                             int batch, ls_progress_fn progress, void *pctx, ls_features *out, int *hit,
+                             ls_error *err) {
+    char path[4096], desc[1024];
+    *hit = 0;
+    LS_TRY(ls_features_cache_path(cache_dir, t, ras, prep, path, sizeof path, err));
+    describe(t, ras, prep, desc, sizeof desc);
+    if (load_entry(path, desc, out, err)) {
+        *hit = 1;
+        return LS_OK;
+    }
+    LS_TRY(ls_features_compute(t, ras, prep, batch, progress, pctx, out, err));
+    /* The cache stores F16: round now, so a first run and a cached run see the same numbers. */
+    size_t n = (size_t)out->nslices * out->dim * out->gh * out->gw;
+    for (size_t i = 0; i < n; i++) out->data[i] = ls_f16_to_f32(ls_f32_to_f16(out->data[i]));
+    ls_st_entry e = {"features", out->data, 4, {out->nslices, out->dim, out->gh, out->gw}, 1};
+    const char *meta[2] = {"livseg_features", desc};
+    return ls_st_write(path, &e, 1, meta, 1, NULL, err);
+}

@@ -1,0 +1,13 @@
+/* volume.h — internal volume helpers beyond the public API (see volume.c). */
+#ifndef LS_VOLUME_H
+#define LS_VOLUME_H
+
+#include "livseg.h"
+
+/* Writes raw voxels of type `t` as NIfTI-1 with the given geometry and scaling, atomically.
+ * ls_volume_write is this with float data converted and no scaling; tests use it for scaled files. */
+ls_status ls_nifti_write_raw(const char *path, const ls_geom *g, ls_dtype t, const void *data,
+                             double slope, double inter, const char *descrip,
+                             const char *protect, ls_error *err);
+
+#endif

@@ -1,0 +1,114 @@
+/*
+ * test_cli.c — the `livseg` command as a user meets it: help, exit codes, one-line errors, and
+ * `livseg info` on every file and directory of ../shared/data. Runs the binary next to this test's
+ * build directory (BUILD/livseg).
+ */
+#include <dirent.h>
+#include <libgen.h>
+#include <sys/wait.h>
+
+#include "test.h"
+
+static char livseg[1024];
+
+/* Runs `livseg ARGS`, returns the exit status; stderr and stdout land in files for inspection. */
+static int run(const char *args, char *err_out, size_t n) {
+    char cmd[4096], errf[512];
+    snprintf(errf, sizeof errf, "%s/stderr.txt", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s %s > %s/stdout.txt 2> %s", livseg, args, test_tmpdir(), errf);
+    int st = system(cmd);
+    if (err_out) {
+        err_out[0] = 0;
+        FILE *f = fopen(errf, "r");
+        if (f) {
+            size_t got = fread(err_out, 1, n - 1, f);
+            err_out[got] = 0;
+            fclose(f);
+        }
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+TEST(help_and_usage) {
+    char e[4096];
+    CHECK(run("--help", e, sizeof e) == 0, "livseg --help failed");
+    CHECK(run("info --help", e, sizeof e) == 0, "livseg info --help failed");
+    CHECK(run("", e, sizeof e) == 2, "no command must exit 2");
+    CHECK(run("frobnicate", e, sizeof e) == 2 && strstr(e, "frobnicate"), "unknown command: %s", e);
+}
+
+/* Each bad input: exit 2, exactly one line on stderr, naming the file. */
+TEST(bad_input_one_line) {
+    const char *dir = test_tmpdir();
+    char p[600], args[1300], e[4096];
+    struct { const char *name, *content; } cases[] = {
+        {"missing.nii.gz", NULL},
+        {"text.nii", "hello, this is not an image\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, cases[i].name);
+        if (cases[i].content) {
+            FILE *f = fopen(p, "w");
+            fputs(cases[i].content, f);
+            fclose(f);
+        }
+        snprintf(args, sizeof args, "info %s", p);
+        int rc = run(args, e, sizeof e);
+        CHECK(rc == 2, "%s: exit %d", cases[i].name, rc);
+        CHECK(count_lines(e) == 1 && strstr(e, p), "%s: stderr was: %s", cases[i].name, e);
+    }
+    snprintf(p, sizeof p, "%s/emptydir", dir);
+    mkdir(p, 0755);
+    snprintf(args, sizeof args, "info %s", p);
+    int rc = run(args, e, sizeof e);
+    CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, p), "empty directory: exit %d, stderr: %s", rc, e);
+}
+
+TEST(info_on_all_shared_data) {
+    const char *data = test_data_dir();
+    if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
+    const char *sub[] = {"btcv", "chaos_t2", "totalseg", "dicom"};
+    int n = 0;
+    for (size_t s = 0; s < sizeof sub / sizeof *sub; s++) {
+        char d[1024];
+        snprintf(d, sizeof d, "%s/%s", data, sub[s]);
+        DIR *dp = opendir(d);
+        if (!dp) {
+            CHECK(0, "cannot list %s", d);
+            continue;
+        }
+        struct dirent *de;
+        char args[8192] = "info";
+        while ((de = readdir(dp))) {
+            if (de->d_name[0] == '.') continue;
+            size_t len = strlen(args);
+            snprintf(args + len, sizeof args - len, " %s/%s", d, de->d_name);
+            n++;
+        }
+        closedir(dp);
+        char e[4096];
+        int rc = run(args, e, sizeof e);
+        CHECK(rc == 0, "livseg info on %s/* exited %d: %s", d, rc, e);
+    }
+    CHECK(n >= 100, "only %d inputs found", n);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    char self[1024];
+    snprintf(self, sizeof self, "%s", argv[0]);
+    char *tests_dir = dirname(self);
+    char copy[1024];
+    snprintf(copy, sizeof copy, "%s", tests_dir);
+    snprintf(livseg, sizeof livseg, "%s/livseg", dirname(copy));
+    RUN(help_and_usage);
+    RUN(bad_input_one_line);
+    RUN(info_on_all_shared_data);
+    return test_summary();
+}

@@ -1,0 +1,149 @@
+/*
+ * test_loss.c — the training ops against PyTorch (tests/ref/loss_ref.py, float64 autograd, fresh random
+ * inputs every run): Focal (two settings), Tversky, log-IoU and the entropy regulariser with their
+ * gradients; the contrastive-distillation term for a slice pair and for a slice with itself; 25 RAdam
+ * steps; ReduceLROnPlateau's learning rates.
+ *
+ * Tolerances: losses and gradients |c - r| <= 1e-4 * max(|r|, 0.01 * max|r|) (the gradients of a mean
+ * over N pixels are small numbers of one scale, so the floor is relative to their largest); RAdam
+ * parameters within 1e-5 relative; the learning-rate sequence exactly.
+ */
+#include <time.h>
+
+#include "ops.h"
+#include "optim.h"
+#include "test.h"
+
+static ls_backend be;
+
+static float *load(const char *cas, const char *t, size_t n) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s.%s.bin", test_tmpdir(), cas, t);
+    return test_read_f32(path, n);
+}
+
+static double max_abs(const float *a, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(a[i]));
+    return m;
+}
+
+static void expect_close(const char *what, const float *got, const float *ref, size_t n) {
+    double e = test_max_rel_err(got, ref, n, 0.01 * max_abs(ref, n) + 1e-30);
+    CHECK(e <= 1e-4, "%s: max rel err %.3e", what, e);
+}
+
+#define NSUP (2 * 8 * 9)
+
+static void supervised(const char *name, double loss) {
+    float *ref = load(name, "loss", 1);
+    REQUIRE(ref, "%s: no reference", name);
+    float got = (float)loss;
+    char what[64];
+    snprintf(what, sizeof what, "%s value", name);
+    expect_close(what, &got, ref, 1);
+    free(ref);
+}
+
+TEST(losses_match_pytorch) {
+    if (!test_python_has("torch")) SKIP("%s cannot import torch (install python3-torch or set LS_PYTHON)", test_python());
+    unsigned seed = (unsigned)time(NULL);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s tests/ref/loss_ref.py %s %u", test_python(), test_tmpdir(), seed);
+    printf("  reference seed %u\n", seed);
+    REQUIRE(system(cmd) == 0, "reference failed: %s", cmd);
+    float *z = load("sup", "z", NSUP), *t = load("sup", "t", NSUP);
+    REQUIRE(z && t, "no inputs");
+    struct { const char *name; int kind; float a, b; } cases[] = {
+        {"focal", 0, 2.0f, 0.25f}, {"focal_g15_noalpha", 0, 1.5f, -1.0f}, {"tversky", 1, 0.3f, 0.7f},
+        {"logiou", 2, 0, 0}, {"entropy", 3, 2.0f, 0}};
+    for (int c = 0; c < 5; c++) {
+        float dz[NSUP] = {0};
+        double l = 0;
+        /* Gradients add into dz: a second call must double them. */
+        for (int rep = 0; rep < 2; rep++) switch (cases[c].kind) {
+            case 0: l = be.loss->focal(&be, z, t, NSUP, cases[c].a, cases[c].b, 1.0f, dz); break;
+            case 1: l = be.loss->tversky(&be, z, t, NSUP, cases[c].a, cases[c].b, 1.0f, 1.0f, dz); break;
+            case 2: l = be.loss->log_iou(&be, z, t, NSUP, 1.0f, 1.0f, dz); break;
+            case 3: l = be.loss->entropy(&be, z, NSUP, cases[c].a, 1.0f, dz); break;
+            }
+        for (int i = 0; i < NSUP; i++) dz[i] *= 0.5f;
+        supervised(cases[c].name, l);
+        float *rdz = load(cases[c].name, "dz", NSUP);
+        REQUIRE(rdz, "%s: no gradient", cases[c].name);
+        char what[64];
+        snprintf(what, sizeof what, "%s gradient", cases[c].name);
+        expect_close(what, dz, rdz, NSUP);
+        free(rdz);
+    }
+    free(z), free(t);
+}
+
+TEST(contrastive_term_matches_pytorch) {
+    int C = 24, D = 10, P = 30;
+    float *fx = load("cd", "fx", (size_t)C * P), *fy = load("cd", "fy", (size_t)C * P);
+    float *gx = load("cd", "gx", (size_t)D * P), *gy = load("cd", "gy", (size_t)D * P);
+    if (!fx) SKIP("no reference (PyTorch unavailable)");
+    REQUIRE(fy && gx && gy, "inputs missing");
+    float *ws = malloc(ls_cd_workspace(C, D, P) * sizeof(float));
+    float dgx[300] = {0}, dgy[300] = {0}, sim;
+    double l = be.loss->cd_term(&be, fx, fy, C, gx, gy, D, P, 0.12f, 1.0f, dgx, dgy, &sim, ws);
+    float *rl = load("cd_pair", "loss", 1), *rs = load("cd_pair", "sim", 1);
+    float *rgx = load("cd_pair", "dgx", 300), *rgy = load("cd_pair", "dgy", 300);
+    REQUIRE(rl && rs && rgx && rgy, "pair reference missing");
+    float lf = (float)l;
+    expect_close("pair loss", &lf, rl, 1);
+    expect_close("pair mean similarity", &sim, rs, 1);
+    expect_close("pair dL/dgx", dgx, rgx, 300);
+    expect_close("pair dL/dgy", dgy, rgy, 300);
+    /* Self term: one code tensor on both sides, both gradients into one buffer. */
+    float dself[300] = {0};
+    l = be.loss->cd_term(&be, fx, fx, C, gx, gx, D, P, 0.18f, 1.0f, dself, dself, &sim, ws);
+    float *sl = load("cd_self", "loss", 1), *sg = load("cd_self", "dgx", 300);
+    REQUIRE(sl && sg, "self reference missing");
+    lf = (float)l;
+    expect_close("self loss", &lf, sl, 1);
+    expect_close("self dL/dg", dself, sg, 300);
+    free(fx), free(fy), free(gx), free(gy), free(ws), free(rl), free(rs), free(rgx), free(rgy), free(sl), free(sg);
+}
+
+TEST(radam_matches_pytorch) {
+    float *p0 = load("radam", "p0", 50), *grads = load("radam", "grads", 25 * 50), *want = load("radam", "p", 50);
+    if (!p0) SKIP("no reference (PyTorch unavailable)");
+    REQUIRE(grads && want, "radam reference missing");
+    float m[50] = {0}, v[50] = {0};
+    for (int k = 0; k < 25; k++)
+        be.loss->radam_step(&be, p0, grads + 50 * k, m, v, 50, k + 1, 1e-2f, 0.9f, 0.999f, 1e-8f, 1e-2f);
+    double e = test_max_rel_err(p0, want, 50, 1e-3);
+    CHECK(e <= 1e-5, "parameters after 25 steps: max rel err %.3e", e);
+    free(p0), free(grads), free(want);
+}
+
+TEST(plateau_matches_pytorch) {
+    float *metric = load("plateau", "metric", 20), *lr = load("plateau", "lr", 20);
+    if (!metric) SKIP("no reference (PyTorch unavailable)");
+    REQUIRE(lr, "plateau reference missing");
+    ls_plateau s;
+    ls_plateau_init(&s, 1e-4, 3, 0.1);
+    int reductions = 0;
+    for (int i = 0; i < 20; i++) {
+        reductions += ls_plateau_step(&s, metric[i]);
+        CHECK(fabs(s.lr - lr[i]) <= 1e-6 * lr[i], "epoch %d: lr %g, PyTorch %g", i, s.lr, lr[i]);
+    }
+    CHECK(reductions >= 2, "the sequence should reduce the rate at least twice (%d)", reductions);
+    free(metric), free(lr);
+}
+
+int main(void) {
+    ls_error err = {0};
+    if (ls_backend_init(&be, LS_DEV_CPU, 2, &err)) {
+        printf("%s\n", err.msg);
+        return 1;
+    }
+    RUN(losses_match_pytorch);
+    RUN(contrastive_term_matches_pytorch);
+    RUN(radam_matches_pytorch);
+    RUN(plateau_matches_pytorch);
+    ls_backend_free(&be);
+    return test_summary();
+}

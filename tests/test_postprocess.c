@@ -1,0 +1,121 @@
+/*
+ * test_postprocess.c — largest component and hole filling against scipy.ndimage on fresh random
+ * masks (tests/ref/postprocess_ref.py), plus hand-made cases whose answer is known.
+ */
+#include <time.h>
+
+#include "postprocess.h"
+#include "test.h"
+
+
+TEST(known_cases) {
+    int64_t d[3] = {9, 9, 9};
+    uint8_t m[729] = {0};
+    ls_error err = {0};
+    /* A hollow cube (shell of 5x5x5) gets its centre filled; a lone voxel far away is dropped. */
+    for (int k = 1; k <= 5; k++)
+        for (int j = 1; j <= 5; j++)
+            for (int i = 1; i <= 5; i++)
+                m[i + 9 * (j + 9 * k)] = (i == 1 || i == 5 || j == 1 || j == 5 || k == 1 || k == 5);
+    m[8 + 9 * (8 + 9 * 8)] = 1;
+    /* Diagonal neighbour of the shell corner: 26-connected, so it stays. */
+    m[0 + 9 * (0 + 9 * 0)] = 1;
+    int64_t n;
+    REQUIRE(ls_mask_largest_component(m, d, &n, &err) == LS_OK, "%s", err.msg);
+    CHECK(n == 2, "components: %lld", (long long)n);
+    CHECK(m[8 + 9 * (8 + 9 * 8)] == 0 && m[0] == 1, "wrong voxels kept");
+    REQUIRE(ls_mask_fill_holes(m, d, &err) == LS_OK, "%s", err.msg);
+    CHECK(m[3 + 9 * (3 + 9 * 3)] == 1, "cavity not filled");
+    uint8_t empty[8] = {0};
+    int64_t d2[3] = {2, 2, 2};
+    CHECK(ls_mask_largest_component(empty, d2, &n, &err) == LS_OK && n == 0, "empty mask");
+    CHECK(ls_mask_fill_holes(empty, d2, &err) == LS_OK && empty[0] == 0, "empty fill");
+}
+
+TEST(against_scipy) {
+    if (!test_python_has("scipy.ndimage")) SKIP("%s with scipy not available (set LS_PYTHON)", test_python());
+    unsigned seed = (unsigned)time(NULL);
+    printf("  seed %u\n", seed);
+    srand(seed);
+    int64_t d[3] = {37, 29, 23};
+    size_t n = 37 * 29 * 23;
+    uint8_t *m = malloc(n), *a = malloc(n), *b = malloc(n), *c = malloc(n), *ref = malloc(n);
+    for (int trial = 0; trial < 3; trial++) {
+        /* Random balls and shells: several components, cavities, tunnels. */
+        memset(m, 0, n);
+        for (int s = 0; s < 12; s++) {
+            double cx = rand() % 37, cy = rand() % 29, cz = rand() % 23, r = 2 + rand() % 6;
+            int shell = rand() % 3 == 0;
+            for (int64_t k = 0; k < d[2]; k++)
+                for (int64_t j = 0; j < d[1]; j++)
+                    for (int64_t i = 0; i < d[0]; i++) {
+                        double q = (i - cx) * (i - cx) + (j - cy) * (j - cy) + (k - cz) * (k - cz);
+                        if (q <= r * r && (!shell || q >= (r - 1.5) * (r - 1.5))) m[i + d[0] * (j + d[1] * k)] = 1;
+                    }
+        }
+        for (size_t i = 0; i < n / 50; i++) m[(size_t)rand() % n] ^= 1;
+        char path[600];
+        snprintf(path, sizeof path, "%s/mask.u8", test_tmpdir());
+        FILE *f = fopen(path, "wb");
+        fwrite(m, 1, n, f);
+        fclose(f);
+        char cmd[1200];
+        snprintf(cmd, sizeof cmd, "%s tests/ref/postprocess_ref.py %s 37 29 23 > /dev/null", test_python(), test_tmpdir());
+        REQUIRE(system(cmd) == 0, "reference script failed: %s", cmd);
+        memcpy(a, m, n), memcpy(b, m, n), memcpy(c, m, n);
+        ls_error err = {0};
+        REQUIRE(ls_mask_largest_component(a, d, NULL, &err) == LS_OK, "%s", err.msg);
+        REQUIRE(ls_mask_fill_holes(b, d, &err) == LS_OK, "%s", err.msg);
+        REQUIRE(ls_mask_fill_holes_slices(c, d, &err) == LS_OK, "%s", err.msg);
+        const char *names[3] = {"largest", "fill3d", "fill2d"};
+        uint8_t *got[3] = {a, b, c};
+        for (int t = 0; t < 3; t++) {
+            snprintf(path, sizeof path, "%s/%s.u8", test_tmpdir(), names[t]);
+            f = fopen(path, "rb");
+            REQUIRE(f && fread(ref, 1, n, f) == n, "cannot read %s", path);
+            fclose(f);
+            size_t diff = 0;
+            for (size_t i = 0; i < n; i++) diff += got[t][i] != ref[i];
+            CHECK(diff == 0, "trial %d %s: %zu voxels differ from scipy", trial, names[t], diff);
+        }
+    }
+    free(m), free(a), free(b), free(c), free(ref);
+}
+
+TEST(measure) {
+    ls_volume v = {0};
+    int64_t d[3] = {10, 10, 10};
+    double aff[4][4] = {{-1, 0, 0, 5}, {0, 2, 0, -4}, {0, 0, 3, 1}, {0, 0, 0, 1}};
+    ls_geom_from_affine(&v.geom, d, aff);
+    float data[1000];
+    uint8_t m[1000] = {0};
+    for (int i = 0; i < 1000; i++) data[i] = (float)(i % 7);
+    double sum = 0, sum2 = 0;
+    int n = 0;
+    for (int k = 2; k < 6; k++)
+        for (int j = 3; j < 6; j++)
+            for (int i = 1; i < 3; i++) {
+                int p = i + 10 * (j + 10 * k);
+                m[p] = 1, sum += data[p], sum2 += data[p] * data[p], n++;
+            }
+    v.data = data;
+    ls_mask_stats s;
+    ls_mask_measure(&v, m, &s);
+    double mean = sum / n;
+    CHECK(s.voxels == 24 && fabs(s.volume_ml - 24 * 6 / 1000.0) < 1e-12, "voxels %lld volume %g", (long long)s.voxels, s.volume_ml);
+    CHECK(fabs(s.mean - mean) < 1e-9 && fabs(s.std - sqrt(sum2 / n - mean * mean)) < 1e-9, "mean %g std %g", s.mean, s.std);
+    /* x = 5 - i over i in 1..2; y = -4 + 2j over 3..5; z = 1 + 3k over 2..5 */
+    CHECK(s.bbox_min[0] == 3 && s.bbox_max[0] == 4 && s.bbox_min[1] == 2 && s.bbox_max[1] == 6 &&
+          s.bbox_min[2] == 7 && s.bbox_max[2] == 16, "bbox %g..%g %g..%g %g..%g", s.bbox_min[0], s.bbox_max[0],
+          s.bbox_min[1], s.bbox_max[1], s.bbox_min[2], s.bbox_max[2]);
+    memset(m, 0, sizeof m);
+    ls_mask_measure(&v, m, &s);
+    CHECK(s.voxels == 0 && s.volume_ml == 0 && s.mean == 0, "empty mask");
+}
+
+int main(void) {
+    RUN(measure);
+    RUN(known_cases);
+    RUN(against_scipy);
+    return test_summary();
+}

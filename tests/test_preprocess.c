@@ -1,0 +1,102 @@
+/*
+ * test_preprocess.c — teacher slice preprocessing: bilinear resize against torch's F.interpolate,
+ * percentiles against numpy, the CT window and MR normalisation, the display orientation (patient's
+ * right on the image's left, anterior at the top), and the ImageNet channels.
+ */
+#include <time.h>
+
+#include "preprocess.h"
+#include "test.h"
+
+TEST(resize_and_percentiles_match_reference) {
+    if (!test_python_has("torch, numpy")) SKIP("%s cannot import torch and numpy (set LS_PYTHON)", test_python());
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s tests/ref/preprocess_ref.py %s %u", test_python(), test_tmpdir(), (unsigned)time(NULL));
+    REQUIRE(system(cmd) == 0, "reference failed: %s", cmd);
+    char path[700];
+    snprintf(path, sizeof path, "%s/plane.bin", test_tmpdir());
+    float *plane = test_read_f32(path, 37 * 53);
+    REQUIRE(plane, "no plane");
+    struct { const char *name; int h, w; } sizes[] = {{"up", 224, 224}, {"down", 19, 31}, {"wide", 40, 90}};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s.bin", test_tmpdir(), sizes[i].name);
+        size_t n = (size_t)sizes[i].h * sizes[i].w;
+        float *ref = test_read_f32(path, n), *got = malloc(n * sizeof(float));
+        REQUIRE(ref, "no %s", path);
+        ls_resize_bilinear(plane, 37, 53, got, sizes[i].h, sizes[i].w);
+        /* Relative to the data's unit scale (standard normal values): PyTorch's index arithmetic
+         * differs from ours in the last bits, about 3e-6 of a unit at most. */
+        double e = test_max_rel_err(got, ref, n, 1.0);
+        CHECK(e <= 1e-5, "resize to %dx%d: max rel err %.2e", sizes[i].h, sizes[i].w, e);
+        free(ref), free(got);
+    }
+    free(plane);
+    snprintf(path, sizeof path, "%s/values.bin", test_tmpdir());
+    float *v = test_read_f32(path, 10007);
+    snprintf(path, sizeof path, "%s/pct.bin", test_tmpdir());
+    float *pct = test_read_f32(path, 6);
+    REQUIRE(v && pct, "no percentile reference");
+    double q[6] = {0, 0.5, 13.7, 50, 99.5, 100};
+    for (int i = 0; i < 6; i++) {
+        float got = ls_percentile(v, 10007, q[i]); /* reorders v: each call must still be right */
+        CHECK(fabsf(got - pct[i]) <= 1e-4f * fmaxf(1, fabsf(pct[i])), "percentile %g: %g vs numpy %g", q[i], got, pct[i]);
+    }
+    free(v), free(pct);
+}
+
+/* A volume with a bright block at the patient's right-anterior corner of every slice. */
+static void marker_volume(ls_volume *v, float background, float marker) {
+    int64_t d[3] = {20, 10, 3};
+    double aff[4][4] = {{1, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 2, 0}, {0, 0, 0, 1}};
+    memset(v, 0, sizeof *v);
+    ls_geom_from_affine(&v->geom, d, aff);
+    v->data = malloc(600 * sizeof(float));
+    for (int i = 0; i < 600; i++) v->data[i] = background;
+    for (int k = 0; k < 3; k++)
+        for (int j = 7; j < 10; j++)
+            for (int i = 15; i < 20; i++) v->data[i + 20 * (j + 10 * k)] = marker; /* large i: right; large j: anterior */
+}
+
+TEST(ct_window_orientation_channels) {
+    ls_volume v;
+    marker_volume(&v, -1000, 275);
+    ls_prep p;
+    ls_error err = {0};
+    REQUIRE(ls_prep_init(&p, &v, LS_MOD_CT, 10, 20, &err) == LS_OK, "%s", err.msg);
+    CHECK(p.lo == -125 && p.hi == 275, "CT window %g..%g", p.lo, p.hi);
+    float scratch[200], out[3 * 200];
+    ls_prep_slice(&p, &v, 1, scratch, out);
+    /* Same size: no interpolation. Marker (grey 1) at rows 0-2, columns 0-4; air (grey 0) elsewhere. */
+    static const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
+    int bad = 0;
+    for (int c = 0; c < 3; c++)
+        for (int r = 0; r < 10; r++)
+            for (int col = 0; col < 20; col++) {
+                float g = (r < 3 && col < 5) ? 1.0f : 0.0f;
+                bad += fabsf(out[c * 200 + r * 20 + col] - (g - mean[c]) / sd[c]) > 1e-5f;
+            }
+    CHECK(bad == 0, "%d pixels differ from the expected layout", bad);
+    CHECK(ls_modality_guess(&v) == LS_MOD_CT, "guess CT");
+    free(v.data);
+}
+
+TEST(mr_percentile_window) {
+    ls_volume v;
+    marker_volume(&v, 100, 900);
+    ls_prep p;
+    ls_error err = {0};
+    REQUIRE(ls_prep_init(&p, &v, LS_MOD_MR, 224, 224, &err) == LS_OK, "%s", err.msg);
+    CHECK(p.lo == 100 && p.hi == 900, "MR window %g..%g", p.lo, p.hi);
+    CHECK(ls_modality_guess(&v) == LS_MOD_MR, "guess MR");
+    ls_modality m;
+    CHECK(ls_modality_parse("MR", &m, &err) == LS_OK && m == LS_MOD_MR, "parse MR");
+    CHECK(ls_modality_parse("pet", &m, &err) == LS_ERR_INPUT && strstr(err.msg, "pet"), "parse pet: %s", err.msg);
+    free(v.data);
+}
+
+int main(void) {
+    RUN(resize_and_percentiles_match_reference);
+    RUN(ct_window_orientation_channels);
+    RUN(mr_percentile_window);
+    return test_summary();
+}

@@ -1,0 +1,71 @@
+/*
+ * test_teacher.c — the teacher over whole volumes and the feature cache: every slice goes through
+ * preprocessing and the ViT exactly once per call, the cache answers a second call with the same
+ * numbers, and a different teacher, window or volume gets a different entry.
+ */
+#include "teacher.h"
+#include "test.h"
+
+static void make_volume(ls_volume *v, int nz, float offset) {
+    int64_t d[3] = {40, 30, nz};
+    double aff[4][4] = {{-1, 0, 0, 5}, {0, 1.2, 0, 0}, {0, 0, 3, 0}, {0, 0, 0, 1}};
+    memset(v, 0, sizeof *v);
+    ls_geom_from_affine(&v->geom, d, aff);
+    v->data = malloc(sizeof(float) * 40 * 30 * (size_t)nz);
+    for (size_t i = 0; i < (size_t)40 * 30 * nz; i++) v->data[i] = (float)((i * 7919) % 600) - 300 + offset;
+}
+
+TEST(cache_roundtrip) {
+    ls_backend be;
+    ls_error err = {0};
+    REQUIRE(ls_backend_init(&be, LS_DEV_CPU, 2, &err) == LS_OK, "%s", err.msg);
+    ls_teacher t, t2;
+    REQUIRE(ls_teacher_open(&t, &be, NULL, "vits16", 1, 32, &err) == LS_OK, "%s", err.msg);
+    REQUIRE(ls_teacher_open(&t2, &be, NULL, "vits16", 2, 32, &err) == LS_OK, "%s", err.msg);
+    CHECK(strcmp(t.id, t2.id) != 0, "ids of different seeds agree: %s", t.id);
+    ls_volume v;
+    make_volume(&v, 5, 0);
+    ls_prep p;
+    REQUIRE(ls_prep_init(&p, &v, LS_MOD_CT, 32, 32, &err) == LS_OK, "%s", err.msg);
+    char cache[600];
+    snprintf(cache, sizeof cache, "%s/cache", test_tmpdir());
+    ls_features a, b, c;
+    int hit = -1;
+    REQUIRE(ls_features_cached(&t, &v, &p, cache, 2, NULL, NULL, &a, &hit, &err) == LS_OK, "%s", err.msg);
+    CHECK(hit == 0 && a.nslices == 5 && a.dim == 384 && a.gh == 2 && a.gw == 2, "miss: hit %d shape %d %d %d %d", hit,
+          a.nslices, a.dim, a.gh, a.gw);
+    REQUIRE(ls_features_cached(&t, &v, &p, cache, 3, NULL, NULL, &b, &hit, &err) == LS_OK, "%s", err.msg);
+    CHECK(hit == 1, "second call missed the cache");
+    CHECK(memcmp(a.data, b.data, sizeof(float) * 5 * 384 * 4) == 0, "cached features differ from computed ones");
+    /* Uncached computation, batch 1, agrees to F16 precision (the cache stores F16). */
+    REQUIRE(ls_features_compute(&t, &v, &p, 1, NULL, NULL, &c, &err) == LS_OK, "%s", err.msg);
+    double e = test_max_rel_err(a.data, c.data, 5 * 384 * 4, 0.1);
+    CHECK(e < 1e-3, "cached vs direct: %.2e", e);
+    /* Another teacher, window or volume: another entry. */
+    char p1[4096], p2[4096], p3[4096], p4[4096];
+    ls_features_cache_path(cache, &t, &v, &p, p1, sizeof p1, &err);
+    ls_features_cache_path(cache, &t2, &v, &p, p2, sizeof p2, &err);
+    ls_prep pm = p;
+    pm.modality = LS_MOD_MR, pm.lo = 0, pm.hi = 100;
+    ls_features_cache_path(cache, &t, &v, &pm, p3, sizeof p3, &err);
+    v.data[17] += 1;
+    ls_features_cache_path(cache, &t, &v, &p, p4, sizeof p4, &err);
+    CHECK(strcmp(p1, p2) && strcmp(p1, p3) && strcmp(p1, p4), "cache keys collide: %s %s %s %s", p1, p2, p3, p4);
+    ls_features_free(&a), ls_features_free(&b), ls_features_free(&c);
+    free(v.data);
+    /* A one-slice volume works. */
+    make_volume(&v, 1, 50);
+    REQUIRE(ls_features_compute(&t, &v, &p, 8, NULL, NULL, &a, &err) == LS_OK, "%s", err.msg);
+    CHECK(a.nslices == 1, "one slice");
+    ls_features_free(&a);
+    free(v.data);
+    ls_teacher_close(&t2);
+    CHECK(ls_teacher_open(&t2, &be, NULL, "vits16", 1, 30, &err) == LS_ERR_INPUT && strstr(err.msg, "30"), "size 30: %s", err.msg);
+    ls_teacher_close(&t);
+    ls_backend_free(&be);
+}
+
+int main(void) {
+    RUN(cache_roundtrip);
+    return test_summary();
+}

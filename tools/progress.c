@@ -1,0 +1,34 @@
+/*
+ * progress.c — a one-line progress bar on stderr for long work: "label [#####-----] 45/148 slices,
+ * 12.3/s, 8 s left", redrawn at most ten times a second, finished with a newline.
+ */
+#include "progress.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+
+void progress_init(progress *p, const char *label, const char *unit, int quiet) {
+    memset(p, 0, sizeof *p);
+    snprintf(p->label, sizeof p->label, "%s", label);
+    snprintf(p->unit, sizeof p->unit, "%s", unit);
+    p->quiet = quiet;
+    p->t0 = ls_now();
+}
+
+void progress_update(void *ctx, int64_t done, int64_t total) {
+    progress *p = ctx;
+    double now = ls_now();
+    if (p->quiet || (done < total && now - p->last < 0.1)) return;
+    p->last = now;
+    int width = 24, fill = total > 0 ? (int)(width * done / total) : width;
+    char bar[32];
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '-';
+    bar[width] = 0;
+    double el = now - p->t0, rate = el > 0 ? done / el : 0;
+    fprintf(stderr, "\r%s [%s] %lld/%lld %s, %.1f/s", p->label, bar, (long long)done, (long long)total, p->unit, rate);
+    if (done < total && rate > 0) fprintf(stderr, ", %.0f s left ", (total - done) / rate);
+    else fprintf(stderr, ", %.1f s      \n", el);
+    fflush(stderr);
+}

@@ -1,0 +1,17 @@
+/* progress.h — progress bar for the command line (see progress.c). */
+#ifndef LS_PROGRESS_H
+#define LS_PROGRESS_H
+
+#include <stdint.h>
+
+typedef struct {
+    char label[64], unit[16];
+    int quiet;
+    double t0, last;
+} progress;
+
+void progress_init(progress *p, const char *label, const char *unit, int quiet);
+/* An ls_progress_fn: ctx is a progress*. */
+void progress_update(void *ctx, int64_t done, int64_t total);
+
+#endif

@@ -1,0 +1,33 @@
+"""Writes the safetensors format from Python without the `safetensors` package: 8 bytes of header
+length, a JSON header padded with spaces to 8 bytes, then the tensor bytes (little-endian)."""
+import json
+import struct
+
+import numpy as np
+
+
+def write_safetensors(path, tensors, metadata=None, dtype="F32"):
+    """tensors: dict name -> array-like. dtype: F32, F16 or BF16 for every tensor."""
+    header, blobs, offset = {}, [], 0
+    for name, a in tensors.items():
+        a = np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+        if dtype == "F16":
+            raw = a.astype("<f2").tobytes()
+        elif dtype == "BF16":
+            raw = (a.astype("<f4").view("<u4") >> 16).astype("<u2").tobytes()  # truncation
+        else:
+            raw = a.astype("<f4").tobytes()
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path + ".tmp", "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    import os
+    os.replace(path + ".tmp", path)
