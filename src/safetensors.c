@@ -142,11 +142,17 @@ static ls_status parse_header(ls_st_file *f, json_t *root, size_t data_len, ls_e
     if (!sorted) return ls_fail(err, LS_ERR_NOMEM, "%s: out of memory", f->path);
     memcpy(sorted, f->tensors, sizeof *sorted * (size_t)f->ntensors);
     qsort(sorted, (size_t)f->ntensors, sizeof *sorted, cmp_begin);
+    /* Compare each non-empty tensor with the furthest-reaching one before it, not just its neighbour:
+     * an empty tensor sorted in between must not hide an overlap. */
     ls_status s = LS_OK;
-    for (int i = 1; i < f->ntensors && !s; i++)
-        if (sorted[i].begin < sorted[i - 1].end && sorted[i].end > sorted[i].begin)
-            s = ls_fail(err, LS_ERR_INPUT, "%s: tensors '%s' and '%s' overlap", f->path, sorted[i - 1].name,
+    int reach = -1;
+    for (int i = 0; i < f->ntensors && !s; i++) {
+        if (sorted[i].begin == sorted[i].end) continue;
+        if (reach >= 0 && sorted[i].begin < sorted[reach].end)
+            s = ls_fail(err, LS_ERR_INPUT, "%s: tensors '%s' and '%s' overlap", f->path, sorted[reach].name,
                         sorted[i].name);
+        if (reach < 0 || sorted[i].end > sorted[reach].end) reach = i;
+    }
     free(sorted);
     return s;
 }
