@@ -212,11 +212,46 @@ TEST(parse_errors) {
     ls_st_close(&f);
 }
 
+/* Shard sets: found across files, metadata from the first, a name in two files and a missing shard
+ * refused with the file named. */
+TEST(shard_sets) {
+    char p[3][600];
+    float x[4] = {1, 2, 3, 4};
+    ls_error err = {0};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p[i], sizeof p[i], "%s/model-%05d-of-00003.safetensors", test_tmpdir(), i + 1);
+        char name[16];
+        snprintf(name, sizeof name, "t%d", i);
+        ls_st_entry e = {name, x, 1, {4}, i == 2};
+        const char *meta[] = {"arch", "vits16"};
+        REQUIRE(ls_st_write(p[i], &e, 1, meta, i == 0, NULL, &err) == LS_OK, "%s", err.msg);
+    }
+    ls_st_set s;
+    REQUIRE(ls_st_set_open_model(p[0], &s, &err) == LS_OK, "%s", err.msg);
+    CHECK(s.nfiles == 3, "%d files", s.nfiles);
+    float r[4] = {0};
+    CHECK(ls_st_set_source(&s, "t2", r, 4, &err) == LS_OK && r[3] == 4.0f, "t2 from shard 3: %s", err.msg);
+    CHECK(ls_st_set_source(&s, "t9", r, 4, &err) == LS_TENSOR_MISSING, "absent tensor");
+    CHECK(ls_st_set_source(&s, "t1", r, 5, &err) == LS_ERR_INPUT && strstr(err.msg, p[1]), "wrong size: %s", err.msg);
+    CHECK(ls_st_set_meta(&s, "arch") && strcmp(ls_st_set_meta(&s, "arch"), "vits16") == 0, "metadata of shard 1");
+    ls_st_set_close(&s);
+    /* a plain file is a set of one */
+    REQUIRE(ls_st_set_open_model(p[1], &s, &err) == LS_OK && s.nfiles == 1, "shard 2 alone: %s", err.msg);
+    ls_st_set_close(&s);
+    const char *twice[2] = {p[0], p[0]};
+    CHECK(ls_st_set_open(twice, 2, &s, &err) == LS_ERR_INPUT && strstr(err.msg, "'t0' is also in"), "duplicate: %s",
+          err.msg);
+    remove(p[2]);
+    CHECK(ls_st_set_open_model(p[0], &s, &err) == LS_ERR_INPUT && strstr(err.msg, "00003-of-00003"), "missing shard: %s",
+          err.msg);
+}
+
 int main(void) {
     RUN(roundtrip_f32_f16_meta);
     RUN(half_precision_exact);
     RUN(half_precision_matches_numpy);
     RUN(python_written_file);
     RUN(parse_errors);
+    RUN(shard_sets);
     return test_summary();
 }
