@@ -408,7 +408,7 @@ ls_status ls_st_set_open_model(const char *path, ls_st_set *s, ls_error *err) {
     unsigned idx = 0, total = 0;
     int used = 0;
     if (n <= tl || sscanf(path + n - tl, "-%5u-of-%5u.safetensors%n", &idx, &total, &used) != 2 ||
-        (size_t)used != tl || idx != 1 || total < 1)
+        (size_t)used != tl || idx < 1 || idx > total)
         return ls_st_set_open(&path, 1, s, err);
     if (total > 9999) return ls_fail(err, LS_ERR_INPUT, "%s: %u shards is implausible", path, total);
     char **names = ls_calloc(total, sizeof *names, err);

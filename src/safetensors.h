@@ -90,8 +90,8 @@ typedef struct {
 
 /* Opens every path (closing what it opened on failure). */
 ls_status ls_st_set_open(const char *const *paths, int npaths, ls_st_set *s, ls_error *err);
-/* Opens `path`; when it names shard 1 of an M-shard series the other M-1 files beside it are opened
- * too, and any of them missing is an error. */
+/* Opens `path`; when it names any shard of an M-shard series all M files beside it are opened (in
+ * order), and any of them missing is an error. */
 ls_status ls_st_set_open_model(const char *path, ls_st_set *s, ls_error *err);
 void ls_st_set_close(ls_st_set *s);
 /* The tensor and (file != NULL) the file holding it; NULL when absent. */

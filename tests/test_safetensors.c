@@ -235,8 +235,14 @@ TEST(shard_sets) {
     CHECK(ls_st_set_source(&s, "t1", r, 5, &err) == LS_ERR_INPUT && strstr(err.msg, p[1]), "wrong size: %s", err.msg);
     CHECK(ls_st_set_meta(&s, "arch") && strcmp(ls_st_set_meta(&s, "arch"), "vits16") == 0, "metadata of shard 1");
     ls_st_set_close(&s);
-    /* a plain file is a set of one */
-    REQUIRE(ls_st_set_open_model(p[1], &s, &err) == LS_OK && s.nfiles == 1, "shard 2 alone: %s", err.msg);
+    /* naming any shard opens the series; a plain file is a set of one */
+    REQUIRE(ls_st_set_open_model(p[1], &s, &err) == LS_OK && s.nfiles == 3, "from shard 2: %s", err.msg);
+    ls_st_set_close(&s);
+    char plain[600];
+    snprintf(plain, sizeof plain, "%s/plain-00001-of-x.safetensors", test_tmpdir());
+    ls_st_entry e = {"p", x, 1, {4}, 0};
+    REQUIRE(ls_st_write(plain, &e, 1, NULL, 0, NULL, &err) == LS_OK, "%s", err.msg);
+    REQUIRE(ls_st_set_open_model(plain, &s, &err) == LS_OK && s.nfiles == 1, "plain file: %s", err.msg);
     ls_st_set_close(&s);
     const char *twice[2] = {p[0], p[0]};
     CHECK(ls_st_set_open(twice, 2, &s, &err) == LS_ERR_INPUT && strstr(err.msg, "'t0' is also in"), "duplicate: %s",
