@@ -40,7 +40,9 @@ BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 .PHONY: all asan test test-asan check fuzz fuzz-run clean
 all: $(BUILD)/livseg $(TEST_BIN) $(BENCH_BIN)
 
+# Recreated, not updated: members of deleted sources must not linger in the archive.
 $(BUILD)/liblivseg.a: $(LIB_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/src/%.o: src/%.c $(wildcard src/*.h) include/livseg.h

@@ -19,10 +19,20 @@
  *    axis 2 along the normal in sorted order. DICOM's LPS+ affine is turned into NIfTI's RAS+ by
  *    negating its x and y rows, so the volume carries the affine a NIfTI converter would write.
  */
+/* GDCM's headers trip clang's -Wdeprecated-copy family (the fuzz build); not ours to fix. */
+#if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wdeprecated-copy"
+#pragma clang diagnostic ignored "-Wdeprecated-copy-with-user-provided-copy"
+#endif
 #include <gdcmImage.h>
 #include <gdcmImageReader.h>
 #include <gdcmPixelFormat.h>
+#include <gdcmReader.h>
 #include <gdcmStringFilter.h>
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -33,6 +43,7 @@
 #include <signal.h>
 #include <string>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -59,13 +70,20 @@ struct slice {
     std::vector<char> pixels;
 };
 
-bool has_dicm_magic(const std::string &path) {
+/* A file is DICOM-like when it carries the Part 10 "DICM" magic, or its preamble is followed by a
+ * file-meta tag (group 0002: the magic itself got damaged), or it starts with a group 0002/0008 tag
+ * (a raw dataset without preamble). Such a file that GDCM cannot read is an error, never skipped:
+ * dropping a damaged slice silently would hand back a series with a hole in it. Text files (READMEs)
+ * and other formats fail all three tests. */
+bool looks_like_dicom(const std::string &path) {
     FILE *f = fopen(path.c_str(), "rb");
     if (!f) return false;
-    char buf[132];
+    unsigned char buf[134];
     size_t n = fread(buf, 1, sizeof buf, f);
     fclose(f);
-    return n == sizeof buf && memcmp(buf + 128, "DICM", 4) == 0;
+    if (n >= 132 && memcmp(buf + 128, "DICM", 4) == 0) return true;
+    if (n >= 134 && buf[132] == 0x02 && buf[133] == 0x00) return true;
+    return n >= 8 && (buf[0] == 0x02 || buf[0] == 0x08) && buf[1] == 0x00 && buf[3] == 0x00;
 }
 
 std::string tag_string(const gdcm::File &file, uint16_t group, uint16_t element) {
@@ -111,13 +129,81 @@ double stored_value(const char *buf, gdcm::PixelFormat::ScalarType t, size_t i) 
     }
 }
 
-/* 0: not an image (skip); 1: slice read; <0: error already in err. */
-int read_slice(const std::string &path, slice &s, ls_error *err) {
-    bool magic = has_dicm_magic(path);
+/* Private data memory of this process (VmData, bytes); 0 when /proc cannot say. */
+size_t data_bytes_now() {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmData: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (size_t)kb * 1024;
+}
+
+/* GDCM trusts 32-bit element lengths: a 463-byte file declaring a 4 GB value makes it allocate and
+ * zero-fill 4 GB (measured: 4.2 GB RSS, 8 s) before it notices the file is short. Around one header
+ * parse, the child caps new private memory at what it holds now plus a budget no honest header needs;
+ * the refusal surfaces as std::bad_alloc. The cap is relative to VmData so sanitizer builds, whose
+ * shadow mappings count there, still work; it is only ever set in the forked child (process-wide). */
+class data_cap {
+  public:
+    explicit data_cap(bool on, size_t budget) {
+        size_t now = on ? data_bytes_now() : 0;
+        if (!now || getrlimit(RLIMIT_DATA, &old_) != 0) return;
+        struct rlimit lim = old_;
+        rlim_t want = (rlim_t)(now + budget);
+        if (old_.rlim_cur != RLIM_INFINITY && old_.rlim_cur <= want) return;
+        lim.rlim_cur = want;
+        set_ = setrlimit(RLIMIT_DATA, &lim) == 0;
+    }
+    ~data_cap() {
+        if (set_) setrlimit(RLIMIT_DATA, &old_);
+    }
+    data_cap(const data_cap &) = delete;
+    data_cap &operator=(const data_cap &) = delete;
+
+  private:
+    struct rlimit old_ = {};
+    bool set_ = false;
+};
+
+/* The header parse of one file under a data_cap: 1 read, 0 GDCM refused it, -1 over the budget. */
+int read_header_capped(gdcm::Reader &reader, const std::string &path, bool cap) {
+    struct stat st;
+    size_t file_bytes = stat(path.c_str(), &st) == 0 ? (size_t)st.st_size : 0;
+    data_cap guard(cap, 4 * file_bytes + ((size_t)256 << 20));
+    try {
+        return reader.Read() ? 1 : 0;
+    } catch (const std::bad_alloc &) {
+        return -1;
+    }
+}
+
+/* 0: not an image (skip); 1: slice read; <0: error already in err. `cap`: bound the header parse
+ * with a data_cap (forked child only). */
+int read_slice(const std::string &path, slice &s, bool cap, ls_error *err) {
+    bool dicom_like = looks_like_dicom(path);
     gdcm::ImageReader reader;
     reader.SetFileName(path.c_str());
-    if (!reader.Read()) {
-        if (!magic) return 0;
+    int got = read_header_capped(reader, path, cap);
+    if (got < 0) {
+        ls_fail(err, LS_ERR_INPUT, "%s: DICOM header declares more data than the file holds (corrupt element length)",
+                path.c_str());
+        return -1;
+    }
+    if (!got) {
+        /* ImageReader refuses any file without pixel data (DICOMDIR, SR, RT structures sometimes
+         * exported beside the slices): read it as a plain data set and skip it if it is no image at
+         * all. A file with an image header (Rows) but no pixels is a damaged slice: an error. */
+        gdcm::Reader plain;
+        plain.SetFileName(path.c_str());
+        if (read_header_capped(plain, path, cap) > 0) {
+            const gdcm::DataSet &ds = plain.GetFile().GetDataSet();
+            if (!ds.FindDataElement(gdcm::Tag(0x7fe0, 0x0010)) && !ds.FindDataElement(gdcm::Tag(0x0028, 0x0010)))
+                return 0;
+        }
+        if (!dicom_like) return 0;
         ls_fail(err, LS_ERR_INPUT, "%s: DICOM file cannot be decoded (truncated or corrupt)", path.c_str());
         return -1;
     }
@@ -207,6 +293,30 @@ ls_status check_one_series(const char *dir, const std::vector<slice> &v, ls_erro
     return LS_OK;
 }
 
+/* Each step must run along the normal: a per-gap test catches one displaced slice that a
+ * first-to-last test would miss. Tolerance: 2% of the gap (about 1 degree) plus 5 um for positions
+ * written with few decimals. `v` is sorted, at least two slices. */
+ls_status check_steps_along_normal(const char *dir, const std::vector<slice> &v, const double normal[3], ls_error *err) {
+    size_t n = v.size();
+    double worst_excess = -INFINITY, worst = 0, worst_gap = 0;
+    size_t worst_at = 1;
+    for (size_t i = 1; i < n; i++) {
+        double e[3], across[3];
+        for (int c = 0; c < 3; c++) e[c] = v[i].ipp[c] - v[i - 1].ipp[c];
+        double along = dot3(e, normal);
+        for (int c = 0; c < 3; c++) across[c] = e[c] - along * normal[c];
+        double off = sqrt(dot3(across, across)), excess = off - (0.02 * fabs(along) + 5e-3);
+        if (excess > worst_excess) worst_excess = excess, worst = off, worst_gap = along, worst_at = i;
+    }
+    if (worst_excess > 0)
+        return ls_fail(err, LS_ERR_INPUT,
+                       "%s: slice positions are offset across the slice normal by %.3g mm over a %.4g mm gap (%.2f degrees: "
+                       "gantry tilt or inconsistent ImagePositionPatient, between %s and %s); not supported",
+                       dir, worst, worst_gap, atan2(worst, fabs(worst_gap)) * 180 / M_PI, v[worst_at - 1].path.c_str(),
+                       v[worst_at].path.c_str());
+    return LS_OK;
+}
+
 /* Sorts along the normal and checks the stack is regular; returns the slice step vector (LPS mm). */
 ls_status sort_and_check_spacing(const char *dir, std::vector<slice> &v, double step[3], ls_error *err) {
     double normal[3];
@@ -230,6 +340,7 @@ ls_status sort_and_check_spacing(const char *dir, std::vector<slice> &v, double 
     double mean = (v[n - 1].key - v[0].key) / (double)(n - 1);
     if (hi - lo > 0.01 * mean + 1e-3)
         return ls_fail(err, LS_ERR_INPUT, "%s: uneven slice spacing (gaps from %.4g to %.4g mm; a slice missing?)", dir, lo, hi);
+    LS_TRY(check_steps_along_normal(dir, v, normal, err));
     double d[3], along = 0;
     for (int i = 0; i < 3; i++) d[i] = v[n - 1].ipp[i] - v[0].ipp[i];
     along = dot3(d, normal);
@@ -254,7 +365,7 @@ ls_status assemble(const char *dir, const std::vector<slice> &v, const double st
     }
     double ras[4][4] = {{0}};
     for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 4; j++) ras[i][j] = (i < 2 ? -1 : 1) * lps[i][j];
+        for (int j = 0; j < 4; j++) ras[i][j] = (i < 2 ? -1 : 1) * lps[i][j] + 0.0; /* + 0.0: no -0 in headers */
     ras[3][3] = 1;
     memset(out, 0, sizeof *out);
     ls_geom_from_affine(&out->geom, dim, ras);
@@ -285,6 +396,7 @@ struct progress_page {
     char current[4096];
 };
 
+/* `pg` is non-null in the forked child only: it also turns on the per-file data_cap. */
 ls_status read_series(const char *dir, ls_volume *out, progress_page *pg, ls_error *err) {
     DIR *dp = opendir(dir);
     if (!dp) return ls_fail(err, LS_ERR_INPUT, "%s: cannot open directory (%s)", dir, strerror(errno));
@@ -303,9 +415,15 @@ ls_status read_series(const char *dir, ls_volume *out, progress_page *pg, ls_err
     for (const std::string &f : files) {
         if (pg) snprintf(pg->current, sizeof pg->current, "%s", f.c_str());
         slice s;
-        int r = read_slice(f, s, err);
+        int r = read_slice(f, s, pg != nullptr, err);
         if (r < 0) return err ? err->code : LS_ERR_INPUT;
         if (r > 0) slices.push_back(std::move(s));
+        /* Bounds before the next file's pixels are held: at most 4096 slices and 2^31 voxels. */
+        if (r > 0 && slices.size() > 4096)
+            return ls_fail(err, LS_ERR_INPUT, "%s: more than 4096 slices", dir);
+        if (r > 0 && (double)slices.size() * slices[0].cols * slices[0].rows > 2147483648.0)
+            return ls_fail(err, LS_ERR_INPUT, "%s: more than 2^31 voxels (%ux%u x %zu slices)", dir, slices[0].cols,
+                           slices[0].rows, slices.size());
     }
     if (pg) pg->current[0] = 0;
     if (slices.empty()) return ls_fail(err, LS_ERR_INPUT, "%s: no DICOM images found", dir);
@@ -361,8 +479,16 @@ ls_status read_series_guarded(const char *dir, ls_volume *out, ls_error *err) {
 
 [[noreturn]] void child_main(const char *dir, int fd, progress_page *pg) {
     /* GDCM prints warnings and assertion texts; the parent reports one line of its own. */
+    /* stdout too: the child holds a copy of the caller's unflushed stdio buffers, and GDCM's abort
+     * path would flush that copy, printing the caller's pending output a second time. */
     int devnull = open("/dev/null", O_WRONLY);
-    if (devnull >= 0) dup2(devnull, 2);
+    if (devnull >= 0) dup2(devnull, 1), dup2(devnull, 2);
+    /* A GDCM assertion must end only this child, quietly: the caller's crash handlers (a crash
+     * reporter, a fuzzer's) would otherwise report a failure the parent already turns into an error. */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL}) sigaction(sig, &dfl, nullptr);
     reply r;
     memset(&r, 0, sizeof r);
     try {

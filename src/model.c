@@ -6,6 +6,7 @@
 #include "model.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -258,4 +259,126 @@ void ls_model_backward(ls_model *m, ls_arena *ar, const ls_model_acts *a, const 
     be->nn->relu_bwd(be, dh, dh, a->h1, nh);
     be->nn->conv2d_bwd(be, NULL, grad_of(m, L[L_HEAD1].w), grad_of(m, L[L_HEAD1].b), dh, a->feats, L[L_HEAD1].w, B,
                        L[L_HEAD1].ci, g, g, L[L_HEAD1].co, 1, a->ws);
+}
+
+/* ------------------------------------------------------------------ files */
+
+/* Name of the p-th tensor of layer l: part 0 weight, 1 bias, 2 gamma, 3 beta, 4 running mean, 5 var. */
+static void tensor_name(int l, int part, char *buf, size_t n) {
+    static const char *conv_part[2] = {"weight", "bias"};
+    static const char *bn_part[4] = {"weight", "bias", "running_mean", "running_var"};
+    char layer[32];
+    if (l == L_HEAD1) snprintf(layer, sizeof layer, "head1");
+    else if (l == L_HEAD2) snprintf(layer, sizeof layer, "head2");
+    else if (l < L_SKIP0) snprintf(layer, sizeof layer, "dec.%d", l - L_DEC0);
+    else if (l < L_OUT) snprintf(layer, sizeof layer, "skip.%d", l - L_SKIP0);
+    else snprintf(layer, sizeof layer, "out");
+    if (!has_bn(l)) snprintf(buf, n, "%s.%s", layer, conv_part[part]);
+    else if (part < 2) snprintf(buf, n, "%s.conv.%s", layer, conv_part[part]);
+    else snprintf(buf, n, "%s.bn.%s", layer, bn_part[part - 2]);
+}
+
+static float *part_ptr(ls_conv_layer *L, int part) {
+    float *p[6] = {L->w, L->b, L->gamma, L->beta, L->run_mean, L->run_var};
+    return p[part];
+}
+
+static size_t part_len(const ls_conv_layer *L, int part) {
+    return part == 0 ? (size_t)L->co * L->ci * L->k * L->k : (size_t)L->co;
+}
+
+ls_status ls_model_save(const ls_model *m, const ls_model_info *info, const char *path, int half, ls_error *err) {
+    const ls_backend *be = m->be;
+    float *hp = ls_calloc(m->nparams, sizeof(float), err), *hr = ls_calloc(m->nrunning ? m->nrunning : 1, sizeof(float), err);
+    if (!hp || !hr) {
+        free(hp), free(hr);
+        return LS_ERR_NOMEM;
+    }
+    be->mem->to_host(be, hp, m->params, m->nparams * sizeof(float));
+    be->mem->to_host(be, hr, m->running, m->nrunning * sizeof(float));
+    ls_st_entry e[LS_MODEL_LAYERS * 6];
+    char names[LS_MODEL_LAYERS * 6][48];
+    int n = 0;
+    for (int l = 0; l < LS_MODEL_LAYERS; l++) {
+        const ls_conv_layer *L = &m->layer[l];
+        for (int part = 0; part < (has_bn(l) ? 6 : 2); part++) {
+            tensor_name(l, part, names[n], sizeof names[n]);
+            const float *dev = part_ptr((ls_conv_layer *)L, part);
+            const float *host = part < 4 ? hp + (dev - m->params) : hr + (dev - m->running);
+            e[n] = (ls_st_entry){names[n], host, part == 0 ? 4 : 1, {0}, half && part < 4};
+            if (part == 0) e[n].shape[0] = L->co, e[n].shape[1] = L->ci, e[n].shape[2] = L->k, e[n].shape[3] = L->k;
+            else e[n].shape[0] = L->co;
+            n++;
+        }
+    }
+    const ls_model_config *c = &m->cfg;
+    char v[12][64];
+    snprintf(v[0], 64, "%d", c->feat_dim), snprintf(v[1], 64, "%d", c->head_hidden), snprintf(v[2], 64, "%d", c->code_dim);
+    snprintf(v[3], 64, "%d", c->grid);
+    snprintf(v[4], 64, "%d,%d,%d,%d,%d", c->widths[0], c->widths[1], c->widths[2], c->widths[3], c->widths[4]);
+    snprintf(v[5], 64, "%d", c->skip_width), snprintf(v[6], 64, "%g", c->dropout), snprintf(v[7], 64, "%g", c->bn_eps);
+    snprintf(v[8], 64, "%g", c->bn_momentum), snprintf(v[9], 64, "%d", info->input_size);
+    const char *meta[] = {"livseg_model", "1", "teacher", info->teacher_id, "teacher_arch", info->teacher_arch,
+                          "input_size", v[9], "feat_dim", v[0], "head_hidden", v[1], "code_dim", v[2], "grid", v[3],
+                          "widths", v[4], "skip_width", v[5], "dropout", v[6], "bn_eps", v[7], "bn_momentum", v[8]};
+    ls_status s = ls_st_write(path, e, n, meta, (int)(sizeof meta / sizeof *meta / 2), NULL, err);
+    free(hp), free(hr);
+    return s;
+}
+
+static int meta_int(const ls_st_file *f, const char *key, int *out) {
+    const char *v = ls_st_meta(f, key);
+    char *end;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || *end || x <= 0 || x > 100000) return 0;
+    *out = (int)x;
+    return 1;
+}
+
+ls_status ls_model_load(ls_model *m, ls_model_info *info, const ls_backend *be, const char *path, ls_error *err) {
+    ls_st_file f;
+    LS_TRY(ls_st_open(path, &f, err));
+    ls_model_config c = {0};
+    ls_status s = LS_OK;
+    const char *kind = ls_st_meta(&f, "livseg_model"), *teacher = ls_st_meta(&f, "teacher"),
+               *arch = ls_st_meta(&f, "teacher_arch"), *widths = ls_st_meta(&f, "widths");
+    memset(info, 0, sizeof *info);
+    if (!kind || strcmp(kind, "1") || !teacher || !arch || !widths ||
+        sscanf(widths, "%d,%d,%d,%d,%d", &c.widths[0], &c.widths[1], &c.widths[2], &c.widths[3], &c.widths[4]) != 5 ||
+        !meta_int(&f, "feat_dim", &c.feat_dim) || !meta_int(&f, "head_hidden", &c.head_hidden) ||
+        !meta_int(&f, "code_dim", &c.code_dim) || !meta_int(&f, "grid", &c.grid) ||
+        !meta_int(&f, "skip_width", &c.skip_width) || !meta_int(&f, "input_size", &info->input_size))
+        s = ls_fail(err, LS_ERR_INPUT, "%s: not a livseg model (configuration metadata missing or invalid)", path);
+    if (!s) {
+        c.dropout = (float)atof(ls_st_meta(&f, "dropout") ? ls_st_meta(&f, "dropout") : "0");
+        c.bn_eps = (float)atof(ls_st_meta(&f, "bn_eps") ? ls_st_meta(&f, "bn_eps") : "1e-5");
+        c.bn_momentum = (float)atof(ls_st_meta(&f, "bn_momentum") ? ls_st_meta(&f, "bn_momentum") : "0.1");
+        snprintf(info->teacher_id, sizeof info->teacher_id, "%s", teacher);
+        snprintf(info->teacher_arch, sizeof info->teacher_arch, "%s", arch);
+        s = ls_model_init(m, be, &c, 0, err);
+    }
+    float *hp = NULL, *hr = NULL;
+    if (!s) {
+        hp = ls_calloc(m->nparams, sizeof(float), err), hr = ls_calloc(m->nrunning ? m->nrunning : 1, sizeof(float), err);
+        if (!hp || !hr) s = LS_ERR_NOMEM;
+    }
+    for (int l = 0; !s && l < LS_MODEL_LAYERS; l++)
+        for (int part = 0; !s && part < (has_bn(l) ? 6 : 2); part++) {
+            char name[48];
+            tensor_name(l, part, name, sizeof name);
+            float *dev = part_ptr(&m->layer[l], part);
+            float *host = part < 4 ? hp + (dev - m->params) : hr + (dev - m->running);
+            int r = ls_st_source(&f, name, host, part_len(&m->layer[l], part), err);
+            if (r == LS_TENSOR_MISSING) s = ls_fail(err, LS_ERR_INPUT, "%s: tensor '%s' is missing", path, name);
+            else if (r) s = (ls_status)r;
+        }
+    if (!s) {
+        be->mem->to_device(be, m->params, hp, m->nparams * sizeof(float));
+        be->mem->to_device(be, m->running, hr, m->nrunning * sizeof(float));
+    } else if (m->params) {
+        ls_model_free(m);
+    }
+    free(hp), free(hr);
+    ls_st_close(&f);
+    return s;
 }

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "ops.h"
+#include "safetensors.h"
 
 #define LS_DEC_STAGES 5
 
@@ -79,5 +80,21 @@ void ls_model_forward(ls_model *m, ls_arena *arena, ls_model_acts *a, const floa
 /* Given dL/dlogits[B,1,S,S] and an extra dL/dcodes[B,K,g,g] (the contrastive loss; may be NULL), adds
  * the gradients of every parameter into m->grads. `scratch` comes from the same arena. */
 void ls_model_backward(ls_model *m, ls_arena *arena, const ls_model_acts *a, const float *dlogits, const float *dcodes);
+
+
+/* What a model file says besides its weights: the teacher it was trained with and its input size. */
+typedef struct {
+    char teacher_id[160];
+    char teacher_arch[16];
+    int input_size;
+} ls_model_info;
+
+/* Saves weights (as F16 when `half`, else F32), running statistics and the configuration as
+ * safetensors, atomically; tensor names follow a PyTorch state_dict (head1.weight, dec.0.conv.weight,
+ * dec.0.bn.running_mean, ...). */
+ls_status ls_model_save(const ls_model *m, const ls_model_info *info, const char *path, int half, ls_error *err);
+
+/* Loads a model written by ls_model_save; wrong or incomplete files are LS_ERR_INPUT naming the file. */
+ls_status ls_model_load(ls_model *m, ls_model_info *info, const ls_backend *be, const char *path, ls_error *err);
 
 #endif

@@ -108,8 +108,7 @@ void ls_resize_bilinear(const float *in, int ih, int iw, float *out, int oh, int
     }
 }
 
-void ls_prep_slice(const ls_prep *p, const ls_volume *ras, int64_t k, float *img, float *out) {
-    static const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+void ls_prep_grey(const ls_prep *p, const ls_volume *ras, int64_t k, float *img, float *out, int H, int W) {
     int nx = (int)ras->geom.dim[0], ny = (int)ras->geom.dim[1];
     const float *s = ras->data + (size_t)k * nx * ny;
     float scale = 1.0f / (p->hi - p->lo);
@@ -119,8 +118,20 @@ void ls_prep_slice(const ls_prep *p, const ls_volume *ras, int64_t k, float *img
             float v = (s[(size_t)(ny - 1 - r) * nx + (nx - 1 - c)] - p->lo) * scale;
             img[(size_t)r * nx + c] = v > 0 ? (v < 1 ? v : 1) : 0; /* NaN -> 0, like background */
         }
-    ls_resize_bilinear(img, ny, nx, out, p->H, p->W);
+    ls_resize_bilinear(img, ny, nx, out, H, W);
+}
+
+void ls_prep_slice(const ls_prep *p, const ls_volume *ras, int64_t k, float *img, float *out) {
+    static const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    ls_prep_grey(p, ras, k, img, out, p->H, p->W);
     size_t hw = (size_t)p->H * p->W;
     for (int ch = 2; ch >= 0; ch--)
         for (size_t i = 0; i < hw; i++) out[ch * hw + i] = (out[i] - mean[ch]) / std[ch];
+}
+
+void ls_unprep_plane(const float *in, int H, int W, const ls_volume *ras, float *img, float *slice) {
+    int nx = (int)ras->geom.dim[0], ny = (int)ras->geom.dim[1];
+    ls_resize_bilinear(in, H, W, img, ny, nx);
+    for (int r = 0; r < ny; r++)
+        for (int c = 0; c < nx; c++) slice[(size_t)(ny - 1 - r) * nx + (nx - 1 - c)] = img[(size_t)r * nx + c];
 }

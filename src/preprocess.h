@@ -42,6 +42,14 @@ ls_modality ls_modality_guess(const ls_volume *v);
 /* Sets the window: fixed for CT, the volume's percentiles for MR. */
 ls_status ls_prep_init(ls_prep *p, const ls_volume *ras, ls_modality m, int H, int W, ls_error *err);
 
+/* Slice k of a RAS volume as grey values in [0, 1], displayed and resized to out[H, W]; `scratch` holds
+ * nx*ny floats. The decoder's skip connection sees this. */
+void ls_prep_grey(const ls_prep *p, const ls_volume *ras, int64_t k, float *scratch, float *out, int H, int W);
+
+/* The inverse geometry: a displayed plane in[H, W] resized back to the slice grid of a RAS volume and
+ * un-flipped into slice[nx * ny] (x fastest); `scratch` holds nx*ny floats. */
+void ls_unprep_plane(const float *in, int H, int W, const ls_volume *ras, float *scratch, float *slice);
+
 /* Slice k of a RAS volume -> out[3, H, W]; `scratch` holds nx*ny floats. */
 void ls_prep_slice(const ls_prep *p, const ls_volume *ras, int64_t k, float *scratch, float *out);
 

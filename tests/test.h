@@ -115,6 +115,14 @@ static inline float *test_read_f32(const char *path, size_t n) {
     return buf;
 }
 
+/* Seconds on a monotonic clock (timings printed by tests, never asserted). */
+#include <time.h>
+static inline double ls_now_for_tests(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* Max |a-b| / max(|b|, floor) over n values: the relative error used against PyTorch references. */
 static inline double test_max_rel_err(const float *a, const float *b, size_t n, double floor) {
     double m = 0;

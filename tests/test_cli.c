@@ -4,6 +4,8 @@
  * build directory (BUILD/livseg).
  */
 #include <dirent.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <libgen.h>
 #include <sys/wait.h>
 
@@ -99,6 +101,35 @@ TEST(info_on_all_shared_data) {
     CHECK(n >= 100, "only %d inputs found", n);
 }
 
+/* `livseg eval` over a CSV of pairs, its per-case CSV, and the t-test between two result files. */
+TEST(eval_pairs_and_ttest) {
+    const char *data = test_data_dir();
+    if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
+    const char *dir = test_tmpdir();
+    char csv[600], out[600], args[4096], e[4096];
+    snprintf(csv, sizeof csv, "%s/pairs.csv", dir);
+    snprintf(out, sizeof out, "%s/results.csv", dir);
+    char abs[1024];
+    if (!realpath(data, abs)) snprintf(abs, sizeof abs, "%s", data);
+    FILE *f = fopen(csv, "w");
+    fprintf(f, "case,pred,ref\nsame,%s/btcv/btcv_03_liver.nii.gz,%s/btcv/btcv_03_liver.nii.gz\n"
+               "chaos,%s/chaos_t2/chaos_t2_01_liver.nii.gz,%s/chaos_t2/chaos_t2_01_liver.nii.gz\n", abs, abs, abs, abs);
+    fclose(f);
+    snprintf(args, sizeof args, "eval --pairs %s --csv %s --json %s/results.json", csv, out, dir);
+    CHECK(run(args, e, sizeof e) == 0, "eval --pairs failed: %s", e);
+    f = fopen(out, "r");
+    int lines = 0;
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) lines++;
+    if (f) fclose(f);
+    CHECK(lines == 3, "results.csv has %d lines", lines);
+    snprintf(args, sizeof args, "eval --ttest %s %s", out, out);
+    CHECK(run(args, e, sizeof e) == 0, "eval --ttest failed: %s", e);
+    /* Grids that differ: one line, exit 2. */
+    snprintf(args, sizeof args, "eval %s/btcv/btcv_00_liver.nii.gz %s/btcv/btcv_01_liver.nii.gz", abs, abs);
+    CHECK(run(args, e, sizeof e) == 2 && count_lines(e) == 1 && strstr(e, "grid"), "grid mismatch: %s", e);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     char self[1024];
@@ -110,5 +141,6 @@ int main(int argc, char **argv) {
     RUN(help_and_usage);
     RUN(bad_input_one_line);
     RUN(info_on_all_shared_data);
+    RUN(eval_pairs_and_ttest);
     return test_summary();
 }

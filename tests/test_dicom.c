@@ -1,12 +1,20 @@
 /*
  * test_dicom.c — DICOM series through GDCM: the shared series load with real HU and the geometry of
  * the NIfTI masks beside them, and broken directories (empty, no DICOM, two series, a missing slice,
- * a truncated file) give one-line errors.
+ * a truncated file, damaged headers, displaced slices) give one-line errors naming the directory or file.
  */
 #include <dirent.h>
+#include <time.h>
+#include <sys/resource.h>
 
 #include "livseg.h"
 #include "test.h"
+
+static double ls_now_test(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static int copy_file(const char *from, const char *to, long max_bytes) {
     FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
@@ -56,8 +64,9 @@ static void to_ras(const ls_volume *v, ls_volume *r) {
     if (ls_volume_to_ras(v, &o, r, &err) != LS_OK) memset(r, 0, sizeof *r);
 }
 
-/* Fraction of mask voxels whose HU is above 0 (soft tissue, not air or fat). */
-static double soft_fraction(const ls_volume *ct, const ls_volume *mask, int flip_y) {
+/* Fraction of mask voxels whose HU lies in [lo, hi]; flip_y mirrors the mask front to back, which
+ * must spoil the overlap (so the check can fail on a mirrored volume). */
+static double hu_fraction(const ls_volume *ct, const ls_volume *mask, int flip_y, float lo, float hi) {
     const int64_t *d = ct->geom.dim;
     double in = 0, n = 0;
     for (int64_t k = 0; k < d[2]; k++)
@@ -66,12 +75,14 @@ static double soft_fraction(const ls_volume *ct, const ls_volume *mask, int flip
                 int64_t jm = flip_y ? d[1] - 1 - j : j;
                 if (mask->data[i + d[0] * (jm + d[1] * k)] < 0.5f) continue;
                 n++;
-                in += ct->data[i + d[0] * (j + d[1] * k)] > 0;
+                float hu = ct->data[i + d[0] * (j + d[1] * k)];
+                in += hu >= lo && hu <= hi;
             }
     return n > 0 ? in / n : 0;
 }
 
-static void check_series(const char *data, const char *series, const char *mask, float lo_expect, double min_good) {
+static void check_series(const char *data, const char *series, const char *mask, float lo_expect, double min_good,
+                         double min_window) {
     char dp[600], mp[600];
     snprintf(dp, sizeof dp, "%s/dicom/%s", data, series);
     snprintf(mp, sizeof mp, "%s/dicom/%s", data, mask);
@@ -92,9 +103,12 @@ static void check_series(const char *data, const char *series, const char *mask,
     CHECK(aff_diff(rct.geom.affine, rm.geom.affine) < 1e-3, "%s: affine differs from the mask's by %g mm", series,
           aff_diff(rct.geom.affine, rm.geom.affine));
     /* The liver mask must sit on soft tissue, and must not when mirrored front to back. */
-    double good = soft_fraction(&rct, &rm, 0), mirrored = soft_fraction(&rct, &rm, 1);
+    double good = hu_fraction(&rct, &rm, 0, 0, 1e9f), mirrored = hu_fraction(&rct, &rm, 1, 0, 1e9f);
     printf("  %s: %.3f of liver voxels above 0 HU (%.3f when mirrored)\n", series, good, mirrored);
     CHECK(good > min_good && mirrored < good - 0.1, "%s: overlap %.3f, mirrored %.3f", series, good, mirrored);
+    double win = hu_fraction(&rct, &rm, 0, -50, 250), win_m = hu_fraction(&rct, &rm, 1, -50, 250);
+    printf("  %s: %.3f of liver voxels in [-50, 250] HU (%.3f when mirrored)\n", series, win, win_m);
+    CHECK(win > min_window && win_m < win - 0.1, "%s: in-window %.3f, mirrored %.3f", series, win, win_m);
     ls_volume_free(&ct), ls_volume_free(&m), ls_volume_free(&rct), ls_volume_free(&rm);
 }
 
@@ -102,14 +116,15 @@ TEST(shared_series) {
     const char *data = test_data_dir();
     if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
     /* The dcmqi mask is hand-drawn on 1 mm slices and includes some of the border: a lower bar. */
-    check_series(data, "totalseg_ct_dicom", "totalseg_ct_dicom_liver.nii.gz", -1000, 0.95);
-    check_series(data, "dcmqi_ct_3slice", "dcmqi_ct_3slice_liver.nii.gz", -1000, 0.8);
+    check_series(data, "totalseg_ct_dicom", "totalseg_ct_dicom_liver.nii.gz", -1000, 0.95, 0.9);
+    check_series(data, "dcmqi_ct_3slice", "dcmqi_ct_3slice_liver.nii.gz", -1000, 0.8, 0.9);
 }
 
 static void expect_error(const char *dir, const char *what, const char *needle) {
     ls_volume v;
     ls_error err = {0};
     ls_status s = ls_volume_read(dir, &v, &err);
+    printf("  %s -> %s\n", what, err.msg);
     CHECK(s == LS_ERR_INPUT, "%s: status %d (%s)", what, s, err.msg);
     CHECK(strchr(err.msg, '\n') == NULL && strstr(err.msg, needle), "%s: message %s", what, err.msg);
     if (s == LS_OK) ls_volume_free(&v);
@@ -177,7 +192,7 @@ TEST(broken_directories) {
     snprintf(a, sizeof a, "%s/dicom/dcmqi_ct_3slice/01.dcm", data);
     snprintf(b, sizeof b, "%s/other.dcm", d);
     copy_file(a, b, -1);
-    expect_error(d, "mixed series", "series");
+    expect_error(d, "mixed series", "2 different series");
 
     /* A truncated slice: named in the error. */
     snprintf(d, sizeof d, "%s/truncated", test_tmpdir());
@@ -203,8 +218,331 @@ TEST(broken_directories) {
     expect_error(d, "duplicate slice", "same position");
 }
 
+/* Copies slices first..last (sorted names) of `src` into a fresh directory tmp/sub; its path in `d`. */
+static void copy_slices(const char *src, char names[][256], int first, int last, const char *sub, char d[700]) {
+    char a[2048], b[2048];
+    snprintf(d, 700, "%s/%s", test_tmpdir(), sub);
+    mkdir(d, 0755);
+    for (int i = first; i <= last; i++) {
+        snprintf(a, sizeof a, "%s/%.255s", src, names[i]);
+        snprintf(b, sizeof b, "%s/%.255s", d, names[i]);
+        copy_file(a, b, -1);
+    }
+}
+
+/* The whole file in memory (NULL on failure); *n its size. */
+static unsigned char *slurp(const char *path, long *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)*n);
+    if (buf && fread(buf, 1, (size_t)*n, f) != (size_t)*n) free(buf), buf = NULL;
+    fclose(f);
+    return buf;
+}
+
+static int spill(const char *path, const unsigned char *buf, long n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(buf, 1, (size_t)n, f);
+    fclose(f);
+    return w == (size_t)n ? 0 : -1;
+}
+
+/* Offset of the first occurrence of `pat` (len bytes) in buf, or -1. */
+static long find_bytes(const unsigned char *buf, long n, const char *pat, long len) {
+    for (long i = 0; i + len <= n; i++)
+        if (memcmp(buf + i, pat, (size_t)len) == 0) return i;
+    return -1;
+}
+
+/* Moves a slice's ImagePositionPatient (explicit VR little endian "DS") by dx mm along x, keeping the
+ * element's length (the new value is padded with spaces, as DS allows). 0 on success. */
+static int shift_ipp_x(const char *path, double dx) {
+    long n;
+    unsigned char *buf = slurp(path, &n);
+    if (!buf) return -1;
+    long at = find_bytes(buf, n, "\x20\x00\x32\x00" "DS", 6);
+    int rc = -1;
+    if (at >= 0 && at + 8 < n) {
+        long len = buf[at + 6] | (long)buf[at + 7] << 8;
+        char old[128] = {0}, fresh[128];
+        if (len < (long)sizeof old && at + 8 + len <= n) {
+            memcpy(old, buf + at + 8, (size_t)len);
+            double x, y, z;
+            if (sscanf(old, "%lf\\%lf\\%lf", &x, &y, &z) == 3) {
+                /* The most digits that fit the element (1e-7 mm is far below every tolerance). */
+                int w = (int)sizeof fresh;
+                for (int prec = 14; prec >= 7 && w > len; prec--)
+                    w = snprintf(fresh, sizeof fresh, "%.*g\\%.*g\\%.*g", prec, x + dx, prec, y, prec, z);
+                if (w <= len) {
+                    memset(buf + at + 8, ' ', (size_t)len);
+                    memcpy(buf + at + 8, fresh, (size_t)w);
+                    rc = spill(path, buf, n);
+                }
+            }
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+/* Overwrites `len` bytes at the first occurrence of `pat` + skip with `with`. 0 on success. */
+static int patch_after(const char *path, const char *pat, long plen, long skip, const char *with, long len) {
+    long n;
+    unsigned char *buf = slurp(path, &n);
+    if (!buf) return -1;
+    long at = find_bytes(buf, n, pat, plen);
+    int rc = -1;
+    if (at >= 0 && at + skip + len <= n) {
+        memcpy(buf + at + skip, with, (size_t)len);
+        rc = spill(path, buf, n);
+    }
+    free(buf);
+    return rc;
+}
+
+TEST(damaged_headers) {
+    const char *data = test_data_dir();
+    if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
+    char src[600], d[700], p[2048];
+    snprintf(src, sizeof src, "%s/dicom/totalseg_ct_dicom", data);
+    static char names[64][256];
+    REQUIRE(list_dir(src, names, 64) == 20, "expected 20 slices in %s", src);
+
+    /* ImageType's 16-bit length turned into 0xfff0: the parser runs off into the pixel data. */
+    copy_slices(src, names, 0, 2, "badlength", d);
+    snprintf(p, sizeof p, "%s/%s", d, names[1]);
+    REQUIRE(patch_after(p, "\x08\x00\x08\x00" "CS", 6, 6, "\xf0\xff", 2) == 0, "cannot patch %s", p);
+    expect_error(d, "element length corrupted", names[1]);
+
+    /* 700 bytes of 0xff over the start of the data set. */
+    copy_slices(src, names, 0, 2, "garbage", d);
+    snprintf(p, sizeof p, "%s/%s", d, names[1]);
+    static char ff[700];
+    memset(ff, 0xff, sizeof ff);
+    REQUIRE(patch_after(p, "\x08\x00\x08\x00" "CS", 6, 0, ff, sizeof ff) == 0, "cannot patch %s", p);
+    expect_error(d, "header overwritten", names[1]);
+
+    /* The "DICM" magic damaged: still a DICOM file (meta group follows), so an error, not a silently
+     * missing slice (two slices 4 mm apart would otherwise load as a regular series). */
+    copy_slices(src, names, 0, 2, "badmagic", d);
+    snprintf(p, sizeof p, "%s/%s", d, names[1]);
+    REQUIRE(patch_after(p, "DICM", 4, 0, "XXXX", 4) == 0, "cannot patch %s", p);
+    expect_error(d, "magic damaged", names[1]);
+}
+
+TEST(displaced_slices) {
+    const char *data = test_data_dir();
+    if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
+    char src[600], d[700], p[2048];
+    snprintf(src, sizeof src, "%s/dicom/totalseg_ct_dicom", data);
+    static char names[64][256];
+    REQUIRE(list_dir(src, names, 64) == 20, "expected 20 slices in %s", src);
+
+    /* One middle slice 0.5 mm to the side: first and last still line up along the normal. */
+    copy_slices(src, names, 0, 4, "zigzag", d);
+    snprintf(p, sizeof p, "%s/%s", d, names[2]);
+    REQUIRE(shift_ipp_x(p, 0.5) == 0, "cannot patch %s", p);
+    expect_error(d, "one displaced slice", "across the slice normal");
+
+    /* A steady sideways drift of 0.3 mm per 2 mm slice: a gantry tilt of about 8.5 degrees. */
+    copy_slices(src, names, 0, 4, "tilt", d);
+    for (int i = 1; i <= 4; i++) {
+        snprintf(p, sizeof p, "%s/%s", d, names[i]);
+        REQUIRE(shift_ipp_x(p, 0.3 * i) == 0, "cannot patch %s", p);
+    }
+    expect_error(d, "gantry tilt", "across the slice normal");
+
+    /* A shift well inside the rounding tolerance is accepted, and lands in the affine's origin. */
+    copy_slices(src, names, 0, 4, "rounding", d);
+    snprintf(p, sizeof p, "%s/%s", d, names[2]);
+    REQUIRE(shift_ipp_x(p, 0.001) == 0, "cannot patch %s", p);
+    ls_volume v;
+    ls_error err = {0};
+    CHECK(ls_volume_read(d, &v, &err) == LS_OK, "1 um rounding rejected: %s", err.msg);
+    if (err.code == LS_OK) ls_volume_free(&v);
+}
+
+TEST(short_series) {
+    const char *data = test_data_dir();
+    if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
+    char src[600], d[700];
+    snprintf(src, sizeof src, "%s/dicom/totalseg_ct_dicom", data);
+    static char names[64][256];
+    REQUIRE(list_dir(src, names, 64) == 20, "expected 20 slices in %s", src);
+    ls_volume full, v;
+    ls_error err = {0};
+    REQUIRE(ls_volume_read_dicom(src, &full, &err) == LS_OK, "%s", err.msg);
+
+    /* One slice: the step comes from SliceThickness (3 mm here; no SpacingBetweenSlices). */
+    copy_slices(src, names, 7, 7, "one", d);
+    if (ls_volume_read_dicom(d, &v, &err) != LS_OK) {
+        CHECK(0, "single slice: %s", err.msg);
+    } else {
+        CHECK(v.geom.dim[2] == 1, "single slice: %lld slices", (long long)v.geom.dim[2]);
+        CHECK(fabs(v.geom.affine[2][2] - 3.0) < 1e-6, "single slice: z step %g, SliceThickness is 3", v.geom.affine[2][2]);
+        ls_volume_free(&v);
+    }
+
+    /* Two slices: the step is their gap, and the voxels are the full series' slices 5 and 6 (the
+     * sorted order does not follow file names necessarily, so compare against the full read). */
+    copy_slices(src, names, 5, 6, "two", d);
+    if (ls_volume_read_dicom(d, &v, &err) != LS_OK) {
+        CHECK(0, "two slices: %s", err.msg);
+    } else {
+        CHECK(v.geom.dim[2] == 2 && fabs(v.geom.affine[2][2] - full.geom.affine[2][2]) < 1e-6,
+              "two slices: %lld slices, z step %g vs %g", (long long)v.geom.dim[2], v.geom.affine[2][2],
+              full.geom.affine[2][2]);
+        /* Find where v's first slice sits in the full stack by its world z, then compare voxels. */
+        double kz = (v.geom.affine[2][3] - full.geom.affine[2][3]) / full.geom.affine[2][2];
+        long k0 = lround(kz);
+        size_t plane = (size_t)v.geom.dim[0] * (size_t)v.geom.dim[1];
+        CHECK(fabs(kz - (double)k0) < 1e-6 && k0 >= 0 && k0 + 2 <= full.geom.dim[2], "two slices: at k=%g", kz);
+        if (k0 >= 0 && k0 + 2 <= full.geom.dim[2])
+            CHECK(memcmp(v.data, full.data + (size_t)k0 * plane, 2 * plane * sizeof(float)) == 0,
+                  "two slices: voxels differ from slices %ld..%ld of the full series", k0, k0 + 1);
+        ls_volume_free(&v);
+    }
+    ls_volume_free(&full);
+}
+
+/* A 634-byte synthetic slice (the fuzz seed) whose ImagePositionPatient is rewritten as an OB element
+ * declaring 0xfffffff0 bytes. GDCM allocates and zero-fills what a header declares (4.2 GB, 7 s for
+ * this file when unguarded); the reader must refuse it cheaply. The largest child's RSS tells. */
+TEST(huge_declared_length) {
+    char d[700], p[800];
+    long n;
+    unsigned char *buf = slurp("fuzz/corpus/dicom/slice0.dcm", &n);
+    if (!buf) SKIP("fuzz/corpus/dicom/slice0.dcm not found (run from the repository root)");
+    long at = find_bytes(buf, n, "\x20\x00\x32\x00" "DS", 6);
+    if (at < 0 || at + 12 > n) {
+        free(buf);
+        REQUIRE(0, "seed slice has no ImagePositionPatient");
+    }
+    memcpy(buf + at + 4, "OB\x00\x00\xf0\xff\xff\xff", 8);
+    snprintf(d, sizeof d, "%s/huge", test_tmpdir());
+    mkdir(d, 0755);
+    snprintf(p, sizeof p, "%s/huge.dcm", d);
+    int w = spill(p, buf, n);
+    free(buf);
+    REQUIRE(w == 0, "cannot write %s", p);
+    double t0 = ls_now_test();
+    expect_error(d, "element declaring 4 GB", "huge.dcm");
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    printf("  huge declared length: %.2f s, largest reader child %ld MB\n", ls_now_test() - t0, ru.ru_maxrss / 1024);
+    CHECK(ru.ru_maxrss < 1024 * 1024, "reader child peaked at %ld MB", ru.ru_maxrss / 1024);
+}
+
+/* The synthetic seed pair (two 8x8 CT slices, rescale -1024/1) copied into tmp/sub with each file
+ * passed through `patch` (may be NULL); 0 on success. */
+static int seed_variant(const char *sub, int (*patch)(unsigned char *, long, int), char d[700]) {
+    snprintf(d, 700, "%s/%s", test_tmpdir(), sub);
+    mkdir(d, 0755);
+    for (int i = 0; i < 2; i++) {
+        char from[256], to[800];
+        long n;
+        snprintf(from, sizeof from, "fuzz/corpus/dicom/slice%d.dcm", i);
+        unsigned char *buf = slurp(from, &n);
+        if (!buf) return -1;
+        snprintf(to, sizeof to, "%s/slice%d.dcm", d, i);
+        int rc = (patch && patch(buf, n, i) != 0) || spill(to, buf, n) != 0 ? -1 : 0;
+        free(buf);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+static int replace_once(unsigned char *buf, long n, const char *from, const char *to, long len) {
+    long at = find_bytes(buf, n, from, len);
+    if (at < 0) return -1;
+    memcpy(buf + at, to, (size_t)len);
+    return 0;
+}
+
+/* Modality MR, and the rescale tags renamed to (0028,1054/1055), which GDCM does not read as rescale. */
+static int to_mr_without_rescale(unsigned char *buf, long n, int i) {
+    (void)i;
+    return replace_once(buf, n, "\x08\x00\x60\x00" "CS\x02\x00" "CT", "\x08\x00\x60\x00" "CS\x02\x00" "MR", 10) ||
+           replace_once(buf, n, "\x28\x00\x52\x10" "DS", "\x28\x00\x54\x10" "DS", 6) ||
+           replace_once(buf, n, "\x28\x00\x53\x10" "DS", "\x28\x00\x55\x10" "DS", 6);
+}
+
+/* The second slice's row and column cosines swapped: same series UID, another orientation. */
+static int turn_second(unsigned char *buf, long n, int i) {
+    if (i == 0) return 0;
+    return replace_once(buf, n, "\x20\x00\x37\x00" "DS\x0c\x00" "1\\0\\0\\0\\1\\0", "\x20\x00\x37\x00" "DS\x0c\x00" "0\\1\\0\\1\\0\\0",
+                        19);
+}
+
+TEST(rescale_and_orientation) {
+    char d[700];
+    ls_volume ct, mr;
+    ls_error err = {0};
+    if (seed_variant("seed_ct", NULL, d) != 0) SKIP("fuzz/corpus/dicom seeds not found (run from the repository root)");
+    REQUIRE(ls_volume_read_dicom(d, &ct, &err) == LS_OK, "%s", err.msg);
+    CHECK(strcmp(ct.descrip, "DICOM CT") == 0 && ct.src_dtype == LS_DT_I16 && ct.scl_slope == 1 && ct.scl_inter == 0,
+          "seed CT: descrip '%s', dtype %d, scl %g/%g", ct.descrip, (int)ct.src_dtype, ct.scl_slope, ct.scl_inter);
+
+    /* Without rescale tags the stored values come back as they are: the CT values + 1024. */
+    REQUIRE(seed_variant("seed_mr", to_mr_without_rescale, d) == 0, "cannot write the MR variant");
+    if (ls_volume_read_dicom(d, &mr, &err) != LS_OK) {
+        CHECK(0, "MR variant: %s", err.msg);
+    } else {
+        CHECK(strcmp(mr.descrip, "DICOM MR") == 0, "MR variant: descrip '%s'", mr.descrip);
+        size_t bad = 0;
+        for (size_t i = 0; i < ls_volume_nvox(&ct); i++) bad += mr.data[i] != ct.data[i] + 1024.0f;
+        CHECK(ls_volume_nvox(&mr) == ls_volume_nvox(&ct) && bad == 0, "MR variant: %zu voxels are not raw", bad);
+        ls_volume_free(&mr);
+    }
+    ls_volume_free(&ct);
+
+    REQUIRE(seed_variant("seed_turned", turn_second, d) == 0, "cannot write the turned variant");
+    expect_error(d, "orientation differs within one series", "differ in orientation");
+}
+
+/* The seed cut short before `tag` (4 bytes), written as `name` in `dir`; 0 on success. */
+static int seed_cut(const char *dir, const char *name, const char *tag) {
+    long n;
+    char p[800];
+    unsigned char *buf = slurp("fuzz/corpus/dicom/slice0.dcm", &n);
+    if (!buf) return -1;
+    long at = find_bytes(buf, n, tag, 4);
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    int rc = at > 0 ? spill(p, buf, at) : -1;
+    free(buf);
+    return rc;
+}
+
+TEST(files_without_pixels) {
+    char d[700];
+    ls_volume v;
+    ls_error err = {0};
+    if (seed_variant("with_dicomdir", NULL, d) != 0) SKIP("fuzz/corpus/dicom seeds not found (run from the repository root)");
+    /* A DICOM data set with no image module at all (like DICOMDIR or an SR): skipped. */
+    REQUIRE(seed_cut(d, "DICOMDIR", "\x28\x00\x02\x00") == 0, "cannot write DICOMDIR");
+    CHECK(ls_volume_read_dicom(d, &v, &err) == LS_OK, "series beside a non-image DICOM file: %s", err.msg);
+    if (err.code == LS_OK) {
+        CHECK(v.geom.dim[2] == 2, "%lld slices", (long long)v.geom.dim[2]);
+        ls_volume_free(&v);
+    }
+    /* An image header whose pixel data is gone: a damaged slice, an error naming it. */
+    REQUIRE(seed_variant("lost_pixels", NULL, d) == 0, "cannot copy seeds");
+    REQUIRE(seed_cut(d, "slice2.dcm", "\xe0\x7f\x10\x00") == 0, "cannot write slice2.dcm");
+    expect_error(d, "image header without pixel data", "slice2.dcm");
+}
+
 int main(void) {
     RUN(shared_series);
     RUN(broken_directories);
+    RUN(damaged_headers);
+    RUN(displaced_slices);
+    RUN(short_series);
+    RUN(huge_declared_length);
+    RUN(rescale_and_orientation);
+    RUN(files_without_pixels);
     return test_summary();
 }

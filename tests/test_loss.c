@@ -6,7 +6,8 @@
  *
  * Tolerances: losses and gradients |c - r| <= 1e-4 * max(|r|, 0.01 * max|r|) (the gradients of a mean
  * over N pixels are small numbers of one scale, so the floor is relative to their largest); RAdam
- * parameters within 1e-5 relative; the learning-rate sequence exactly.
+ * parameters (standard normal) within 1e-5 * max(|r|, 0.1) after 25 float32 steps; the learning-rate
+ * sequence exactly.
  */
 #include <time.h>
 
@@ -114,7 +115,7 @@ TEST(radam_matches_pytorch) {
     float m[50] = {0}, v[50] = {0};
     for (int k = 0; k < 25; k++)
         be.loss->radam_step(&be, p0, grads + 50 * k, m, v, 50, k + 1, 1e-2f, 0.9f, 0.999f, 1e-8f, 1e-2f);
-    double e = test_max_rel_err(p0, want, 50, 1e-3);
+    double e = test_max_rel_err(p0, want, 50, 0.1); /* parameters are N(0,1): 1e-5 of their scale */
     CHECK(e <= 1e-5, "parameters after 25 steps: max rel err %.3e", e);
     free(p0), free(grads), free(want);
 }

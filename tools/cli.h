@@ -18,5 +18,7 @@ int cli_is_help(const char *arg);
 
 int cmd_info(int argc, char **argv);
 int cmd_features(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_segment(int argc, char **argv);
 
 #endif

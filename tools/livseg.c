@@ -13,8 +13,10 @@ typedef struct {
 } subcommand;
 
 static const subcommand commands[] = {
+    {"segment", cmd_segment, "segment the liver in a CT or MR volume (the main job)"},
     {"info", cmd_info, "print a volume's size, spacing, orientation and intensities"},
     {"features", cmd_features, "run the frozen teacher over every slice and cache its features"},
+    {"eval", cmd_eval, "compare predicted masks with references: Dice, ASSD, MSSD, volumes, t-test"},
 };
 static const int ncommands = (int)(sizeof commands / sizeof *commands);
 

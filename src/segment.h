@@ -1,0 +1,45 @@
+/*
+ * segment.h — a liver mask for a volume: reorient to RAS, normalise per modality, run teacher + head +
+ * decoder over every axial slice in batches, map the probabilities back onto each slice's grid, threshold,
+ * clean up (largest component, holes), and put the result back on the input's exact grid.
+ */
+#ifndef LS_SEGMENT_H
+#define LS_SEGMENT_H
+
+#include "model.h"
+#include "postprocess.h"
+#include "teacher.h"
+
+typedef struct {
+    int modality;          /* LS_MOD_CT, LS_MOD_MR, or -1 to guess (ls_modality_guess) */
+    float threshold;       /* on the probability, default 0.5 */
+    int keep_largest;      /* keep the largest 3-D connected component (default 1) */
+    int fill_holes;        /* fill 3-D holes and holes in each axial slice (default 1) */
+    int batch;             /* slices per teacher call (default 8) */
+} ls_segment_opts;
+
+void ls_segment_opts_default(ls_segment_opts *o);
+
+typedef struct {
+    ls_volume mask;        /* on the input's grid and header: 0/1 */
+    ls_volume prob;        /* on the input's grid: liver probability */
+    ls_volume ras;         /* the input in RAS order (for previews) */
+    uint8_t *ras_mask;     /* the mask in RAS order */
+    ls_modality modality;
+    float window_lo, window_hi;
+    ls_mask_stats stats;   /* measured on the input grid */
+    int64_t components;    /* connected components before clean-up */
+    double seconds_teacher, seconds_decoder, seconds_post;
+} ls_segment_result;
+
+void ls_segment_result_free(ls_segment_result *r);
+
+/* Opens the teacher a model was trained with: a random initialisation is rebuilt from its id; a file
+ * teacher needs `teacher_path`, whose id must match the model's (else LS_ERR_INPUT naming both). */
+ls_status ls_segment_teacher(ls_teacher *t, const ls_backend *be, const ls_model_info *info, const char *teacher_path,
+                             const char *model_path, ls_error *err);
+
+ls_status ls_segment_volume(const ls_volume *input, ls_teacher *t, ls_model *m, const ls_segment_opts *o,
+                            ls_progress_fn progress, void *pctx, ls_segment_result *r, ls_error *err);
+
+#endif
