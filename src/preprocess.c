@@ -4,6 +4,7 @@
 #include "preprocess.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -70,12 +71,19 @@ ls_status ls_prep_init(ls_prep *p, const ls_volume *ras, ls_modality m, int H, i
         p->lo = LS_CT_WINDOW_LO, p->hi = LS_CT_WINDOW_HI;
         return LS_OK;
     }
-    size_t n = ls_volume_nvox(ras);
-    float *copy = ls_calloc(n, sizeof(float), err);
+    /* Only finite voxels count (numpy's nanpercentile): MR files often carry NaN outside the body,
+     * and one NaN would otherwise poison the selection and every normalised pixel. */
+    size_t n = ls_volume_nvox(ras), nfin = 0;
+    float *copy = ls_calloc(n ? n : 1, sizeof(float), err);
     if (!copy) return LS_ERR_NOMEM;
-    memcpy(copy, ras->data, n * sizeof(float));
-    p->lo = ls_percentile(copy, n, 0.5);
-    p->hi = ls_percentile(copy, n, 99.5);
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(ras->data[i])) copy[nfin++] = ras->data[i];
+    if (nfin == 0) {
+        free(copy);
+        return ls_fail(err, LS_ERR_INPUT, "MR volume has no finite voxel to take percentiles of");
+    }
+    p->lo = ls_percentile(copy, nfin, 0.5);
+    p->hi = ls_percentile(copy, nfin, 99.5);
     free(copy);
     if (!(p->hi > p->lo)) p->hi = p->lo + 1; /* a constant volume: everything maps to 0 */
     return LS_OK;
@@ -108,7 +116,7 @@ void ls_prep_grey(const ls_prep *p, const ls_volume *ras, int64_t k, float *img,
     for (int r = 0; r < ny; r++)
         for (int c = 0; c < nx; c++) {
             float v = (s[(size_t)(ny - 1 - r) * nx + (nx - 1 - c)] - p->lo) * scale;
-            img[(size_t)r * nx + c] = v < 0 ? 0 : v > 1 ? 1 : v;
+            img[(size_t)r * nx + c] = v > 0 ? (v < 1 ? v : 1) : 0; /* NaN -> 0, like background */
         }
     ls_resize_bilinear(img, ny, nx, out, H, W);
 }

@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -142,11 +143,17 @@ static ls_status parse_header(ls_st_file *f, json_t *root, size_t data_len, ls_e
     if (!sorted) return ls_fail(err, LS_ERR_NOMEM, "%s: out of memory", f->path);
     memcpy(sorted, f->tensors, sizeof *sorted * (size_t)f->ntensors);
     qsort(sorted, (size_t)f->ntensors, sizeof *sorted, cmp_begin);
+    /* Compare each non-empty tensor with the furthest-reaching one before it, not just its neighbour:
+     * an empty tensor sorted in between must not hide an overlap. */
     ls_status s = LS_OK;
-    for (int i = 1; i < f->ntensors && !s; i++)
-        if (sorted[i].begin < sorted[i - 1].end && sorted[i].end > sorted[i].begin)
-            s = ls_fail(err, LS_ERR_INPUT, "%s: tensors '%s' and '%s' overlap", f->path, sorted[i - 1].name,
+    int reach = -1;
+    for (int i = 0; i < f->ntensors && !s; i++) {
+        if (sorted[i].begin == sorted[i].end) continue;
+        if (reach >= 0 && sorted[i].begin < sorted[reach].end)
+            s = ls_fail(err, LS_ERR_INPUT, "%s: tensors '%s' and '%s' overlap", f->path, sorted[reach].name,
                         sorted[i].name);
+        if (reach < 0 || sorted[i].end > sorted[reach].end) reach = i;
+    }
     free(sorted);
     return s;
 }
@@ -333,4 +340,86 @@ ls_status ls_st_write(const char *path, const ls_st_entry *e, int n, const char 
     ls_status s = ls_write_file_atomic(path, buf, total, protect, err);
     free(buf);
     return s;
+}
+
+/* -------------------------------------------------------------------- sharded models */
+
+void ls_st_set_close(ls_st_set *s) {
+    if (!s) return;
+    for (int i = 0; i < s->nfiles; i++) ls_st_close(&s->files[i]);
+    free(s->files);
+    memset(s, 0, sizeof *s);
+}
+
+const ls_st_tensor *ls_st_set_find(const ls_st_set *s, const char *name, const ls_st_file **file) {
+    for (int i = 0; i < s->nfiles; i++) {
+        const ls_st_tensor *t = ls_st_find(&s->files[i], name);
+        if (t) {
+            if (file) *file = &s->files[i];
+            return t;
+        }
+    }
+    return NULL;
+}
+
+const char *ls_st_set_meta(const ls_st_set *s, const char *key) {
+    return s->nfiles ? ls_st_meta(&s->files[0], key) : NULL;
+}
+
+int ls_st_set_source(void *ctx, const char *name, float *dst, size_t numel, ls_error *err) {
+    const ls_st_set *s = ctx;
+    const ls_st_file *f;
+    if (!ls_st_set_find(s, name, &f)) return LS_TENSOR_MISSING;
+    return ls_st_source((void *)f, name, dst, numel, err);
+}
+
+/* A name of the new file already in an earlier one. */
+static ls_status check_unique(const ls_st_set *s, const ls_st_file *f, ls_error *err) {
+    for (int j = 0; j < f->ntensors; j++) {
+        const ls_st_file *other = NULL;
+        for (int i = 0; i < s->nfiles && !other; i++)
+            if (&s->files[i] != f && ls_st_find(&s->files[i], f->tensors[j].name)) other = &s->files[i];
+        if (other)
+            return ls_fail(err, LS_ERR_INPUT, "%s: tensor '%s' is also in %s", f->path, f->tensors[j].name,
+                           other->path);
+    }
+    return LS_OK;
+}
+
+ls_status ls_st_set_open(const char *const *paths, int npaths, ls_st_set *s, ls_error *err) {
+    memset(s, 0, sizeof *s);
+    if (npaths <= 0) return ls_fail(err, LS_ERR_INPUT, "safetensors: no model files given");
+    LS_CALLOC(s->files, (size_t)npaths, err);
+    for (int i = 0; i < npaths; i++) {
+        ls_status st = ls_st_open(paths[i], &s->files[i], err);
+        if (!st) s->nfiles++;
+        if (!st) st = check_unique(s, &s->files[i], err);
+        if (st) {
+            ls_st_set_close(s);
+            return st;
+        }
+    }
+    return LS_OK;
+}
+
+ls_status ls_st_set_open_model(const char *path, ls_st_set *s, ls_error *err) {
+    static const char tail[] = "-00001-of-00000.safetensors"; /* only its length matters */
+    size_t n = strlen(path), tl = sizeof tail - 1;
+    unsigned idx = 0, total = 0;
+    int used = 0;
+    if (n <= tl || sscanf(path + n - tl, "-%5u-of-%5u.safetensors%n", &idx, &total, &used) != 2 ||
+        (size_t)used != tl || idx < 1 || idx > total)
+        return ls_st_set_open(&path, 1, s, err);
+    if (total > 9999) return ls_fail(err, LS_ERR_INPUT, "%s: %u shards is implausible", path, total);
+    char **names = ls_calloc(total, sizeof *names, err);
+    if (!names) return LS_ERR_NOMEM;
+    ls_status st = LS_OK;
+    for (unsigned i = 0; !st && i < total; i++) {
+        if (!(names[i] = ls_calloc(n + 1, 1, err))) st = LS_ERR_NOMEM;
+        else snprintf(names[i], n + 1, "%.*s-%05u-of-%05u.safetensors", (int)(n - tl), path, i + 1, total);
+    }
+    if (!st) st = ls_st_set_open((const char *const *)names, (int)total, s, err);
+    for (unsigned i = 0; i < total; i++) free(names[i]);
+    free(names);
+    return st;
 }

@@ -78,4 +78,26 @@ typedef struct {
 ls_status ls_st_write(const char *path, const ls_st_entry *e, int n, const char *const *meta, int nmeta,
                       const char *protect, ls_error *err);
 
+/* ------------------------------------------------------------ sharded models
+ * The project keeps every file under 16 MiB, so larger models (a ViT-S/16 teacher is 87 MB in F32) are
+ * split into "STEM-00001-of-0000M.safetensors" ... "STEM-0000M-of-0000M.safetensors" (as
+ * tools/dino_to_safetensors.py writes them). A set searches its files as one; a tensor name in two
+ * files is refused. Metadata is read from the first file. */
+typedef struct {
+    ls_st_file *files;
+    int nfiles;
+} ls_st_set;
+
+/* Opens every path (closing what it opened on failure). */
+ls_status ls_st_set_open(const char *const *paths, int npaths, ls_st_set *s, ls_error *err);
+/* Opens `path`; when it names any shard of an M-shard series all M files beside it are opened (in
+ * order), and any of them missing is an error. */
+ls_status ls_st_set_open_model(const char *path, ls_st_set *s, ls_error *err);
+void ls_st_set_close(ls_st_set *s);
+/* The tensor and (file != NULL) the file holding it; NULL when absent. */
+const ls_st_tensor *ls_st_set_find(const ls_st_set *s, const char *name, const ls_st_file **file);
+const char *ls_st_set_meta(const ls_st_set *s, const char *key);
+/* ls_tensor_source over a set (ctx is a const ls_st_set *). */
+int ls_st_set_source(void *ctx, const char *name, float *dst, size_t numel, ls_error *err);
+
 #endif

@@ -51,17 +51,19 @@ ls_status ls_teacher_open(ls_teacher *t, const ls_backend *be, const char *weigh
         LS_TRY(ls_vit_load(&t->vit, be, &cfg, random_init_source, &r, err));
         snprintf(t->id, sizeof t->id, "%s:random:seed=%llu", arch, (unsigned long long)seed);
     } else {
-        ls_st_file f;
-        LS_TRY(ls_st_open(weights, &f, err));
-        const char *meta_arch = ls_st_meta(&f, "arch");
+        ls_st_set f; /* one file, or every shard of a "-00001-of-0000M" series (files stay < 16 MiB) */
+        LS_TRY(ls_st_set_open_model(weights, &f, err));
+        const char *meta_arch = ls_st_set_meta(&f, "arch");
         ls_status s = ls_vit_config_preset(meta_arch && strcmp(meta_arch, "custom") ? meta_arch : arch, &cfg, err);
-        if (!s) s = ls_vit_load(&t->vit, be, &cfg, ls_st_source, &f, err);
+        if (!s) s = ls_vit_load(&t->vit, be, &cfg, ls_st_set_source, &f, err);
         if (!s) {
             const char *base = strrchr(weights, '/');
+            uint64_t key = 0;
+            for (int i = 0; i < f.nfiles; i++) key = key_of(f.files[i].buf, f.files[i].size, key);
             snprintf(t->id, sizeof t->id, "%s:file=%.60s:%016llx", cfg.name, base ? base + 1 : weights,
-                     (unsigned long long)key_of(f.buf, f.size, 0));
+                     (unsigned long long)key);
         }
-        ls_st_close(&f);
+        ls_st_set_close(&f);
         if (s) return s;
     }
     if (input_size < cfg.patch || input_size % cfg.patch) {

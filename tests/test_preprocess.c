@@ -94,9 +94,34 @@ TEST(mr_percentile_window) {
     free(v.data);
 }
 
+/* NaN voxels (common outside the body in MR files) are left out of the percentiles, as
+ * numpy.nanpercentile does, and normalise to 0; a volume of nothing but NaN is refused. */
+TEST(mr_nan_voxels) {
+    ls_volume v;
+    marker_volume(&v, 0, 0);
+    for (int i = 0; i < 600; i++) v.data[i] = i < 500 ? (float)i : NAN; /* finite 0..499, then 100 NaN */
+    ls_prep p;
+    ls_error err = {0};
+    REQUIRE(ls_prep_init(&p, &v, LS_MOD_MR, 16, 16, &err) == LS_OK, "%s", err.msg);
+    /* np.nanpercentile(np.arange(500), [0.5, 99.5]) = [2.495, 496.505] */
+    CHECK(fabsf(p.lo - 2.495f) < 1e-4f && fabsf(p.hi - 496.505f) < 1e-3f, "window %.6g..%.6g", p.lo, p.hi);
+    float img[600], out[3 * 16 * 16];
+    ls_prep_slice(&p, &v, 2, img, out); /* slice 2 holds voxels 400..599: 100 finite, 100 NaN */
+    int nonfinite = 0;
+    for (int i = 0; i < 3 * 16 * 16; i++) nonfinite += !isfinite(out[i]);
+    CHECK(nonfinite == 0, "%d non-finite outputs from a slice with NaN voxels", nonfinite);
+    /* image row 0 is anterior (j = 9, the NaN half): it must read as 0 -> (0 - mean) / std */
+    CHECK(fabsf(out[0] - (0 - 0.485f) / 0.229f) < 1e-5f, "NaN pixel normalised to %g", out[0]);
+    for (int i = 0; i < 600; i++) v.data[i] = NAN;
+    CHECK(ls_prep_init(&p, &v, LS_MOD_MR, 16, 16, &err) == LS_ERR_INPUT && strstr(err.msg, "finite"),
+          "all-NaN volume: %s", err.msg);
+    free(v.data);
+}
+
 int main(void) {
     RUN(resize_and_percentiles_match_reference);
     RUN(ct_window_orientation_channels);
     RUN(mr_percentile_window);
+    RUN(mr_nan_voxels);
     return test_summary();
 }

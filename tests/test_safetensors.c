@@ -4,6 +4,8 @@
  */
 #include <stdint.h>
 
+#include <time.h>
+
 #include "safetensors.h"
 #include "test.h"
 
@@ -112,6 +114,41 @@ TEST(python_written_file) {
     }
 }
 
+/* The same conversions against numpy (tests/ref/f16_ref.py), with fresh random inputs each run. */
+TEST(half_precision_matches_numpy) {
+    if (!test_python_has("numpy")) SKIP("%s cannot import numpy (set LS_PYTHON)", test_python());
+    unsigned seed = (unsigned)time(NULL);
+    char cmd[1024], path[600];
+    snprintf(cmd, sizeof cmd, "%s tests/ref/f16_ref.py %s %u", test_python(), test_tmpdir(), seed);
+    REQUIRE(system(cmd) == 0, "failed: %s", cmd);
+    snprintf(path, sizeof path, "%s/h.f32", test_tmpdir());
+    float *h = test_read_f32(path, 65536);
+    REQUIRE(h, "missing %s", path);
+    int bad = 0;
+    for (uint32_t i = 0; i < 65536; i++) {
+        float got = ls_f16_to_f32((uint16_t)i);
+        bad += h[i] != h[i] ? got == got : memcmp(&got, &h[i], 4) != 0;
+    }
+    free(h);
+    CHECK(bad == 0, "%d of 65536 halves decode differently from numpy", bad);
+    snprintf(path, sizeof path, "%s/x.f32", test_tmpdir());
+    struct stat st;
+    REQUIRE(stat(path, &st) == 0, "missing %s", path);
+    size_t n = (size_t)st.st_size / 4;
+    float *x = test_read_f32(path, n);
+    snprintf(path, sizeof path, "%s/x.f16", test_tmpdir());
+    uint16_t *want = (uint16_t *)test_read_f32(path, n / 2);
+    REQUIRE(x && want, "missing x.f32 / x.f16");
+    size_t wrong = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t got = ls_f32_to_f16(x[i]);
+        if (got != want[i] && wrong++ < 5) printf("  %a -> %04x, numpy %04x\n", (double)x[i], got, want[i]);
+    }
+    CHECK(wrong == 0, "%zu of %zu floats round to F16 differently from numpy (seed %u)", wrong, n, seed);
+    free(x);
+    free(want);
+}
+
 TEST(parse_errors) {
     struct {
         const char *what, *json, *needle;
@@ -134,6 +171,9 @@ TEST(parse_errors) {
         {"past the data", "{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}", "past the 4 bytes", 4},
         {"size mismatch", "{\"a\": {\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [0, 8]}}", "needs 12", 8},
         {"overlap", "{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}, \"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [4, 12]}}", "overlap", 12},
+        /* an empty tensor sorted between two overlapping ones must not hide the overlap */
+        {"overlap behind an empty tensor", "{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]}, \"e\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [4, 4]}, \"b\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [8, 12]}}", "'a' and 'b' overlap", 16},
+        {"overlap inside a long tensor", "{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]}, \"b\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}, \"c\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [12, 16]}}", "overlap", 16},
         {"duplicate name", "{\"a\": {\"dtype\": \"U8\", \"shape\": [1], \"data_offsets\": [0, 1]}, \"a\": {\"dtype\": \"U8\", \"shape\": [1], \"data_offsets\": [1, 2]}}", "not valid JSON", 2},
         {"metadata not an object", "{\"__metadata__\": [1]}", "__metadata__ is not an object", 0},
         {"metadata value not a string", "{\"__metadata__\": {\"k\": 1}}", "'k' is not a string", 0},
@@ -172,10 +212,52 @@ TEST(parse_errors) {
     ls_st_close(&f);
 }
 
+/* Shard sets: found across files, metadata from the first, a name in two files and a missing shard
+ * refused with the file named. */
+TEST(shard_sets) {
+    char p[3][600];
+    float x[4] = {1, 2, 3, 4};
+    ls_error err = {0};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p[i], sizeof p[i], "%s/model-%05d-of-00003.safetensors", test_tmpdir(), i + 1);
+        char name[16];
+        snprintf(name, sizeof name, "t%d", i);
+        ls_st_entry e = {name, x, 1, {4}, i == 2};
+        const char *meta[] = {"arch", "vits16"};
+        REQUIRE(ls_st_write(p[i], &e, 1, meta, i == 0, NULL, &err) == LS_OK, "%s", err.msg);
+    }
+    ls_st_set s;
+    REQUIRE(ls_st_set_open_model(p[0], &s, &err) == LS_OK, "%s", err.msg);
+    CHECK(s.nfiles == 3, "%d files", s.nfiles);
+    float r[4] = {0};
+    CHECK(ls_st_set_source(&s, "t2", r, 4, &err) == LS_OK && r[3] == 4.0f, "t2 from shard 3: %s", err.msg);
+    CHECK(ls_st_set_source(&s, "t9", r, 4, &err) == LS_TENSOR_MISSING, "absent tensor");
+    CHECK(ls_st_set_source(&s, "t1", r, 5, &err) == LS_ERR_INPUT && strstr(err.msg, p[1]), "wrong size: %s", err.msg);
+    CHECK(ls_st_set_meta(&s, "arch") && strcmp(ls_st_set_meta(&s, "arch"), "vits16") == 0, "metadata of shard 1");
+    ls_st_set_close(&s);
+    /* naming any shard opens the series; a plain file is a set of one */
+    REQUIRE(ls_st_set_open_model(p[1], &s, &err) == LS_OK && s.nfiles == 3, "from shard 2: %s", err.msg);
+    ls_st_set_close(&s);
+    char plain[600];
+    snprintf(plain, sizeof plain, "%s/plain-00001-of-x.safetensors", test_tmpdir());
+    ls_st_entry e = {"p", x, 1, {4}, 0};
+    REQUIRE(ls_st_write(plain, &e, 1, NULL, 0, NULL, &err) == LS_OK, "%s", err.msg);
+    REQUIRE(ls_st_set_open_model(plain, &s, &err) == LS_OK && s.nfiles == 1, "plain file: %s", err.msg);
+    ls_st_set_close(&s);
+    const char *twice[2] = {p[0], p[0]};
+    CHECK(ls_st_set_open(twice, 2, &s, &err) == LS_ERR_INPUT && strstr(err.msg, "'t0' is also in"), "duplicate: %s",
+          err.msg);
+    remove(p[2]);
+    CHECK(ls_st_set_open_model(p[0], &s, &err) == LS_ERR_INPUT && strstr(err.msg, "00003-of-00003"), "missing shard: %s",
+          err.msg);
+}
+
 int main(void) {
     RUN(roundtrip_f32_f16_meta);
     RUN(half_precision_exact);
+    RUN(half_precision_matches_numpy);
     RUN(python_written_file);
     RUN(parse_errors);
+    RUN(shard_sets);
     return test_summary();
 }

@@ -7,7 +7,9 @@ usage: dino_to_safetensors.py IN.pth OUT.safetensors [--part teacher|student]
 Accepts plain backbone state dicts (dino_deitsmall16_pretrain.pth, ...) and full training checkpoints
 ({"teacher": ..., "student": ...} with "module." and "backbone." prefixes); the DINO projection head
 ("head.*") is dropped. The architecture (vits16, vits8, vitb16, vitb8 or custom) is inferred from the
-shapes and stored in the metadata. Needs PyTorch (Debian: python3-torch); never used at run time.
+shapes and stored in the metadata. The project keeps files under 16 MiB, so a model larger than
+--max-shard-mib (default 15) is written as OUT-00001-of-0000M.safetensors, ... (give livseg the first
+shard; it opens the others). Needs PyTorch (Debian: python3-torch); never used at run time.
 """
 import argparse
 import os
@@ -16,7 +18,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from safetensors_write import write_safetensors  # noqa: E402
+from safetensors_write import write_sharded  # noqa: E402
 
 
 def backbone_state(ckpt, part):
@@ -54,7 +56,11 @@ def main():
     ap.add_argument("input")
     ap.add_argument("output")
     ap.add_argument("--part", default="teacher", help="which network of a training checkpoint (default teacher)")
+    ap.add_argument("--max-shard-mib", type=float, default=15.0,
+                    help="largest file to write before splitting into shards (default 15)")
     a = ap.parse_args()
+    if not a.max_shard_mib > 0:
+        raise SystemExit("--max-shard-mib must be positive")
     try:
         ckpt = torch.load(a.input, map_location="cpu")
     except Exception as e:  # one clear line, as every livseg tool
@@ -63,8 +69,9 @@ def main():
     arch, dim, patch, depth = infer_arch(sd)
     meta = {"format": "pt", "arch": arch, "dim": dim, "patch_size": patch, "depth": depth,
             "source": os.path.basename(a.input)}
-    write_safetensors(a.output, sd, meta)
-    print(f"{a.output}: {len(sd)} tensors, {arch} (dim {dim}, patch {patch}, depth {depth})")
+    paths = write_sharded(a.output, sd, meta, max_bytes=int(a.max_shard_mib * (1 << 20)))
+    where = paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more shards)"
+    print(f"{where}: {len(sd)} tensors, {arch} (dim {dim}, patch {patch}, depth {depth})")
 
 
 if __name__ == "__main__":

@@ -31,3 +31,28 @@ def write_safetensors(path, tensors, metadata=None, dtype="F32"):
             f.write(b)
     import os
     os.replace(path + ".tmp", path)
+
+
+def write_sharded(path, tensors, metadata=None, dtype="F32", max_bytes=15 << 20):
+    """Writes `path` when everything fits in max_bytes, else STEM-0000i-of-0000M.safetensors shards of at
+    most max_bytes each (tensors in order, never split; one larger than the limit gets a file of its own).
+    Every shard carries the metadata. Returns the list of paths written."""
+    esize = {"F32": 4, "F16": 2, "BF16": 2}[dtype]
+    budget = max(max_bytes - (64 << 10), 1)  # room for the JSON header
+    groups, cur, size = [], {}, 0
+    for name, a in tensors.items():
+        nb = int(np.asarray(a).size) * esize
+        if cur and size + nb > budget:
+            groups.append(cur)
+            cur, size = {}, 0
+        cur[name] = a
+        size += nb
+    groups.append(cur)
+    if len(groups) == 1:
+        write_safetensors(path, tensors, metadata, dtype)
+        return [path]
+    stem = path[:-len(".safetensors")] if path.endswith(".safetensors") else path
+    paths = [f"{stem}-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))]
+    for p, g in zip(paths, groups):
+        write_safetensors(p, g, metadata, dtype)
+    return paths
