@@ -95,7 +95,9 @@ int main(int argc, char **argv) {
         while (fgets(line, sizeof line, p)) sscanf(line, "torch_slices_per_s %lf", &torch_rate);
         pclose(p);
     }
-    printf("ViT %s, batch %d at %dx%d, %d threads\n", preset, B, S, S, threads);
+    const char *wait = getenv("OMP_WAIT_POLICY");
+    printf("ViT %s, batch %d at %dx%d, %d threads, OMP_WAIT_POLICY=%s (applies to both)\n", preset, B, S, S, threads,
+           wait ? wait : "unset");
     printf("  livseg   %8.2f slices/s  (%.3f s per batch, %.1f GFLOP/s)\n", c_rate, best, gflops);
     if (torch_rate > 0) printf("  PyTorch  %8.2f slices/s  -> livseg/PyTorch = %.2fx (target >= 1.3x)\n", torch_rate, c_rate / torch_rate);
     else printf("  PyTorch  unavailable (%s)\n", cmd);
