@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 typedef struct {
     int pass, fail, skip;
@@ -113,6 +114,32 @@ static inline float *test_read_f32(const char *path, size_t n) {
         return NULL;
     }
     return buf;
+}
+
+/* The livseg binary beside a test binary: BUILD/tests/test_x -> BUILD/livseg. */
+static inline void test_livseg_path(const char *argv0, char *out, size_t n) {
+    const char *slash = strrchr(argv0, '/');
+    if (slash) snprintf(out, n, "%.*s/../livseg", (int)(slash - argv0), argv0);
+    else snprintf(out, n, "../livseg");
+}
+
+/* Runs `livseg ARGS`; stdout goes to a file in the scratch directory, stderr into err_out (n bytes).
+ * Returns the exit status (-1 if it did not exit normally). */
+static inline int test_run_livseg(const char *livseg, const char *args, char *err_out, size_t n) {
+    char cmd[8192], errf[512];
+    snprintf(errf, sizeof errf, "%s/stderr.txt", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s %s > %s/stdout.txt 2> %s", livseg, args, test_tmpdir(), errf);
+    int st = system(cmd);
+    if (err_out) {
+        err_out[0] = 0;
+        FILE *f = fopen(errf, "r");
+        if (f) {
+            size_t got = fread(err_out, 1, n - 1, f);
+            err_out[got] = 0;
+            fclose(f);
+        }
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* Seconds on a monotonic clock (timings printed by tests, never asserted). */

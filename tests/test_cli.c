@@ -6,30 +6,13 @@
 #include <dirent.h>
 #include <limits.h>
 #include <stdlib.h>
-#include <libgen.h>
-#include <sys/wait.h>
 
 #include "test.h"
 
 static char livseg[1024];
 
 /* Runs `livseg ARGS`, returns the exit status; stderr and stdout land in files for inspection. */
-static int run(const char *args, char *err_out, size_t n) {
-    char cmd[4096], errf[512];
-    snprintf(errf, sizeof errf, "%s/stderr.txt", test_tmpdir());
-    snprintf(cmd, sizeof cmd, "%s %s > %s/stdout.txt 2> %s", livseg, args, test_tmpdir(), errf);
-    int st = system(cmd);
-    if (err_out) {
-        err_out[0] = 0;
-        FILE *f = fopen(errf, "r");
-        if (f) {
-            size_t got = fread(err_out, 1, n - 1, f);
-            err_out[got] = 0;
-            fclose(f);
-        }
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *args, char *err_out, size_t n) { return test_run_livseg(livseg, args, err_out, n); }
 
 static int count_lines(const char *s) {
     int n = 0;
@@ -132,12 +115,7 @@ TEST(eval_pairs_and_ttest) {
 
 int main(int argc, char **argv) {
     (void)argc;
-    char self[1024];
-    snprintf(self, sizeof self, "%s", argv[0]);
-    char *tests_dir = dirname(self);
-    char copy[1024];
-    snprintf(copy, sizeof copy, "%s", tests_dir);
-    snprintf(livseg, sizeof livseg, "%s/livseg", dirname(copy));
+    test_livseg_path(argv[0], livseg, sizeof livseg);
     RUN(help_and_usage);
     RUN(bad_input_one_line);
     RUN(info_on_all_shared_data);

@@ -4,8 +4,6 @@
  * probability map, stats and a preview whose grids equal the input's exactly (NIfTI in two orientations
  * and a DICOM series); model/teacher mismatches, a missing model and a 2-slice input behave as documented.
  */
-#include <libgen.h>
-#include <sys/wait.h>
 #include <time.h>
 
 #include "segment.h"
@@ -13,20 +11,7 @@
 
 static char livseg[1024];
 
-static int run(const char *args, char *err_out, size_t n) {
-    char cmd[4096], errf[512];
-    snprintf(errf, sizeof errf, "%s/stderr.txt", test_tmpdir());
-    snprintf(cmd, sizeof cmd, "%s %s > /dev/null 2> %s", livseg, args, errf);
-    int st = system(cmd);
-    err_out[0] = 0;
-    FILE *f = fopen(errf, "r");
-    if (f) {
-        size_t got = fread(err_out, 1, n - 1, f);
-        err_out[got] = 0;
-        fclose(f);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *args, char *err_out, size_t n) { return test_run_livseg(livseg, args, err_out, n); }
 
 /* A small random model for a ViT-S/16 teacher at 32x32 input (2x2 tokens, 64x64 decoder output). */
 static void make_model(const char *path, const char *teacher_id) {
@@ -141,10 +126,7 @@ TEST(segment_command) {
 
 int main(int argc, char **argv) {
     (void)argc;
-    char self[1024], copy[1024];
-    snprintf(self, sizeof self, "%s", argv[0]);
-    snprintf(copy, sizeof copy, "%s", dirname(self));
-    snprintf(livseg, sizeof livseg, "%s/livseg", dirname(copy));
+    test_livseg_path(argv[0], livseg, sizeof livseg);
     RUN(model_file_roundtrip);
     RUN(segment_command);
     return test_summary();
