@@ -1,0 +1,103 @@
+/*
+ * bench/segment.c — `livseg segment`'s pipeline on a 512 x 512 x ~150 CT at 2 threads, split by stage
+ * (read, teacher, decoder, post-process, write) with peak RSS. Not a test. The CT is btcv_00 (257 x 257
+ * x 148) resampled in-plane to 512 x 512 (bilinear); the model is the default configuration with an
+ * untrained initialisation (speed does not depend on the weights; no trained model exists yet), the
+ * teacher ViT-S/16 at 224 x 224.
+ *
+ * usage: build/bench/segment [DATA_DIR] [threads]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "preprocess.h"
+#include "segment.h"
+#include "util.h"
+
+/* In-plane bilinear resample of every slice to n x n, keeping the field of view. */
+static ls_status upsample_inplane(const ls_volume *v, int n, ls_volume *out, ls_error *err) {
+    const int64_t *d = v->geom.dim;
+    int64_t nd[3] = {n, n, d[2]};
+    double aff[4][4];
+    memcpy(aff, v->geom.affine, sizeof aff);
+    for (int i = 0; i < 3; i++) aff[i][0] *= (double)d[0] / n, aff[i][1] *= (double)d[1] / n;
+    memset(out, 0, sizeof *out);
+    ls_geom_from_affine(&out->geom, nd, aff);
+    out->data = ls_calloc((size_t)n * n * (size_t)d[2], sizeof(float), err);
+    if (!out->data) return LS_ERR_NOMEM;
+    snprintf(out->format, sizeof out->format, "NIfTI-1");
+    for (int64_t k = 0; k < d[2]; k++)
+        ls_resize_bilinear(v->data + (size_t)k * d[0] * d[1], (int)d[1], (int)d[0], out->data + (size_t)k * n * n, n, n);
+    return LS_OK;
+}
+
+int main(int argc, char **argv) {
+    const char *data = argc > 1 ? argv[1] : "../shared/data";
+    int threads = argc > 2 ? atoi(argv[2]) : 2;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/btcv/btcv_00_ct.nii.gz", data);
+    ls_error err = {0};
+    ls_volume src, ct;
+    if (ls_volume_read(path, &src, &err) || upsample_inplane(&src, 512, &ct, &err)) {
+        fprintf(stderr, "bench/segment: %s\n", err.msg);
+        return 2;
+    }
+    ls_volume_free(&src);
+    char in[] = "/tmp/livseg-bench-ct512.nii.gz", out[] = "/tmp/livseg-bench-mask.nii.gz";
+    if (ls_volume_write(in, &ct, LS_DT_I16, NULL, &err)) {
+        fprintf(stderr, "bench/segment: %s\n", err.msg);
+        return 2;
+    }
+    ls_volume_free(&ct);
+    ls_backend be;
+    ls_teacher t;
+    ls_model m;
+    ls_model_config cfg;
+    if (ls_backend_init(&be, LS_DEV_CPU, threads, &err) || ls_teacher_open(&t, &be, NULL, "vits16", 0, 224, &err)) {
+        fprintf(stderr, "bench/segment: %s\n", err.msg);
+        return 2;
+    }
+    ls_model_config_default(&cfg, 384, 14);
+    if (ls_model_init(&m, &be, &cfg, 1, &err)) {
+        fprintf(stderr, "bench/segment: %s\n", err.msg);
+        return 2;
+    }
+    double t0 = ls_now();
+    ls_volume v;
+    if (ls_volume_read(in, &v, &err)) {
+        fprintf(stderr, "bench/segment: %s\n", err.msg);
+        return 2;
+    }
+    double t_read = ls_now() - t0;
+    ls_segment_opts o;
+    ls_segment_opts_default(&o);
+    ls_segment_result r;
+    if (ls_segment_volume(&v, &t, &m, &o, NULL, NULL, &r, &err)) {
+        fprintf(stderr, "bench/segment: %s\n", err.msg);
+        return 2;
+    }
+    double t1 = ls_now();
+    if (ls_volume_write(out, &r.mask, LS_DT_U8, in, &err)) {
+        fprintf(stderr, "bench/segment: %s\n", err.msg);
+        return 2;
+    }
+    double t_write = ls_now() - t1, total = ls_now() - t0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("segment %lldx%lldx%lld CT (btcv_00 resampled), ViT-S/16 at 224 + default decoder (448x448), %d threads\n",
+           (long long)v.geom.dim[0], (long long)v.geom.dim[1], (long long)v.geom.dim[2], threads);
+    printf("  read %.2f s, teacher %.2f s, decoder %.2f s, post-process %.2f s, write %.2f s\n", t_read,
+           r.seconds_teacher, r.seconds_decoder, r.seconds_post, t_write);
+    printf("  total %.2f s (target < 20 s); teacher share %.0f%%; peak RSS %.0f MB (target < 2048 MB)\n", total,
+           100 * r.seconds_teacher / total, ru.ru_maxrss / 1024.0);
+    ls_segment_result_free(&r);
+    ls_volume_free(&v);
+    ls_model_free(&m);
+    ls_teacher_close(&t);
+    ls_backend_free(&be);
+    remove(in);
+    remove(out);
+    return 0;
+}
