@@ -5,7 +5,9 @@
  * dropout, x2 bilinear upsampling, concatenation; plus a finite-difference check that needs no PyTorch.
  *
  * Tolerance: |c - r| <= 1e-4 * max(|r|, 0.1) for every element (r the float64 answer; values are of
- * order 1, so below 0.1 the bound is an absolute 1e-5).
+ * order 1, so below 0.1 the bound is an absolute 1e-5). The 1x1 batch-norm case uses 4 images: with 2,
+ * each channel normalises to +-1 whatever its values, the input gradient is a cancellation to ~0, and
+ * float32 cannot meet an absolute 1e-5 on it.
  */
 #include <time.h>
 
@@ -98,7 +100,7 @@ TEST(layers_match_pytorch) {
     conv_case("conv1", 3, 6, 4, 5, 8, 1, 1);
     conv_case("conv3big", 2, 16, 8, 14, 14, 3, 1);
     bn_case("bn", 3, 4, 5, 6);
-    bn_case("bn1", 2, 3, 1, 1);
+    bn_case("bn1", 4, 3, 1, 1);
     up_case("up", 2, 3, 5, 7);
     up_case("up1", 1, 2, 1, 3);
     /* ReLU then channel dropout, and their backward, in place. */
