@@ -196,6 +196,15 @@ static void permute_copy(const float *in, float *out, const int64_t src_dim[3], 
         }
 }
 
+/* What a reoriented volume keeps of its source besides voxels and grid. */
+static void copy_description(ls_volume *dst, const ls_volume *src) {
+    dst->src_dtype = src->src_dtype;
+    dst->scl_slope = src->scl_slope;
+    dst->scl_inter = src->scl_inter;
+    memcpy(dst->descrip, src->descrip, sizeof dst->descrip);
+    memcpy(dst->format, src->format, sizeof dst->format);
+}
+
 ls_status ls_volume_to_ras(const ls_volume *in, const ls_orient *o, ls_volume *out, ls_error *err) {
     if (!orient_valid(o)) return ls_fail(err, LS_ERR_INTERNAL, "invalid axis permutation");
     memset(out, 0, sizeof *out);
@@ -205,11 +214,7 @@ ls_status ls_volume_to_ras(const ls_volume *in, const ls_orient *o, ls_volume *o
     ras_to_src_matrix(o, in->geom.dim, t);
     mat_mul(in->geom.affine, t, aff);
     ls_geom_from_affine(&out->geom, rdim, aff);
-    out->src_dtype = in->src_dtype;
-    out->scl_slope = in->scl_slope;
-    out->scl_inter = in->scl_inter;
-    memcpy(out->descrip, in->descrip, sizeof out->descrip);
-    memcpy(out->format, in->format, sizeof out->format);
+    copy_description(out, in);
     out->data = ls_calloc(ls_volume_nvox(in), sizeof(float), err);
     if (!out->data) return LS_ERR_NOMEM;
     permute_copy(in->data, out->data, in->geom.dim, o, 1);
@@ -224,11 +229,7 @@ ls_status ls_volume_from_ras(const ls_volume *ras, const ls_orient *o, const ls_
             return ls_fail(err, LS_ERR_INTERNAL, "RAS grid does not match the original grid on axis %d", r);
     memset(out, 0, sizeof *out);
     out->geom = *orig;
-    out->src_dtype = ras->src_dtype;
-    out->scl_slope = ras->scl_slope;
-    out->scl_inter = ras->scl_inter;
-    memcpy(out->descrip, ras->descrip, sizeof out->descrip);
-    memcpy(out->format, ras->format, sizeof out->format);
+    copy_description(out, ras);
     out->data = ls_calloc(ls_volume_nvox(ras), sizeof(float), err);
     if (!out->data) return LS_ERR_NOMEM;
     permute_copy(ras->data, out->data, orig->dim, o, 0);

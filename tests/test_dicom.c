@@ -130,6 +130,18 @@ static void expect_error(const char *dir, const char *what, const char *needle) 
     if (s == LS_OK) ls_volume_free(&v);
 }
 
+/* Copies slices first..last (sorted names) of `src` into a fresh directory tmp/sub; its path in `d`. */
+static void copy_slices(const char *src, char names[][256], int first, int last, const char *sub, char d[700]) {
+    char a[2048], b[2048];
+    snprintf(d, 700, "%s/%s", test_tmpdir(), sub);
+    mkdir(d, 0755);
+    for (int i = first; i <= last; i++) {
+        snprintf(a, sizeof a, "%s/%.255s", src, names[i]);
+        snprintf(b, sizeof b, "%s/%.255s", d, names[i]);
+        copy_file(a, b, -1);
+    }
+}
+
 TEST(broken_directories) {
     const char *data = test_data_dir();
     if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
@@ -152,13 +164,7 @@ TEST(broken_directories) {
     expect_error(d, "no DICOM files", "no DICOM images");
 
     /* A README beside a good series is ignored. */
-    snprintf(d, sizeof d, "%s/withreadme", test_tmpdir());
-    mkdir(d, 0755);
-    for (int i = 0; i < 3; i++) {
-        snprintf(a, sizeof a, "%s/%.255s", src, names[i]);
-        snprintf(b, sizeof b, "%s/%.255s", d, names[i]);
-        copy_file(a, b, -1);
-    }
+    copy_slices(src, names, 0, 2, "withreadme", d);
     snprintf(a, sizeof a, "%s/README.txt", d);
     f = fopen(a, "w");
     fputs("notes\n", f);
@@ -171,64 +177,32 @@ TEST(broken_directories) {
     }
 
     /* Slice 10 missing: uneven gaps. */
-    snprintf(d, sizeof d, "%s/gap", test_tmpdir());
-    mkdir(d, 0755);
-    for (int i = 0; i < n; i++) {
-        if (i == 10) continue;
-        snprintf(a, sizeof a, "%s/%.255s", src, names[i]);
-        snprintf(b, sizeof b, "%s/%.255s", d, names[i]);
-        copy_file(a, b, -1);
-    }
+    copy_slices(src, names, 0, 9, "gap", d);
+    copy_slices(src, names, 11, n - 1, "gap", d);
     expect_error(d, "missing slice", "uneven slice spacing");
 
     /* Two series in one directory. */
-    snprintf(d, sizeof d, "%s/mixed", test_tmpdir());
-    mkdir(d, 0755);
-    for (int i = 0; i < 3; i++) {
-        snprintf(a, sizeof a, "%s/%.255s", src, names[i]);
-        snprintf(b, sizeof b, "%s/%.255s", d, names[i]);
-        copy_file(a, b, -1);
-    }
+    copy_slices(src, names, 0, 2, "mixed", d);
     snprintf(a, sizeof a, "%s/dicom/dcmqi_ct_3slice/01.dcm", data);
     snprintf(b, sizeof b, "%s/other.dcm", d);
     copy_file(a, b, -1);
     expect_error(d, "mixed series", "2 different series");
 
     /* A truncated slice: named in the error. */
-    snprintf(d, sizeof d, "%s/truncated", test_tmpdir());
-    mkdir(d, 0755);
-    for (int i = 0; i < 3; i++) {
-        snprintf(a, sizeof a, "%s/%.255s", src, names[i]);
-        snprintf(b, sizeof b, "%s/%.255s", d, names[i]);
-        copy_file(a, b, i == 1 ? 4000 : -1);
-    }
+    copy_slices(src, names, 0, 2, "truncated", d);
+    snprintf(a, sizeof a, "%s/%.255s", src, names[1]);
+    snprintf(b, sizeof b, "%s/%.255s", d, names[1]);
+    copy_file(a, b, 4000);
     expect_error(d, "truncated file", names[1]);
 
     /* A duplicated slice. */
-    snprintf(d, sizeof d, "%s/duplicate", test_tmpdir());
-    mkdir(d, 0755);
-    for (int i = 0; i < 3; i++) {
-        snprintf(a, sizeof a, "%s/%.255s", src, names[i]);
-        snprintf(b, sizeof b, "%s/%.255s", d, names[i]);
-        copy_file(a, b, -1);
-    }
+    copy_slices(src, names, 0, 2, "duplicate", d);
     snprintf(a, sizeof a, "%s/%s", src, names[0]);
     snprintf(b, sizeof b, "%s/copy-of-first", d);
     copy_file(a, b, -1);
     expect_error(d, "duplicate slice", "same position");
 }
 
-/* Copies slices first..last (sorted names) of `src` into a fresh directory tmp/sub; its path in `d`. */
-static void copy_slices(const char *src, char names[][256], int first, int last, const char *sub, char d[700]) {
-    char a[2048], b[2048];
-    snprintf(d, 700, "%s/%s", test_tmpdir(), sub);
-    mkdir(d, 0755);
-    for (int i = first; i <= last; i++) {
-        snprintf(a, sizeof a, "%s/%.255s", src, names[i]);
-        snprintf(b, sizeof b, "%s/%.255s", d, names[i]);
-        copy_file(a, b, -1);
-    }
-}
 
 /* The whole file in memory (NULL on failure); *n its size. */
 static unsigned char *slurp(const char *path, long *n) {
