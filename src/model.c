@@ -17,11 +17,21 @@ enum { L_HEAD1, L_HEAD2, L_DEC0, L_SKIP0 = L_DEC0 + LS_DEC_STAGES, L_SKIP1, L_OU
 
 void ls_model_config_default(ls_model_config *c, int feat_dim, int grid) {
     *c = (ls_model_config){.feat_dim = feat_dim, .head_hidden = feat_dim, .code_dim = 70, .grid = grid,
-                           .widths = {64, 48, 32, 16, 16}, .skip_width = 16, .dropout = 0.1f,
+                           .widths = {64, 48, 32, 16, 16}, .skip_width = 16, .up_stages = LS_DEC_STAGES,
+                           .dropout = 0.1f,
                            .bn_momentum = 0.1f, .bn_eps = 1e-5f};
 }
 
-static int side(const ls_model_config *c, int stage) { return c->grid << (stage + 1); } /* output of a stage */
+/* Whether a stage upsamples: the last up_stages do. */
+static int upsamples(const ls_model_config *c, int stage) { return stage >= LS_DEC_STAGES - c->up_stages; }
+
+/* Output side of a stage. */
+static int side(const ls_model_config *c, int stage) {
+    int ups = stage - (LS_DEC_STAGES - c->up_stages) + 1;
+    return c->grid << (ups > 0 ? ups : 0);
+}
+
+int ls_model_out_side(const ls_model_config *c) { return side(c, LS_DEC_STAGES - 1); }
 
 static void layer_shapes(const ls_model_config *c, ls_conv_layer *L) {
     int ci[LS_MODEL_LAYERS], co[LS_MODEL_LAYERS], k[LS_MODEL_LAYERS];
@@ -57,6 +67,8 @@ static void layout(ls_model *m, float *params, float *running, size_t *np, size_
 
 ls_status ls_model_init(ls_model *m, const ls_backend *be, const ls_model_config *cfg, uint64_t seed, ls_error *err) {
     memset(m, 0, sizeof *m);
+    if (cfg->up_stages < 1 || cfg->up_stages > LS_DEC_STAGES)
+        return ls_fail(err, LS_ERR_INPUT, "decoder up_stages %d is not within 1..%d", cfg->up_stages, LS_DEC_STAGES);
     m->cfg = *cfg;
     m->be = be;
     layer_shapes(cfg, m->layer);
@@ -152,19 +164,13 @@ static void conv_bn(ls_model *m, ls_model_acts *a, int l, const float *x, float 
                                    m->cfg.bn_eps);
 }
 
-void ls_model_forward(ls_model *m, ls_arena *ar, ls_model_acts *a, const float *feats, const float *image, int B,
-                      int training, float *const *keep) {
+/* feats -> a->h1 (pre-activation) and a->codes; a->ws must be set. */
+static void head_forward(ls_model *m, ls_arena *ar, ls_model_acts *a, const float *feats, int B) {
     const ls_backend *be = m->be;
     const ls_model_config *c = &m->cfg;
     ls_conv_layer *L = m->layer;
-    int g = c->grid, S = side(c, LS_DEC_STAGES - 1);
-    size_t g2 = (size_t)g * g, S2 = (size_t)S * S, act, wsz;
-    extents(c, L, &act, &wsz);
-    memset(a, 0, sizeof *a);
-    a->B = B, a->training = training, a->feats = (float *)feats, a->image = (float *)image;
-    a->ws = ls_arena_floats(ar, wsz);
-    for (int l = 0; l < LS_MODEL_LAYERS; l++) a->mean[l] = ls_arena_floats(ar, 64 > L[l].co ? 64 : (size_t)L[l].co),
-                                              a->rstd[l] = ls_arena_floats(ar, 64 > L[l].co ? 64 : (size_t)L[l].co);
+    int g = c->grid;
+    size_t g2 = (size_t)g * g;
     a->h1 = ls_arena_floats(ar, (size_t)B * c->head_hidden * g2);
     a->codes = ls_arena_floats(ar, (size_t)B * c->code_dim * g2);
     be->nn->conv2d_fwd(be, a->h1, feats, L[L_HEAD1].w, L[L_HEAD1].b, B, L[L_HEAD1].ci, g, g, L[L_HEAD1].co, 1, a->ws);
@@ -172,16 +178,54 @@ void ls_model_forward(ls_model *m, ls_arena *ar, ls_model_acts *a, const float *
     float *h1a = ls_arena_floats(ar, (size_t)B * c->head_hidden * g2);
     be->nn->relu_fwd(be, h1a, a->h1, (size_t)B * c->head_hidden * g2);
     be->nn->conv2d_fwd(be, a->codes, h1a, L[L_HEAD2].w, L[L_HEAD2].b, B, L[L_HEAD2].ci, g, g, L[L_HEAD2].co, 1, a->ws);
+}
+
+/* Conv scratch of the head alone (1x1 convs need no im2col, but the op may ask for some). */
+static size_t head_ws(const ls_model *m) {
+    const ls_model_config *c = &m->cfg;
+    size_t a = m->be->nn->conv2d_workspace(c->feat_dim, c->grid, c->grid, 1);
+    size_t b = m->be->nn->conv2d_workspace(c->head_hidden, c->grid, c->grid, 1);
+    return (a > b ? a : b) + 1;
+}
+
+size_t ls_model_head_arena_floats(const ls_model *m, int B) {
+    const ls_model_config *c = &m->cfg;
+    size_t g2 = (size_t)c->grid * c->grid, nh = (size_t)B * c->head_hidden * g2;
+    /* forward: ws, h1, codes, h1a; backward: h1a, dh; each allocation rounds up to 16 floats */
+    return head_ws(m) + 4 * nh + (size_t)B * c->code_dim * g2 + 16 * 6;
+}
+
+void ls_model_head_forward(ls_model *m, ls_arena *ar, ls_model_acts *a, const float *feats, int B) {
+    memset(a, 0, sizeof *a);
+    a->B = B, a->training = 1, a->feats = (float *)feats;
+    a->ws = ls_arena_floats(ar, head_ws(m));
+    head_forward(m, ar, a, feats, B);
+}
+
+void ls_model_forward(ls_model *m, ls_arena *ar, ls_model_acts *a, const float *feats, const float *image, int B,
+                      int training, float *const *keep) {
+    const ls_backend *be = m->be;
+    const ls_model_config *c = &m->cfg;
+    ls_conv_layer *L = m->layer;
+    int S = side(c, LS_DEC_STAGES - 1);
+    size_t S2 = (size_t)S * S, act, wsz;
+    extents(c, L, &act, &wsz);
+    memset(a, 0, sizeof *a);
+    a->B = B, a->training = training, a->feats = (float *)feats, a->image = (float *)image;
+    a->ws = ls_arena_floats(ar, wsz);
+    for (int l = 0; l < LS_MODEL_LAYERS; l++) a->mean[l] = ls_arena_floats(ar, 64 > L[l].co ? 64 : (size_t)L[l].co),
+                                              a->rstd[l] = ls_arena_floats(ar, 64 > L[l].co ? 64 : (size_t)L[l].co);
+    head_forward(m, ar, a, feats, B);
     const float *in = a->codes;
     for (int s = 0; s < LS_DEC_STAGES; s++) {
         int h = side(c, s), ci = L[L_DEC0 + s].ci, w = c->widths[s];
         size_t hw = (size_t)h * h;
-        a->up[s] = ls_arena_floats(ar, (size_t)B * ci * hw);
+        a->up[s] = upsamples(c, s) ? ls_arena_floats(ar, (size_t)B * ci * hw) : (float *)in;
         a->conv[s] = ls_arena_floats(ar, (size_t)B * w * hw);
         a->bn[s] = ls_arena_floats(ar, (size_t)B * w * hw);
         a->out[s] = ls_arena_floats(ar, (size_t)B * w * hw);
         a->keep[s] = ls_arena_floats(ar, (size_t)B * w);
-        be->nn->upsample2x_fwd(be, a->up[s], in, B, ci, h / 2, h / 2);
+        if (upsamples(c, s)) be->nn->upsample2x_fwd(be, a->up[s], in, B, ci, h / 2, h / 2);
         conv_bn(m, a, L_DEC0 + s, a->up[s], a->conv[s], a->bn[s], B, h, h);
         be->nn->relu_fwd(be, a->out[s], a->bn[s], (size_t)B * w * hw);
         if (training && keep && keep[s]) {
@@ -223,6 +267,20 @@ static void conv_bn_relu_bwd(ls_model *m, const ls_model_acts *a, int l, float *
     be->nn->conv2d_bwd(be, dx, grad_of(m, L->w), grad_of(m, L->b), tmp, x, L->w, a->B, L->ci, H, W, L->co, L->k, a->ws);
 }
 
+/* dL/dcodes d -> head parameter gradients; h1a and dh are scratch of the hidden activation's size. */
+static void head_backward(ls_model *m, const ls_model_acts *a, const float *d, float *h1a, float *dh) {
+    const ls_backend *be = m->be;
+    ls_conv_layer *L = m->layer;
+    int B = a->B, g = m->cfg.grid;
+    size_t nh = (size_t)B * m->cfg.head_hidden * g * g;
+    be->nn->relu_fwd(be, h1a, a->h1, nh);
+    be->nn->conv2d_bwd(be, dh, grad_of(m, L[L_HEAD2].w), grad_of(m, L[L_HEAD2].b), d, h1a, L[L_HEAD2].w, B,
+                       L[L_HEAD2].ci, g, g, L[L_HEAD2].co, 1, a->ws);
+    be->nn->relu_bwd(be, dh, dh, a->h1, nh);
+    be->nn->conv2d_bwd(be, NULL, grad_of(m, L[L_HEAD1].w), grad_of(m, L[L_HEAD1].b), dh, a->feats, L[L_HEAD1].w, B,
+                       L[L_HEAD1].ci, g, g, L[L_HEAD1].co, 1, a->ws);
+}
+
 void ls_model_backward(ls_model *m, ls_arena *ar, const ls_model_acts *a, const float *dlogits, const float *dcodes) {
     const ls_backend *be = m->be;
     const ls_model_config *c = &m->cfg;
@@ -247,18 +305,23 @@ void ls_model_backward(ls_model *m, ls_arena *ar, const ls_model_acts *a, const 
         int h = side(c, s), ci = L[L_DEC0 + s].ci, w = c->widths[s];
         if (a->keep[s]) be->nn->dropout2d(be, d, d, a->keep[s], B, w, h * h);
         conv_bn_relu_bwd(m, a, L_DEC0 + s, d, t, a->up[s], a->conv[s], a->bn[s], spare, h, h);
-        be->nn->upsample2x_bwd(be, d, spare, B, ci, h / 2, h / 2);             /* d = dL/d stage input */
+        if (upsamples(c, s)) {
+            be->nn->upsample2x_bwd(be, d, spare, B, ci, h / 2, h / 2);         /* d = dL/d stage input */
+        } else {
+            float *x = d;
+            d = spare, spare = x;
+        }
     }
     /* d = dL/d codes from the decoder; add the contrastive part. */
-    size_t nc = (size_t)B * c->code_dim * g2, nh = (size_t)B * c->head_hidden * g2;
+    size_t nc = (size_t)B * c->code_dim * g2;
     if (dcodes) be->dense->add_bias(be, d, dcodes, 1, (int)nc); /* d += dcodes, as one row of width nc */
-    float *h1a = spare, *dh = t;
-    be->nn->relu_fwd(be, h1a, a->h1, nh);
-    be->nn->conv2d_bwd(be, dh, grad_of(m, L[L_HEAD2].w), grad_of(m, L[L_HEAD2].b), d, h1a, L[L_HEAD2].w, B,
-                       L[L_HEAD2].ci, g, g, L[L_HEAD2].co, 1, a->ws);
-    be->nn->relu_bwd(be, dh, dh, a->h1, nh);
-    be->nn->conv2d_bwd(be, NULL, grad_of(m, L[L_HEAD1].w), grad_of(m, L[L_HEAD1].b), dh, a->feats, L[L_HEAD1].w, B,
-                       L[L_HEAD1].ci, g, g, L[L_HEAD1].co, 1, a->ws);
+    head_backward(m, a, d, spare, t);
+}
+
+void ls_model_head_backward(ls_model *m, ls_arena *ar, const ls_model_acts *a, const float *dcodes) {
+    size_t n = (size_t)a->B * m->cfg.head_hidden * m->cfg.grid * m->cfg.grid;
+    float *h1a = ls_arena_floats(ar, n), *dh = ls_arena_floats(ar, n);
+    head_backward(m, a, dcodes, h1a, dh);
 }
 
 /* ------------------------------------------------------------------ files */
@@ -312,15 +375,17 @@ ls_status ls_model_save(const ls_model *m, const ls_model_info *info, const char
         }
     }
     const ls_model_config *c = &m->cfg;
-    char v[12][64];
+    char v[13][64];
     snprintf(v[0], 64, "%d", c->feat_dim), snprintf(v[1], 64, "%d", c->head_hidden), snprintf(v[2], 64, "%d", c->code_dim);
     snprintf(v[3], 64, "%d", c->grid);
     snprintf(v[4], 64, "%d,%d,%d,%d,%d", c->widths[0], c->widths[1], c->widths[2], c->widths[3], c->widths[4]);
     snprintf(v[5], 64, "%d", c->skip_width), snprintf(v[6], 64, "%g", c->dropout), snprintf(v[7], 64, "%g", c->bn_eps);
     snprintf(v[8], 64, "%g", c->bn_momentum), snprintf(v[9], 64, "%d", info->input_size);
+    snprintf(v[10], 64, "%d", c->up_stages);
     const char *meta[] = {"livseg_model", "1", "teacher", info->teacher_id, "teacher_arch", info->teacher_arch,
                           "input_size", v[9], "feat_dim", v[0], "head_hidden", v[1], "code_dim", v[2], "grid", v[3],
-                          "widths", v[4], "skip_width", v[5], "dropout", v[6], "bn_eps", v[7], "bn_momentum", v[8]};
+                          "widths", v[4], "skip_width", v[5], "dropout", v[6], "bn_eps", v[7], "bn_momentum", v[8], "up_stages", v[10],
+                          "train_config", info->train_config ? info->train_config : "{}"};
     ls_status s = ls_st_write(path, e, n, meta, (int)(sizeof meta / sizeof *meta / 2), NULL, err);
     free(hp), free(hr);
     return s;
@@ -353,9 +418,12 @@ ls_status ls_model_load(ls_model *m, ls_model_info *info, const ls_backend *be, 
         c.dropout = (float)atof(ls_st_meta(&f, "dropout") ? ls_st_meta(&f, "dropout") : "0");
         c.bn_eps = (float)atof(ls_st_meta(&f, "bn_eps") ? ls_st_meta(&f, "bn_eps") : "1e-5");
         c.bn_momentum = (float)atof(ls_st_meta(&f, "bn_momentum") ? ls_st_meta(&f, "bn_momentum") : "0.1");
+        c.up_stages = LS_DEC_STAGES; /* files from before the option upsample in every stage */
+        if (ls_st_meta(&f, "up_stages") && !meta_int(&f, "up_stages", &c.up_stages))
+            s = ls_fail(err, LS_ERR_INPUT, "%s: invalid up_stages metadata", path);
         snprintf(info->teacher_id, sizeof info->teacher_id, "%s", teacher);
         snprintf(info->teacher_arch, sizeof info->teacher_arch, "%s", arch);
-        s = ls_model_init(m, be, &c, 0, err);
+        if (!s) s = ls_model_init(m, be, &c, 0, err);
     }
     float *hp = NULL, *hr = NULL;
     if (!s) {

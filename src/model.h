@@ -4,13 +4,17 @@
  * a liver logit map.
  *
  *   head:    feats[B,C,g,g] -> conv1x1 C->Hh -> ReLU -> conv1x1 Hh->K            = codes[B,K,g,g]
- *   decoder: codes -> 5 x (upsample x2 -> conv3x3 -> BN -> ReLU -> Dropout2d)    -> [B,w5,32g,32g]
- *            concat the input slice [B,1,32g,32g] (the skip connection)
- *            -> conv3x3 -> BN -> ReLU -> conv3x3 -> BN -> ReLU -> conv3x3 -> 1   = logits[B,1,32g,32g]
+ *   decoder: codes -> 5 x (upsample x2 -> conv3x3 -> BN -> ReLU -> Dropout2d)    -> [B,w5,S,S]
+ *            concat the input slice [B,1,S,S] (the skip connection)
+ *            -> conv3x3 -> BN -> ReLU -> conv3x3 -> BN -> ReLU -> conv3x3 -> 1   = logits[B,1,S,S]
+ *
+ * The last `up_stages` of the five stages upsample (default all five, S = 32 g); with fewer, the first
+ * stages keep the token grid, which cuts the decoder's cost (mostly at full resolution) fourfold per
+ * stage dropped, for CPU training.
  *
  * Parameters live in one contiguous buffer (and their gradients in another of the same layout), so the
  * optimiser is one op over everything; batch-norm running statistics sit in a separate buffer.
- * Legend: B batch, C teacher channels, g token grid side, K code width, S = 32 g output side.
+ * Legend: B batch, C teacher channels, g token grid side, K code width, S = g * 2^up_stages output side.
  */
 #ifndef LS_MODEL_H
 #define LS_MODEL_H
@@ -29,11 +33,15 @@ typedef struct {
     int grid;        /* g */
     int widths[LS_DEC_STAGES];
     int skip_width;
+    int up_stages;   /* 1..5: how many of the stages upsample (the last ones) */
     float dropout, bn_momentum, bn_eps;
 } ls_model_config;
 
 /* The defaults documented in docs/model.md, for a teacher of `feat_dim` channels on a g x g grid. */
 void ls_model_config_default(ls_model_config *c, int feat_dim, int grid);
+
+/* The decoder's output side S. */
+int ls_model_out_side(const ls_model_config *c);
 
 typedef struct {
     float *w, *b, *gamma, *beta; /* gamma/beta NULL for convolutions without batch norm */
@@ -77,6 +85,12 @@ size_t ls_model_arena_floats(const ls_model_config *c, int B);
 void ls_model_forward(ls_model *m, ls_arena *arena, ls_model_acts *a, const float *feats, const float *image, int B,
                       int training, float *const *keep);
 
+/* The head alone (for slices that only feed the contrastive loss): feats[B,C,g,g] -> a->codes. Only
+ * h1 and codes of `a` are set; ls_model_head_backward adds dL/dcodes into the head's gradients. */
+void ls_model_head_forward(ls_model *m, ls_arena *arena, ls_model_acts *a, const float *feats, int B);
+void ls_model_head_backward(ls_model *m, ls_arena *arena, const ls_model_acts *a, const float *dcodes);
+size_t ls_model_head_arena_floats(const ls_model *m, int B);
+
 /* Given dL/dlogits[B,1,S,S] and an extra dL/dcodes[B,K,g,g] (the contrastive loss; may be NULL), adds
  * the gradients of every parameter into m->grads. `scratch` comes from the same arena. */
 void ls_model_backward(ls_model *m, ls_arena *arena, const ls_model_acts *a, const float *dlogits, const float *dcodes);
@@ -87,6 +101,7 @@ typedef struct {
     char teacher_id[160];
     char teacher_arch[16];
     int input_size;
+    const char *train_config; /* saved as metadata "train_config" when not NULL (JSON); not loaded */
 } ls_model_info;
 
 /* Saves weights (as F16 when `half`, else F32), running statistics and the configuration as

@@ -55,7 +55,7 @@ static ls_status predict(const ls_volume *ras, const ls_prep *prep, ls_teacher *
                          ls_progress_fn progress, void *pctx, float *prob_ras, ls_segment_result *r, ls_error *err) {
     const ls_backend *be = m->be;
     const ls_vit_config *vc = &t->vit.cfg;
-    int S = t->input_size, g = S / vc->patch, Sd = g * 32, Z = (int)ras->geom.dim[2];
+    int S = t->input_size, g = S / vc->patch, Sd = ls_model_out_side(&m->cfg), Z = (int)ras->geom.dim[2];
     int nx = (int)ras->geom.dim[0], ny = (int)ras->geom.dim[1];
     if (m->cfg.grid != g || m->cfg.feat_dim != vc->dim)
         return ls_fail(err, LS_ERR_INPUT, "model expects %d teacher channels on a %dx%d grid; the teacher gives %d on %dx%d",

@@ -39,18 +39,19 @@ static double compare(const char *what, const float *got, const float *ref, size
 
 #define EXPECT_CLOSE(what, got, ref, n) CHECK(compare(what, got, ref, n) <= 1e-4, "%s beyond 1e-4", what)
 
-TEST(training_step_matches_pytorch) {
-    if (!test_python_has("torch")) SKIP("%s cannot import torch (install python3-torch or set LS_PYTHON)", test_python());
+/* One step on a configuration whose last `up` decoder stages upsample a G x G grid. */
+static void training_step(int G, int up) {
     ls_backend be;
     ls_error err = {0};
     REQUIRE(ls_backend_init(&be, LS_DEV_CPU, 2, &err) == LS_OK, "%s", err.msg);
-    ls_model_config cfg = {.feat_dim = 12, .head_hidden = 10, .code_dim = 6, .grid = 2, .widths = {8, 8, 6, 6, 4},
-                           .skip_width = 5, .dropout = 0.2f, .bn_momentum = 0.1f, .bn_eps = 1e-5f};
-    unsigned seed = (unsigned)time(NULL);
-    printf("  seed %u\n", seed);
+    ls_model_config cfg = {.feat_dim = 12, .head_hidden = 10, .code_dim = 6, .grid = G, .widths = {8, 8, 6, 6, 4},
+                           .skip_width = 5, .up_stages = up, .dropout = 0.2f, .bn_momentum = 0.1f, .bn_eps = 1e-5f};
+    unsigned seed = (unsigned)time(NULL) + (unsigned)up;
+    printf("  grid %d, %d upsampling stages: seed %u\n", G, up, seed);
     ls_model m;
     REQUIRE(ls_model_init(&m, &be, &cfg, seed, &err) == LS_OK, "%s", err.msg);
-    int B = 2, G = 2, S = 64, C = 12, K = 6;
+    int B = 2, S = ls_model_out_side(&cfg), C = 12, K = 6;
+    CHECK(S == G << up, "output side %d, expected %d", S, G << up);
     size_t nf = (size_t)B * C * G * G, ni = (size_t)B * S * S;
     float *feats = malloc(nf * sizeof(float)), *image = malloc(ni * sizeof(float)), *target = malloc(ni * sizeof(float));
     ls_rng rng = {seed ^ 0x5eedull};
@@ -59,7 +60,10 @@ TEST(training_step_matches_pytorch) {
     for (int b = 0; b < B; b++) /* a disc of "liver" per image */
         for (int y = 0; y < S; y++)
             for (int x = 0; x < S; x++)
-                target[(size_t)b * S * S + y * S + x] = (x - 20 - 10 * b) * (x - 20 - 10 * b) + (y - 30) * (y - 30) < 200;
+                target[(size_t)b * S * S + y * S + x] =
+                    (x - S / 3 - S / 6 * b) * (x - S / 3 - S / 6 * b) + (y - S / 2) * (y - S / 2) < S * S / 20;
+    float *extra = malloc((size_t)C * G * G * sizeof(float));
+    for (int i = 0; i < C * G * G; i++) extra[i] = (float)ls_rng_normal(&rng);
     float *keep[LS_DEC_STAGES];
     for (int s = 0; s < LS_DEC_STAGES; s++) {
         keep[s] = malloc(sizeof(float) * B * cfg.widths[s]);
@@ -73,8 +77,10 @@ TEST(training_step_matches_pytorch) {
     write_f32("feats", feats, nf);
     write_f32("image", image, ni);
     write_f32("target", target, ni);
+    write_f32("extra", extra, (size_t)C * G * G);
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s tests/ref/model_ref.py %s 12 10 6 2 8 8 6 6 4 5 2", test_python(), test_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s tests/ref/model_ref.py %s 12 10 6 %d 8 8 6 6 4 5 2 %d", test_python(), test_tmpdir(), G,
+             up);
     REQUIRE(system(cmd) == 0, "reference failed: %s", cmd);
 
     ls_arena arena;
@@ -94,7 +100,16 @@ TEST(training_step_matches_pytorch) {
                                  P, 0.18f, 1.0f, dcodes + b * K * P, dcodes + b * K * P, &sim, ws);
     loss += be.loss->cd_term(&be, feats, feats + C * P, C, a.codes, a.codes + K * P, K, P, 0.12f, 1.0f, dcodes,
                              dcodes + K * P, &sim, ws);
+    /* A slice that reaches the loss through the head alone, as training's positives and negatives do. */
+    ls_arena harena;
+    REQUIRE(ls_arena_init(&harena, &be, ls_model_head_arena_floats(&m, 1) * sizeof(float), &err) == LS_OK, "%s", err.msg);
+    ls_model_acts ha;
+    ls_model_head_forward(&m, &harena, &ha, extra, 1);
+    float *dextra = calloc((size_t)K * P, sizeof(float));
+    loss += 0.5 * be.loss->cd_term(&be, feats, extra, C, a.codes, ha.codes, K, P, 0.46f, 0.5f, dcodes, dextra, &sim, ws);
     ls_model_backward(&m, &arena, &a, dz, dcodes);
+    ls_model_head_backward(&m, &harena, &ha, dextra);
+    CHECK(harena.peak <= harena.cap, "head arena overflow");
 
     float *rl = read_ref("ref_logits", ni), *rc = read_ref("ref_codes", (size_t)B * K * P);
     float *rloss = read_ref("ref_loss", 1), *rg = read_ref("ref_grads", m.nparams);
@@ -115,10 +130,16 @@ TEST(training_step_matches_pytorch) {
     EXPECT_CLOSE("params after RAdam", m.params, rp, m.nparams);
     free(mm), free(vv), free(rl), free(rc), free(rloss), free(rg), free(rr), free(rp), free(ws), free(dz), free(dcodes);
     for (int s = 0; s < LS_DEC_STAGES; s++) free(keep[s]);
-    free(feats), free(image), free(target);
-    ls_arena_free(&arena);
+    free(feats), free(image), free(target), free(extra), free(dextra);
+    ls_arena_free(&arena), ls_arena_free(&harena);
     ls_model_free(&m);
     ls_backend_free(&be);
+}
+
+TEST(training_step_matches_pytorch) {
+    if (!test_python_has("torch")) SKIP("%s cannot import torch (install python3-torch or set LS_PYTHON)", test_python());
+    training_step(2, 5); /* the paper's decoder: every stage upsamples */
+    training_step(4, 3); /* a CPU preset's: the first stages keep the token grid */
 }
 
 int main(void) {

@@ -1,11 +1,12 @@
 """PyTorch reference for tests/test_model.c: one full training step of head + decoder.
 
-usage: model_ref.py DIR C HH K G W0 W1 W2 W3 W4 SKIP B
-Reads from DIR (written by the C test, float32): params.bin (the C layout: per layer w, b, and gamma,
+usage: model_ref.py DIR C HH K G W0 W1 W2 W3 W4 SKIP B UP
+UP is how many of the five decoder stages upsample (the last UP). Reads from DIR (written by the C test, float32): params.bin (the C layout: per layer w, b, and gamma,
 beta for batch-normed layers; layers head1, head2, dec0..dec4, skip0, skip1, out), running.bin (per
 batch-normed layer mean, var), feats.bin [B,C,G,G], image.bin [B,1,S,S], target.bin, keep0..4.bin
-[B,Wi]. Runs the forward pass in training mode (float64), the losses Focal + Tversky + log-IoU +
-0.1 * entropy + the contrastive terms (each slice with itself, b 0.18; slice 0 with slice 1, b 0.12),
+[B,Wi], extra.bin [1,C,G,G] (a slice that reaches the loss through the head alone). Runs the forward pass in training mode (float64), the losses Focal + Tversky + log-IoU +
+0.1 * entropy + the contrastive terms (each slice with itself, b 0.18; slice 0 with slice 1, b 0.12; slice 0 with the extra slice,
+b 0.46, weight 0.5),
 backward, and one RAdam step (lr 1e-3, weight decay 1e-5). Writes ref_logits.bin, ref_codes.bin,
 ref_loss.bin, ref_grads.bin (C layout), ref_running.bin and ref_params.bin (after the step).
 """
@@ -17,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 d = sys.argv[1]
-C, HH, K, G, W0, W1, W2, W3, W4, SK, B = (int(v) for v in sys.argv[2:13])
+C, HH, K, G, W0, W1, W2, W3, W4, SK, B, UP = (int(v) for v in sys.argv[2:14])
 widths = [W0, W1, W2, W3, W4]
-S = G * 32
+S = G * 2 ** UP
 torch.set_num_threads(2)
 
 
@@ -55,6 +56,7 @@ feats = load("feats", (B, C, G, G))
 image = load("image", (B, 1, S, S))
 target = load("target", (B, 1, S, S))
 keeps = [load(f"keep{s}", (B, widths[s])) for s in range(5)]
+extra = load("extra", (1, C, G, G))
 
 
 def conv(x, p, k):
@@ -70,7 +72,8 @@ def forward(params, feats, image, keeps):
     codes = conv(h, params[1], 1)
     x = codes
     for s in range(5):
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        if s >= 5 - UP:
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         x = bn_relu(conv(x, params[2 + s], 3), params[2 + s]) * keeps[s][:, :, None, None]
     x = torch.cat([x, image], dim=1)
     x = bn_relu(conv(x, params[7], 3), params[7])
@@ -83,6 +86,7 @@ with torch.no_grad():
     p32 = [{k: (v.detach().float().clone()) for k, v in prm.items()} for prm in params]
     _, logits32 = forward(p32, feats.float(), image.float(), [k.float() for k in keeps])
 codes, logits = forward(params, feats, image, keeps)
+codes_extra = conv(F.relu(conv(extra, params[0], 1)), params[1], 1)
 
 p = torch.sigmoid(logits)
 t = target
@@ -107,7 +111,8 @@ def cd_term(fx, fy, gx, gy, b):
 fl = feats.reshape(B, C, G * G)
 cl = codes.reshape(B, K, G * G)
 cd = cd_term(fl[0], fl[0], cl[0], cl[0], 0.18) + cd_term(fl[1], fl[1], cl[1], cl[1], 0.18) + \
-    cd_term(fl[0], fl[1], cl[0], cl[1], 0.12)
+    cd_term(fl[0], fl[1], cl[0], cl[1], 0.12) + \
+    0.5 * cd_term(fl[0], extra.reshape(C, G * G), cl[0], codes_extra.reshape(K, G * G), 0.46)
 loss = focal + tversky + log_iou + 0.1 * entropy + cd
 loss.backward()
 
