@@ -345,9 +345,9 @@ static void cpu_tokens_to_grid_bwd(const ls_backend *be, float *dx, const float 
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             float *xr = dx + ((size_t)b * T + t) * D;
-            if (t > 0)
+            if (t > 0 && dgrid)
                 for (int d = 0; d < D; d++) xr[d] = dgrid[((size_t)b * D + d) * N + (size_t)(t - 1)];
-            else if (dcls)
+            else if (t == 0 && dcls)
                 memcpy(xr, dcls + (size_t)b * D, (size_t)D * sizeof(float));
             else
                 memset(xr, 0, (size_t)D * sizeof(float));

@@ -77,8 +77,8 @@ typedef struct {
                             const float *dv, int B, int T, int NH, int HS);
     /* Of merge_heads: dy[B,T,NH*HS] -> do[B,NH,T,HS]. */
     void (*merge_heads_bwd)(const ls_backend *be, float *d_o, const float *dy, int B, int T, int NH, int HS);
-    /* Of tokens_to_grid, with the class token's gradient: dx[b,0,:] = dcls[b,:] (0 when dcls is NULL),
-     * dx[b,1+t,:] = dgrid[b,:,t]. */
+    /* Of tokens_to_grid, with the class token's gradient: dx[b,0,:] = dcls[b,:], dx[b,1+t,:] = dgrid[b,:,t];
+     * either may be NULL (zeros: DINO's loss reaches only the class token). */
     void (*tokens_to_grid_bwd)(const ls_backend *be, float *dx, const float *dgrid, const float *dcls, int B, int T,
                                int D, int gh, int gw);
 } ls_ops_dense;
