@@ -258,7 +258,7 @@ void ls_bicubic_resize_adjoint(const float *dout, int C, int ih, int iw, float *
 }
 
 /* Position embeddings for a gh x gw grid: the trained table when it matches, else resized once and
- * kept until the grid changes. */
+ * kept until the grid changes (or ls_vit_params_changed drops it). */
 ls_status ls_vit_positions(ls_vit *m, int gh, int gw, const float **pos, ls_error *err) {
     int G = m->cfg.pos_grid, D = m->cfg.dim;
     if (gh == G && gw == G) {
