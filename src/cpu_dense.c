@@ -5,6 +5,8 @@
  * Batched GEMMs (attention: one small problem per batch item and head) run one problem per OpenMP
  * thread; OpenBLAS's OpenMP build then runs single-threaded inside each, instead of every call fanning
  * out over all cores.
+ *
+ * The backward ops sit in their own block at the end of the file (before the op table).
  */
 #include <cblas.h>
 #include <math.h>
@@ -192,6 +194,166 @@ static void cpu_tokens_to_grid(const ls_backend *be, float *grid, const float *x
     (void)gw;
 }
 
+/* ================================================================== backward
+ * The backward ops (training the teacher), kept in one block apart from the forward kernels above.
+ * Row reductions (bias and LayerNorm parameter gradients) run over blocks of columns, each summing all
+ * rows in double: no atomics, no per-thread copies, the same bits for any thread count. */
+
+#define COL_BLOCK 64
+
+/* acc[i] += sum over r < rows of x[r * stride + i], for i < n. */
+static void col_sum(const ls_backend *be, float *acc, const float *x, size_t rows, size_t stride, size_t n) {
+    size_t nblk = (n + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (size_t blk = 0; blk < nblk; blk++) {
+        size_t i0 = blk * COL_BLOCK, m = n - i0 < COL_BLOCK ? n - i0 : COL_BLOCK;
+        double s[COL_BLOCK] = {0};
+        for (size_t r = 0; r < rows; r++) {
+            const float *xr = x + r * stride + i0;
+            for (size_t i = 0; i < m; i++) s[i] += xr[i];
+        }
+        for (size_t i = 0; i < m; i++) acc[i0 + i] += (float)s[i];
+    }
+}
+
+static void cpu_add(const ls_backend *be, float *y, const float *x, size_t n) {
+#pragma omp parallel for simd schedule(static) num_threads(be->nthreads)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+static void cpu_bias_grad(const ls_backend *be, float *db, const float *dy, size_t rows, int n) {
+    col_sum(be, db, dy, rows, (size_t)n, (size_t)n);
+}
+
+/* Row statistics exactly as cpu_layernorm computes them, so xhat matches the forward's. */
+static void ln_stats(const float *xr, int n, float eps, float *mean, float *rstd) {
+    double m = 0, var = 0;
+    for (int i = 0; i < n; i++) m += xr[i];
+    m /= n;
+    for (int i = 0; i < n; i++) var += ((double)xr[i] - m) * ((double)xr[i] - m);
+    *rstd = (float)(1.0 / sqrt(var / n + eps)), *mean = (float)m;
+}
+
+static void cpu_layernorm_bwd(const ls_backend *be, float *dx, float *dw, float *db, const float *dy, const float *x,
+                              const float *w, size_t rows, int n, float eps, float *ws) {
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * (size_t)n, *dyr = dy + r * (size_t)n;
+        float *dxr = dx + r * (size_t)n, m, rstd;
+        ln_stats(xr, n, eps, &m, &rstd);
+        ws[2 * r] = m, ws[2 * r + 1] = rstd;
+        double s1 = 0, s2 = 0; /* sum g, sum g*xhat with g = dy*w */
+        for (int i = 0; i < n; i++) {
+            double g = (double)dyr[i] * w[i];
+            s1 += g, s2 += g * ((xr[i] - m) * rstd);
+        }
+        float a = (float)(s1 / n), c = (float)(s2 / n);
+        for (int i = 0; i < n; i++) dxr[i] = rstd * (dyr[i] * w[i] - a - (xr[i] - m) * rstd * c);
+    }
+    size_t nblk = ((size_t)n + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (size_t blk = 0; blk < nblk; blk++) {
+        size_t i0 = blk * COL_BLOCK, m = (size_t)n - i0 < COL_BLOCK ? (size_t)n - i0 : COL_BLOCK;
+        double sw[COL_BLOCK] = {0}, sb[COL_BLOCK] = {0};
+        for (size_t r = 0; r < rows; r++) {
+            const float *xr = x + r * (size_t)n + i0, *dyr = dy + r * (size_t)n + i0;
+            float mean = ws[2 * r], rstd = ws[2 * r + 1];
+            for (size_t i = 0; i < m; i++) sw[i] += (double)dyr[i] * ((xr[i] - mean) * rstd), sb[i] += dyr[i];
+        }
+        for (size_t i = 0; i < m; i++) dw[i0 + i] += (float)sw[i], db[i0 + i] += (float)sb[i];
+    }
+}
+
+static void cpu_softmax_bwd(const ls_backend *be, float *ds, const float *y, const float *dy, size_t rows, int n,
+                            float scale) {
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (size_t r = 0; r < rows; r++) {
+        const float *yr = y + r * (size_t)n, *dyr = dy + r * (size_t)n;
+        float *dsr = ds + r * (size_t)n;
+        double dot = 0;
+        for (int i = 0; i < n; i++) dot += (double)yr[i] * dyr[i];
+        float d = (float)dot;
+#pragma omp simd
+        for (int i = 0; i < n; i++) dsr[i] = scale * yr[i] * (dyr[i] - d);
+    }
+}
+
+static void cpu_gelu_bwd(const ls_backend *be, float *dx, const float *dy, const float *a, size_t n) {
+#pragma omp parallel for simd schedule(static) num_threads(be->nthreads)
+    for (size_t i = 0; i < n; i++) {
+        float v = a[i];
+        float cdf = 0.5f * (1.0f + erf_rational(v * 0.70710678118654752f));
+        float pdf = 0.39894228040143268f * exp_neg(-0.5f * v * v);
+        dx[i] = dy[i] * (cdf + v * pdf);
+    }
+}
+
+static void cpu_patchify_bwd(const ls_backend *be, float *dimg, const float *dcols, int B, int C, int H, int W, int P) {
+    int gh = H / P, gw = W / P, rowlen = C * P * P;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(be->nthreads)
+    for (int b = 0; b < B; b++)
+        for (int py = 0; py < gh; py++)
+            for (int px = 0; px < gw; px++) {
+                const float *row = dcols + ((size_t)(b * gh + py) * gw + px) * rowlen;
+                for (int c = 0; c < C; c++)
+                    for (int y = 0; y < P; y++)
+                        memcpy(dimg + (((size_t)b * C + c) * H + py * P + y) * W + px * P, row + (c * P + y) * P,
+                               (size_t)P * sizeof(float));
+            }
+}
+
+static void cpu_embed_tokens_bwd(const ls_backend *be, float *dpatches, float *dbias, float *dcls, float *dpos,
+                                 const float *dx, int B, int T, int D) {
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (int b = 0; b < B; b++)
+        memcpy(dpatches + (size_t)b * (T - 1) * D, dx + ((size_t)b * T + 1) * D, (size_t)(T - 1) * D * sizeof(float));
+    size_t TD = (size_t)T * D;
+    col_sum(be, dbias, dpatches, (size_t)B * (T - 1), (size_t)D, (size_t)D);
+    col_sum(be, dcls, dx, (size_t)B, TD, (size_t)D);
+    col_sum(be, dpos, dx, (size_t)B, TD, TD); /* every token row summed over the batch */
+}
+
+static void cpu_split_heads_bwd(const ls_backend *be, float *dqkv, float *dbias, const float *dq, const float *dk,
+                                const float *dv, int B, int T, int NH, int HS) {
+    int D = NH * HS;
+    const float *src[3] = {dq, dk, dv};
+#pragma omp parallel for collapse(2) schedule(static) num_threads(be->nthreads)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *dst = dqkv + ((size_t)b * T + t) * 3 * D;
+            for (int s = 0; s < 3; s++)
+                for (int h = 0; h < NH; h++)
+                    memcpy(dst + s * D + h * HS, src[s] + (((size_t)b * NH + h) * T + t) * HS, (size_t)HS * sizeof(float));
+        }
+    col_sum(be, dbias, dqkv, (size_t)B * T, 3 * (size_t)D, 3 * (size_t)D);
+}
+
+static void cpu_merge_heads_bwd(const ls_backend *be, float *d_o, const float *dy, int B, int T, int NH, int HS) {
+#pragma omp parallel for collapse(2) schedule(static) num_threads(be->nthreads)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < NH; h++)
+                memcpy(d_o + (((size_t)b * NH + h) * T + t) * HS, dy + ((size_t)b * T + t) * NH * HS + h * HS,
+                       (size_t)HS * sizeof(float));
+}
+
+static void cpu_tokens_to_grid_bwd(const ls_backend *be, float *dx, const float *dgrid, const float *dcls, int B, int T,
+                                   int D, int gh, int gw) {
+    (void)gh, (void)gw;
+    size_t N = (size_t)T - 1;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(be->nthreads)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *xr = dx + ((size_t)b * T + t) * D;
+            if (t > 0 && dgrid)
+                for (int d = 0; d < D; d++) xr[d] = dgrid[((size_t)b * D + d) * N + (size_t)(t - 1)];
+            else if (t == 0 && dcls)
+                memcpy(xr, dcls + (size_t)b * D, (size_t)D * sizeof(float));
+            else
+                memset(xr, 0, (size_t)D * sizeof(float));
+        }
+}
+
 const ls_ops_dense ls_cpu_dense = {
     .gemm = cpu_gemm,
     .gemm_batched = cpu_gemm_batched,
@@ -204,4 +366,15 @@ const ls_ops_dense ls_cpu_dense = {
     .split_heads = cpu_split_heads,
     .merge_heads = cpu_merge_heads,
     .tokens_to_grid = cpu_tokens_to_grid,
+    /* backward */
+    .add = cpu_add,
+    .bias_grad = cpu_bias_grad,
+    .layernorm_bwd = cpu_layernorm_bwd,
+    .softmax_bwd = cpu_softmax_bwd,
+    .gelu_bwd = cpu_gelu_bwd,
+    .patchify_bwd = cpu_patchify_bwd,
+    .embed_tokens_bwd = cpu_embed_tokens_bwd,
+    .split_heads_bwd = cpu_split_heads_bwd,
+    .merge_heads_bwd = cpu_merge_heads_bwd,
+    .tokens_to_grid_bwd = cpu_tokens_to_grid_bwd,
 };

@@ -4,6 +4,12 @@
  *
  * Legend: B batch (slices), T tokens (patches + class token), D model width, NH heads, HS = D/NH head
  * size, P patch size, C image channels, H/W image height/width.
+ *
+ * Gradient convention of the backward block (the ops after tokens_to_grid): as ops_nn.h, backward ops
+ * OVERWRITE input gradients (dx, dq, ...) and ACCUMULATE (+=) into parameter gradients (dw, db, dbias,
+ * dcls, dpos), so a caller zeroes parameter gradients once per step. Reductions over rows (bias and
+ * LayerNorm parameter gradients) sum in double per column and run over column blocks, so they are
+ * deterministic whatever the thread count.
  */
 #ifndef LS_OPS_DENSE_H
 #define LS_OPS_DENSE_H
@@ -42,6 +48,39 @@ typedef struct {
     void (*merge_heads)(const ls_backend *be, float *y, const float *o, int B, int T, int NH, int HS);
     /* x[B,T,D] without the class token -> grid[B,D,gh,gw] (T - 1 = gh*gw). */
     void (*tokens_to_grid)(const ls_backend *be, float *grid, const float *x, int B, int T, int D, int gh, int gw);
+
+    /* ---- backward (training the teacher). Linear layers need no op of their own: dX = dY W and
+     * dW += dY^T X are gemm calls (beta = 1 accumulates). */
+
+    /* y += x over n elements (a residual stream gathering a branch's input gradient). */
+    void (*add)(const ls_backend *be, float *y, const float *x, size_t n);
+    /* db[n] += sum over rows of dy[rows, n]: the gradient of add_bias / of a linear layer's bias. */
+    void (*bias_grad)(const ls_backend *be, float *db, const float *dy, size_t rows, int n);
+    /* Of layernorm (statistics recomputed from x): dx = (dy*w - mean(dy*w) - xhat mean(dy*w*xhat)) rstd;
+     * dw += sum_rows dy*xhat, db += sum_rows dy. ws: 2*rows floats of scratch. dx may not alias dy or x. */
+    void (*layernorm_bwd)(const ls_backend *be, float *dx, float *dw, float *db, const float *dy, const float *x,
+                          const float *w, size_t rows, int n, float eps, float *ws);
+    /* Of softmax(scale * s) given its output y: ds = scale * y * (dy - sum(y*dy)) per row; ds may equal dy. */
+    void (*softmax_bwd)(const ls_backend *be, float *ds, const float *y, const float *dy, size_t rows, int n,
+                        float scale);
+    /* Of exact GELU at the pre-activation a (bias included): dx = dy * (Phi(a) + a phi(a)); dx may equal dy. */
+    void (*gelu_bwd)(const ls_backend *be, float *dx, const float *dy, const float *a, size_t n);
+    /* Of patchify: cols gradient [B*(H/P)*(W/P), C*P*P] -> image gradient dimg[B,C,H,W] (patches do not
+     * overlap, so this is a scatter; H, W multiples of P). Needed only for the input image's gradient. */
+    void (*patchify_bwd)(const ls_backend *be, float *dimg, const float *dcols, int B, int C, int H, int W, int P);
+    /* Of embed_tokens: dpatches[B,T-1,D] = dx rows t >= 1; dbias[D] += their sum; dcls[D] += sum_b dx[b,0];
+     * dpos[T,D] += sum_b dx[b,t]. */
+    void (*embed_tokens_bwd)(const ls_backend *be, float *dpatches, float *dbias, float *dcls, float *dpos,
+                             const float *dx, int B, int T, int D);
+    /* Of split_heads: dq,dk,dv [B,NH,T,HS] -> dqkv[B,T,3,NH,HS]; dbias[3*D] += its sum over tokens. */
+    void (*split_heads_bwd)(const ls_backend *be, float *dqkv, float *dbias, const float *dq, const float *dk,
+                            const float *dv, int B, int T, int NH, int HS);
+    /* Of merge_heads: dy[B,T,NH*HS] -> do[B,NH,T,HS]. */
+    void (*merge_heads_bwd)(const ls_backend *be, float *d_o, const float *dy, int B, int T, int NH, int HS);
+    /* Of tokens_to_grid, with the class token's gradient: dx[b,0,:] = dcls[b,:], dx[b,1+t,:] = dgrid[b,:,t];
+     * either may be NULL (zeros: DINO's loss reaches only the class token). */
+    void (*tokens_to_grid_bwd)(const ls_backend *be, float *dx, const float *dgrid, const float *dcls, int B, int T,
+                               int D, int gh, int gw);
 } ls_ops_dense;
 
 #endif

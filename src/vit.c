@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "util.h"
+#include "vit_internal.h"
 
 #define ATTN_CHUNK_FLOATS ((size_t)16 << 20) /* 64 MB of attention scores at a time */
 
@@ -183,6 +184,7 @@ ls_status ls_vit_load(ls_vit *m, const ls_backend *be, const ls_vit_config *cfg,
 void ls_vit_free(ls_vit *m) {
     if (m->params && m->be) m->be->mem->free(m->be, m->params);
     if (m->pos_resized && m->be) m->be->mem->free(m->be, m->pos_resized);
+    if (m->grads && m->be) m->be->mem->free(m->be, m->grads);
     free(m->blocks);
     memset(m, 0, sizeof *m);
 }
@@ -224,9 +226,40 @@ void ls_bicubic_resize(const float *in, int C, int ih, int iw, float *out, int o
     }
 }
 
+/* The transpose of ls_bicubic_resize: the same taps and weights, scattered instead of gathered (what
+ * torch's upsample_bicubic2d_backward does, border clamping included). din += R^T dout. */
+void ls_bicubic_resize_adjoint(const float *dout, int C, int ih, int iw, float *din, int oh, int ow) {
+    const double A = -0.75;
+    for (int y = 0; y < oh; y++) {
+        double sy = (y + 0.5) * ih / (double)oh - 0.5;
+        int y0 = (int)floor(sy);
+        double ty = sy - y0;
+        double wy[4] = {cubic_far(ty + 1, A), cubic_near(ty, A), cubic_near(1 - ty, A), cubic_far(2 - ty, A)};
+        for (int x = 0; x < ow; x++) {
+            double sx = (x + 0.5) * iw / (double)ow - 0.5;
+            int x0 = (int)floor(sx);
+            double tx = sx - x0;
+            double wx[4] = {cubic_far(tx + 1, A), cubic_near(tx, A), cubic_near(1 - tx, A), cubic_far(2 - tx, A)};
+            for (int c = 0; c < C; c++) {
+                float *plane = din + (size_t)c * ih * iw;
+                double g = dout[((size_t)c * oh + y) * ow + x];
+                for (int i = 0; i < 4; i++) {
+                    int yy = y0 - 1 + i;
+                    yy = yy < 0 ? 0 : yy >= ih ? ih - 1 : yy;
+                    for (int j = 0; j < 4; j++) {
+                        int xx = x0 - 1 + j;
+                        xx = xx < 0 ? 0 : xx >= iw ? iw - 1 : xx;
+                        plane[(size_t)yy * iw + xx] += (float)(wy[i] * wx[j] * g);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /* Position embeddings for a gh x gw grid: the trained table when it matches, else resized once and
- * kept until the grid changes. */
-static ls_status positions_for(ls_vit *m, int gh, int gw, const float **pos, ls_error *err) {
+ * kept until the grid changes (or ls_vit_params_changed drops it). */
+ls_status ls_vit_positions(ls_vit *m, int gh, int gw, const float **pos, ls_error *err) {
     int G = m->cfg.pos_grid, D = m->cfg.dim;
     if (gh == G && gw == G) {
         *pos = m->pos;
@@ -266,7 +299,7 @@ static ls_status positions_for(ls_vit *m, int gh, int gw, const float **pos, ls_
 
 /* ------------------------------------------------------------------ forward */
 
-static size_t attn_chunk(const ls_vit_config *c, int B, size_t T) {
+size_t ls_vit_attn_chunk(const ls_vit_config *c, int B, size_t T) {
     size_t pairs = (size_t)B * c->heads, per = T * T;
     size_t chunk = ATTN_CHUNK_FLOATS / per;
     return chunk < 1 ? 1 : chunk > pairs ? pairs : chunk;
@@ -279,13 +312,13 @@ size_t ls_vit_arena_floats(const ls_vit_config *c, int B, int H, int W) {
     size_t prow = 3 * (size_t)c->patch * c->patch, wide = (size_t)c->mlp_hidden;
     if (3 * D > wide) wide = 3 * D;
     if (prow > wide) wide = prow;
-    return 6 * BT * D + BT * wide + attn_chunk(c, B, T) * T * T + 16 * 8;
+    return 6 * BT * D + BT * wide + ls_vit_attn_chunk(c, B, T) * T * T + 16 * 8;
 }
 
-static void attention(ls_vit *m, float *o, const float *q, const float *k, const float *v, float *scores, int B, int T) {
+void ls_vit_attention(ls_vit *m, float *o, const float *q, const float *k, const float *v, float *scores, int B, int T) {
     const ls_backend *be = m->be;
     int NH = m->cfg.heads, HS = m->cfg.dim / NH;
-    size_t pairs = (size_t)B * NH, chunk = attn_chunk(&m->cfg, B, (size_t)T), hs = (size_t)T * HS;
+    size_t pairs = (size_t)B * NH, chunk = ls_vit_attn_chunk(&m->cfg, B, (size_t)T), hs = (size_t)T * HS;
     for (size_t p0 = 0; p0 < pairs; p0 += chunk) {
         int n = (int)(pairs - p0 < chunk ? pairs - p0 : chunk);
         be->dense->gemm_batched(be, 0, 1, T, T, HS, 1.0f, q + p0 * hs, HS, hs, k + p0 * hs, HS, hs, 0.0f, scores, T,
@@ -310,13 +343,13 @@ ls_status ls_vit_forward(ls_vit *m, ls_arena *arena, const float *images, int B,
     if (arena->cap - arena->used < ls_vit_arena_floats(c, B, H, W) * sizeof(float))
         return ls_fail(err, LS_ERR_INTERNAL, "teacher arena too small for batch %d at %dx%d", B, H, W);
     const float *pos = NULL;
-    LS_TRY(positions_for(m, gh, gw, &pos, err));
+    LS_TRY(ls_vit_positions(m, gh, gw, &pos, err));
     size_t wide = (size_t)Hd > 3 * (size_t)D ? (size_t)Hd : 3 * (size_t)D;
     if ((size_t)3 * P * P > wide) wide = (size_t)3 * P * P;
     float *x = ls_arena_floats(arena, BT * D), *h = ls_arena_floats(arena, BT * D), *o = ls_arena_floats(arena, BT * D);
     float *big = ls_arena_floats(arena, BT * wide);
     float *q = ls_arena_floats(arena, BT * D), *k = ls_arena_floats(arena, BT * D), *v = ls_arena_floats(arena, BT * D);
-    float *scores = ls_arena_floats(arena, attn_chunk(c, B, (size_t)T) * T * T);
+    float *scores = ls_arena_floats(arena, ls_vit_attn_chunk(c, B, (size_t)T) * T * T);
 
     /* Patch embedding: im2col rows times the flattened convolution kernel. */
     op->patchify(be, big, images, B, 3, H, W, P);
@@ -328,7 +361,7 @@ ls_status ls_vit_forward(ls_vit *m, ls_arena *arena, const float *images, int B,
         op->layernorm(be, h, x, b->ln1_w, b->ln1_b, BT, D, c->eps);
         op->gemm(be, 0, 1, (int)BT, 3 * D, D, 1.0f, h, D, b->qkv_w, D, 0.0f, big, 3 * D);
         op->split_heads(be, q, k, v, big, b->qkv_b, B, T, NH, HS);
-        attention(m, o, q, k, v, scores, B, T);
+        ls_vit_attention(m, o, q, k, v, scores, B, T);
         op->merge_heads(be, h, o, B, T, NH, HS);
         op->gemm(be, 0, 1, (int)BT, D, D, 1.0f, h, D, b->proj_w, D, 1.0f, x, D); /* x += attn proj */
         op->add_bias(be, x, b->proj_b, BT, D);

@@ -8,7 +8,12 @@
  * class token, as a D x H/P x W/P grid per image; optionally the last block's attention keys in the
  * same layout.
  *
- * Legend: B images, H/W input size (multiples of P), D width, NH heads, T = 1 + (H/P)(W/P) tokens.
+ * Training (pretraining the teacher, vit_train.c): a forward that keeps what the backward needs, and
+ * the backward, which adds the gradient of every weight into m->grads (parallel to m->params, so an
+ * optimiser is one op over both buffers).
+ *
+ * Legend: B images, H/W input size (multiples of P), D width, NH heads, T = 1 + (H/P)(W/P) tokens,
+ * N = T - 1 patch tokens on a gh x gw grid, BT = B*T.
  */
 #ifndef LS_VIT_H
 #define LS_VIT_H
@@ -35,6 +40,7 @@ typedef struct {
     const ls_backend *be;
     float *params; /* one backend allocation holding every weight */
     size_t nparams;
+    float *grads;  /* NULL until ls_vit_alloc_grads: one gradient per weight, the layout of params */
     float *cls, *pos, *patch_w, *patch_b, *norm_w, *norm_b;
     ls_vit_block *blocks;
     float *pos_resized; /* position embeddings for the last grid seen, [T, D] */
@@ -56,8 +62,47 @@ size_t ls_vit_arena_floats(const ls_vit_config *cfg, int B, int H, int W);
 ls_status ls_vit_forward(ls_vit *m, ls_arena *arena, const float *images, int B, int H, int W, float *features,
                          float *keys, ls_error *err);
 
+/* ------------------------------------------------------------------ training */
+
+/* Allocates m->grads (nparams floats of backend memory), zeroed. Zero it again (be->mem->zero) per step. */
+ls_status ls_vit_alloc_grads(ls_vit *m, ls_error *err);
+
+/* Tells the model its weights changed (an optimiser step): drops the cached resized position embeddings,
+ * which ls_vit_forward would otherwise keep using. */
+void ls_vit_params_changed(ls_vit *m);
+
+/* What a training forward keeps for the backward, carved from the arena (see vit_train.c). */
+typedef struct {
+    int B, H, W, gh, gw, T;
+    float *cols;  /* patch rows [B*N, 3P^2] */
+    float *x_in, *x_mid; /* per block [depth][BT,D]: the residual stream before attention / before the MLP */
+    float *q, *k, *v;    /* per block [depth][B,NH,T,HS] */
+    float *att;          /* per block [depth][BT,D]: attention output, heads merged (the projection's input) */
+    float *pre;          /* per block [depth][BT,mlp_hidden]: fc1 output plus bias (GELU's input) */
+    float *x_out;        /* [BT,D] the final LayerNorm's input */
+    float *tokens;       /* [BT,D] the final LayerNorm's output (class token first) */
+    float *h, *wide, *scores; /* forward scratch, reused by the backward */
+} ls_vit_acts;
+
+/* Floats of arena a training forward plus its backward of B images of HxW need. */
+size_t ls_vit_train_arena_floats(const ls_vit_config *cfg, int B, int H, int W);
+
+/* The forward of ls_vit_forward (same kernels, same result bit for bit) keeping activations in `a`.
+ * features[B,D,gh,gw] and cls[B,D] (the class token after the final LayerNorm) are written when not NULL.
+ * The resized position embeddings are recomputed from the current weights on every call. */
+ls_status ls_vit_forward_train(ls_vit *m, ls_arena *arena, ls_vit_acts *a, const float *images, int B, int H, int W,
+                               float *features, float *cls, ls_error *err);
+
+/* Given dL/dfeatures[B,D,gh,gw] and dL/dcls[B,D] of the forward that filled `a` (either may be NULL:
+ * zero), ADDS dL/dweight into m->grads (ls_vit_alloc_grads first) and, when dimages is not NULL, WRITES
+ * dL/dimages[B,3,H,W]. Scratch comes from the same arena, after the activations. */
+ls_status ls_vit_backward(ls_vit *m, ls_arena *arena, const ls_vit_acts *a, const float *dfeatures, const float *dcls,
+                          float *dimages, ls_error *err);
+
 /* PyTorch's bicubic resize (align_corners=False, A = -0.75, border-clamped taps, no antialiasing) of a
  * [C, ih, iw] grid to [C, oh, ow], on the host. Exposed for tests. */
 void ls_bicubic_resize(const float *in, int C, int ih, int iw, float *out, int oh, int ow);
+/* Its transpose (the backward of the resize): din[C,ih,iw] += R^T dout[C,oh,ow]. */
+void ls_bicubic_resize_adjoint(const float *dout, int C, int ih, int iw, float *din, int oh, int ow);
 
 #endif
