@@ -16,6 +16,8 @@ static const subcommand commands[] = {
     {"segment", cmd_segment, "segment the liver in a CT or MR volume (the main job)"},
     {"info", cmd_info, "print a volume's size, spacing, orientation and intensities"},
     {"features", cmd_features, "run the frozen teacher over every slice and cache its features"},
+    {"train", cmd_train, "train the head and decoder on the labelled cases of a manifest"},
+    {"experiment", cmd_experiment, "train, segment and evaluate a cross-domain protocol; write a report"},
     {"eval", cmd_eval, "compare predicted masks with references: Dice, ASSD, MSSD, volumes, t-test"},
 };
 static const int ncommands = (int)(sizeof commands / sizeof *commands);

@@ -1,0 +1,770 @@
+/*
+ * train.c — see train.h. Layout: configuration (presets, JSON), training data (volumes, masks, cached
+ * features), augmentation, one batch (build, forward, losses, backward, RAdam), validation, state files,
+ * and the epoch loop.
+ *
+ * Legend: B batch, C teacher channels, g token grid side, P = g*g tokens, K code width, S decoder output
+ * side, Z slices of a scan, E extra slices (positives and negatives) of a batch, at most 3B.
+ */
+#include "train.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "optim.h"
+#include "rng.h"
+#include "teacher.h"
+#include "util.h"
+
+/* ------------------------------------------------------------------ configuration */
+
+void ls_train_config_default(ls_train_config *c) {
+    *c = (ls_train_config){
+        .datasets = "btcv", .val_split = 5, .cache_dir = "livseg-cache", .arch = "vits16", .input_size = 224,
+        .code_dim = 70, .widths = {48, 32, 24, 16, 16}, .skip_width = 16, .up_stages = 4, .dropout = 0.1f,
+        .epochs = 20, .batch = 8, .patience = 10, .lr = 1e-4f, .weight_decay = 1e-5f, .lr_factor = 0.1f,
+        .w_focal = 1, .focal_gamma = 2, .focal_alpha = 0.25f, .w_tversky = 1, .tversky_a = 0.3f, .tversky_b = 0.7f,
+        .w_log_iou = 1, .w_entropy = 0.005f, .entropy_eta = 2,
+        .w_cd = 1, .b_self = 0.18f, .b_plus = 0.12f, .b_minus = 0.46f, .w_self = 0.67f, .w_plus = 0.25f, .w_minus = 0.63f,
+        .augment = 1, .aug_rotate_deg = 10, .aug_zoom = 0.1f, .aug_shift = 0.1f, .aug_gamma = 1.5f, .aug_scale = 0.1f,
+        .aug_offset = 0.1f, .aug_blur = 1.0f, .seed = 1};
+}
+
+ls_status ls_train_config_preset(ls_train_config *c, const char *name, ls_error *err) {
+    ls_train_config_default(c);
+    if (!strcmp(name, "cpu")) return LS_OK;
+    if (!strcmp(name, "paper")) {
+        int w[LS_DEC_STAGES] = {64, 48, 32, 16, 16};
+        memcpy(c->widths, w, sizeof w);
+        c->up_stages = LS_DEC_STAGES, c->epochs = 150;
+        return LS_OK;
+    }
+    return ls_fail(err, LS_ERR_INPUT, "unknown preset '%s' (cpu or paper)", name);
+}
+
+/* Every setting, for JSON in both directions: name, kind (i int, u uint64, f float, s string, w widths). */
+typedef struct {
+    const char *name;
+    char kind;
+    size_t off, size;
+} field;
+
+#define FLD(n, k) {#n, k, offsetof(ls_train_config, n), sizeof(((ls_train_config *)0)->n)}
+static const field fields[] = {
+    FLD(datasets, 's'), FLD(val_split, 'i'), FLD(limit, 'i'), FLD(slices_per_epoch, 'i'), FLD(cache_dir, 's'),
+    FLD(arch, 's'), FLD(teacher, 's'), FLD(teacher_seed, 'u'), FLD(input_size, 'i'), FLD(head_hidden, 'i'),
+    FLD(code_dim, 'i'), FLD(widths, 'w'), FLD(skip_width, 'i'), FLD(up_stages, 'i'), FLD(dropout, 'f'),
+    FLD(epochs, 'i'), FLD(batch, 'i'), FLD(patience, 'i'), FLD(lr, 'f'), FLD(weight_decay, 'f'), FLD(lr_factor, 'f'),
+    FLD(w_focal, 'f'), FLD(focal_gamma, 'f'), FLD(focal_alpha, 'f'), FLD(w_tversky, 'f'), FLD(tversky_a, 'f'),
+    FLD(tversky_b, 'f'), FLD(w_log_iou, 'f'), FLD(w_entropy, 'f'), FLD(entropy_eta, 'f'), FLD(w_cd, 'f'),
+    FLD(b_self, 'f'), FLD(b_plus, 'f'), FLD(b_minus, 'f'), FLD(w_self, 'f'), FLD(w_plus, 'f'), FLD(w_minus, 'f'),
+    FLD(augment, 'i'), FLD(aug_rotate_deg, 'f'), FLD(aug_zoom, 'f'), FLD(aug_shift, 'f'), FLD(aug_gamma, 'f'),
+    FLD(aug_scale, 'f'), FLD(aug_offset, 'f'), FLD(aug_blur, 'f'), FLD(seed, 'u'),
+};
+#define NFIELDS ((int)(sizeof fields / sizeof *fields))
+
+char *ls_train_config_json(const ls_train_config *c) {
+    json_t *o = json_object();
+    for (int i = 0; i < NFIELDS; i++) {
+        const field *f = &fields[i];
+        const char *p = (const char *)c + f->off;
+        json_t *v = NULL;
+        if (f->kind == 'i') v = json_integer(*(const int *)p);
+        else if (f->kind == 'u') v = json_integer((json_int_t) * (const uint64_t *)p);
+        else if (f->kind == 'f') v = json_real(*(const float *)p);
+        else if (f->kind == 's') v = json_string(p);
+        else {
+            v = json_array();
+            for (int s = 0; s < LS_DEC_STAGES; s++) json_array_append_new(v, json_integer(((const int *)p)[s]));
+        }
+        json_object_set_new(o, f->name, v);
+    }
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+    json_decref(o);
+    return s;
+}
+
+ls_status ls_train_config_from_json(ls_train_config *c, const char *text, ls_error *err) {
+    json_error_t je;
+    json_t *o = json_loads(text, 0, &je);
+    if (!o || !json_is_object(o)) {
+        json_decref(o);
+        return ls_fail(err, LS_ERR_INPUT, "training configuration is not a JSON object: %s", je.text);
+    }
+    ls_train_config_default(c);
+    ls_status s = LS_OK;
+    for (int i = 0; !s && i < NFIELDS; i++) {
+        const field *f = &fields[i];
+        char *p = (char *)c + f->off;
+        json_t *v = json_object_get(o, f->name);
+        if (!v) continue; /* a setting added later keeps its default */
+        int ok = 1;
+        if (f->kind == 'i') ok = json_is_integer(v), *(int *)p = (int)json_integer_value(v);
+        else if (f->kind == 'u') ok = json_is_integer(v), *(uint64_t *)p = (uint64_t)json_integer_value(v);
+        else if (f->kind == 'f') ok = json_is_number(v), *(float *)p = (float)json_number_value(v);
+        else if (f->kind == 's') ok = json_is_string(v) && strlen(json_string_value(v)) < f->size,
+                                 snprintf(p, f->size, "%s", ok ? json_string_value(v) : "");
+        else {
+            ok = json_is_array(v) && json_array_size(v) == LS_DEC_STAGES;
+            for (int k = 0; ok && k < LS_DEC_STAGES; k++) ((int *)p)[k] = (int)json_integer_value(json_array_get(v, k));
+        }
+        if (!ok) s = ls_fail(err, LS_ERR_INPUT, "training configuration: '%s' has the wrong type", f->name);
+    }
+    json_decref(o);
+    return s;
+}
+
+static ls_status config_check(const ls_train_config *c, ls_error *err) {
+    if (c->batch < 2) return ls_fail(err, LS_ERR_INPUT, "batch %d: batch norm needs at least 2 slices", c->batch);
+    if (c->epochs < 1 || c->val_split < 0 || c->limit < 0 || c->slices_per_epoch < 0 || c->patience < 0)
+        return ls_fail(err, LS_ERR_INPUT, "epochs must be positive and counts not negative");
+    if (!(c->lr > 0) || !(c->weight_decay >= 0) || !(c->lr_factor > 0 && c->lr_factor < 1))
+        return ls_fail(err, LS_ERR_INPUT, "lr must be positive, weight decay not negative, lr factor in (0, 1)");
+    if (c->code_dim < 1 || c->skip_width < 1 || c->head_hidden < 0 || !(c->dropout >= 0 && c->dropout < 1))
+        return ls_fail(err, LS_ERR_INPUT, "model widths must be positive and dropout in [0, 1)");
+    for (int s = 0; s < LS_DEC_STAGES; s++)
+        if (c->widths[s] < 1) return ls_fail(err, LS_ERR_INPUT, "decoder width %d of stage %d is not positive", c->widths[s], s);
+    return LS_OK;
+}
+
+/* ------------------------------------------------------------------ training data */
+
+typedef struct {
+    const ls_case *c;
+    ls_volume ras;   /* the image in RAS order */
+    uint8_t *mask;   /* the label on the same grid, 0/1 */
+    ls_prep prep;
+    ls_features f;   /* [Z, C, g, g] */
+    int Z;
+} scan;
+
+static void scan_free(scan *s) {
+    ls_volume_free(&s->ras);
+    free(s->mask);
+    ls_features_free(&s->f);
+    memset(s, 0, sizeof *s);
+}
+
+static double affine_diff(const double a[4][4], const double b[4][4]) {
+    double m = 0;
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 4; j++) m = fmax(m, fabs(a[i][j] - b[i][j]));
+    return m;
+}
+
+typedef struct {
+    const ls_train_hooks *hooks;
+    const char *id;
+} prep_ctx;
+
+static void prep_progress(void *ctx, int64_t done, int64_t total) {
+    prep_ctx *p = ctx;
+    if (p->hooks && p->hooks->prepare) p->hooks->prepare(p->hooks->ctx, p->id, done, total);
+}
+
+/* Reads a case's image and label into RAS order and gets the teacher's features of every slice. */
+static ls_status scan_load(scan *s, const ls_case *c, ls_teacher *t, const ls_train_config *cfg,
+                           const ls_train_hooks *hooks, ls_error *err) {
+    memset(s, 0, sizeof *s);
+    s->c = c;
+    ls_volume img, lab, lab_ras;
+    LS_TRY(ls_volume_read(c->image, &img, err));
+    ls_status st = ls_volume_read(c->label, &lab, err);
+    if (st) {
+        ls_volume_free(&img);
+        return st;
+    }
+    if (memcmp(img.geom.dim, lab.geom.dim, sizeof img.geom.dim) || affine_diff(img.geom.affine, lab.geom.affine) > 1e-3)
+        st = ls_fail(err, LS_ERR_INPUT, "%s: label is not on the grid of its image %s", c->label, c->image);
+    ls_orient o;
+    ls_orient_from_geom(&img.geom, &o);
+    if (!st) st = ls_volume_to_ras(&img, &o, &s->ras, err);
+    memset(&lab_ras, 0, sizeof lab_ras);
+    if (!st) st = ls_volume_to_ras(&lab, &o, &lab_ras, err);
+    ls_volume_free(&img), ls_volume_free(&lab);
+    size_t n = ls_volume_nvox(&s->ras);
+    if (!st && !(s->mask = ls_calloc(n, 1, err))) st = LS_ERR_NOMEM;
+    for (size_t i = 0; !st && i < n; i++) s->mask[i] = lab_ras.data[i] > 0.5f;
+    ls_volume_free(&lab_ras);
+    if (!st) st = ls_prep_init(&s->prep, &s->ras, c->modality, t->input_size, t->input_size, err);
+    prep_ctx pc = {hooks, c->id};
+    int hit;
+    if (!st) st = ls_features_cached(t, &s->ras, &s->prep, cfg->cache_dir, 8, prep_progress, &pc, &s->f, &hit, err);
+    s->Z = (int)s->ras.geom.dim[2];
+    if (st) scan_free(s);
+    return st;
+}
+
+/* The label of slice k, displayed like ls_prep_grey and resized to S x S: bilinear, then >= 0.5. */
+static void mask_plane(const scan *s, int k, float *scratch, float *out, int S) {
+    int nx = (int)s->ras.geom.dim[0], ny = (int)s->ras.geom.dim[1];
+    const uint8_t *m = s->mask + (size_t)k * nx * ny;
+    for (int r = 0; r < ny; r++)
+        for (int c = 0; c < nx; c++) scratch[(size_t)r * nx + c] = m[(size_t)(ny - 1 - r) * nx + (nx - 1 - c)];
+    ls_resize_bilinear(scratch, ny, nx, out, S, S);
+    for (size_t i = 0; i < (size_t)S * S; i++) out[i] = out[i] >= 0.5f;
+}
+
+/* ------------------------------------------------------------------ augmentation */
+
+/* An affine map of normalised coordinates ([-1, 1], pixel centres as align_corners=False): output
+ * position (u, v) samples the input at (a[0] u + a[1] v + a[2], a[3] u + a[4] v + a[5]). */
+typedef struct {
+    double a[6];
+    int identity;
+} warp;
+
+static void warp_draw(warp *w, ls_rng *r, const ls_train_config *c) {
+    const double pi = 3.14159265358979323846;
+    w->identity = !c->augment || ls_rng_uniform(r) < 0.5;
+    double th = (2 * ls_rng_uniform(r) - 1) * c->aug_rotate_deg * pi / 180;
+    double z = 1 + (2 * ls_rng_uniform(r) - 1) * c->aug_zoom;
+    double tx = (2 * ls_rng_uniform(r) - 1) * c->aug_shift, ty = (2 * ls_rng_uniform(r) - 1) * c->aug_shift;
+    double cs = cos(th) / z, sn = sin(th) / z;
+    double a[6] = {cs, -sn, tx, sn, cs, ty};
+    memcpy(w->a, a, sizeof a);
+}
+
+/* Bilinear resampling of `nc` planes of H x W through the warp, clamping at the border (so feature
+ * vectors never become zero, which cosine similarity could not normalise). */
+static void warp_planes(const warp *w, const float *in, float *out, int nc, int H, int W) {
+    for (int y = 0; y < H; y++) {
+        double v = (2.0 * y + 1) / H - 1;
+        for (int x = 0; x < W; x++) {
+            double u = (2.0 * x + 1) / W - 1;
+            double su = w->a[0] * u + w->a[1] * v + w->a[2], sv = w->a[3] * u + w->a[4] * v + w->a[5];
+            double fx = ((su + 1) * W - 1) / 2, fy = ((sv + 1) * H - 1) / 2;
+            fx = fx < 0 ? 0 : fx > W - 1 ? W - 1 : fx;
+            fy = fy < 0 ? 0 : fy > H - 1 ? H - 1 : fy;
+            int x0 = (int)fx, y0 = (int)fy, x1 = x0 + (x0 < W - 1), y1 = y0 + (y0 < H - 1);
+            float wx = (float)(fx - x0), wy = (float)(fy - y0);
+            for (int c = 0; c < nc; c++) {
+                const float *p = in + (size_t)c * H * W;
+                float top = (1 - wx) * p[y0 * W + x0] + wx * p[y0 * W + x1];
+                float bot = (1 - wx) * p[y1 * W + x0] + wx * p[y1 * W + x1];
+                out[(size_t)c * H * W + (size_t)y * W + x] = (1 - wy) * top + wy * bot;
+            }
+        }
+    }
+}
+
+/* Separable Gaussian blur of one S x S plane, clamped at the border; tmp holds S*S floats. */
+static void blur(float *img, float *tmp, int S, double sigma) {
+    int r = (int)ceil(3 * sigma);
+    if (r < 1) return;
+    float k[64];
+    if (r > 31) r = 31;
+    double sum = 0;
+    for (int i = -r; i <= r; i++) sum += k[i + r] = (float)exp(-0.5 * i * i / (sigma * sigma));
+    for (int i = 0; i <= 2 * r; i++) k[i] = (float)(k[i] / sum);
+    for (int pass = 0; pass < 2; pass++) {
+        const float *src = pass ? tmp : img;
+        float *dst = pass ? img : tmp;
+        for (int y = 0; y < S; y++)
+            for (int x = 0; x < S; x++) {
+                float acc = 0;
+                for (int i = -r; i <= r; i++) {
+                    int xx = pass ? x : x + i, yy = pass ? y + i : y;
+                    xx = xx < 0 ? 0 : xx >= S ? S - 1 : xx, yy = yy < 0 ? 0 : yy >= S ? S - 1 : yy;
+                    acc += k[i + r] * src[(size_t)yy * S + xx];
+                }
+                dst[(size_t)y * S + x] = acc;
+            }
+    }
+}
+
+/* Intensity augmentation of the decoder's input slice (grey values in [0, 1]). */
+static void augment_intensity(float *img, float *tmp, int S, ls_rng *r, const ls_train_config *c) {
+    /* Draw every number whether or not it is used, so one augmentation's settings do not shift the others. */
+    double pg = ls_rng_uniform(r), g = exp((2 * ls_rng_uniform(r) - 1) * log(c->aug_gamma > 1 ? c->aug_gamma : 1));
+    double ps = ls_rng_uniform(r), a = 1 + (2 * ls_rng_uniform(r) - 1) * c->aug_scale,
+           b = (2 * ls_rng_uniform(r) - 1) * c->aug_offset;
+    double pb = ls_rng_uniform(r), sigma = ls_rng_uniform(r) * c->aug_blur;
+    size_t n = (size_t)S * S;
+    if (pg < 0.5)
+        for (size_t i = 0; i < n; i++) img[i] = img[i] > 0 ? (float)pow(img[i], g) : 0;
+    if (ps < 0.5)
+        for (size_t i = 0; i < n; i++) img[i] = (float)(img[i] * a + b);
+    if (pb < 0.5 && sigma > 0.3) blur(img, tmp, S, sigma);
+}
+
+/* ------------------------------------------------------------------ the trainer */
+
+typedef struct {
+    ls_train_config cfg;
+    const ls_backend *be;
+    ls_teacher teacher;
+    ls_model model;
+    scan *train, *val;
+    int ntrain, nval;
+    int C, g, P, K, S;
+    /* optimisation state */
+    float *adam_m, *adam_v;
+    int epoch, step; /* completed epochs, optimiser steps */
+    ls_plateau sched;
+    double best_dice;
+    char *log;       /* the epoch lines so far, each ending in '\n' */
+    /* batch buffers: host (h_*) and backend memory (d_*) */
+    float *h_feat, *h_img, *h_tgt, *h_extra, *h_keep[LS_DEC_STAGES], *h_logits, *scratch, *tmp;
+    float *d_feat, *d_img, *d_tgt, *d_dz, *d_dcodes, *d_extra, *d_dextra, *d_cdws;
+    ls_arena io, acts, head;
+} trainer;
+
+/* One batch item: its scan and slice, and the extra slices its contrastive terms pair it with. */
+typedef struct {
+    int scan, slice;
+    int extra[3], nextra, npos; /* slices of the same scan: positives first, then the negative */
+    int pos[3];                 /* where train_step put them among the batch's extra slices */
+} item;
+
+static ls_status trainer_buffers(trainer *T, ls_error *err) {
+    const ls_backend *be = T->be;
+    int B = T->cfg.batch, E = 3 * B;
+    size_t fs = (size_t)T->C * T->P, is = (size_t)T->S * T->S, ks = (size_t)T->K * T->P;
+    int maxnx = 1;
+    for (int i = 0; i < T->ntrain + T->nval; i++) {
+        const scan *s = i < T->ntrain ? &T->train[i] : &T->val[i - T->ntrain];
+        int n = (int)(s->ras.geom.dim[0] * s->ras.geom.dim[1]);
+        if (n > maxnx) maxnx = n;
+    }
+    T->h_feat = ls_calloc((size_t)B * fs, sizeof(float), err);
+    T->h_img = ls_calloc((size_t)B * is, sizeof(float), err);
+    T->h_tgt = ls_calloc((size_t)B * is, sizeof(float), err);
+    T->h_extra = ls_calloc((size_t)E * fs, sizeof(float), err);
+    T->h_logits = ls_calloc((size_t)B * is, sizeof(float), err);
+    T->scratch = ls_calloc((size_t)maxnx, sizeof(float), err);
+    T->tmp = ls_calloc(is > fs ? is : fs, sizeof(float), err);
+    if (!T->h_feat || !T->h_img || !T->h_tgt || !T->h_extra || !T->h_logits || !T->scratch || !T->tmp) return LS_ERR_NOMEM;
+    for (int s = 0; s < LS_DEC_STAGES; s++)
+        if (!(T->h_keep[s] = ls_calloc((size_t)B * T->cfg.widths[s], sizeof(float), err))) return LS_ERR_NOMEM;
+    size_t cdws = ls_cd_workspace(T->C, T->K, T->P);
+    size_t io = (size_t)B * (fs + 3 * is + ks) + (size_t)E * (fs + ks) + cdws + 16 * 10;
+    LS_TRY(ls_arena_init(&T->io, be, io * sizeof(float), err));
+    T->d_feat = ls_arena_floats(&T->io, (size_t)B * fs), T->d_img = ls_arena_floats(&T->io, (size_t)B * is);
+    T->d_tgt = ls_arena_floats(&T->io, (size_t)B * is), T->d_dz = ls_arena_floats(&T->io, (size_t)B * is);
+    T->d_dcodes = ls_arena_floats(&T->io, (size_t)B * ks), T->d_extra = ls_arena_floats(&T->io, (size_t)E * fs);
+    T->d_dextra = ls_arena_floats(&T->io, (size_t)E * ks), T->d_cdws = ls_arena_floats(&T->io, cdws);
+    LS_TRY(ls_arena_init(&T->acts, be, ls_model_arena_floats(&T->model.cfg, B) * sizeof(float), err));
+    LS_TRY(ls_arena_init(&T->head, be, ls_model_head_arena_floats(&T->model, E) * sizeof(float), err));
+    T->adam_m = be->mem->alloc(be, T->model.nparams * sizeof(float));
+    T->adam_v = be->mem->alloc(be, T->model.nparams * sizeof(float));
+    if (!T->adam_m || !T->adam_v) return ls_fail(err, LS_ERR_NOMEM, "cannot allocate the optimiser state");
+    be->mem->zero(be, T->adam_m, T->model.nparams * sizeof(float));
+    be->mem->zero(be, T->adam_v, T->model.nparams * sizeof(float));
+    return LS_OK;
+}
+
+static void trainer_free(trainer *T) {
+    const ls_backend *be = T->be;
+    for (int i = 0; i < T->ntrain; i++) scan_free(&T->train[i]);
+    for (int i = 0; i < T->nval; i++) scan_free(&T->val[i]);
+    free(T->train), free(T->val);
+    free(T->h_feat), free(T->h_img), free(T->h_tgt), free(T->h_extra), free(T->h_logits), free(T->scratch), free(T->tmp);
+    for (int s = 0; s < LS_DEC_STAGES; s++) free(T->h_keep[s]);
+    ls_arena_free(&T->io), ls_arena_free(&T->acts), ls_arena_free(&T->head);
+    if (T->adam_m) be->mem->free(be, T->adam_m);
+    if (T->adam_v) be->mem->free(be, T->adam_v);
+    ls_model_free(&T->model);
+    if (T->teacher.vit.be) ls_teacher_close(&T->teacher);
+    free(T->log);
+    memset(T, 0, sizeof *T);
+}
+
+/* The decoder's inputs for slice k of a scan, augmented per `w` and `r` (r NULL: no augmentation). */
+static void build_item(trainer *T, const scan *s, int k, const warp *w, ls_rng *r, float *feat, float *img, float *tgt) {
+    size_t fs = (size_t)T->C * T->P;
+    const float *f = s->f.data + (size_t)k * fs;
+    ls_prep_grey(&s->prep, &s->ras, k, T->scratch, img, T->S, T->S);
+    if (tgt) mask_plane(s, k, T->scratch, tgt, T->S);
+    if (!w || w->identity) {
+        memcpy(feat, f, fs * sizeof(float));
+    } else {
+        warp_planes(w, f, feat, T->C, T->g, T->g);
+        memcpy(T->tmp, img, (size_t)T->S * T->S * sizeof(float));
+        warp_planes(w, T->tmp, img, 1, T->S, T->S);
+        if (tgt) {
+            memcpy(T->tmp, tgt, (size_t)T->S * T->S * sizeof(float));
+            warp_planes(w, T->tmp, tgt, 1, T->S, T->S);
+            for (size_t i = 0; i < (size_t)T->S * T->S; i++) tgt[i] = tgt[i] >= 0.5f;
+        }
+    }
+    if (r) augment_intensity(img, T->tmp, T->S, r, &T->cfg);
+}
+
+typedef struct {
+    double loss, focal, tversky, log_iou, entropy, cd, sim[3];
+    int nsim[3];
+} batch_losses;
+
+/* Contrastive terms of one batch: adds gradients into d_dcodes and d_dextra, returns the weighted sum. */
+static double contrastive(trainer *T, const item *it, int B, const float *codes, const float *extra_codes,
+                          batch_losses *bl) {
+    const ls_backend *be = T->be;
+    const ls_train_config *c = &T->cfg;
+    size_t fs = (size_t)T->C * T->P, ks = (size_t)T->K * T->P;
+    double total = 0;
+    for (int b = 0; b < B; b++) {
+        const float *fb = T->d_feat + b * fs, *cb = codes + b * ks;
+        float *db = T->d_dcodes + b * ks, sim;
+        double w = c->w_cd * c->w_self / B;
+        double l = be->loss->cd_term(be, fb, fb, T->C, cb, cb, T->K, T->P, c->b_self, (float)w, db, db, &sim, T->d_cdws);
+        total += w * l, bl->cd += w * l, bl->sim[0] += sim, bl->nsim[0]++;
+        for (int e = 0; e < it[b].nextra; e++) {
+            int x = it[b].pos[e], pos = e < it[b].npos, term = pos ? 1 : 2;
+            double wt = c->w_cd * (pos ? c->w_plus / it[b].npos : c->w_minus) / B;
+            l = be->loss->cd_term(be, fb, T->d_extra + x * fs, T->C, cb, extra_codes + x * ks, T->K, T->P,
+                                  pos ? c->b_plus : c->b_minus, (float)wt, db, T->d_dextra + x * ks, &sim, T->d_cdws);
+            total += wt * l, bl->cd += wt * l, bl->sim[term] += sim, bl->nsim[term]++;
+        }
+    }
+    return total;
+}
+
+/* One optimiser step on the items of a batch. */
+static void train_step(trainer *T, item *it, int B, ls_rng *r, batch_losses *bl) {
+    const ls_backend *be = T->be;
+    const ls_train_config *c = &T->cfg;
+    size_t fs = (size_t)T->C * T->P, is = (size_t)T->S * T->S, ks = (size_t)T->K * T->P;
+    int E = 0;
+    for (int b = 0; b < B; b++) {
+        const scan *s = &T->train[it[b].scan];
+        warp w;
+        warp_draw(&w, r, c);
+        build_item(T, s, it[b].slice, &w, c->augment ? r : NULL, T->h_feat + b * fs, T->h_img + b * is, T->h_tgt + b * is);
+        for (int e = 0; e < it[b].nextra; e++) {
+            int k = it[b].extra[e];
+            memcpy(T->h_extra + (size_t)E * fs, s->f.data + (size_t)k * fs, fs * sizeof(float));
+            it[b].pos[e] = E++;
+        }
+    }
+    for (int st = 0; st < LS_DEC_STAGES; st++) /* Dropout2d masks */
+        for (int i = 0; i < B * c->widths[st]; i++)
+            T->h_keep[st][i] = ls_rng_uniform(r) < c->dropout ? 0.0f : 1.0f / (1.0f - c->dropout);
+    be->mem->to_device(be, T->d_feat, T->h_feat, B * fs * sizeof(float));
+    be->mem->to_device(be, T->d_img, T->h_img, B * is * sizeof(float));
+    be->mem->to_device(be, T->d_tgt, T->h_tgt, B * is * sizeof(float));
+    if (E) be->mem->to_device(be, T->d_extra, T->h_extra, (size_t)E * fs * sizeof(float));
+    be->mem->zero(be, T->model.grads, T->model.nparams * sizeof(float));
+    be->mem->zero(be, T->d_dz, B * is * sizeof(float));
+    be->mem->zero(be, T->d_dcodes, B * ks * sizeof(float));
+    if (E) be->mem->zero(be, T->d_dextra, (size_t)E * ks * sizeof(float));
+
+    ls_model_acts a, ha;
+    ls_arena_reset(&T->acts), ls_arena_reset(&T->head);
+    ls_model_forward(&T->model, &T->acts, &a, T->d_feat, T->d_img, B, 1, T->h_keep);
+    if (E) ls_model_head_forward(&T->model, &T->head, &ha, T->d_extra, E);
+    size_t N = B * is;
+    double f = be->loss->focal(be, a.logits, T->d_tgt, N, c->focal_gamma, c->focal_alpha, c->w_focal, T->d_dz);
+    double tv = be->loss->tversky(be, a.logits, T->d_tgt, N, c->tversky_a, c->tversky_b, 1.0f, c->w_tversky, T->d_dz);
+    double iou = be->loss->log_iou(be, a.logits, T->d_tgt, N, 1.0f, c->w_log_iou, T->d_dz);
+    double ent = be->loss->entropy(be, a.logits, N, c->entropy_eta, c->w_entropy, T->d_dz);
+    double cd = c->w_cd > 0 ? contrastive(T, it, B, a.codes, E ? ha.codes : NULL, bl) : 0;
+    bl->focal += f, bl->tversky += tv, bl->log_iou += iou, bl->entropy += ent;
+    bl->loss += c->w_focal * f + c->w_tversky * tv + c->w_log_iou * iou + c->w_entropy * ent + cd;
+    ls_model_backward(&T->model, &T->acts, &a, T->d_dz, c->w_cd > 0 ? T->d_dcodes : NULL);
+    if (E && c->w_cd > 0) ls_model_head_backward(&T->model, &T->head, &ha, T->d_dextra);
+    T->step++;
+    be->loss->radam_step(be, T->model.params, T->model.grads, T->adam_m, T->adam_v, T->model.nparams, T->step,
+                         (float)T->sched.lr, 0.9f, 0.999f, 1e-8f, c->weight_decay);
+}
+
+/* Items of one batch: positives i-1 and i+1 inside the scan, the negative (i + Z/2) mod Z unless it is i. */
+static void make_item(const trainer *T, int scan_i, int k, item *it) {
+    int Z = T->train[scan_i].Z;
+    it->scan = scan_i, it->slice = k, it->nextra = 0, it->npos = 0;
+    if (T->cfg.w_cd <= 0) return;
+    if (k > 0) it->extra[it->nextra++] = k - 1;
+    if (k + 1 < Z) it->extra[it->nextra++] = k + 1;
+    it->npos = it->nextra;
+    int neg = (k + Z / 2) % Z;
+    if (neg != k) it->extra[it->nextra++] = neg;
+}
+
+/* Dice of every validation scan at the decoder's resolution (no clean-up); returns the mean. */
+static double validate(trainer *T, double *per_case) {
+    const ls_backend *be = T->be;
+    int B = T->cfg.batch;
+    size_t fs = (size_t)T->C * T->P, is = (size_t)T->S * T->S;
+    double sum = 0;
+    for (int v = 0; v < T->nval; v++) {
+        const scan *s = &T->val[v];
+        double tp = 0, fp = 0, fn = 0;
+        for (int k0 = 0; k0 < s->Z; k0 += B) {
+            int nb = s->Z - k0 < B ? s->Z - k0 : B;
+            for (int b = 0; b < nb; b++)
+                build_item(T, s, k0 + b, NULL, NULL, T->h_feat + b * fs, T->h_img + b * is, T->h_tgt + b * is);
+            be->mem->to_device(be, T->d_feat, T->h_feat, nb * fs * sizeof(float));
+            be->mem->to_device(be, T->d_img, T->h_img, nb * is * sizeof(float));
+            ls_model_acts a;
+            ls_arena_reset(&T->acts);
+            ls_model_forward(&T->model, &T->acts, &a, T->d_feat, T->d_img, nb, 0, NULL);
+            be->mem->to_host(be, T->h_logits, a.logits, nb * is * sizeof(float));
+            for (size_t i = 0; i < nb * is; i++) {
+                int p = T->h_logits[i] > 0, t = T->h_tgt[i] > 0.5f;
+                tp += p && t, fp += p && !t, fn += !p && t;
+            }
+        }
+        per_case[v] = tp + fp + fn > 0 ? 2 * tp / (2 * tp + fp + fn) : 1.0;
+        sum += per_case[v];
+    }
+    return T->nval ? sum / T->nval : 0;
+}
+
+/* ------------------------------------------------------------------ files */
+
+static void path_in(char *out, size_t n, const char *dir, const char *name) { snprintf(out, n, "%s/%s", dir, name); }
+
+static ls_status save_models(trainer *T, const char *dir, int best, ls_error *err) {
+    char *json = ls_train_config_json(&T->cfg), path[4200];
+    ls_model_info info = {.input_size = T->cfg.input_size, .train_config = json};
+    snprintf(info.teacher_id, sizeof info.teacher_id, "%s", T->teacher.id);
+    snprintf(info.teacher_arch, sizeof info.teacher_arch, "%s", T->cfg.arch);
+    path_in(path, sizeof path, dir, "last.safetensors");
+    ls_status s = ls_model_save(&T->model, &info, path, 0, err);
+    path_in(path, sizeof path, dir, "best.safetensors");
+    if (!s && best) s = ls_model_save(&T->model, &info, path, 0, err);
+    free(json);
+    return s;
+}
+
+static ls_status save_state(trainer *T, const char *dir, ls_error *err) {
+    const ls_backend *be = T->be;
+    size_t np = T->model.nparams, nr = T->model.nrunning;
+    float *h = ls_calloc(3 * np + nr + 1, sizeof(float), err);
+    if (!h) return LS_ERR_NOMEM;
+    be->mem->to_host(be, h, T->model.params, np * sizeof(float));
+    be->mem->to_host(be, h + np, T->adam_m, np * sizeof(float));
+    be->mem->to_host(be, h + 2 * np, T->adam_v, np * sizeof(float));
+    be->mem->to_host(be, h + 3 * np, T->model.running, nr * sizeof(float));
+    ls_st_entry e[4] = {{"params", h, 1, {(int64_t)np}, 0}, {"adam_m", h + np, 1, {(int64_t)np}, 0},
+                        {"adam_v", h + 2 * np, 1, {(int64_t)np}, 0}, {"running", h + 3 * np, 1, {(int64_t)nr}, 0}};
+    char *json = ls_train_config_json(&T->cfg), v[6][64], path[4200];
+    snprintf(v[0], 64, "%d", T->epoch), snprintf(v[1], 64, "%d", T->step), snprintf(v[2], 64, "%.17g", T->sched.lr);
+    snprintf(v[3], 64, "%.17g", T->sched.best), snprintf(v[4], 64, "%d %d", T->sched.bad_epochs, T->sched.cooldown_left);
+    snprintf(v[5], 64, "%.17g", T->best_dice);
+    const char *meta[] = {"livseg_train_state", "1", "config", json, "epoch", v[0], "step", v[1], "lr", v[2],
+                          "plateau_best", v[3], "plateau_counts", v[4], "best_dice", v[5], "teacher", T->teacher.id,
+                          "log", T->log ? T->log : ""};
+    path_in(path, sizeof path, dir, "state.safetensors");
+    ls_status s = ls_st_write(path, e, 4, meta, (int)(sizeof meta / sizeof *meta / 2), NULL, err);
+    free(json), free(h);
+    return s;
+}
+
+/* Reads the configuration of a state file (the model and teacher are built from it before the rest). */
+static ls_status state_config(const char *dir, ls_train_config *c, ls_error *err) {
+    char path[4200];
+    path_in(path, sizeof path, dir, "state.safetensors");
+    ls_st_file f;
+    LS_TRY(ls_st_open(path, &f, err));
+    const char *kind = ls_st_meta(&f, "livseg_train_state"), *json = ls_st_meta(&f, "config");
+    ls_status s = kind && json ? ls_train_config_from_json(c, json, err)
+                               : ls_fail(err, LS_ERR_INPUT, "%s: not a livseg training state", path);
+    ls_st_close(&f);
+    return s;
+}
+
+static ls_status load_state(trainer *T, const char *dir, ls_error *err) {
+    const ls_backend *be = T->be;
+    char path[4200];
+    path_in(path, sizeof path, dir, "state.safetensors");
+    ls_st_file f;
+    LS_TRY(ls_st_open(path, &f, err));
+    size_t np = T->model.nparams, nr = T->model.nrunning;
+    float *h = ls_calloc(3 * np + nr + 1, sizeof(float), err);
+    ls_status s = h ? LS_OK : LS_ERR_NOMEM;
+    const char *names[4] = {"params", "adam_m", "adam_v", "running"};
+    size_t off[4] = {0, np, 2 * np, 3 * np}, len[4] = {np, np, np, nr};
+    for (int i = 0; !s && i < 4; i++) {
+        int r = ls_st_source(&f, names[i], h + off[i], len[i], err);
+        if (r == LS_TENSOR_MISSING) s = ls_fail(err, LS_ERR_INPUT, "%s: tensor '%s' is missing", path, names[i]);
+        else if (r) s = (ls_status)r;
+    }
+    const char *ep = ls_st_meta(&f, "epoch"), *step = ls_st_meta(&f, "step"), *lr = ls_st_meta(&f, "lr"),
+               *pb = ls_st_meta(&f, "plateau_best"), *pc = ls_st_meta(&f, "plateau_counts"),
+               *bd = ls_st_meta(&f, "best_dice"), *log = ls_st_meta(&f, "log"), *tid = ls_st_meta(&f, "teacher");
+    if (!s && (!ep || !step || !lr || !pb || !pc || !bd || !log || !tid ||
+               sscanf(pc, "%d %d", &T->sched.bad_epochs, &T->sched.cooldown_left) != 2))
+        s = ls_fail(err, LS_ERR_INPUT, "%s: training state metadata missing or invalid", path);
+    if (!s && strcmp(tid, T->teacher.id))
+        s = ls_fail(err, LS_ERR_INPUT, "%s: state was trained with teacher %s, not %s", path, tid, T->teacher.id);
+    if (!s) {
+        T->epoch = atoi(ep), T->step = atoi(step), T->sched.lr = strtod(lr, NULL), T->sched.best = strtod(pb, NULL);
+        T->best_dice = strtod(bd, NULL);
+        T->log = strdup(log);
+        be->mem->to_device(be, T->model.params, h, np * sizeof(float));
+        be->mem->to_device(be, T->adam_m, h + np, np * sizeof(float));
+        be->mem->to_device(be, T->adam_v, h + 2 * np, np * sizeof(float));
+        be->mem->to_device(be, T->model.running, h + 3 * np, nr * sizeof(float));
+    }
+    free(h);
+    ls_st_close(&f);
+    return s;
+}
+
+static ls_status write_log(trainer *T, const char *dir, ls_error *err) {
+    char path[4200];
+    path_in(path, sizeof path, dir, "train.jsonl");
+    return ls_write_file_atomic(path, T->log ? T->log : "", T->log ? strlen(T->log) : 0, NULL, err);
+}
+
+/* ------------------------------------------------------------------ the epoch loop */
+
+static uint64_t epoch_seed(uint64_t seed, int epoch) {
+    ls_rng r = {seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(epoch + 1))};
+    return ls_rng_next(&r);
+}
+
+typedef struct {
+    int scan, slice;
+} slice_ref;
+
+/* The epoch's slices in a seeded order (Fisher-Yates over all training slices). */
+static slice_ref *epoch_order(const trainer *T, ls_rng *r, int *n, ls_error *err) {
+    int total = 0;
+    for (int i = 0; i < T->ntrain; i++) total += T->train[i].Z;
+    slice_ref *o = ls_calloc((size_t)total, sizeof *o, err);
+    if (!o) return NULL;
+    for (int i = 0, k = 0; i < T->ntrain; i++)
+        for (int z = 0; z < T->train[i].Z; z++) o[k].scan = i, o[k++].slice = z;
+    for (int i = total - 1; i > 0; i--) {
+        int j = (int)(ls_rng_next(r) % (uint64_t)(i + 1));
+        slice_ref t = o[i];
+        o[i] = o[j], o[j] = t;
+    }
+    *n = T->cfg.slices_per_epoch && T->cfg.slices_per_epoch < total ? T->cfg.slices_per_epoch : total;
+    return o;
+}
+
+static ls_status append_log(trainer *T, const char *line) {
+    size_t have = T->log ? strlen(T->log) : 0, add = strlen(line);
+    char *p = realloc(T->log, have + add + 2);
+    if (!p) return LS_ERR_NOMEM;
+    memcpy(p + have, line, add);
+    p[have + add] = '\n', p[have + add + 1] = 0;
+    T->log = p;
+    return LS_OK;
+}
+
+static ls_status run_epoch(trainer *T, const char *dir, const ls_train_hooks *hooks, ls_error *err) {
+    const ls_train_config *c = &T->cfg;
+    ls_rng r = {epoch_seed(c->seed, T->epoch)};
+    int n;
+    slice_ref *order = epoch_order(T, &r, &n, err);
+    if (!order) return LS_ERR_NOMEM;
+    int B = c->batch, nb = n / B;
+    batch_losses bl = {0};
+    double t0 = ls_now();
+    item it[256];
+    for (int b = 0; b < nb; b++) {
+        for (int i = 0; i < B; i++) make_item(T, order[b * B + i].scan, order[b * B + i].slice, &it[i]);
+        train_step(T, it, B, &r, &bl);
+        if (hooks && hooks->batch) {
+            double d = b + 1;
+            ls_train_status st = {T->epoch + 1, c->epochs, b + 1, nb, B, bl.loss / d, bl.focal / d, bl.tversky / d,
+                                  bl.log_iou / d, bl.entropy / d, bl.cd / d,
+                                  bl.nsim[0] ? bl.sim[0] / bl.nsim[0] : 0, bl.nsim[1] ? bl.sim[1] / bl.nsim[1] : 0,
+                                  bl.nsim[2] ? bl.sim[2] / bl.nsim[2] : 0, (b + 1) * B / (ls_now() - t0), T->sched.lr};
+            hooks->batch(hooks->ctx, &st);
+        }
+    }
+    free(order);
+    double train_s = ls_now() - t0, *per = ls_calloc((size_t)T->nval + 1, sizeof(double), err);
+    if (!per) return LS_ERR_NOMEM;
+    double dice = validate(T, per), lr_used = T->sched.lr;
+    T->epoch++;
+    /* Without validation cases the schedule and "best" follow the training loss instead. */
+    double metric = T->nval ? dice : -bl.loss / (nb ? nb : 1);
+    int best = T->epoch == 1 || metric > T->best_dice;
+    if (best) T->best_dice = metric;
+    ls_plateau_step(&T->sched, metric);
+    json_t *o = json_pack("{s:i, s:i, s:f, s:f, s:f}", "epoch", T->epoch, "steps", T->step, "lr", lr_used, "seconds",
+                          ls_now() - t0, "train_seconds", train_s);
+    double d = nb ? nb : 1;
+    json_t *tr = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "loss", bl.loss / d, "focal", bl.focal / d,
+                           "tversky", bl.tversky / d, "log_iou", bl.log_iou / d, "entropy", bl.entropy / d, "cd",
+                           bl.cd / d, "sim_self", bl.nsim[0] ? bl.sim[0] / bl.nsim[0] : 0.0, "sim_plus",
+                           bl.nsim[1] ? bl.sim[1] / bl.nsim[1] : 0.0, "sim_minus",
+                           bl.nsim[2] ? bl.sim[2] / bl.nsim[2] : 0.0);
+    json_object_set_new(o, "train", tr);
+    json_t *vc = json_object();
+    for (int v = 0; v < T->nval; v++) json_object_set_new(vc, T->val[v].c->id, json_real(per[v]));
+    if (T->nval) json_object_set_new(o, "val_dice", json_real(dice));
+    json_object_set_new(o, "val_dice_per_case", vc);
+    json_object_set_new(o, "best", json_boolean(best));
+    free(per);
+    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    json_decref(o);
+    ls_status s = line ? append_log(T, line) : LS_ERR_NOMEM;
+    if (!s) s = save_models(T, dir, best, err);
+    if (!s) s = save_state(T, dir, err);
+    if (!s) s = write_log(T, dir, err);
+    if (!s && hooks && hooks->epoch) hooks->epoch(hooks->ctx, line);
+    free(line);
+    return s;
+}
+
+static ls_status make_dir(const char *dir, ls_error *err) {
+    if (mkdir(dir, 0777) && errno != EEXIST)
+        return ls_fail(err, LS_ERR_IO, "%s: cannot create the output directory: %s", dir, strerror(errno));
+    return LS_OK;
+}
+
+static ls_status load_scans(trainer *T, const ls_manifest *m, const ls_train_hooks *hooks, ls_error *err) {
+    int *tr = ls_calloc((size_t)m->n + 1, sizeof(int), err), *va = ls_calloc((size_t)m->n + 1, sizeof(int), err), nt, nv;
+    ls_status s = tr && va ? LS_OK : LS_ERR_NOMEM;
+    if (!s) s = ls_manifest_select(m, T->cfg.datasets, T->cfg.val_split, T->cfg.limit, tr, &nt, va, &nv, err);
+    if (!s) {
+        T->train = ls_calloc((size_t)nt, sizeof(scan), err), T->val = ls_calloc((size_t)nv + 1, sizeof(scan), err);
+        if (!T->train || !T->val) s = LS_ERR_NOMEM;
+    }
+    for (int i = 0; !s && i < nt; i++)
+        if (!(s = scan_load(&T->train[i], &m->cases[tr[i]], &T->teacher, &T->cfg, hooks, err))) T->ntrain++;
+    for (int i = 0; !s && i < nv; i++)
+        if (!(s = scan_load(&T->val[i], &m->cases[va[i]], &T->teacher, &T->cfg, hooks, err))) T->nval++;
+    free(tr), free(va);
+    return s;
+}
+
+static ls_status trainer_init(trainer *T, const ls_manifest *m, const ls_train_hooks *hooks, ls_error *err) {
+    const ls_train_config *c = &T->cfg;
+    LS_TRY(config_check(c, err));
+    LS_TRY(ls_teacher_open(&T->teacher, T->be, c->teacher[0] ? c->teacher : NULL, c->arch, c->teacher_seed,
+                           c->input_size, err));
+    const ls_vit_config *vc = &T->teacher.vit.cfg;
+    T->C = vc->dim, T->g = c->input_size / vc->patch, T->P = T->g * T->g, T->K = c->code_dim;
+    ls_model_config mc;
+    ls_model_config_default(&mc, T->C, T->g);
+    mc.head_hidden = c->head_hidden ? c->head_hidden : T->C, mc.code_dim = c->code_dim, mc.skip_width = c->skip_width;
+    mc.up_stages = c->up_stages, mc.dropout = c->dropout;
+    memcpy(mc.widths, c->widths, sizeof mc.widths);
+    LS_TRY(ls_model_init(&T->model, T->be, &mc, c->seed, err));
+    T->S = ls_model_out_side(&mc);
+    LS_TRY(load_scans(T, m, hooks, err));
+    ls_plateau_init(&T->sched, c->lr, c->patience, c->lr_factor);
+    return trainer_buffers(T, err);
+}
+
+ls_status ls_train(const ls_train_config *c, const ls_manifest *m, const char *out_dir, int resume,
+                   const ls_backend *be, const ls_train_hooks *hooks, ls_error *err) {
+    trainer T;
+    memset(&T, 0, sizeof T);
+    T.be = be, T.cfg = *c;
+    LS_TRY(make_dir(out_dir, err));
+    if (resume) {
+        LS_TRY(state_config(out_dir, &T.cfg, err));
+        T.cfg.epochs = c->epochs;
+    }
+    if (T.cfg.batch > 256) return ls_fail(err, LS_ERR_INPUT, "batch %d is larger than 256", T.cfg.batch);
+    ls_status s = trainer_init(&T, m, hooks, err);
+    if (!s && resume) s = load_state(&T, out_dir, err);
+    while (!s && T.epoch < T.cfg.epochs) s = run_epoch(&T, out_dir, hooks, err);
+    trainer_free(&T);
+    return s;
+}

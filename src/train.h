@@ -1,0 +1,97 @@
+/*
+ * train.h — training the head and decoder (paper "Method"): the frozen teacher's cached features of every
+ * training slice, the supervised losses on the decoder's output, and contrastive distillation on the
+ * head's codes, optimised with RAdam under ReduceLROnPlateau on the validation Dice.
+ *
+ * One epoch visits the training slices in a seeded random order (or a seeded random subset of
+ * `slices_per_epoch` of them), `batch` at a time; an incomplete last batch is dropped (batch norm on one
+ * or two slices is noise). Each batch item is a (scan, slice i) pair; its contrastive terms pair slice i
+ * with itself (b_self), with its positives i-1 and i+1 (those inside the scan; b_plus) and with its
+ * negative (i + Z/2) mod Z of the same scan (b_minus; skipped when that is i itself, a 1-slice scan).
+ * Positives and negatives reach the loss through the head alone and get gradients like slice i.
+ *
+ * Augmentation (on by default) draws per item: a small affine warp (rotation, zoom, shift) applied alike
+ * to the decoder's input slice, the target and the feature grid; and intensity changes (gamma, scale,
+ * shift, Gaussian blur) of the decoder's input slice. The teacher's features come from the cache, so
+ * they see the geometry of the augmentation but not its intensities.
+ *
+ * Determinism: everything random is drawn from splitmix64 streams derived from (seed, epoch), so the same
+ * configuration, data and thread count give the same weights bit for bit, and a run resumed from its
+ * state file continues exactly as if it had not stopped.
+ *
+ * Files in the output directory, each written atomically after every epoch:
+ *   last.safetensors   the model after the epoch (loadable by `livseg segment --model`)
+ *   best.safetensors   the model of the best validation Dice so far
+ *   state.safetensors  everything --resume needs: weights, RAdam moments, epoch, schedule, log
+ *   train.jsonl        one JSON object per epoch: losses, average code similarities, val Dice, lr, seconds
+ */
+#ifndef LS_TRAIN_H
+#define LS_TRAIN_H
+
+#include <stdint.h>
+
+#include "manifest.h"
+#include "model.h"
+
+typedef struct {
+    /* data */
+    char datasets[256];      /* comma-separated dataset names of the manifest */
+    int val_split;           /* cases held out per dataset for validation (the last ones) */
+    int limit;               /* at most this many training cases per dataset (0: all) */
+    int slices_per_epoch;    /* 0: every training slice each epoch */
+    char cache_dir[1024];
+    /* teacher */
+    char arch[16];
+    char teacher[1024];      /* weights file; "" = random initialisation from teacher_seed */
+    uint64_t teacher_seed;
+    int input_size;
+    /* model (feat_dim and grid follow from the teacher) */
+    int head_hidden;         /* 0: the teacher's width */
+    int code_dim, widths[LS_DEC_STAGES], skip_width, up_stages;
+    float dropout;
+    /* optimisation */
+    int epochs, batch, patience;
+    float lr, weight_decay, lr_factor;
+    /* supervised losses */
+    float w_focal, focal_gamma, focal_alpha, w_tversky, tversky_a, tversky_b, w_log_iou, w_entropy, entropy_eta;
+    /* contrastive distillation: overall weight, shifts b and per-term weights */
+    float w_cd, b_self, b_plus, b_minus, w_self, w_plus, w_minus;
+    /* augmentation */
+    int augment;
+    float aug_rotate_deg, aug_zoom, aug_shift, aug_gamma, aug_scale, aug_offset, aug_blur;
+    uint64_t seed;
+} ls_train_config;
+
+/* The CPU preset (the default): see docs/training.md. */
+void ls_train_config_default(ls_train_config *c);
+/* "cpu" or "paper" (the paper's decoder at full resolution, 150 epochs). */
+ls_status ls_train_config_preset(ls_train_config *c, const char *name, ls_error *err);
+/* The configuration as one line of JSON (caller frees), and back. */
+char *ls_train_config_json(const ls_train_config *c);
+ls_status ls_train_config_from_json(ls_train_config *c, const char *json, ls_error *err);
+
+/* What the running sums of an epoch look like to a progress display. */
+typedef struct {
+    int epoch, epochs, batches_done, batches, batch;
+    double loss, focal, tversky, log_iou, entropy, cd; /* means over the epoch so far, unweighted terms */
+    double sim_self, sim_plus, sim_minus;              /* mean code similarity of each contrastive term */
+    double slices_per_s, lr;
+} ls_train_status;
+
+typedef struct {
+    void *ctx;
+    /* Data preparation: case `what` (its id), done of total slices for the teacher. May be NULL. */
+    void (*prepare)(void *ctx, const char *what, int64_t done, int64_t total);
+    /* After every batch. May be NULL. */
+    void (*batch)(void *ctx, const ls_train_status *s);
+    /* After every epoch, with its log line (JSON, no newline). May be NULL. */
+    void (*epoch)(void *ctx, const char *json);
+} ls_train_hooks;
+
+/* Trains on the manifest's cases per `c`, writing into out_dir (created if absent). With `resume`, the
+ * configuration, weights, optimiser state and log come from out_dir/state.safetensors and training
+ * continues after its last epoch up to c->epochs (the only setting a resume takes from `c`). */
+ls_status ls_train(const ls_train_config *c, const ls_manifest *m, const char *out_dir, int resume,
+                   const ls_backend *be, const ls_train_hooks *hooks, ls_error *err);
+
+#endif
