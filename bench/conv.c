@@ -67,7 +67,7 @@ static void conv_shape(const ls_backend *be, int B, int Ci, int Co, int H, int K
     float *x = randf(nx, 1, 2), *w = randf(nw, 2, 0.2f), *b = randf((size_t)Co, 3, 0.2f), *dy = randf(ny, 4, 2);
     float *y = malloc(ny * sizeof(float)), *dx = malloc(nx * sizeof(float)), *dw = calloc(nw, sizeof(float));
     float *db = calloc((size_t)Co, sizeof(float));
-    float *ws = malloc((be->nn->conv2d_workspace(Ci, H, W, K) + 1) * sizeof(float));
+    float *ws = malloc((be->nn->conv2d_workspace(Ci, H, W, Co, K) + 1) * sizeof(float));
     double tf, tb, tw;
     TIME_BEST(tf, be->nn->conv2d_fwd(be, y, x, w, b, B, Ci, H, W, Co, K, ws));
     TIME_BEST(tb, be->nn->conv2d_bwd(be, dx, dw, db, dy, x, w, B, Ci, H, W, Co, K, ws));
