@@ -104,6 +104,7 @@ TEST(layers_match_pytorch) {
     bn_case("bn1", 4, 3, 1, 1);
     up_case("up", 2, 3, 5, 7);
     up_case("up1", 1, 2, 1, 3);
+    up_case("upwide", 1, 2, 3, 300); /* more than one 256-column segment (cpu_nn.c) */
     /* ReLU then channel dropout, and their backward, in place. */
     size_t n = 2 * 6 * 4 * 5;
     float *x = load("relu_drop", "x", n), *keep = load("relu_drop", "keep", 12), *y = load("relu_drop", "y", n);

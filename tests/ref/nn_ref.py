@@ -83,4 +83,5 @@ bn_case("bn", 3, 4, 5, 6)
 bn_case("bn1", 4, 3, 1, 1)
 up_case("up", 2, 3, 5, 7)
 up_case("up1", 1, 2, 1, 3)
+up_case("upwide", 1, 2, 3, 300)  # wider than the CPU kernel's 256-column segments
 pointwise_case("relu_drop", 2, 6, 4, 5)
