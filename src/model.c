@@ -115,20 +115,34 @@ void ls_model_free(ls_model *m) {
     memset(m, 0, sizeof *m);
 }
 
+/* The arena is sized before a backend is at hand (ls_model_arena_floats takes a configuration), so the
+ * conv workspace is the CPU op family's: the only implementation of ops_nn so far. ls_model_forward
+ * checks that the backend in use needs no more. */
+extern const ls_ops_nn ls_cpu_nn;
+
+/* Largest conv workspace over the layers for the given workspace function. */
+static size_t conv_ws(size_t (*f)(int, int, int, int, int), const ls_model_config *c, const ls_conv_layer *L) {
+    size_t w = 0;
+    for (int l = 0; l < LS_MODEL_LAYERS; l++) {
+        int h = l < L_DEC0 ? c->grid : l < L_SKIP0 ? side(c, l - L_DEC0) : side(c, LS_DEC_STAGES - 1);
+        size_t n = f(L[l].ci, h, h, L[l].co, L[l].k);
+        if (n > w) w = n;
+    }
+    return w + 1; /* never a zero-size allocation */
+}
+
 /* Largest activation (floats per image) and largest conv workspace, for sizing. */
 static void extents(const ls_model_config *c, const ls_conv_layer *L, size_t *act, size_t *ws) {
-    size_t g2 = (size_t)c->grid * c->grid, S = (size_t)side(c, LS_DEC_STAGES - 1), a = 0, w = 0;
+    size_t g2 = (size_t)c->grid * c->grid, S = (size_t)side(c, LS_DEC_STAGES - 1), a = 0;
     a = (size_t)(c->head_hidden > c->feat_dim ? c->head_hidden : c->feat_dim) * g2;
     for (int s = 0; s < LS_DEC_STAGES; s++) {
         size_t hw = (size_t)side(c, s) * side(c, s);
         size_t big = (size_t)(L[L_DEC0 + s].ci > L[L_DEC0 + s].co ? L[L_DEC0 + s].ci : L[L_DEC0 + s].co) * hw;
         if (big > a) a = big;
-        if ((size_t)L[L_DEC0 + s].ci * 9 * hw > w) w = (size_t)L[L_DEC0 + s].ci * 9 * hw;
     }
     size_t top = (size_t)(c->widths[LS_DEC_STAGES - 1] + 1) * S * S;
     if (top > a) a = top;
-    if (top * 9 > w) w = top * 9;
-    *act = a, *ws = w;
+    *act = a, *ws = conv_ws(ls_cpu_nn.conv2d_workspace, c, L);
 }
 
 /* Mirrors the allocations of ls_model_forward and ls_model_backward (each rounded up to 16 floats). */
@@ -183,8 +197,8 @@ static void head_forward(ls_model *m, ls_arena *ar, ls_model_acts *a, const floa
 /* Conv scratch of the head alone (1x1 convs need no im2col, but the op may ask for some). */
 static size_t head_ws(const ls_model *m) {
     const ls_model_config *c = &m->cfg;
-    size_t a = m->be->nn->conv2d_workspace(c->feat_dim, c->grid, c->grid, 1);
-    size_t b = m->be->nn->conv2d_workspace(c->head_hidden, c->grid, c->grid, 1);
+    size_t a = m->be->nn->conv2d_workspace(c->feat_dim, c->grid, c->grid, c->head_hidden, 1);
+    size_t b = m->be->nn->conv2d_workspace(c->head_hidden, c->grid, c->grid, c->code_dim, 1);
     return (a > b ? a : b) + 1;
 }
 
@@ -212,6 +226,7 @@ void ls_model_forward(ls_model *m, ls_arena *ar, ls_model_acts *a, const float *
     extents(c, L, &act, &wsz);
     memset(a, 0, sizeof *a);
     a->B = B, a->training = training, a->feats = (float *)feats, a->image = (float *)image;
+    LS_ASSERT(conv_ws(be->nn->conv2d_workspace, c, L) <= wsz);
     a->ws = ls_arena_floats(ar, wsz);
     for (int l = 0; l < LS_MODEL_LAYERS; l++) a->mean[l] = ls_arena_floats(ar, 64 > L[l].co ? 64 : (size_t)L[l].co),
                                               a->rstd[l] = ls_arena_floats(ar, 64 > L[l].co ? 64 : (size_t)L[l].co);

@@ -17,8 +17,9 @@
 typedef struct ls_backend ls_backend;
 
 typedef struct {
-    /* Scratch floats conv2d needs for one call (im2col of one image plus its gradient). */
-    size_t (*conv2d_workspace)(int Ci, int H, int W, int K);
+    /* Scratch floats conv2d_fwd and conv2d_bwd need for one call with this shape. It depends on the shape
+     * only (not on the backend's thread count), so arenas can be sized from a model configuration. */
+    size_t (*conv2d_workspace)(int Ci, int H, int W, int Co, int K);
     /* y[B,Co,H,W] = conv(x[B,Ci,H,W], w[Co,Ci,K,K]) + b[Co] (b may be NULL). */
     void (*conv2d_fwd)(const ls_backend *be, float *y, const float *x, const float *w, const float *b, int B, int Ci,
                        int H, int W, int Co, int K, float *ws);

@@ -33,7 +33,7 @@ static void conv_case(const char *name, int B, int Ci, int Co, int H, int W, int
     float *dx = load(name, "dx", nx), *dw = load(name, "dw", nw);
     float *b = bias ? load(name, "b", (size_t)Co) : NULL, *db = bias ? load(name, "db", (size_t)Co) : NULL;
     REQUIRE(x && w && g && y && dx && dw && (!bias || (b && db)), "%s: reference files missing", name);
-    float *ws = calloc(be.nn->conv2d_workspace(Ci, H, W, K) + 1, sizeof(float));
+    float *ws = calloc(be.nn->conv2d_workspace(Ci, H, W, Co, K) + 1, sizeof(float));
     float *cy = malloc(ny * sizeof(float)), *cdx = malloc(nx * sizeof(float)), *cdw = calloc(nw, sizeof(float));
     float *cdb = calloc((size_t)Co, sizeof(float));
     be.nn->conv2d_fwd(&be, cy, x, w, b, B, Ci, H, W, Co, K, ws);
@@ -99,10 +99,12 @@ TEST(layers_match_pytorch) {
     conv_case("conv3nb", 3, 4, 6, 6, 5, 3, 0);
     conv_case("conv1", 3, 6, 4, 5, 8, 1, 1);
     conv_case("conv3big", 2, 16, 8, 14, 14, 3, 1);
+    conv_case("conv3tiles", 1, 140, 4, 11, 12, 3, 1); /* two im2col tiles per image (cpu_nn.c) */
     bn_case("bn", 3, 4, 5, 6);
     bn_case("bn1", 4, 3, 1, 1);
     up_case("up", 2, 3, 5, 7);
     up_case("up1", 1, 2, 1, 3);
+    up_case("upwide", 1, 2, 3, 300); /* more than one 256-column segment (cpu_nn.c) */
     /* ReLU then channel dropout, and their backward, in place. */
     size_t n = 2 * 6 * 4 * 5;
     float *x = load("relu_drop", "x", n), *keep = load("relu_drop", "keep", 12), *y = load("relu_drop", "y", n);
@@ -135,7 +137,8 @@ TEST(concat_roundtrip) {
 TEST(conv_finite_differences) {
     int B = 1, Ci = 2, Co = 3, H = 4, W = 5, K = 3;
     size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * K * K;
-    float x[40], w[54], b[3], g[60], y[60], dx[40], dw[54], db[3] = {0}, ws[2 * 9 * 20];
+    float x[40], w[54], b[3], g[60], y[60], dx[40], dw[54], db[3] = {0};
+    float *ws = malloc((be.nn->conv2d_workspace(Ci, H, W, Co, K) + 1) * sizeof(float));
     unsigned s = 7;
     for (size_t i = 0; i < nx; i++) x[i] = (float)((s = s * 1103515245u + 12345u) >> 16 & 1023) / 512.0f - 1;
     for (size_t i = 0; i < nw; i++) w[i] = (float)((s = s * 1103515245u + 12345u) >> 16 & 1023) / 1024.0f - 0.5f;
@@ -157,6 +160,7 @@ TEST(conv_finite_differences) {
         worst = fmax(worst, fabs((l[1] - l[0]) / 2e-2 - dx[i]));
     }
     CHECK(worst < 1e-3, "finite differences disagree with dx by %g", worst);
+    free(ws);
 }
 
 int main(void) {

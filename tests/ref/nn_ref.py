@@ -76,8 +76,12 @@ conv_case("conv3", 2, 5, 7, 9, 11, 3, True)
 conv_case("conv3nb", 3, 4, 6, 6, 5, 3, False)
 conv_case("conv1", 3, 6, 4, 5, 8, 1, True)
 conv_case("conv3big", 2, 16, 8, 14, 14, 3, True)
+# 140 input channels: the CPU conv cuts the 11x12 image into im2col tiles of 104 pixels, the second
+# starting mid-row (one image: the weight gradient's float32 sums stay well inside the tolerance)
+conv_case("conv3tiles", 1, 140, 4, 11, 12, 3, True)
 bn_case("bn", 3, 4, 5, 6)
 bn_case("bn1", 4, 3, 1, 1)
 up_case("up", 2, 3, 5, 7)
 up_case("up1", 1, 2, 1, 3)
+up_case("upwide", 1, 2, 3, 300)  # wider than the CPU kernel's 256-column segments
 pointwise_case("relu_drop", 2, 6, 4, 5)
