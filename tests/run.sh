@@ -3,6 +3,8 @@
 # and closes with one line "N passed, N failed, N skipped". Exit status 1 when anything failed or
 # crashed. Run from the repository root.
 set -u
+# Passive OpenMP waiting, as the livseg command chooses for itself (tools/livseg.c says why).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 cd "$(dirname "$0")/.."
 dirs=("$@"); [ ${#dirs[@]} -gt 0 ] || dirs=(build)
 pass=0; fail=0; skip=0; crashed=()
