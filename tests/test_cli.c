@@ -55,6 +55,46 @@ TEST(bad_input_one_line) {
     CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, p), "empty directory: exit %d, stderr: %s", rc, e);
 }
 
+/* train and experiment: usage mistakes and broken manifests are one line and exit 2, before any work. */
+TEST(train_and_experiment_usage) {
+    char e[4096], args[1600], m[600];
+    CHECK(run("train --help", e, sizeof e) == 0, "train --help failed");
+    CHECK(run("experiment --help", e, sizeof e) == 0, "experiment --help failed");
+    snprintf(m, sizeof m, "%s/m.csv", test_tmpdir());
+    FILE *f = fopen(m, "w");
+    fputs("case,dataset,modality,image,label\nx,ds,CT,missing.nii.gz,missing_l.nii.gz\n", f);
+    fclose(f);
+    const char *bad[][2] = {
+        {"train", "no manifest"},
+        {"train M", "no output directory"},
+        {"train M -o OUT --widths 1,2,3", "--widths"},
+        {"train M -o OUT --epochs many", "--epochs"},
+        {"train M -o OUT --preset huge", "preset"},
+        {"train M -o OUT --frobnicate 3", "--frobnicate"},
+        {"train M -o OUT --train nosuch", "nosuch"},
+        {"train M -o OUT --train ds --val-split 0", "missing.nii.gz"},
+        {"train /nonexistent.csv -o OUT", "/nonexistent.csv"},
+        {"experiment M -o OUT", "--test"},
+        {"experiment M -o OUT --train ds --test other", "other"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char cmd[1200];
+        snprintf(cmd, sizeof cmd, "%s", bad[i][0]);
+        /* M and OUT stand for the manifest and an output directory in the scratch space */
+        char *p;
+        args[0] = 0;
+        for (char *tok = strtok_r(cmd, " ", &p); tok; tok = strtok_r(NULL, " ", &p)) {
+            char piece[700];
+            if (!strcmp(tok, "M")) snprintf(piece, sizeof piece, "%s ", m);
+            else if (!strcmp(tok, "OUT")) snprintf(piece, sizeof piece, "%s/out ", test_tmpdir());
+            else snprintf(piece, sizeof piece, "%s ", tok);
+            strcat(args, piece);
+        }
+        int rc = run(args, e, sizeof e);
+        CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, bad[i][1]), "livseg %s: exit %d, stderr: %s", bad[i][0], rc, e);
+    }
+}
+
 TEST(info_on_all_shared_data) {
     const char *data = test_data_dir();
     if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
@@ -118,6 +158,7 @@ int main(int argc, char **argv) {
     test_livseg_path(argv[0], livseg, sizeof livseg);
     RUN(help_and_usage);
     RUN(bad_input_one_line);
+    RUN(train_and_experiment_usage);
     RUN(info_on_all_shared_data);
     RUN(eval_pairs_and_ttest);
     return test_summary();

@@ -313,8 +313,10 @@ static ls_status write_report(const char *dir, const exp_opts *o, const ls_train
     MD("- training cases: %d held out per dataset for validation (model selection)%s\n", c->val_split,
        c->limit ? ", at most --limit per dataset" : "");
     MD("- test cases: %d (%s)\n", nt, "held-out cases of trained datasets, all cases of the others");
-    MD("- run: livseg %s on %s (%s), %d threads, %s, %.0f s in all\n", LIVSEG_VERSION, u.nodename, u.machine,
-       o->threads, date, seconds);
+    char threads[32];
+    snprintf(threads, sizeof threads, o->threads > 0 ? "%d" : "all", o->threads);
+    MD("- run: livseg %s on %s (%s), %s threads, %s, %.0f s in all\n", LIVSEG_VERSION, u.nodename, u.machine,
+       threads, date, seconds);
     MD("- training configuration: `%s`\n\n", cfg);
     MD("Masks are the full `livseg segment` pipeline (largest component, holes filled) on each case's own grid;\n"
        "metrics as `livseg eval` (MedPy's definitions, mm).\n\n");
@@ -327,7 +329,8 @@ static ls_status write_report(const char *dir, const exp_opts *o, const ls_train
             int cnt;
             for (int i = 0; i < nt; i++) a[i] = metric_of(&res[v * nt + i].m, w);
             stats(a, nt, &mean, &sd, &cnt);
-            MD(" | %.3f +- %.3f%s", mean, sd, cnt < nt ? " (some undefined)" : "");
+            if (!cnt) MD(" | undefined");
+            else MD(" | %.3f +- %.3f%s", mean, sd, cnt < nt ? " (defined for fewer cases: an empty mask)" : "");
         }
         MD(" |\n");
     }
@@ -355,7 +358,8 @@ static ls_status write_report(const char *dir, const exp_opts *o, const ls_train
         MD("| %s | %s |", cs->id, cs->dataset);
         for (int v = 0; v < nv; v++) {
             const ls_metrics *q = &res[v * nt + i].m;
-            MD(" %.4f | %.2f | %.1f |", q->dice, q->assd_mm, q->mssd_mm);
+            if (isfinite(q->assd_mm)) MD(" %.4f | %.2f | %.1f |", q->dice, q->assd_mm, q->mssd_mm);
+            else MD(" %.4f | - | - |", q->dice);
             k += (size_t)snprintf(csv + k, cap - k, "%s,%s,%s,%.6f,%.4f,%.4f,%.2f,%.2f\n", cs->id, cs->dataset,
                                   v ? "no_cd" : "cd", q->dice, q->assd_mm, q->mssd_mm, q->pred_ml, q->ref_ml);
         }
