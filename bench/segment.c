@@ -1,11 +1,12 @@
 /*
  * bench/segment.c — `livseg segment`'s pipeline on a 512 x 512 x ~150 CT at 2 threads, split by stage
  * (read, teacher, decoder, post-process, write) with peak RSS. Not a test. The CT is btcv_00 (257 x 257
- * x 148) resampled in-plane to 512 x 512 (bilinear); the model is the default configuration with an
- * untrained initialisation (speed does not depend on the weights; no trained model exists yet), the
- * teacher ViT-S/16 at 224 x 224.
+ * x 148) resampled in-plane to 512 x 512 (bilinear). The model is MODEL (default models/default.safetensors,
+ * the shipped model, with its teacher); when that file does not exist, an untrained model of the CPU
+ * training preset's shape with a random ViT-S/16 teacher at 224 x 224 (speed does not depend on the
+ * weights, except the clean-up, which then works on a noisy mask).
  *
- * usage: build/bench/segment [DATA_DIR] [threads]
+ * usage: build/bench/segment [DATA_DIR] [threads] [MODEL]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "preprocess.h"
 #include "segment.h"
+#include "train.h"
 #include "util.h"
 
 /* In-plane bilinear resample of every slice to n x n, keeping the field of view. */
@@ -54,13 +56,24 @@ int main(int argc, char **argv) {
     ls_backend be;
     ls_teacher t;
     ls_model m;
-    ls_model_config cfg;
-    if (ls_backend_init(&be, LS_DEV_CPU, threads, &err) || ls_teacher_open(&t, &be, NULL, "vits16", 0, 224, &err)) {
-        fprintf(stderr, "bench/segment: %s\n", err.msg);
-        return 2;
+    ls_model_info info;
+    const char *model = argc > 3 ? argv[3] : "models/default.safetensors";
+    FILE *mf = fopen(model, "rb");
+    if (mf) fclose(mf);
+    ls_status st = ls_backend_init(&be, LS_DEV_CPU, threads, &err);
+    if (!st && mf) {
+        st = ls_model_load(&m, &info, &be, model, &err);
+        if (!st) st = ls_segment_teacher(&t, &be, &info, NULL, model, &err);
+    } else if (!st) {
+        model = "untrained, CPU preset shape";
+        ls_train_config tc;
+        ls_model_config cfg;
+        ls_train_config_default(&tc);
+        ls_train_model_config(&tc, 384, 14, &cfg);
+        st = ls_teacher_open(&t, &be, NULL, "vits16", 0, 224, &err);
+        if (!st) st = ls_model_init(&m, &be, &cfg, 1, &err);
     }
-    ls_model_config_default(&cfg, 384, 14);
-    if (ls_model_init(&m, &be, &cfg, 1, &err)) {
+    if (st) {
         fprintf(stderr, "bench/segment: %s\n", err.msg);
         return 2;
     }
@@ -86,8 +99,10 @@ int main(int argc, char **argv) {
     double t_write = ls_now() - t1, total = ls_now() - t0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("segment %lldx%lldx%lld CT (btcv_00 resampled), ViT-S/16 at 224 + default decoder (448x448), %d threads\n",
-           (long long)v.geom.dim[0], (long long)v.geom.dim[1], (long long)v.geom.dim[2], threads);
+    int side = ls_model_out_side(&m.cfg);
+    printf("segment %lldx%lldx%lld CT (btcv_00 resampled), teacher %s + decoder %dx%d (model %s), %d threads\n",
+           (long long)v.geom.dim[0], (long long)v.geom.dim[1], (long long)v.geom.dim[2], t.id, side, side, model,
+           threads);
     printf("  read %.2f s, teacher %.2f s, decoder %.2f s, post-process %.2f s, write %.2f s\n", t_read,
            r.seconds_teacher, r.seconds_decoder, r.seconds_post, t_write);
     printf("  total %.2f s (target < 20 s); teacher share %.0f%%; peak RSS %.0f MB (target < 2048 MB)\n", total,

@@ -120,6 +120,13 @@ ls_status ls_train_config_from_json(ls_train_config *c, const char *text, ls_err
     return s;
 }
 
+void ls_train_model_config(const ls_train_config *c, int feat_dim, int grid, ls_model_config *mc) {
+    ls_model_config_default(mc, feat_dim, grid);
+    mc->head_hidden = c->head_hidden ? c->head_hidden : feat_dim, mc->code_dim = c->code_dim;
+    mc->skip_width = c->skip_width, mc->up_stages = c->up_stages, mc->dropout = c->dropout;
+    memcpy(mc->widths, c->widths, sizeof mc->widths);
+}
+
 static ls_status config_check(const ls_train_config *c, ls_error *err) {
     if (c->batch < 2) return ls_fail(err, LS_ERR_INPUT, "batch %d: batch norm needs at least 2 slices", c->batch);
     if (c->epochs < 1 || c->val_split < 0 || c->limit < 0 || c->slices_per_epoch < 0 || c->patience < 0)
@@ -740,10 +747,7 @@ static ls_status trainer_init(trainer *T, const ls_manifest *m, const ls_train_h
     const ls_vit_config *vc = &T->teacher.vit.cfg;
     T->C = vc->dim, T->g = c->input_size / vc->patch, T->P = T->g * T->g, T->K = c->code_dim;
     ls_model_config mc;
-    ls_model_config_default(&mc, T->C, T->g);
-    mc.head_hidden = c->head_hidden ? c->head_hidden : T->C, mc.code_dim = c->code_dim, mc.skip_width = c->skip_width;
-    mc.up_stages = c->up_stages, mc.dropout = c->dropout;
-    memcpy(mc.widths, c->widths, sizeof mc.widths);
+    ls_train_model_config(c, T->C, T->g, &mc);
     LS_TRY(ls_model_init(&T->model, T->be, &mc, c->seed, err));
     T->S = ls_model_out_side(&mc);
     LS_TRY(load_scans(T, m, hooks, err));

@@ -66,6 +66,8 @@ typedef struct {
 void ls_train_config_default(ls_train_config *c);
 /* "cpu" or "paper" (the paper's decoder at full resolution, 150 epochs). */
 ls_status ls_train_config_preset(ls_train_config *c, const char *name, ls_error *err);
+/* The model a configuration trains, for a teacher of feat_dim channels on a grid x grid token grid. */
+void ls_train_model_config(const ls_train_config *c, int feat_dim, int grid, ls_model_config *mc);
 /* The configuration as one line of JSON (caller frees), and back. */
 char *ls_train_config_json(const ls_train_config *c);
 ls_status ls_train_config_from_json(ls_train_config *c, const char *json, ls_error *err);
