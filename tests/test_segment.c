@@ -7,6 +7,8 @@
 #include <time.h>
 
 #include "segment.h"
+#include <math.h>
+
 #include "test.h"
 
 static char livseg[1024];
@@ -53,6 +55,21 @@ TEST(model_file_roundtrip) {
     CHECK(!strcmp(back.teacher_id, info.teacher_id) && back.input_size == 32 && b.cfg.widths[4] == c.widths[4],
           "metadata changed");
     ls_model_free(&b);
+    /* tools/model_to_f16.py: weights as F16 (within its rounding), running statistics and metadata kept. */
+    char half[640], cmd[1500];
+    snprintf(half, sizeof half, "%s/m16.safetensors", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s tools/model_to_f16.py %s %s > /dev/null", test_python(), path, half);
+    if (test_python_has("numpy")) {
+        REQUIRE(system(cmd) == 0, "%s failed", cmd);
+        REQUIRE(ls_model_load(&b, &back, &be, half, &err) == LS_OK, "%s", err.msg);
+        double worst = 0;
+        for (size_t i = 0; i < a.nparams; i++)
+            worst = fmax(worst, fabs(b.params[i] - a.params[i]) / fmax(fabs(a.params[i]), 1e-4));
+        CHECK(worst <= 1.0 / 1024, "F16 weights differ by %.2e relative", worst);
+        CHECK(memcmp(a.running, b.running, a.nrunning * sizeof(float)) == 0, "F16 file changed running statistics");
+        CHECK(!strcmp(back.teacher_id, info.teacher_id) && b.cfg.up_stages == c.up_stages, "F16 file changed metadata");
+        ls_model_free(&b);
+    }
     /* Not a model: one line naming the file. */
     snprintf(path, sizeof path, "%s/notmodel.safetensors", test_tmpdir());
     float x = 1;
