@@ -105,12 +105,14 @@ FUZZ_SECONDS ?= 60
 fuzz-run: fuzz
 	fuzz/run.sh $(FUZZ_BUILD)/fuzz $(FUZZ_SECONDS)
 
-# What CI runs: warning-free builds (CPU, sanitizers, CUDA so GPU code never rots), the fuzzers for a bounded time, then every test in the normal
+# What CI runs: warning-free builds (CPU, sanitizers, CUDA so GPU code never rots; the CUDA parity test runs
+# there, skipping without a GPU), the fuzzers for a bounded time, then every test in the normal
 # and the sanitizer build with one closing "N passed, N failed" line.
 check:
 	$(MAKE) WERROR=-Werror all
 	$(MAKE) WERROR=-Werror asan
-	if command -v $(NVCC) >/dev/null; then $(MAKE) CUDA=1 BUILD=build-cuda WERROR=-Werror build-cuda/livseg; \
+	if command -v $(NVCC) >/dev/null; then $(MAKE) CUDA=1 BUILD=build-cuda WERROR=-Werror all && \
+	  build-cuda/tests/test_ops_cuda; \
 	else echo "check: $(NVCC) not found, CUDA build skipped"; fi
 	$(MAKE) fuzz-run
 	ASAN_OPTIONS=detect_leaks=1 tests/run.sh build build-asan
