@@ -22,11 +22,17 @@ LDFLAGS  = -fopenmp $(SAN)
 
 CUDA    ?= 0
 NVCC    ?= nvcc
+CUDA_DIR ?= /usr/local/cuda
+# sm_90 (H100/H200) machine code plus compute_90 PTX for later GPUs. Host-side warnings are errors with WERROR.
+NVCCFLAGS = -O2 -std=c++17 -Iinclude -Isrc -gencode arch=compute_90,code=[sm_90,compute_90] \
+            -Xcompiler -Wall,-Wextra $(if $(WERROR),-Werror all-warnings -Xcompiler -Werror)
 ifeq ($(CUDA),1)
 CFLAGS  += -DLS_WITH_CUDA=1
 CU_SRC   = $(wildcard src/cuda/*.cu)
 CU_OBJ   = $(CU_SRC:%.cu=$(BUILD)/%.o)
-LDLIBS  += -L/usr/local/cuda/lib64 -lcudart -lcublas
+LDLIBS  += -L$(CUDA_DIR)/lib64 -Wl,-rpath,$(CUDA_DIR)/lib64 -lcublas -lcudart
+BENCH_CU = $(wildcard bench/*.cu)
+BENCH_CU_BIN = $(BENCH_CU:bench/%.cu=$(BUILD)/bench/%)
 endif
 
 LIB_C    = $(wildcard src/*.c)
@@ -35,7 +41,7 @@ LIB_OBJ  = $(LIB_C:%.c=$(BUILD)/%.o) $(LIB_CXX:%.cpp=$(BUILD)/%.o) $(CU_OBJ)
 TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC = $(wildcard bench/*.c)
-BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%) $(BENCH_CU_BIN)
 
 .PHONY: all asan test test-asan check fuzz fuzz-run clean
 all: $(BUILD)/livseg $(TEST_BIN) $(BENCH_BIN)
@@ -53,9 +59,14 @@ $(BUILD)/src/%.o: src/%.cpp $(wildcard src/*.h) include/livseg.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
-$(BUILD)/src/cuda/%.o: src/cuda/%.cu $(wildcard src/*.h src/cuda/*.h)
+$(BUILD)/src/cuda/%.o: src/cuda/%.cu $(wildcard src/*.h src/cuda/*.cuh) include/livseg.h
 	@mkdir -p $(dir $@)
-	$(NVCC) -O2 -std=c++17 -Iinclude -Isrc -arch=sm_90 -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+# CUDA benchmarks (bench/*.cu): cuBLAS alone, no library.
+$(BUILD)/bench/%: bench/%.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) $< -o $@ -L$(CUDA_DIR)/lib64 -Xlinker -rpath,$(CUDA_DIR)/lib64 -lcublas -lcudart
 
 CLI_SRC  = $(wildcard tools/*.c)
 $(BUILD)/livseg: $(CLI_SRC) $(wildcard tools/*.h) $(BUILD)/liblivseg.a
@@ -94,12 +105,14 @@ FUZZ_SECONDS ?= 60
 fuzz-run: fuzz
 	fuzz/run.sh $(FUZZ_BUILD)/fuzz $(FUZZ_SECONDS)
 
-# What CI runs: warning-free builds (CPU, sanitizers, CUDA so GPU code never rots), the fuzzers for a bounded time, then every test in the normal
+# What CI runs: warning-free builds (CPU, sanitizers, CUDA so GPU code never rots; the CUDA parity test runs
+# there, skipping without a GPU), the fuzzers for a bounded time, then every test in the normal
 # and the sanitizer build with one closing "N passed, N failed" line.
 check:
 	$(MAKE) WERROR=-Werror all
 	$(MAKE) WERROR=-Werror asan
-	if command -v $(NVCC) >/dev/null; then $(MAKE) CUDA=1 BUILD=build-cuda WERROR=-Werror build-cuda/livseg; \
+	if command -v $(NVCC) >/dev/null; then $(MAKE) CUDA=1 BUILD=build-cuda WERROR=-Werror all && \
+	  build-cuda/tests/test_ops_cuda; \
 	else echo "check: $(NVCC) not found, CUDA build skipped"; fi
 	$(MAKE) fuzz-run
 	ASAN_OPTIONS=detect_leaks=1 tests/run.sh build build-asan

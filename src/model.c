@@ -116,8 +116,8 @@ void ls_model_free(ls_model *m) {
 }
 
 /* The arena is sized before a backend is at hand (ls_model_arena_floats takes a configuration), so the
- * conv workspace is the CPU op family's: the only implementation of ops_nn so far. ls_model_forward
- * checks that the backend in use needs no more. */
+ * conv workspace is the CPU op family's; the CUDA family's never needs more (src/cuda/nn.cu).
+ * ls_model_forward checks that the backend in use needs no more. */
 extern const ls_ops_nn ls_cpu_nn;
 
 /* Largest conv workspace over the layers for the given workspace function. */

@@ -1,53 +1,121 @@
 /*
- * backend.cu — the CUDA backend's device selection and memory table (see ops.h). Built only with
- * `make CUDA=1`. Device memory is plain cudaMalloc; copies run on the backend's stream.
+ * backend.cu — the CUDA backend's device selection, memory table and shared helpers (see ops.h and
+ * common.cuh). Built only with `make CUDA=1`. Device memory is plain cudaMalloc (256-byte aligned, so the
+ * 64-byte contract holds); copies and ops run on the backend's one stream, in order.
  *
- * The op families (dense, nn, loss) are not yet implemented for CUDA, so opening the backend on a
- * machine with a GPU still fails with LS_ERR_UNSUPPORTED and says so, instead of handing out a table
- * with holes.
+ * The op families live in dense.cu, nn.cu and loss.cu. GEMMs run in full float32 unless the environment
+ * sets LIVSEG_CUDA_TF32=1 (TF32 tensor cores: faster, about 1e-3 relative error, outside the parity bounds
+ * of tests/test_ops_cuda.c).
  */
-#include <cublas_v2.h>
-#include <cuda_runtime.h>
-
-#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
-extern "C" {
-#include "ops.h"
-#include "util.h"
-}
+#include "common.cuh"
 
 extern "C" ls_status ls_cuda_backend_init(ls_backend *be, int nthreads, ls_error *err);
 extern "C" void ls_cuda_backend_free(ls_backend *be);
 
+extern const ls_ops_dense ls_cuda_dense;
+extern const ls_ops_nn ls_cuda_nn;
+extern const ls_ops_loss ls_cuda_loss;
+
+namespace lscuda {
+
+const char *cublas_name(cublasStatus_t s) {
+    switch (s) {
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: return "cuBLAS error";
+    }
+}
+
+static cublasOperation_t op(int t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
+void gemm(const ls_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+          const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    LS_CB(cublasSgemm(st(be)->blas, op(tb), op(ta), N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc));
+}
+
+void gemm_strided(const ls_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                  long long sA, const float *B, int ldb, long long sB, float beta, float *C, int ldc, long long sC,
+                  int batch) {
+    if (M <= 0 || N <= 0 || batch <= 0) return;
+    LS_CB(cublasSgemmStridedBatched(st(be)->blas, op(tb), op(ta), N, M, K, &alpha, B, ldb, sB, A, lda, sA, &beta, C,
+                                    ldc, sC, batch));
+}
+
+/* One block: out[v] = sum over b < nblocks of partials[b * nv + v], thread-strided then block_sum. */
+__global__ void k_finish_sums(const double *partials, int nblocks, int nv, double *out) {
+    for (int v = 0; v < nv; v++) {
+        double s = 0;
+        for (int b = threadIdx.x; b < nblocks; b += blockDim.x) s += partials[(size_t)b * nv + v];
+        s = block_sum(s);
+        if (threadIdx.x == 0) out[v] = s;
+    }
+}
+
+void finish_sums(const ls_backend *be, const double *partials, int nblocks, int nv, double *out) {
+    k_finish_sums<<<1, kThreads, 0, stream(be)>>>(partials, nblocks, nv, out);
+    LS_LAUNCHED();
+}
+
+void fetch(const ls_backend *be, double *host, const double *dev, int n) {
+    LS_CK(cudaMemcpyAsync(st(be)->host, dev, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost, stream(be)));
+    LS_CK(cudaStreamSynchronize(stream(be)));
+    std::memcpy(host, st(be)->host, (size_t)n * sizeof(double));
+}
+
+}  // namespace lscuda
+
 namespace {
 
-struct cuda_state {
-    cudaStream_t stream;
-    cublasHandle_t blas;
-};
-
-cudaStream_t stream_of(const ls_backend *be) { return static_cast<cuda_state *>(be->impl)->stream; }
+using lscuda::stream;
 
 void *cu_alloc(const ls_backend *, size_t bytes) {
     void *p = nullptr;
-    return cudaMalloc(&p, bytes ? bytes : 64) == cudaSuccess ? p : nullptr;
+    if (cudaMalloc(&p, bytes ? bytes : 64) != cudaSuccess) {
+        (void)cudaGetLastError(); /* an out-of-memory is reported through NULL, not left sticky */
+        return nullptr;
+    }
+    return p;
 }
-void cu_free(const ls_backend *, void *p) { cudaFree(p); }
+void cu_free(const ls_backend *be, void *p) {
+    if (!p) return;
+    LS_CK(cudaStreamSynchronize(stream(be))); /* ops still queued may read it */
+    LS_CK(cudaFree(p));
+}
 void cu_to_device(const ls_backend *be, void *dst, const void *src, size_t n) {
-    cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream_of(be));
+    if (n) LS_CK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream(be)));
 }
 void cu_to_host(const ls_backend *be, void *dst, const void *src, size_t n) {
-    cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_of(be));
-    cudaStreamSynchronize(stream_of(be));
+    if (n) LS_CK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream(be)));
+    LS_CK(cudaStreamSynchronize(stream(be)));
 }
 void cu_copy(const ls_backend *be, void *dst, const void *src, size_t n) {
-    cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream_of(be));
+    if (n) LS_CK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream(be)));
 }
-void cu_zero(const ls_backend *be, void *p, size_t n) { cudaMemsetAsync(p, 0, n, stream_of(be)); }
-void cu_sync(const ls_backend *be) { cudaStreamSynchronize(stream_of(be)); }
+void cu_zero(const ls_backend *be, void *p, size_t n) {
+    if (n) LS_CK(cudaMemsetAsync(p, 0, n, stream(be)));
+}
+void cu_sync(const ls_backend *be) { LS_CK(cudaStreamSynchronize(stream(be))); }
 
 const ls_ops_mem cuda_mem = {cu_alloc, cu_free, cu_to_device, cu_to_host, cu_copy, cu_zero, cu_sync};
+
+void destroy(lscuda::state *s) {
+    if (s->host) cudaFreeHost(s->host);
+    if (s->partials) cudaFree(s->partials);
+    if (s->results) cudaFree(s->results);
+    if (s->blas) cublasDestroy(s->blas);
+    if (s->stream) cudaStreamDestroy(s->stream);
+    delete s;
+}
 
 }  // namespace
 
@@ -55,26 +123,45 @@ extern "C" ls_status ls_cuda_backend_init(ls_backend *be, int nthreads, ls_error
     (void)nthreads;
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
-    if (e != cudaSuccess || n == 0)
+    if (e != cudaSuccess || n == 0) {
+        (void)cudaGetLastError();
         return ls_fail(err, LS_ERR_UNSUPPORTED, "--device cuda: no CUDA GPU available (%s)",
                        e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
-    cuda_state *st = new cuda_state();
-    if (cudaStreamCreate(&st->stream) != cudaSuccess || cublasCreate(&st->blas) != CUBLAS_STATUS_SUCCESS) {
-        delete st;
-        return ls_fail(err, LS_ERR_UNSUPPORTED, "--device cuda: cannot create a CUDA stream or cuBLAS handle");
     }
-    cublasSetStream(st->blas, st->stream);
-    be->impl = st;
+    lscuda::state *s = new lscuda::state();
+    std::memset(s, 0, sizeof *s);
+    const char *why = nullptr;
+    if (cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking) != cudaSuccess) why = "cannot create a CUDA stream";
+    else if (cublasCreate(&s->blas) != CUBLAS_STATUS_SUCCESS) why = "cannot create a cuBLAS handle";
+    else if (cudaMalloc(&s->partials, lscuda::kPartials * sizeof(double)) != cudaSuccess ||
+             cudaMalloc(&s->results, lscuda::kResults * sizeof(double)) != cudaSuccess ||
+             cudaMallocHost(&s->host, 64 * sizeof(double)) != cudaSuccess)
+        why = "cannot allocate the backend's scratch";
+    if (!why) {
+        const char *tf = getenv("LIVSEG_CUDA_TF32");
+        s->tf32 = tf && !std::strcmp(tf, "1");
+        if (cublasSetStream(s->blas, s->stream) != CUBLAS_STATUS_SUCCESS ||
+            cublasSetMathMode(s->blas, s->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) !=
+                CUBLAS_STATUS_SUCCESS)
+            why = "cannot configure the cuBLAS handle";
+    }
+    if (why) {
+        (void)cudaGetLastError();
+        destroy(s);
+        return ls_fail(err, LS_ERR_UNSUPPORTED, "--device cuda: %s", why);
+    }
+    be->impl = s;
     be->mem = &cuda_mem;
-    ls_cuda_backend_free(be);
-    return ls_fail(err, LS_ERR_UNSUPPORTED, "--device cuda: the CUDA kernels are not implemented yet (CPU only)");
+    be->dense = &ls_cuda_dense;
+    be->nn = &ls_cuda_nn;
+    be->loss = &ls_cuda_loss;
+    return LS_OK;
 }
 
 extern "C" void ls_cuda_backend_free(ls_backend *be) {
-    cuda_state *st = static_cast<cuda_state *>(be->impl);
-    if (!st) return;
-    cublasDestroy(st->blas);
-    cudaStreamDestroy(st->stream);
-    delete st;
+    lscuda::state *s = static_cast<lscuda::state *>(be->impl);
+    if (!s) return;
+    cudaStreamSynchronize(s->stream);
+    destroy(s);
     be->impl = nullptr;
 }

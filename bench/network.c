@@ -1,0 +1,225 @@
+/*
+ * bench/network.c — the networks' speed on one backend (meant for CUDA; runs on the CPU too): the ViT
+ * teacher forward (ViT-S/16 and ViT-B/8 at 224x224, batch 8), the head + decoder evaluation forward (default
+ * configuration, 14x14 grid -> 448x448, batch 8), and one training step of head + decoder (forward, the
+ * segmentation losses, backward, RAdam; batch 8). Reports slices/s, TFLOP/s (FLOPs counted on paper: ViT as
+ * bench/vit.c, convolutions 2*Ci*Co*K*K*H*W per image, nothing else) and the network time for a 300-slice
+ * volume. Random weights: speed does not depend on them. Not a test.
+ *
+ * usage: build-cuda/bench/network cuda|cpu [threads]
+ *        build-cuda/bench/network --make-inputs DIR SLICES
+ *            writes DIR/ct.nii.gz (a synthetic 512 x 512 x SLICES CT: air, a body ellipse, a liver-like blob,
+ *            noise) and DIR/model.safetensors (the default head + decoder, untrained, for the random
+ *            ViT-S/16 teacher at 224) for timing `livseg segment` end to end.
+ * Machine-readable lines start with "network "; exit status 2 with one line on stderr when the backend
+ * cannot be opened.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "ops.h"
+#include "rng.h"
+#include "util.h"
+#include "vit.h"
+
+static int fail(const ls_error *err) {
+    fprintf(stderr, "bench/network: %s\n", err->msg);
+    return 2;
+}
+
+static int random_source(void *ctx, const char *name, float *dst, size_t n, ls_error *err) {
+    (void)err;
+    ls_rng *r = ctx;
+    int is_norm_w = strstr(name, "norm") && strstr(name, "weight");
+    for (size_t i = 0; i < n; i++) dst[i] = (float)(is_norm_w ? 1.0 + 0.1 * ls_rng_normal(r) : 0.02 * ls_rng_normal(r));
+    return LS_OK;
+}
+
+/* Backend memory holding n copies of a pattern. */
+static float *dev_fill(const ls_backend *be, size_t n, double scale, uint64_t seed) {
+    float *h = malloc(n * sizeof(float)), *d = be->mem->alloc(be, n * sizeof(float));
+    ls_rng r = {seed};
+    for (size_t i = 0; i < n; i++) h[i] = (float)(scale * ls_rng_normal(&r));
+    if (d) be->mem->to_device(be, d, h, n * sizeof(float));
+    be->mem->sync(be);
+    free(h);
+    return d;
+}
+
+/* Seconds per ViT forward of batch B at S x S (best of `iters` after a warm-up); *tflops the rate. */
+static int time_vit(const ls_backend *be, const char *preset, int B, int S, int iters, double *sec, double *tflops) {
+    ls_error err = {0};
+    ls_vit_config cfg;
+    ls_vit m;
+    ls_arena arena;
+    ls_rng r = {7};
+    if (ls_vit_config_preset(preset, &cfg, &err) || ls_vit_load(&m, be, &cfg, random_source, &r, &err) ||
+        ls_arena_init(&arena, be, ls_vit_arena_floats(&cfg, B, S, S) * sizeof(float), &err))
+        return fail(&err);
+    int g = S / cfg.patch;
+    size_t nin = (size_t)B * 3 * S * S, nout = (size_t)B * cfg.dim * g * g;
+    float *in = dev_fill(be, nin, 1.0, 1), *out = be->mem->alloc(be, nout * sizeof(float));
+    if (!in || !out) {
+        ls_fail(&err, LS_ERR_NOMEM, "cannot allocate ViT input/output");
+        return fail(&err);
+    }
+    double best = 1e30;
+    for (int it = 0; it <= iters; it++) {
+        ls_arena_reset(&arena);
+        be->mem->sync(be);
+        double t0 = ls_now();
+        if (ls_vit_forward(&m, &arena, in, B, S, S, out, NULL, &err)) return fail(&err);
+        be->mem->sync(be);
+        double t = ls_now() - t0;
+        if (it && t < best) best = t;
+    }
+    double N = (double)g * g, T = N + 1, D = cfg.dim;
+    double flops = B * (2 * N * 3 * cfg.patch * cfg.patch * D + cfg.depth * (24 * T * D * D + 4 * T * T * D));
+    *sec = best, *tflops = flops / best / 1e12;
+    be->mem->free(be, in), be->mem->free(be, out);
+    ls_arena_free(&arena);
+    ls_vit_free(&m);
+    return 0;
+}
+
+/* Convolution FLOPs of one forward of the head + decoder per image. */
+static double model_flops(const ls_model *m) {
+    const ls_model_config *c = &m->cfg;
+    double f = 0;
+    int S = ls_model_out_side(c);
+    for (int l = 0; l < LS_MODEL_LAYERS; l++) {
+        const ls_conv_layer *L = &m->layer[l];
+        int side = l < 2 ? c->grid : l < 2 + LS_DEC_STAGES ? 0 : S;
+        if (!side) { /* decoder stage s: its output side */
+            int s = l - 2, ups = s - (LS_DEC_STAGES - c->up_stages) + 1;
+            side = c->grid << (ups > 0 ? ups : 0);
+        }
+        f += 2.0 * L->ci * L->co * L->k * L->k * (double)side * side;
+    }
+    return f;
+}
+
+static int time_model(const ls_backend *be, int B, int iters, double *eval_sec, double *eval_tflops, double *train_sec) {
+    ls_error err = {0};
+    ls_model_config cfg;
+    ls_model m;
+    ls_arena arena;
+    ls_model_config_default(&cfg, 384, 14);
+    if (ls_model_init(&m, be, &cfg, 1, &err) ||
+        ls_arena_init(&arena, be, ls_model_arena_floats(&cfg, B) * sizeof(float), &err))
+        return fail(&err);
+    int S = ls_model_out_side(&cfg), P = cfg.grid * cfg.grid;
+    size_t nf = (size_t)B * cfg.feat_dim * P, ni = (size_t)B * S * S;
+    float *feats = dev_fill(be, nf, 1.0, 2), *image = dev_fill(be, ni, 1.0, 3), *target = dev_fill(be, ni, 0.0, 4);
+    float *dz = be->mem->alloc(be, ni * sizeof(float)), *mom = be->mem->alloc(be, m.nparams * sizeof(float));
+    float *vel = be->mem->alloc(be, m.nparams * sizeof(float));
+    if (!feats || !image || !target || !dz || !mom || !vel) {
+        ls_fail(&err, LS_ERR_NOMEM, "cannot allocate model inputs");
+        return fail(&err);
+    }
+    be->mem->zero(be, mom, m.nparams * sizeof(float));
+    be->mem->zero(be, vel, m.nparams * sizeof(float));
+    ls_model_acts a;
+    double best = 1e30, best_train = 1e30;
+    for (int it = 0; it <= iters; it++) {
+        ls_arena_reset(&arena);
+        be->mem->sync(be);
+        double t0 = ls_now();
+        ls_model_forward(&m, &arena, &a, feats, image, B, 0, NULL);
+        be->mem->sync(be);
+        double t = ls_now() - t0;
+        if (it && t < best) best = t;
+    }
+    for (int it = 0; it <= iters; it++) {
+        ls_arena_reset(&arena);
+        be->mem->sync(be);
+        double t0 = ls_now();
+        be->mem->zero(be, m.grads, m.nparams * sizeof(float));
+        be->mem->zero(be, dz, ni * sizeof(float));
+        ls_model_forward(&m, &arena, &a, feats, image, B, 1, NULL);
+        be->loss->focal(be, a.logits, target, ni, 2.0f, 0.25f, 1.0f, dz);
+        be->loss->tversky(be, a.logits, target, ni, 0.5f, 0.5f, 1.0f, 1.0f, dz);
+        be->loss->log_iou(be, a.logits, target, ni, 1.0f, 1.0f, dz);
+        ls_model_backward(&m, &arena, &a, dz, NULL);
+        be->loss->radam_step(be, m.params, m.grads, mom, vel, m.nparams, it + 1, 1e-4f, 0.9f, 0.999f, 1e-8f, 1e-5f);
+        be->mem->sync(be);
+        double t = ls_now() - t0;
+        if (it && t < best_train) best_train = t;
+    }
+    *eval_sec = best, *eval_tflops = B * model_flops(&m) / best / 1e12, *train_sec = best_train;
+    float *bufs[] = {feats, image, target, dz, mom, vel};
+    for (int i = 0; i < 6; i++) be->mem->free(be, bufs[i]);
+    ls_arena_free(&arena);
+    ls_model_free(&m);
+    return 0;
+}
+
+static int make_inputs(const char *dir, int Z) {
+    ls_error err = {0};
+    char path[1024];
+    int64_t dim[3] = {512, 512, Z};
+    double aff[4][4] = {{-0.75, 0, 0, 190}, {0, -0.75, 0, 190}, {0, 0, 1.5, -200}, {0, 0, 0, 1}};
+    ls_volume v;
+    memset(&v, 0, sizeof v);
+    ls_geom_from_affine(&v.geom, dim, aff);
+    snprintf(v.format, sizeof v.format, "NIfTI-1");
+    v.data = ls_calloc((size_t)512 * 512 * Z, sizeof(float), &err);
+    if (!v.data) return fail(&err);
+    ls_rng r = {11};
+    for (int z = 0; z < Z; z++)
+        for (int y = 0; y < 512; y++)
+            for (int x = 0; x < 512; x++) {
+                double bx = (x - 256) / 220.0, by = (y - 256) / 160.0, lx = (x - 190) / 90.0, ly = (y - 240) / 70.0;
+                double lz = (z - Z / 2.0) / (Z / 3.0);
+                float hu = bx * bx + by * by < 1 ? 40.0f : -1000.0f;
+                if (lx * lx + ly * ly + lz * lz < 1) hu = 60.0f;
+                v.data[((size_t)z * 512 + y) * 512 + x] = hu + (float)(15 * ls_rng_normal(&r));
+            }
+    snprintf(path, sizeof path, "%s/ct.nii.gz", dir);
+    if (ls_volume_write(path, &v, LS_DT_I16, NULL, &err)) return fail(&err);
+    ls_volume_free(&v);
+    ls_backend be;
+    ls_model m;
+    ls_model_config cfg;
+    ls_model_config_default(&cfg, 384, 14);
+    if (ls_backend_init(&be, LS_DEV_CPU, 1, &err) || ls_model_init(&m, &be, &cfg, 1, &err)) return fail(&err);
+    ls_model_info info = {.input_size = 224};
+    snprintf(info.teacher_id, sizeof info.teacher_id, "vits16:random:seed=0");
+    snprintf(info.teacher_arch, sizeof info.teacher_arch, "vits16");
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (ls_model_save(&m, &info, path, 0, &err)) return fail(&err);
+    ls_model_free(&m);
+    ls_backend_free(&be);
+    printf("network inputs %s/ct.nii.gz (512x512x%d) %s/model.safetensors\n", dir, Z, dir);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 3 && !strcmp(argv[1], "--make-inputs")) return make_inputs(argv[2], atoi(argv[3]));
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench/network cuda|cpu [threads] | --make-inputs DIR SLICES\n");
+        return 2;
+    }
+    ls_error err = {0};
+    ls_device dev;
+    ls_backend be;
+    int threads = argc > 2 ? atoi(argv[2]) : 0;
+    if (ls_device_parse(argv[1], &dev, &err) || ls_backend_init(&be, dev, threads, &err)) return fail(&err);
+    int B = 8, iters = dev == LS_DEV_CUDA ? 10 : 2;
+    double vs, vs_tf, vb, vb_tf, es, es_tf, ts;
+    int rc = time_vit(&be, "vits16", B, 224, iters, &vs, &vs_tf);
+    if (!rc) rc = time_vit(&be, "vitb8", B, 224, iters, &vb, &vb_tf);
+    if (!rc) rc = time_model(&be, B, iters, &es, &es_tf, &ts);
+    if (rc) return rc;
+    printf("networks on %s, batch %d, best of %d\n", ls_device_name(dev), B, iters);
+    printf("network vits16_224_slices_per_s %.1f\nnetwork vits16_224_tflops %.2f\n", B / vs, vs_tf);
+    printf("network vitb8_224_slices_per_s %.1f\nnetwork vitb8_224_tflops %.2f\n", B / vb, vb_tf);
+    printf("network decoder_448_slices_per_s %.1f\nnetwork decoder_448_tflops %.2f\n", B / es, es_tf);
+    printf("network train_step_batch8_ms %.1f\n", 1e3 * ts);
+    printf("network volume300_ms %.1f\n", 1e3 * 300.0 * (vs + es) / B);
+    ls_backend_free(&be);
+    return 0;
+}

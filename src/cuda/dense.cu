@@ -1,0 +1,430 @@
+/*
+ * dense.cu — CUDA implementation of the dense op family (ops_dense.h). GEMMs through cuBLAS (common.cuh);
+ * LayerNorm, softmax and their backward one block per row with the row statistics in double (as
+ * cpu_dense.c); layout changes one thread per element; column sums (bias and LayerNorm parameter
+ * gradients) one block per 32 columns, in double and in a fixed order, so they are deterministic.
+ */
+#include "common.cuh"
+
+namespace {
+
+using lscuda::block_sum;
+using lscuda::blocks_for;
+using lscuda::kThreads;
+using lscuda::stream;
+
+void cu_gemm(const ls_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc) {
+    lscuda::gemm(be, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void cu_gemm_batched(const ls_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                     size_t sA, const float *B, int ldb, size_t sB, float beta, float *C, int ldc, size_t sC,
+                     int batch) {
+    lscuda::gemm_strided(be, ta, tb, M, N, K, alpha, A, lda, (long long)sA, B, ldb, (long long)sB, beta, C, ldc,
+                         (long long)sC, batch);
+}
+
+/* Mean and 1/sqrt(var + eps) of one row, two passes in double (as cpu_dense.c's ln_stats). */
+__device__ void row_stats(const float *xr, int n, float eps, float *mean, float *rstd) {
+    double s = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += xr[i];
+    double m = block_sum(s) / n;
+    double v = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) v += ((double)xr[i] - m) * ((double)xr[i] - m);
+    v = block_sum(v);
+    *rstd = (float)(1.0 / sqrt(v / n + eps));
+    *mean = (float)m;
+}
+
+__global__ void k_layernorm(float *y, const float *x, const float *w, const float *b, int n, float eps) {
+    const float *xr = x + blockIdx.x * (size_t)n;
+    float *yr = y + blockIdx.x * (size_t)n;
+    float m, rstd;
+    row_stats(xr, n, eps, &m, &rstd);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = (xr[i] - m) * rstd * w[i] + b[i];
+}
+
+/* Rows run on blockIdx.x (up to 2^31-1 rows). */
+void cu_layernorm(const ls_backend *be, float *y, const float *x, const float *w, const float *b, size_t rows, int n,
+                  float eps) {
+    if (!rows) return;
+    k_layernorm<<<(unsigned)rows, kThreads, 0, stream(be)>>>(y, x, w, b, n, eps);
+    LS_LAUNCHED();
+}
+
+__device__ float block_max(float v) {
+    __shared__ float wm[32];
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, o));
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (lane == 0) wm[wid] = v;
+    __syncthreads();
+    if (wid == 0) {
+        float s = lane < nw ? wm[lane] : -INFINITY;
+        for (int o = 16; o > 0; o >>= 1) s = fmaxf(s, __shfl_down_sync(0xffffffffu, s, o));
+        if (lane == 0) wm[0] = s;
+    }
+    __syncthreads();
+    return wm[0];
+}
+
+__global__ void k_softmax(float *x, int n, float scale) {
+    float *xr = x + blockIdx.x * (size_t)n;
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) mx = fmaxf(mx, xr[i]);
+    mx = block_max(mx);
+    double s = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float e = expf(scale * (xr[i] - mx));
+        xr[i] = e;
+        s += e;
+    }
+    float inv = 1.0f / (float)block_sum(s);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) xr[i] *= inv;
+}
+
+void cu_softmax(const ls_backend *be, float *x, size_t rows, int n, float scale) {
+    if (!rows) return;
+    k_softmax<<<(unsigned)rows, n >= 256 ? 256 : n > 64 ? 128 : 32, 0, stream(be)>>>(x, n, scale);
+    LS_LAUNCHED();
+}
+
+__global__ void k_bias_gelu(float *x, const float *bias, size_t total, int n) {
+    LS_GRID_STRIDE(i, total) {
+        float v = x[i] + (bias ? bias[i % n] : 0.0f);
+        x[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    }
+}
+
+void cu_bias_gelu(const ls_backend *be, float *x, const float *bias, size_t rows, int n) {
+    size_t total = rows * (size_t)n;
+    if (!total) return;
+    k_bias_gelu<<<blocks_for(total), kThreads, 0, stream(be)>>>(x, bias, total, n);
+    LS_LAUNCHED();
+}
+
+__global__ void k_add_bias(float *y, const float *bias, size_t total, size_t n) {
+    LS_GRID_STRIDE(i, total) y[i] += bias[i % n];
+}
+
+void cu_add_bias(const ls_backend *be, float *y, const float *bias, size_t rows, int n) {
+    size_t total = rows * (size_t)n;
+    if (!total) return;
+    k_add_bias<<<blocks_for(total), kThreads, 0, stream(be)>>>(y, bias, total, (size_t)n);
+    LS_LAUNCHED();
+}
+
+/* One thread per cols element; `back` scatters the other way (patchify_bwd). */
+__global__ void k_patchify(float *cols, float *img, int B, int C, int H, int W, int P, int back) {
+    int gh = H / P, gw = W / P, rowlen = C * P * P;
+    size_t total = (size_t)B * gh * gw * rowlen;
+    LS_GRID_STRIDE(i, total) {
+        size_t row = i / rowlen;
+        int r = (int)(i % rowlen), c = r / (P * P), y = (r / P) % P, xx = r % P;
+        int px = (int)(row % gw), py = (int)((row / gw) % gh), b = (int)(row / ((size_t)gw * gh));
+        size_t src = (((size_t)b * C + c) * H + py * P + y) * W + px * P + xx;
+        if (back) img[src] = cols[i];
+        else cols[i] = img[src];
+    }
+}
+
+void cu_patchify(const ls_backend *be, float *cols, const float *img, int B, int C, int H, int W, int P) {
+    size_t total = (size_t)B * (H / P) * (W / P) * C * P * P;
+    if (!total) return;
+    k_patchify<<<blocks_for(total), kThreads, 0, stream(be)>>>(cols, const_cast<float *>(img), B, C, H, W, P, 0);
+    LS_LAUNCHED();
+}
+
+__global__ void k_embed_tokens(float *x, const float *patches, const float *bias, const float *cls, const float *pos,
+                               int B, int T, int D) {
+    size_t total = (size_t)B * T * D;
+    LS_GRID_STRIDE(i, total) {
+        int d = (int)(i % D);
+        size_t bt = i / D;
+        int t = (int)(bt % T), b = (int)(bt / T);
+        float p = pos[(size_t)t * D + d];
+        x[i] = t == 0 ? cls[d] + p : patches[((size_t)b * (T - 1) + t - 1) * D + d] + bias[d] + p;
+    }
+}
+
+void cu_embed_tokens(const ls_backend *be, float *x, const float *patches, const float *bias, const float *cls,
+                     const float *pos, int B, int T, int D) {
+    size_t total = (size_t)B * T * D;
+    if (!total) return;
+    k_embed_tokens<<<blocks_for(total), kThreads, 0, stream(be)>>>(x, patches, bias, cls, pos, B, T, D);
+    LS_LAUNCHED();
+}
+
+/* One thread per element of q/k/v [3][B,NH,T,HS]; `back` gathers dq/dk/dv into dqkv instead. */
+__global__ void k_split_heads(float *q, float *k, float *v, float *qkv, const float *bias, int B, int T, int NH,
+                              int HS, int back) {
+    size_t per = (size_t)B * NH * T * HS, total = 3 * per;
+    int D = NH * HS;
+    LS_GRID_STRIDE(i, total) {
+        int s = (int)(i / per);
+        size_t j = i % per;
+        int e = (int)(j % HS), t = (int)((j / HS) % T), h = (int)((j / ((size_t)HS * T)) % NH);
+        int b = (int)(j / ((size_t)HS * T * NH));
+        size_t src = ((size_t)b * T + t) * 3 * D + s * D + h * HS + e;
+        float *dst = s == 0 ? q : s == 1 ? k : v;
+        if (back) qkv[src] = dst[j];
+        else dst[j] = qkv[src] + bias[s * D + h * HS + e];
+    }
+}
+
+void cu_split_heads(const ls_backend *be, float *q, float *k, float *v, const float *qkv, const float *bias, int B,
+                    int T, int NH, int HS) {
+    size_t total = 3 * (size_t)B * NH * T * HS;
+    if (!total) return;
+    k_split_heads<<<blocks_for(total), kThreads, 0, stream(be)>>>(q, k, v, const_cast<float *>(qkv), bias, B, T, NH,
+                                                                 HS, 0);
+    LS_LAUNCHED();
+}
+
+/* y[B,T,NH*HS] <-> o[B,NH,T,HS], one thread per element of y. */
+__global__ void k_merge_heads(float *y, float *o, int B, int T, int NH, int HS, int back) {
+    size_t total = (size_t)B * T * NH * HS;
+    LS_GRID_STRIDE(i, total) {
+        int e = (int)(i % HS), h = (int)((i / HS) % NH), t = (int)((i / ((size_t)HS * NH)) % T);
+        int b = (int)(i / ((size_t)HS * NH * T));
+        size_t oi = (((size_t)b * NH + h) * T + t) * HS + e;
+        if (back) o[oi] = y[i];
+        else y[i] = o[oi];
+    }
+}
+
+void cu_merge_heads(const ls_backend *be, float *y, const float *o, int B, int T, int NH, int HS) {
+    size_t total = (size_t)B * T * NH * HS;
+    if (!total) return;
+    k_merge_heads<<<blocks_for(total), kThreads, 0, stream(be)>>>(y, const_cast<float *>(o), B, T, NH, HS, 0);
+    LS_LAUNCHED();
+}
+
+/* grid[B,D,T-1] from x[B,T,D] (tokens 1..), one thread per grid element. */
+__global__ void k_tokens_to_grid(float *grid, const float *x, int B, int T, int D) {
+    size_t N = (size_t)T - 1, total = (size_t)B * D * N;
+    LS_GRID_STRIDE(i, total) {
+        size_t t = i % N;
+        int d = (int)((i / N) % D), b = (int)(i / (N * D));
+        grid[i] = x[((size_t)b * T + 1 + t) * D + d];
+    }
+}
+
+void cu_tokens_to_grid(const ls_backend *be, float *grid, const float *x, int B, int T, int D, int gh, int gw) {
+    (void)gh, (void)gw;
+    size_t total = (size_t)B * D * (size_t)(T - 1);
+    if (!total) return;
+    k_tokens_to_grid<<<blocks_for(total), kThreads, 0, stream(be)>>>(grid, x, B, T, D);
+    LS_LAUNCHED();
+}
+
+/* ================================================================== backward */
+
+/* acc[i] += sum over r < rows of x[r * stride + i], i < n: a block of 32 x 8 threads per 32 columns, each of
+ * the 8 rows of threads summing every 8th row in double, then the 8 partials added in order. */
+__global__ void k_col_sum(float *acc, const float *x, size_t rows, size_t stride, size_t n) {
+    __shared__ double part[8][33];
+    size_t col = blockIdx.x * (size_t)32 + threadIdx.x;
+    double s = 0;
+    if (col < n)
+        for (size_t r = threadIdx.y; r < rows; r += 8) s += x[r * stride + col];
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && col < n) {
+        double t = 0;
+        for (int k = 0; k < 8; k++) t += part[k][threadIdx.x];
+        acc[col] += (float)t;
+    }
+}
+
+void col_sum(const ls_backend *be, float *acc, const float *x, size_t rows, size_t stride, size_t n) {
+    if (!n) return;
+    k_col_sum<<<(unsigned)((n + 31) / 32), dim3(32, 8), 0, stream(be)>>>(acc, x, rows, stride, n);
+    LS_LAUNCHED();
+}
+
+__global__ void k_add(float *y, const float *x, size_t n) {
+    LS_GRID_STRIDE(i, n) y[i] += x[i];
+}
+
+void cu_add(const ls_backend *be, float *y, const float *x, size_t n) {
+    if (!n) return;
+    k_add<<<blocks_for(n), kThreads, 0, stream(be)>>>(y, x, n);
+    LS_LAUNCHED();
+}
+
+void cu_bias_grad(const ls_backend *be, float *db, const float *dy, size_t rows, int n) {
+    col_sum(be, db, dy, rows, (size_t)n, (size_t)n);
+}
+
+__global__ void k_layernorm_bwd_rows(float *dx, const float *dy, const float *x, const float *w, int n, float eps,
+                                     float *ws) {
+    size_t r = blockIdx.x;
+    const float *xr = x + r * n, *dyr = dy + r * n;
+    float *dxr = dx + r * n, m, rstd;
+    row_stats(xr, n, eps, &m, &rstd);
+    double s1 = 0, s2 = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        double g = (double)dyr[i] * w[i];
+        s1 += g, s2 += g * ((xr[i] - m) * rstd);
+    }
+    s1 = block_sum(s1);
+    s2 = block_sum(s2);
+    float a = (float)(s1 / n), c = (float)(s2 / n);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dxr[i] = rstd * (dyr[i] * w[i] - a - (xr[i] - m) * rstd * c);
+    if (threadIdx.x == 0) ws[2 * r] = m, ws[2 * r + 1] = rstd;
+}
+
+/* dw += sum_rows dy * xhat, db += sum_rows dy, blocks of 32 columns as k_col_sum. */
+__global__ void k_layernorm_bwd_params(float *dw, float *db, const float *dy, const float *x, const float *ws,
+                                       size_t rows, int n) {
+    __shared__ double pw[8][33], pb[8][33];
+    size_t col = blockIdx.x * (size_t)32 + threadIdx.x;
+    double sw = 0, sb = 0;
+    if (col < (size_t)n)
+        for (size_t r = threadIdx.y; r < rows; r += 8) {
+            float g = dy[r * n + col];
+            sw += (double)g * ((x[r * n + col] - ws[2 * r]) * ws[2 * r + 1]);
+            sb += g;
+        }
+    pw[threadIdx.y][threadIdx.x] = sw, pb[threadIdx.y][threadIdx.x] = sb;
+    __syncthreads();
+    if (threadIdx.y == 0 && col < (size_t)n) {
+        double a = 0, b = 0;
+        for (int k = 0; k < 8; k++) a += pw[k][threadIdx.x], b += pb[k][threadIdx.x];
+        dw[col] += (float)a, db[col] += (float)b;
+    }
+}
+
+void cu_layernorm_bwd(const ls_backend *be, float *dx, float *dw, float *db, const float *dy, const float *x,
+                      const float *w, size_t rows, int n, float eps, float *ws) {
+    if (!rows) return;
+    k_layernorm_bwd_rows<<<(unsigned)rows, kThreads, 0, stream(be)>>>(dx, dy, x, w, n, eps, ws);
+    LS_LAUNCHED();
+    k_layernorm_bwd_params<<<(unsigned)((n + 31) / 32), dim3(32, 8), 0, stream(be)>>>(dw, db, dy, x, ws, rows, n);
+    LS_LAUNCHED();
+}
+
+__global__ void k_softmax_bwd(float *ds, const float *y, const float *dy, int n, float scale) {
+    size_t r = blockIdx.x;
+    const float *yr = y + r * n, *dyr = dy + r * n;
+    float *dsr = ds + r * n;
+    double dot = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dot += (double)yr[i] * dyr[i];
+    float d = (float)block_sum(dot);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dsr[i] = scale * yr[i] * (dyr[i] - d);
+}
+
+void cu_softmax_bwd(const ls_backend *be, float *ds, const float *y, const float *dy, size_t rows, int n, float scale) {
+    if (!rows) return;
+    k_softmax_bwd<<<(unsigned)rows, n >= 256 ? 256 : n > 64 ? 128 : 32, 0, stream(be)>>>(ds, y, dy, n, scale);
+    LS_LAUNCHED();
+}
+
+__global__ void k_gelu_bwd(float *dx, const float *dy, const float *a, size_t n) {
+    LS_GRID_STRIDE(i, n) {
+        float v = a[i];
+        float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
+        float pdf = 0.39894228040143268f * expf(-0.5f * v * v);
+        dx[i] = dy[i] * (cdf + v * pdf);
+    }
+}
+
+void cu_gelu_bwd(const ls_backend *be, float *dx, const float *dy, const float *a, size_t n) {
+    if (!n) return;
+    k_gelu_bwd<<<blocks_for(n), kThreads, 0, stream(be)>>>(dx, dy, a, n);
+    LS_LAUNCHED();
+}
+
+void cu_patchify_bwd(const ls_backend *be, float *dimg, const float *dcols, int B, int C, int H, int W, int P) {
+    size_t total = (size_t)B * (H / P) * (W / P) * C * P * P;
+    if (!total) return;
+    k_patchify<<<blocks_for(total), kThreads, 0, stream(be)>>>(const_cast<float *>(dcols), dimg, B, C, H, W, P, 1);
+    LS_LAUNCHED();
+}
+
+__global__ void k_copy_rows(float *dst, const float *src, int B, size_t per, size_t src_stride) {
+    size_t total = (size_t)B * per;
+    LS_GRID_STRIDE(i, total) dst[i] = src[(i / per) * src_stride + i % per];
+}
+
+void cu_embed_tokens_bwd(const ls_backend *be, float *dpatches, float *dbias, float *dcls, float *dpos,
+                         const float *dx, int B, int T, int D) {
+    size_t TD = (size_t)T * D, per = (size_t)(T - 1) * D;
+    if (per && B) {
+        k_copy_rows<<<blocks_for((size_t)B * per), kThreads, 0, stream(be)>>>(dpatches, dx + D, B, per, TD);
+        LS_LAUNCHED();
+    }
+    col_sum(be, dbias, dpatches, (size_t)B * (T - 1), (size_t)D, (size_t)D);
+    col_sum(be, dcls, dx, (size_t)B, TD, (size_t)D);
+    col_sum(be, dpos, dx, (size_t)B, TD, TD);
+}
+
+void cu_split_heads_bwd(const ls_backend *be, float *dqkv, float *dbias, const float *dq, const float *dk,
+                        const float *dv, int B, int T, int NH, int HS) {
+    size_t total = 3 * (size_t)B * NH * T * HS;
+    int D = NH * HS;
+    if (total) {
+        k_split_heads<<<blocks_for(total), kThreads, 0, stream(be)>>>(const_cast<float *>(dq), const_cast<float *>(dk),
+                                                                     const_cast<float *>(dv), dqkv, nullptr, B, T, NH,
+                                                                     HS, 1);
+        LS_LAUNCHED();
+    }
+    col_sum(be, dbias, dqkv, (size_t)B * T, 3 * (size_t)D, 3 * (size_t)D);
+}
+
+void cu_merge_heads_bwd(const ls_backend *be, float *d_o, const float *dy, int B, int T, int NH, int HS) {
+    size_t total = (size_t)B * T * NH * HS;
+    if (!total) return;
+    k_merge_heads<<<blocks_for(total), kThreads, 0, stream(be)>>>(const_cast<float *>(dy), d_o, B, T, NH, HS, 1);
+    LS_LAUNCHED();
+}
+
+__global__ void k_tokens_to_grid_bwd(float *dx, const float *dgrid, const float *dcls, int B, int T, int D) {
+    size_t total = (size_t)B * T * D, N = (size_t)T - 1;
+    LS_GRID_STRIDE(i, total) {
+        int d = (int)(i % D), t = (int)((i / D) % T), b = (int)(i / ((size_t)D * T));
+        float v = 0.0f;
+        if (t > 0 && dgrid) v = dgrid[((size_t)b * D + d) * N + (size_t)(t - 1)];
+        else if (t == 0 && dcls) v = dcls[(size_t)b * D + d];
+        dx[i] = v;
+    }
+}
+
+void cu_tokens_to_grid_bwd(const ls_backend *be, float *dx, const float *dgrid, const float *dcls, int B, int T, int D,
+                           int gh, int gw) {
+    (void)gh, (void)gw;
+    size_t total = (size_t)B * T * D;
+    if (!total) return;
+    k_tokens_to_grid_bwd<<<blocks_for(total), kThreads, 0, stream(be)>>>(dx, dgrid, dcls, B, T, D);
+    LS_LAUNCHED();
+}
+
+}  // namespace
+
+/* Positional, in ops_dense.h's order (designated initialisers are C++20). */
+extern const ls_ops_dense ls_cuda_dense = {
+    cu_gemm,
+    cu_gemm_batched,
+    cu_layernorm,
+    cu_softmax,
+    cu_bias_gelu,
+    cu_add_bias,
+    cu_patchify,
+    cu_embed_tokens,
+    cu_split_heads,
+    cu_merge_heads,
+    cu_tokens_to_grid,
+    /* backward */
+    cu_add,
+    cu_bias_grad,
+    cu_layernorm_bwd,
+    cu_softmax_bwd,
+    cu_gelu_bwd,
+    cu_patchify_bwd,
+    cu_embed_tokens_bwd,
+    cu_split_heads_bwd,
+    cu_merge_heads_bwd,
+    cu_tokens_to_grid_bwd,
+};
