@@ -153,6 +153,67 @@ TEST(learns_and_resumes_exactly) {
     ls_manifest_free(&m);
 }
 
+/* A synthetic CT of nz slices of 48 x 48 with a bright disc as "liver", and its mask. */
+static void write_scan(const char *img, const char *lab, int nz) {
+    int64_t dim[3] = {48, 48, nz};
+    double aff[4][4] = {{2, 0, 0, 0}, {0, 2, 0, 0}, {0, 0, 5, 0}, {0, 0, 0, 1}};
+    ls_volume v = {0}, m = {0};
+    ls_geom_from_affine(&v.geom, dim, aff);
+    m.geom = v.geom;
+    size_t n = (size_t)48 * 48 * nz;
+    v.data = calloc(n, sizeof(float)), m.data = calloc(n, sizeof(float));
+    for (int k = 0; k < nz; k++)
+        for (int j = 0; j < 48; j++)
+            for (int i = 0; i < 48; i++) {
+                size_t at = ((size_t)k * 48 + j) * 48 + i;
+                int in = (i - 16) * (i - 16) + (j - 24) * (j - 24) < 100;
+                v.data[at] = in ? 60.0f : -100.0f + (float)((i * 7 + j * 3) % 20);
+                m.data[at] = (float)in;
+            }
+    ls_error err = {0};
+    if (ls_volume_write(img, &v, LS_DT_I16, NULL, &err) || ls_volume_write(lab, &m, LS_DT_U8, NULL, &err))
+        fprintf(stderr, "write_scan: %s\n", err.msg);
+    ls_volume_free(&v), ls_volume_free(&m);
+}
+
+/* Scans of one and two slices: the negative (i + Z/2) mod Z is i itself for Z = 1 and must be skipped;
+ * for Z = 2 it is the other slice. Training and validation must run and write a model. */
+TEST(one_and_two_slice_scans) {
+    const char *dir = test_tmpdir();
+    char manifest[600], text[8192], img[3][700], lab[3][700], out[700];
+    int nz[3] = {1, 2, 1};
+    snprintf(text, sizeof text, "case,dataset,modality,image,label\n");
+    for (int i = 0; i < 3; i++) {
+        snprintf(img[i], sizeof img[i], "%s/tiny%d.nii.gz", dir, i);
+        snprintf(lab[i], sizeof lab[i], "%s/tiny%d_liver.nii.gz", dir, i);
+        write_scan(img[i], lab[i], nz[i]);
+        size_t l = strlen(text);
+        snprintf(text + l, sizeof text - l, "t%d,tiny,CT,%s,%s\n", i, img[i], lab[i]);
+    }
+    snprintf(manifest, sizeof manifest, "%s/tiny.csv", dir);
+    FILE *f = fopen(manifest, "w");
+    fputs(text, f);
+    fclose(f);
+    ls_manifest m;
+    ls_error err = {0};
+    REQUIRE(ls_manifest_read(manifest, &m, &err) == LS_OK, "%s", err.msg);
+    ls_train_config c;
+    ls_train_config_default(&c);
+    snprintf(c.datasets, sizeof c.datasets, "tiny");
+    snprintf(c.cache_dir, sizeof c.cache_dir, "%s/tinycache", dir);
+    c.val_split = 1, c.input_size = 32, c.batch = 2, c.epochs = 2, c.up_stages = 2, c.code_dim = 8;
+    int w[LS_DEC_STAGES] = {8, 8, 8, 8, 8};
+    memcpy(c.widths, w, sizeof w);
+    c.skip_width = 4;
+    snprintf(out, sizeof out, "%s/tiny_run", dir);
+    epoch_log l = {0};
+    ls_train_hooks h = {&l, NULL, NULL, on_epoch};
+    REQUIRE(ls_train(&c, &m, out, 0, &be, &h, &err) == LS_OK, "%s", err.msg);
+    CHECK(l.n == 2 && field(l.line[1], "val_dice") >= 0 && field(l.line[1], "sim_minus") > -1,
+          "epoch lines: %s", l.n ? l.line[l.n - 1] : "(none)");
+    ls_manifest_free(&m);
+}
+
 int main(void) {
     ls_error err = {0};
     if (ls_backend_init(&be, LS_DEV_CPU, 2, &err)) {
@@ -161,6 +222,7 @@ int main(void) {
     }
     RUN(config_json_round_trip);
     RUN(bad_settings_are_errors);
+    RUN(one_and_two_slice_scans);
     RUN(learns_and_resumes_exactly);
     ls_backend_free(&be);
     return test_summary();
