@@ -150,10 +150,14 @@ static void on_prepare(void *ctx, const char *id, int64_t done, int64_t total) {
     progress_update(&u->bar, done, total);
 }
 
+static void on_batch(void *ctx, const ls_train_status *s) {
+    exp_ui *u = ctx;
+    if (!u->quiet) progress_train(s);
+}
+
 static void on_epoch(void *ctx, const char *json) {
     exp_ui *u = ctx;
-    (void)u;
-    fprintf(stderr, "%s\n", json);
+    fprintf(stderr, "%s%s\n", u->quiet ? "" : "\n", json);
 }
 
 /* Segments one case with a loaded model and evaluates it; the mask goes to `pred_path`. */
@@ -191,7 +195,7 @@ static ls_status run_variant(const ls_train_config *c, const ls_manifest *m, con
     snprintf(best, sizeof best, "%s/state.safetensors", model_dir);
     struct stat st;
     int resume = stat(best, &st) == 0;
-    ls_train_hooks hooks = {ui, on_prepare, NULL, on_epoch};
+    ls_train_hooks hooks = {ui, on_prepare, on_batch, on_epoch};
     fprintf(stderr, "%s: %s training on %s\n", dir, resume ? "continuing" : "starting", c->datasets);
     LS_TRY(ls_train(c, m, model_dir, resume, be, &hooks, err));
     snprintf(best, sizeof best, "%s/best.safetensors", model_dir);

@@ -197,18 +197,7 @@ static void on_prepare(void *ctx, const char *id, int64_t done, int64_t total) {
 
 static void on_batch(void *ctx, const ls_train_status *s) {
     train_ui *u = ctx;
-    if (u->quiet) return;
-    double left = s->slices_per_s > 0 ? (double)(s->batches - s->batches_done) * s->batch / s->slices_per_s : 0;
-    int width = 20, fill = s->batches ? width * s->batches_done / s->batches : width;
-    char bar[32];
-    for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '-';
-    bar[width] = 0;
-    fprintf(stderr,
-            "\repoch %d/%d [%s] %d/%d  loss %.4f (focal %.4f tversky %.3f log-iou %.3f entropy %.3f cd %.4f)  "
-            "%.1f slices/s, %.0f s left ",
-            s->epoch, s->epochs, bar, s->batches_done, s->batches, s->loss, s->focal, s->tversky, s->log_iou,
-            s->entropy, s->cd, s->slices_per_s, left);
-    fflush(stderr);
+    if (!u->quiet) progress_train(s);
 }
 
 static void on_epoch(void *ctx, const char *json) {

@@ -32,3 +32,17 @@ void progress_update(void *ctx, int64_t done, int64_t total) {
     else fprintf(stderr, ", %.1f s      \n", el);
     fflush(stderr);
 }
+
+void progress_train(const ls_train_status *s) {
+    double left = s->slices_per_s > 0 ? (double)(s->batches - s->batches_done) * s->batch / s->slices_per_s : 0;
+    int width = 20, fill = s->batches ? width * s->batches_done / s->batches : width;
+    char bar[32];
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '-';
+    bar[width] = 0;
+    fprintf(stderr,
+            "\repoch %d/%d [%s] %d/%d  loss %.4f (focal %.4f tversky %.3f log-iou %.3f entropy %.3f cd %.4f)  "
+            "%.1f slices/s, %.0f s left ",
+            s->epoch, s->epochs, bar, s->batches_done, s->batches, s->loss, s->focal, s->tversky, s->log_iou,
+            s->entropy, s->cd, s->slices_per_s, left);
+    fflush(stderr);
+}

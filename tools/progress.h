@@ -4,6 +4,8 @@
 
 #include <stdint.h>
 
+#include "train.h"
+
 typedef struct {
     char label[64], unit[16];
     int quiet;
@@ -13,5 +15,8 @@ typedef struct {
 void progress_init(progress *p, const char *label, const char *unit, int quiet);
 /* An ls_progress_fn: ctx is a progress*. */
 void progress_update(void *ctx, int64_t done, int64_t total);
+
+/* One redrawn line for a training batch: epoch, batches, loss terms, throughput, time left. */
+void progress_train(const ls_train_status *s);
 
 #endif
