@@ -335,6 +335,10 @@ static float *zeroed(const ls_backend *be, size_t n) {
 ls_status ls_dino_init(ls_dino *d, const ls_dino_config *c, const ls_backend *be, ls_error *err) {
     memset(d, 0, sizeof *d);
     d->cfg = *c, d->be = be;
+    if (!be->dense->l2norm || !be->dense->l2norm_bwd || !be->loss->dino_loss || !be->loss->adamw_step ||
+        !be->loss->center_update || !be->loss->ema || !be->loss->sumsq || !be->loss->scale)
+        return ls_fail(err, LS_ERR_UNSUPPORTED, "the %s backend lacks DINO's ops (pretrain with --device cpu)",
+                       ls_device_name(be->device));
     ls_status s = ls_dino_config_check(c, err);
     if (!s) s = net_init(&d->student, c, be, err);
     if (!s) s = net_init(&d->teacher, c, be, err);
