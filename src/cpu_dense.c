@@ -354,6 +354,37 @@ static void cpu_tokens_to_grid_bwd(const ls_backend *be, float *dx, const float 
         }
 }
 
+/* ---- DINO's projection head */
+
+static void cpu_l2norm(const ls_backend *be, float *y, float *norms, const float *x, size_t rows, int n, float eps) {
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * (size_t)n;
+        float *yr = y + r * (size_t)n;
+        double s = 0;
+        for (int i = 0; i < n; i++) s += (double)xr[i] * xr[i];
+        double nrm = sqrt(s);
+        norms[r] = (float)nrm;
+        float inv = (float)(1.0 / (nrm > eps ? nrm : eps));
+        for (int i = 0; i < n; i++) yr[i] = xr[i] * inv;
+    }
+}
+
+static void cpu_l2norm_bwd(const ls_backend *be, float *dx, const float *dy, const float *y, const float *norms,
+                           size_t rows, int n, float eps) {
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (size_t r = 0; r < rows; r++) {
+        const float *yr = y + r * (size_t)n, *dyr = dy + r * (size_t)n;
+        float *dxr = dx + r * (size_t)n;
+        int clamped = !(norms[r] > eps);
+        double dot = 0;
+        if (!clamped)
+            for (int i = 0; i < n; i++) dot += (double)yr[i] * dyr[i];
+        float d = (float)dot, inv = (float)(1.0 / (clamped ? eps : norms[r]));
+        for (int i = 0; i < n; i++) dxr[i] = (dyr[i] - yr[i] * d) * inv;
+    }
+}
+
 const ls_ops_dense ls_cpu_dense = {
     .gemm = cpu_gemm,
     .gemm_batched = cpu_gemm_batched,
@@ -377,4 +408,7 @@ const ls_ops_dense ls_cpu_dense = {
     .split_heads_bwd = cpu_split_heads_bwd,
     .merge_heads_bwd = cpu_merge_heads_bwd,
     .tokens_to_grid_bwd = cpu_tokens_to_grid_bwd,
+    /* DINO head */
+    .l2norm = cpu_l2norm,
+    .l2norm_bwd = cpu_l2norm_bwd,
 };

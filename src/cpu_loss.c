@@ -172,6 +172,104 @@ static void cpu_radam_step(const ls_backend *be, float *param, const float *grad
     }
 }
 
+/* ---- DINO pretraining */
+
+/* Row-wise softmax of (x - c) * inv into out (double sums); when logp != NULL it receives the log. */
+static void softmax_row(const float *x, const float *c, int K, double inv, float *out, float *logp) {
+    double mx = -INFINITY;
+    for (int k = 0; k < K; k++) {
+        double v = ((double)x[k] - (c ? c[k] : 0)) * inv;
+        mx = v > mx ? v : mx;
+    }
+    double sum = 0;
+    for (int k = 0; k < K; k++) sum += exp(((double)x[k] - (c ? c[k] : 0)) * inv - mx);
+    double lse = mx + log(sum);
+    for (int k = 0; k < K; k++) {
+        double l = ((double)x[k] - (c ? c[k] : 0)) * inv - lse;
+        out[k] = (float)exp(l);
+        if (logp) logp[k] = (float)l;
+    }
+}
+
+static double cpu_dino_loss(const ls_backend *be, const float *s, const float *t, const float *c, int B, int ns,
+                            int nt, int K, float tau_s, float tau_t, float *ds, float *ws) {
+    size_t BK = (size_t)B * K;
+    float *q = ws, *logp = ws + (size_t)nt * BK;
+    int rows_t = nt * B, rows_s = ns * B;
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (int r = 0; r < rows_t; r++) softmax_row(t + (size_t)r * K, c, K, 1.0 / tau_t, q + (size_t)r * K, NULL);
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (int r = 0; r < rows_s; r++)
+        softmax_row(s + (size_t)r * K, NULL, K, 1.0 / tau_s, ds + (size_t)r * K, logp + (size_t)r * K);
+    int npairs = 0;
+    for (int i = 0; i < nt; i++)
+        for (int v = 0; v < ns; v++) npairs += v != i;
+    /* dL/ds[v,b] = sum over teacher crops i != v of (p - q_i) / (tau_s B npairs). */
+    double total = 0;
+#pragma omp parallel for reduction(+ : total) schedule(static) num_threads(be->nthreads)
+    for (int r = 0; r < rows_s; r++) {
+        int v = r / B, b = r % B, m = 0;
+        float *dr = ds + (size_t)r * K;
+        const float *lr = logp + (size_t)r * K;
+        double acc = 0, scale = 1.0 / ((double)tau_s * B * npairs);
+        for (int i = 0; i < nt; i++)
+            if (i != v) {
+                const float *qr = q + ((size_t)i * B + b) * K;
+                for (int k = 0; k < K; k++) acc -= (double)qr[k] * lr[k];
+                m++;
+            }
+        for (int k = 0; k < K; k++) {
+            double qs = 0;
+            for (int i = 0; i < nt; i++)
+                if (i != v) qs += q[((size_t)i * B + b) * K + k];
+            dr[k] = (float)((m * (double)dr[k] - qs) * scale);
+        }
+        total += acc;
+    }
+    return npairs ? total / ((double)B * npairs) : 0;
+}
+
+static void cpu_center_update(const ls_backend *be, float *c, const float *t, size_t rows, int K, float m) {
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (int k = 0; k < K; k++) {
+        double s = 0;
+        for (size_t r = 0; r < rows; r++) s += t[r * (size_t)K + k];
+        c[k] = (float)(c[k] * (double)m + s / (double)rows * (1 - (double)m));
+    }
+}
+
+static void cpu_adamw_step(const ls_backend *be, float *param, const float *grad, float *m, float *v, size_t n,
+                           int step, float lr, float beta1, float beta2, float eps, float weight_decay) {
+    double bc1 = 1 - pow(beta1, step), bc2 = 1 - pow(beta2, step);
+    float decay = (float)(1 - (double)lr * weight_decay), step_size = (float)(lr / bc1), sbc2 = (float)sqrt(bc2);
+#pragma omp parallel for simd schedule(static) num_threads(be->nthreads)
+    for (size_t i = 0; i < n; i++) {
+        float g = grad[i];
+        param[i] *= decay;
+        m[i] = beta1 * m[i] + (1 - beta1) * g;
+        v[i] = beta2 * v[i] + (1 - beta2) * g * g;
+        param[i] -= step_size * m[i] / (sqrtf(v[i]) / sbc2 + eps);
+    }
+}
+
+static void cpu_ema(const ls_backend *be, float *t, const float *s, size_t n, float mom) {
+    float a = 1 - mom;
+#pragma omp parallel for simd schedule(static) num_threads(be->nthreads)
+    for (size_t i = 0; i < n; i++) t[i] = mom * t[i] + a * s[i];
+}
+
+static double cpu_sumsq(const ls_backend *be, const float *x, size_t n) {
+    double s = 0;
+    (void)be; /* one thread: the same sum whatever the thread count (norms decide clipping) */
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}
+
+static void cpu_scale(const ls_backend *be, float *x, size_t n, float a) {
+#pragma omp parallel for simd schedule(static) num_threads(be->nthreads)
+    for (size_t i = 0; i < n; i++) x[i] *= a;
+}
+
 const ls_ops_loss ls_cpu_loss = {
     .focal = cpu_focal,
     .tversky = cpu_tversky,
@@ -179,4 +277,11 @@ const ls_ops_loss ls_cpu_loss = {
     .entropy = cpu_entropy,
     .cd_term = cpu_cd_term,
     .radam_step = cpu_radam_step,
+    /* DINO */
+    .dino_loss = cpu_dino_loss,
+    .center_update = cpu_center_update,
+    .adamw_step = cpu_adamw_step,
+    .ema = cpu_ema,
+    .sumsq = cpu_sumsq,
+    .scale = cpu_scale,
 };

@@ -81,6 +81,15 @@ typedef struct {
      * either may be NULL (zeros: DINO's loss reaches only the class token). */
     void (*tokens_to_grid_bwd)(const ls_backend *be, float *dx, const float *dgrid, const float *dcls, int B, int T,
                                int D, int gh, int gw);
+
+    /* ---- DINO's projection head (src/dino.h); appended so other backends can follow. */
+    /* y[r,:] = x[r,:] / max(|x[r,:]|, eps) over rows of width n (F.normalize(p=2, dim=-1)); norms[r] receives
+     * |x[r,:]| (computed in double). y may equal x. Weight normalisation with g = 1 is this over weight rows. */
+    void (*l2norm)(const ls_backend *be, float *y, float *norms, const float *x, size_t rows, int n, float eps);
+    /* Its backward from the output y and the norms: dx = (dy - y (y . dy)) / |x| per row, or dy / eps for a
+     * row whose norm was clamped to eps. dx may equal dy. */
+    void (*l2norm_bwd)(const ls_backend *be, float *dx, const float *dy, const float *y, const float *norms,
+                       size_t rows, int n, float eps);
 } ls_ops_dense;
 
 #endif

@@ -38,6 +38,27 @@ typedef struct {
      * step number `step` (1-based). */
     void (*radam_step)(const ls_backend *be, float *param, const float *grad, float *m, float *v, size_t n, int step,
                        float lr, float beta1, float beta2, float eps, float weight_decay);
+
+    /* ---- DINO pretraining (src/dino.h); appended so other backends can follow. */
+    /* DINO's loss (Caron et al. 2021). Student logits s[ns*B, K] and teacher logits t[nt*B, K] are crop-major
+     * (rows v*B .. v*B+B-1 are crop v; the teacher's crops are the student's first nt), c[K] the centre.
+     * q = softmax((t - c) / tau_t), log p = log_softmax(s / tau_s); the loss is the mean over the pairs
+     * (teacher crop i, student crop v != i) of the batch mean of -sum_k q log p. WRITES ds = dL/ds (no
+     * gradient reaches the teacher). ws holds (nt + ns) * B * K floats. Returns the loss. */
+    double (*dino_loss)(const ls_backend *be, const float *s, const float *t, const float *c, int B, int ns, int nt,
+                        int K, float tau_s, float tau_t, float *ds, float *ws);
+    /* c = m c + (1 - m) * (mean over the rows of t[rows, K]) (the centre's EMA; sums in double). */
+    void (*center_update)(const ls_backend *be, float *c, const float *t, size_t rows, int K, float m);
+    /* torch.optim.AdamW (torch 1.13, one tensor) at step `step` (1-based): p *= 1 - lr wd; m, v moments;
+     * p -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps). */
+    void (*adamw_step)(const ls_backend *be, float *param, const float *grad, float *m, float *v, size_t n, int step,
+                       float lr, float beta1, float beta2, float eps, float weight_decay);
+    /* t = mom t + (1 - mom) s over n values (the teacher's EMA of the student). */
+    void (*ema)(const ls_backend *be, float *t, const float *s, size_t n, float mom);
+    /* sum of x^2 over n values, in double (gradient norms for clipping). */
+    double (*sumsq)(const ls_backend *be, const float *x, size_t n);
+    /* x *= a over n values. */
+    void (*scale)(const ls_backend *be, float *x, size_t n, float a);
 } ls_ops_loss;
 
 /* Floats of scratch cd_term needs. */

@@ -30,7 +30,24 @@ ls_status ls_vit_config_preset(const char *name, ls_vit_config *c, ls_error *err
             c->eps = 1e-6f;
             return LS_OK;
         }
-    return ls_fail(err, LS_ERR_INPUT, "unknown teacher '%s' (expected vits16, vits8, vitb16 or vitb8)", name);
+    /* A custom architecture spelled dDEPTHwWIDTHhHEADSpPATCH[gGRID] (MLP 4x the width, grid 224/patch by
+     * default), e.g. d6w192h3p16 for a CPU-sized pretrained teacher (docs/pretraining.md). */
+    int depth, dim, heads, patch, grid = 0, used = 0, used2 = 0;
+    if (sscanf(name, "d%dw%dh%dp%d%n", &depth, &dim, &heads, &patch, &used) == 4 &&
+        (!name[used] || (sscanf(name + used, "g%d%n", &grid, &used2) == 1 && !name[used + used2]))) {
+        if (depth < 1 || depth > 64 || dim < 1 || dim > 4096 || heads < 1 || dim % heads || patch < 1 || patch > 64 ||
+            grid < 0 || grid > 256 || strlen(name) >= sizeof c->name)
+            return ls_fail(err, LS_ERR_INPUT, "teacher architecture '%s': inconsistent or out-of-range sizes", name);
+        memset(c, 0, sizeof *c);
+        snprintf(c->name, sizeof c->name, "%s", name);
+        c->depth = depth, c->dim = dim, c->heads = heads, c->patch = patch, c->mlp_hidden = 4 * dim;
+        c->pos_grid = grid ? grid : (224 / patch > 0 ? 224 / patch : 1);
+        c->eps = 1e-6f;
+        return LS_OK;
+    }
+    return ls_fail(err, LS_ERR_INPUT,
+                   "unknown teacher '%s' (expected vits16, vits8, vitb16, vitb8 or a custom dDEPTHwWIDTHhHEADSpPATCH[gGRID])",
+                   name);
 }
 
 /* ------------------------------------------------------------------ weights */

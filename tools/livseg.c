@@ -20,6 +20,7 @@ static const subcommand commands[] = {
     {"features", cmd_features, "run the frozen teacher over every slice and cache its features"},
     {"train", cmd_train, "train the head and decoder on the labelled cases of a manifest"},
     {"experiment", cmd_experiment, "train, segment and evaluate a cross-domain protocol; write a report"},
+    {"pretrain", cmd_pretrain, "pretrain a teacher ViT with DINO on the images of a manifest (no labels)"},
     {"eval", cmd_eval, "compare predicted masks with references: Dice, ASSD, MSSD, volumes, t-test"},
 };
 static const int ncommands = (int)(sizeof commands / sizeof *commands);
