@@ -29,28 +29,62 @@ static void cpu_gemm_batched(const ls_backend *be, int ta, int tb, int M, int N,
                     A + (size_t)i * sA, lda, B + (size_t)i * sB, ldb, beta, C + (size_t)i * sC, ldc);
 }
 
+/* The row kernels below (LayerNorm, softmax, GELU) are plain C loops written so that GCC vectorises
+ * them (no libm calls, no reassociation beyond `omp simd` reductions). On x86-64 with glibc each is
+ * compiled three times, for AVX-512, AVX2 and the baseline (SSE2), and the loader picks the widest the CPU
+ * has (GCC's target_clones, an ifunc): the generic x86-64 binary still runs everywhere. Elsewhere they
+ * are compiled once for the build's target. No clone contracts a*b+c into an FMA (ISO C mode sets
+ * -ffp-contract=off), so the clones differ only in the order of their sum reductions. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+#define LS_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), noinline))
+#else
+#define LS_SIMD_CLONES
+#endif
+
+LS_SIMD_CLONES
+static void layernorm_row(float *yr, const float *xr, const float *w, const float *b, int n, float eps) {
+    /* Two passes in double: the variance of features with a large mean stays exact. yr may equal xr
+     * (the last loop reads each element before writing it). */
+    double mean = 0, var = 0;
+#pragma omp simd reduction(+ : mean)
+    for (int i = 0; i < n; i++) mean += xr[i];
+    mean /= n;
+#pragma omp simd reduction(+ : var)
+    for (int i = 0; i < n; i++) var += ((double)xr[i] - mean) * ((double)xr[i] - mean);
+    float rstd = (float)(1.0 / sqrt(var / n + eps)), m = (float)mean;
+#pragma omp simd
+    for (int i = 0; i < n; i++) yr[i] = (xr[i] - m) * rstd * w[i] + b[i];
+}
+
 static void cpu_layernorm(const ls_backend *be, float *y, const float *x, const float *w, const float *b, size_t rows,
                           int n, float eps) {
 #pragma omp parallel for schedule(static) num_threads(be->nthreads)
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * (size_t)n;
-        float *yr = y + r * (size_t)n;
-        /* Two passes in double: the variance of features with a large mean stays exact. */
-        double mean = 0, var = 0;
-        for (int i = 0; i < n; i++) mean += xr[i];
-        mean /= n;
-        for (int i = 0; i < n; i++) var += ((double)xr[i] - mean) * ((double)xr[i] - mean);
-        float rstd = (float)(1.0 / sqrt(var / n + eps)), m = (float)mean;
-        for (int i = 0; i < n; i++) yr[i] = (xr[i] - m) * rstd * w[i] + b[i];
-    }
+    for (size_t r = 0; r < rows; r++) layernorm_row(y + r * (size_t)n, x + r * (size_t)n, w, b, n, eps);
+}
+
+/* Clamps through the float's bits, for the vectoriser: a float comparison may raise an FP exception
+ * (GCC's default -ftrapping-math), so GCC will not if-convert `x < c ? c : x` into a vector select at
+ * SSE2/AVX2 widths; integer comparisons it will. */
+static inline uint32_t f2u(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return u;
+}
+static inline float u2f(uint32_t u) {
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
 }
 
 /* exp(x) for x <= 0 (softmax arguments after the max is subtracted), vectorisable: x = n ln2 + r with
  * |r| <= ln2/2, e^r by a degree-6 Taylor polynomial (relative error < 2e-7 on that range), 2^n through the
- * exponent bits. Arguments below -87 flush to 0, as expf does to within float's range. */
+ * exponent bits. n is rounded to nearest by adding and subtracting 1.5 * 2^23 (exact for |n| < 2^22), which
+ * vectorises at any SIMD width where roundf needs SSE4.1 and is otherwise a libm call. Arguments below -87
+ * (also -inf and negative NaNs) flush to e^-87 ~ 1.6e-38, as expf does to 0 to within float's range. */
 static inline float exp_neg(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    float n = __builtin_roundf(x * 1.44269504088896341f);
+    uint32_t u = f2u(x), lim = 0xC2AE0000u; /* -87.0f; as unsigned, negative floats order by magnitude */
+    x = u2f(u > lim ? lim : u);
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f; /* ln2 split hi/lo */
     float p = 1.0f / 720;
     p = p * r + 1.0f / 120;
@@ -59,35 +93,36 @@ static inline float exp_neg(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
-    return p * scale;
+    return p * u2f((uint32_t)((int32_t)n + 127) << 23);
+}
+
+/* x[:] = softmax(scale * x[:]) for one row. */
+LS_SIMD_CLONES
+static void softmax_row(float *xr, int n, float scale) {
+    float mx = -INFINITY, sum = 0;
+#pragma omp simd reduction(max : mx)
+    for (int i = 0; i < n; i++) mx = xr[i] > mx ? xr[i] : mx;
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < n; i++) {
+        xr[i] = exp_neg(scale * (xr[i] - mx));
+        sum += xr[i];
+    }
+    float inv = 1.0f / sum;
+#pragma omp simd
+    for (int i = 0; i < n; i++) xr[i] *= inv;
 }
 
 static void cpu_softmax(const ls_backend *be, float *x, size_t rows, int n, float scale) {
 #pragma omp parallel for schedule(static) num_threads(be->nthreads)
-    for (size_t r = 0; r < rows; r++) {
-        float *xr = x + r * (size_t)n;
-        float mx = -INFINITY, sum = 0;
-#pragma omp simd reduction(max : mx)
-        for (int i = 0; i < n; i++) mx = xr[i] > mx ? xr[i] : mx;
-#pragma omp simd reduction(+ : sum)
-        for (int i = 0; i < n; i++) {
-            xr[i] = exp_neg(scale * (xr[i] - mx));
-            sum += xr[i];
-        }
-        float inv = 1.0f / sum;
-#pragma omp simd
-        for (int i = 0; i < n; i++) xr[i] *= inv;
-    }
+    for (size_t r = 0; r < rows; r++) softmax_row(x + r * (size_t)n, n, scale);
 }
 
 /* erf as a rational function of x on [-4, 4] (beyond, erf is +-1 to float precision): the
  * approximation Eigen and TensorFlow use for float erf. Max abs error 4.2e-7 over the reals (measured
  * against math.erf on 200001 points), and it vectorises where libm's erff does not. */
 static inline float erf_rational(float x) {
-    x = x < -4.0f ? -4.0f : x > 4.0f ? 4.0f : x;
+    uint32_t u = f2u(x), mag = u & 0x7fffffffu, lim = 0x40800000u; /* 4.0f */
+    x = u2f((u & 0x80000000u) | (mag > lim ? lim : mag));           /* clamp to [-4, 4] */
     float x2 = x * x;
     float p = -2.72614225801306e-10f;
     p = p * x2 + 2.77068142495902e-08f;
@@ -104,16 +139,27 @@ static inline float erf_rational(float x) {
     return x * p / q;
 }
 
-static void cpu_bias_gelu(const ls_backend *be, float *x, const float *bias, size_t rows, int n) {
-#pragma omp parallel for schedule(static) num_threads(be->nthreads)
-    for (size_t r = 0; r < rows; r++) {
-        float *xr = x + r * (size_t)n;
+/* x[:] = gelu(x[:] + bias[:]) for one row; bias may be NULL. */
+LS_SIMD_CLONES
+static void bias_gelu_row(float *restrict xr, const float *restrict bias, int n) {
+    if (bias) {
 #pragma omp simd
         for (int i = 0; i < n; i++) {
-            float v = xr[i] + (bias ? bias[i] : 0.0f);
+            float v = xr[i] + bias[i];
+            xr[i] = 0.5f * v * (1.0f + erf_rational(v * 0.70710678118654752f));
+        }
+    } else {
+#pragma omp simd
+        for (int i = 0; i < n; i++) {
+            float v = xr[i];
             xr[i] = 0.5f * v * (1.0f + erf_rational(v * 0.70710678118654752f));
         }
     }
+}
+
+static void cpu_bias_gelu(const ls_backend *be, float *x, const float *bias, size_t rows, int n) {
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (size_t r = 0; r < rows; r++) bias_gelu_row(x + r * (size_t)n, bias, n);
 }
 
 static void cpu_add_bias(const ls_backend *be, float *y, const float *bias, size_t rows, int n) {
