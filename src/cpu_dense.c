@@ -8,6 +8,7 @@
  */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -226,6 +227,29 @@ static void cpu_merge_heads(const ls_backend *be, float *y, const float *o, int 
                        (size_t)HS * sizeof(float));
 }
 
+/* One (image, head) pair per OpenMP thread: its T x T scores stay in the thread's slot of scratch (in cache
+ * while they are normalised), q, k and v are read in place through the leading dimension 3D, and the result
+ * lands in the head's columns of o (leading dimension D), so no split or merge copies are made. The scale is
+ * applied by the first product. OpenBLAS's OpenMP build runs single-threaded inside the parallel region. */
+static void cpu_attention(const ls_backend *be, float *o, const float *qkv, float *scratch, size_t slots, int B,
+                          int T, int NH, int HS, float scale) {
+    int D = NH * HS, ld = 3 * D, pairs = B * NH;
+    int nt = (size_t)be->nthreads < slots ? be->nthreads : (int)slots;
+#pragma omp parallel num_threads(nt)
+    {
+        float *s = scratch + (size_t)omp_get_thread_num() * T * T;
+#pragma omp for schedule(dynamic)
+        for (int p = 0; p < pairs; p++) {
+            int b = p / NH, h = p % NH;
+            const float *q = qkv + (size_t)b * T * ld + h * HS, *k = q + D, *v = q + 2 * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, q, ld, k, ld, 0.0f, s, T);
+            for (int t = 0; t < T; t++) softmax_row(s + (size_t)t * T, T, 1.0f);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, s, T, v, ld, 0.0f,
+                        o + (size_t)b * T * D + h * HS, D);
+        }
+    }
+}
+
 static void cpu_tokens_to_grid(const ls_backend *be, float *grid, const float *x, int B, int T, int D, int gh, int gw) {
     (void)gh;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(be->nthreads)
@@ -243,6 +267,7 @@ const ls_ops_dense ls_cpu_dense = {
     .gemm_batched = cpu_gemm_batched,
     .layernorm = cpu_layernorm,
     .softmax = cpu_softmax,
+    .attention = cpu_attention,
     .bias_gelu = cpu_bias_gelu,
     .add_bias = cpu_add_bias,
     .patchify = cpu_patchify,

@@ -327,9 +327,15 @@ ls_status ls_vit_forward(ls_vit *m, ls_arena *arena, const float *images, int B,
         const ls_vit_block *b = &m->blocks[l];
         op->layernorm(be, h, x, b->ln1_w, b->ln1_b, BT, D, c->eps);
         op->gemm(be, 0, 1, (int)BT, 3 * D, D, 1.0f, h, D, b->qkv_w, D, 0.0f, big, 3 * D);
-        op->split_heads(be, q, k, v, big, b->qkv_b, B, T, NH, HS);
-        attention(m, o, q, k, v, scores, B, T);
-        op->merge_heads(be, h, o, B, T, NH, HS);
+        if (op->attention) { /* fused: q, k, v read in place from the qkv rows */
+            if (keys && l == c->depth - 1) op->split_heads(be, q, k, v, big, b->qkv_b, B, T, NH, HS); /* keeps k */
+            op->add_bias(be, big, b->qkv_b, BT, 3 * D);
+            op->attention(be, h, big, scores, attn_chunk(c, B, (size_t)T), B, T, NH, HS, 1.0f / sqrtf((float)HS));
+        } else {
+            op->split_heads(be, q, k, v, big, b->qkv_b, B, T, NH, HS);
+            attention(m, o, q, k, v, scores, B, T);
+            op->merge_heads(be, h, o, B, T, NH, HS);
+        }
         op->gemm(be, 0, 1, (int)BT, D, D, 1.0f, h, D, b->proj_w, D, 1.0f, x, D); /* x += attn proj */
         op->add_bias(be, x, b->proj_b, BT, D);
         op->layernorm(be, h, x, b->ln2_w, b->ln2_b, BT, D, c->eps);
