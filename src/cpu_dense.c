@@ -200,6 +200,11 @@ static void cpu_add_bias(const ls_backend *be, float *y, const float *bias, size
     }
 }
 
+static void cpu_fill_rows(const ls_backend *be, float *y, const float *row, size_t rows, int n) {
+#pragma omp parallel for schedule(static) num_threads(be->nthreads)
+    for (size_t r = 0; r < rows; r++) memcpy(y + r * (size_t)n, row, (size_t)n * sizeof(float));
+}
+
 static void cpu_patchify(const ls_backend *be, float *cols, const float *img, int B, int C, int H, int W, int P) {
     int gh = H / P, gw = W / P, rowlen = C * P * P;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(be->nthreads)
@@ -299,6 +304,7 @@ const ls_ops_dense ls_cpu_dense = {
     .attention = cpu_attention,
     .bias_gelu = cpu_bias_gelu,
     .add_bias = cpu_add_bias,
+    .fill_rows = cpu_fill_rows,
     .patchify = cpu_patchify,
     .embed_tokens = cpu_embed_tokens,
     .split_heads = cpu_split_heads,

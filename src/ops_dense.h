@@ -36,6 +36,9 @@ typedef struct {
     void (*bias_gelu)(const ls_backend *be, float *x, const float *bias, size_t rows, int n);
     /* y[r,:] += bias (rows of width n). Residual connections accumulate into y through gemm's beta = 1. */
     void (*add_bias)(const ls_backend *be, float *y, const float *bias, size_t rows, int n);
+    /* y[r,:] = row[:] for every row: a bias broadcast ahead of a gemm with beta = 1, cheaper than gemm's own
+     * zeroing of C (beta = 0) plus add_bias after it. */
+    void (*fill_rows)(const ls_backend *be, float *y, const float *row, size_t rows, int n);
     /* img[B,C,H,W] -> cols[B*(H/P)*(W/P), C*P*P], each row one patch in (c, py, px) order. */
     void (*patchify)(const ls_backend *be, float *cols, const float *img, int B, int C, int H, int W, int P);
     /* x[B,T,D] = (t == 0 ? cls : patches[B,T-1,D] + bias) + pos[T,D]. */
