@@ -1,7 +1,8 @@
 /*
  * vit.c — see vit.h. Weights live in one backend allocation; a forward pass takes all its scratch from
  * the caller's arena, so a batch loop allocates nothing. The large matrix products run over all B*T
- * tokens at once; attention runs per (image, head) pair in chunks that bound the T x T score memory.
+ * tokens at once; attention runs per (image, head) pair, fused (the backend's attention op, reading q, k, v
+ * in place from the qkv rows) or, where a backend lacks it, in chunks that bound the T x T score memory.
  */
 #include "vit.h"
 
