@@ -32,10 +32,19 @@ typedef struct {
                       int n, float eps);
     /* x[r,:] = softmax(scale * x[r,:]) in place. */
     void (*softmax)(const ls_backend *be, float *x, size_t rows, int n, float scale);
+    /* Multi-head self-attention read straight from the fused projection qkv[B,T,3,NH,HS] (biases already
+     * added): o[b,t,h*HS:(h+1)*HS] = sum_s softmax_s(scale * q[b,t,h] . k[b,s,h]) v[b,s,h], o[B,T,NH*HS].
+     * scratch holds `slots` T x T score matrices; at most that many (image, head) pairs run at once. May be
+     * NULL in a backend: the caller then uses split_heads, gemm_batched, softmax and merge_heads. */
+    void (*attention)(const ls_backend *be, float *o, const float *qkv, float *scratch, size_t slots, int B, int T,
+                      int NH, int HS, float scale);
     /* x[r,:] = gelu(x[r,:] + bias) in place, exact erf GELU; bias may be NULL. */
     void (*bias_gelu)(const ls_backend *be, float *x, const float *bias, size_t rows, int n);
     /* y[r,:] += bias (rows of width n). Residual connections accumulate into y through gemm's beta = 1. */
     void (*add_bias)(const ls_backend *be, float *y, const float *bias, size_t rows, int n);
+    /* y[r,:] = row[:] for every row: a bias broadcast ahead of a gemm with beta = 1, cheaper than gemm's own
+     * zeroing of C (beta = 0) plus add_bias after it. */
+    void (*fill_rows)(const ls_backend *be, float *y, const float *row, size_t rows, int n);
     /* img[B,C,H,W] -> cols[B*(H/P)*(W/P), C*P*P], each row one patch in (c, py, px) order. */
     void (*patchify)(const ls_backend *be, float *cols, const float *img, int B, int C, int H, int W, int P);
     /* x[B,T,D] = (t == 0 ? cls : patches[B,T-1,D] + bias) + pos[T,D]. */

@@ -1,7 +1,8 @@
 /*
  * vit.c — see vit.h. Weights live in one backend allocation; a forward pass takes all its scratch from
  * the caller's arena, so a batch loop allocates nothing. The large matrix products run over all B*T
- * tokens at once; attention runs per (image, head) pair in chunks that bound the T x T score memory.
+ * tokens at once; attention runs per (image, head) pair, fused (the backend's attention op, reading q, k, v
+ * in place from the qkv rows) or, where a backend lacks it, in chunks that bound the T x T score memory.
  */
 #include "vit.h"
 
@@ -323,13 +324,13 @@ size_t ls_vit_attn_chunk(const ls_vit_config *c, int B, size_t T) {
 }
 
 /* Arena layout (floats): x, h, o [BT*D each]; big [BT*max(4D, 3D, patch row)]; q, k, v [BT*D each];
- * scores [chunk*T*T]; plus one 64-byte pad per buffer. */
+ * scores [chunk*T*T]; zeros [3D]; plus one 64-byte pad per buffer. */
 size_t ls_vit_arena_floats(const ls_vit_config *c, int B, int H, int W) {
     size_t T = 1 + (size_t)(H / c->patch) * (W / c->patch), BT = (size_t)B * T, D = (size_t)c->dim;
     size_t prow = 3 * (size_t)c->patch * c->patch, wide = (size_t)c->mlp_hidden;
     if (3 * D > wide) wide = 3 * D;
     if (prow > wide) wide = prow;
-    return 6 * BT * D + BT * wide + ls_vit_attn_chunk(c, B, T) * T * T + 16 * 8;
+    return 6 * BT * D + BT * wide + ls_vit_attn_chunk(c, B, T) * T * T + 3 * D + 16 * 9;
 }
 
 void ls_vit_attention(ls_vit *m, float *o, const float *q, const float *k, const float *v, float *scores, int B, int T) {
@@ -367,6 +368,8 @@ ls_status ls_vit_forward(ls_vit *m, ls_arena *arena, const float *images, int B,
     float *big = ls_arena_floats(arena, BT * wide);
     float *q = ls_arena_floats(arena, BT * D), *k = ls_arena_floats(arena, BT * D), *v = ls_arena_floats(arena, BT * D);
     float *scores = ls_arena_floats(arena, ls_vit_attn_chunk(c, B, (size_t)T) * T * T);
+    float *zeros = ls_arena_floats(arena, 3 * (size_t)D);
+    be->mem->zero(be, zeros, 3 * (size_t)D * sizeof(float));
 
     /* Patch embedding: im2col rows times the flattened convolution kernel. */
     op->patchify(be, big, images, B, 3, H, W, P);
@@ -376,15 +379,26 @@ ls_status ls_vit_forward(ls_vit *m, ls_arena *arena, const float *images, int B,
     for (int l = 0; l < c->depth; l++) {
         const ls_vit_block *b = &m->blocks[l];
         op->layernorm(be, h, x, b->ln1_w, b->ln1_b, BT, D, c->eps);
-        op->gemm(be, 0, 1, (int)BT, 3 * D, D, 1.0f, h, D, b->qkv_w, D, 0.0f, big, 3 * D);
-        op->split_heads(be, q, k, v, big, b->qkv_b, B, T, NH, HS);
-        ls_vit_attention(m, o, q, k, v, scores, B, T);
-        op->merge_heads(be, h, o, B, T, NH, HS);
+        /* The fused attention reads q, k, v in place from the qkv rows: their bias goes in first, as the gemm's
+         * C (beta = 1). The keys output copies k out of the same rows (zero bias), so the features do not
+         * depend on whether keys were asked for, to the bit. */
+        int fused = op->attention != NULL && op->fill_rows != NULL;
+        if (fused) op->fill_rows(be, big, b->qkv_b, BT, 3 * D);
+        op->gemm(be, 0, 1, (int)BT, 3 * D, D, 1.0f, h, D, b->qkv_w, D, fused ? 1.0f : 0.0f, big, 3 * D);
+        if (fused) {
+            if (keys && l == c->depth - 1) op->split_heads(be, q, k, v, big, zeros, B, T, NH, HS);
+            op->attention(be, h, big, scores, ls_vit_attn_chunk(c, B, (size_t)T), B, T, NH, HS, 1.0f / sqrtf((float)HS));
+        } else {
+            op->split_heads(be, q, k, v, big, b->qkv_b, B, T, NH, HS);
+            ls_vit_attention(m, o, q, k, v, scores, B, T);
+            op->merge_heads(be, h, o, B, T, NH, HS);
+        }
         op->gemm(be, 0, 1, (int)BT, D, D, 1.0f, h, D, b->proj_w, D, 1.0f, x, D); /* x += attn proj */
         op->add_bias(be, x, b->proj_b, BT, D);
         op->layernorm(be, h, x, b->ln2_w, b->ln2_b, BT, D, c->eps);
-        op->gemm(be, 0, 1, (int)BT, Hd, D, 1.0f, h, D, b->fc1_w, D, 0.0f, big, Hd);
-        op->bias_gelu(be, big, b->fc1_b, BT, Hd);
+        if (op->fill_rows) op->fill_rows(be, big, b->fc1_b, BT, Hd); /* the bias as the gemm's C */
+        op->gemm(be, 0, 1, (int)BT, Hd, D, 1.0f, h, D, b->fc1_w, D, op->fill_rows ? 1.0f : 0.0f, big, Hd);
+        op->bias_gelu(be, big, op->fill_rows ? NULL : b->fc1_b, BT, Hd);
         op->gemm(be, 0, 1, (int)BT, D, Hd, 1.0f, big, Hd, b->fc2_w, Hd, 1.0f, x, D); /* x += mlp */
         op->add_bias(be, x, b->fc2_b, BT, D);
     }
