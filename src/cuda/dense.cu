@@ -429,5 +429,5 @@ extern const ls_ops_dense ls_cuda_dense = {
     cu_split_heads_bwd,
     cu_merge_heads_bwd,
     cu_tokens_to_grid_bwd,
-    /* l2norm, l2norm_bwd (DINO pretraining): not yet on CUDA; pretraining refuses this backend */
+    nullptr, nullptr, /* l2norm, l2norm_bwd (DINO pretraining): not yet on CUDA; pretraining refuses this backend */
 };

@@ -266,4 +266,6 @@ void cu_radam_step(const ls_backend *be, float *param, const float *grad, float 
 /* Positional, in ops_loss.h's order. */
 extern const ls_ops_loss ls_cuda_loss = {
     cu_focal, cu_tversky, cu_log_iou, cu_entropy, cu_cd_term, cu_radam_step,
+    /* DINO pretraining's ops are not yet on CUDA; pretraining refuses this backend */
+    nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
 };
