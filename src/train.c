@@ -26,9 +26,9 @@
 
 void ls_train_config_default(ls_train_config *c) {
     *c = (ls_train_config){
-        .datasets = "btcv", .val_split = 5, .cache_dir = "livseg-cache", .arch = "vits16", .input_size = 224,
+        .datasets = "btcv", .val_split = 5, .slices_per_epoch = 800, .cache_dir = "livseg-cache", .arch = "vits16", .input_size = 224,
         .code_dim = 70, .widths = {48, 32, 24, 16, 16}, .skip_width = 16, .up_stages = 4, .dropout = 0.1f,
-        .epochs = 12, .batch = 8, .patience = 10, .lr = 1e-3f, .weight_decay = 1e-5f, .lr_factor = 0.1f,
+        .epochs = 6, .batch = 8, .patience = 10, .lr = 1e-3f, .weight_decay = 1e-5f, .lr_factor = 0.1f,
         .w_focal = 1, .focal_gamma = 2, .focal_alpha = 0.25f, .w_tversky = 1, .tversky_a = 0.3f, .tversky_b = 0.7f,
         .w_log_iou = 1, .w_entropy = 0.005f, .entropy_eta = 2,
         .w_cd = 1, .b_self = 0.18f, .b_plus = 0.12f, .b_minus = 0.46f, .w_self = 0.67f, .w_plus = 0.25f, .w_minus = 0.63f,
@@ -42,7 +42,7 @@ ls_status ls_train_config_preset(ls_train_config *c, const char *name, ls_error 
     if (!strcmp(name, "paper")) {
         int w[LS_DEC_STAGES] = {64, 48, 32, 16, 16};
         memcpy(c->widths, w, sizeof w);
-        c->up_stages = LS_DEC_STAGES, c->epochs = 150, c->lr = 1e-4f;
+        c->up_stages = LS_DEC_STAGES, c->epochs = 150, c->lr = 1e-4f, c->slices_per_epoch = 0;
         return LS_OK;
     }
     return ls_fail(err, LS_ERR_INPUT, "unknown preset '%s' (cpu or paper)", name);

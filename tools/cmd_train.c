@@ -25,7 +25,7 @@ static void train_usage(FILE *f) {
             "  --train DATASETS       comma-separated dataset names to train on (default %s)\n"
             "  --val-split N          last N cases of each dataset are held out for validation (default %d)\n"
             "  --limit N              use at most N training cases per dataset (default: all)\n"
-            "  --slices-per-epoch N   a random N training slices per epoch (default: all)\n"
+            "  --slices-per-epoch N   a random N training slices per epoch (default %d; 0: all)\n"
             "  --cache DIR            feature cache (default %s)\n"
             "teacher:\n"
             "  --teacher FILE         teacher weights (.safetensors); default a random-initialised teacher\n"
@@ -62,7 +62,7 @@ static void train_usage(FILE *f) {
             "  --threads N            CPU threads (default: all cores)\n"
             "  --device D             cpu (default) or cuda\n"
             "  -q, --quiet            no progress bars (epoch lines are still printed)\n",
-            d.datasets, d.val_split, d.cache_dir, d.input_size, d.epochs, d.epochs, d.batch, d.lr, d.lr_factor,
+            d.datasets, d.val_split, d.slices_per_epoch, d.cache_dir, d.input_size, d.epochs, d.epochs, d.batch, d.lr, d.lr_factor,
             d.patience, d.weight_decay, d.code_dim, d.widths[0], d.widths[1], d.widths[2], d.widths[3], d.widths[4],
             d.skip_width, d.up_stages, 1 << d.up_stages, d.dropout, d.w_focal, d.w_tversky, d.w_log_iou, d.w_entropy,
             d.w_cd, d.b_self, d.b_plus, d.b_minus, (unsigned long long)d.seed);
