@@ -152,7 +152,7 @@ TEST(gemm) {
             float *dA = up(A, na), *dB = up(B, nb), *dC = up(C, nc);
             cpu.dense->gemm(&cpu, ta, tb, M, N, K, 0.7f, A, lda, B, ldb, 0.3f, C, ldc);
             gpu.dense->gemm(&gpu, ta, tb, M, N, K, 0.7f, dA, lda, dB, ldb, 0.3f, dC, ldc);
-            char what[16];
+            char what[64];
             snprintf(what, sizeof what, "ta%d tb%d", ta, tb);
             expect("gemm", what, dC, C, nc, REDUCE);
         }
