@@ -284,7 +284,10 @@ TEST(finite_differences) {
             "%s", err.msg);
     REQUIRE(ls_vit_forward(&t.m, &t.arena, t.in, t.B, t.H, t.W, ref, NULL, &err) == LS_OK, "%s", err.msg);
     double l0 = tiny_loss(&t);
-    CHECK(memcmp(ref, t.feat, t.nf * sizeof(float)) == 0, "training forward differs from ls_vit_forward");
+    /* The inference forward fuses attention and adds biases ahead of its GEMMs, so the two round differently;
+     * they must agree to float32 rounding of this small model's features. */
+    double fe = test_max_rel_err(t.feat, ref, t.nf, 0.1);
+    CHECK(fe <= 1e-5, "training forward differs from ls_vit_forward by %.2e relative", fe);
     REQUIRE(ls_vit_alloc_grads(&t.m, &err) == LS_OK, "%s", err.msg);
     REQUIRE(ls_vit_backward(&t.m, &t.arena, &t.acts, t.dfeat, t.dcls, dimg, &err) == LS_OK, "%s", err.msg);
 

@@ -52,7 +52,15 @@ static void train_usage(FILE *f) {
             "  --no-contrastive       the same as --contrastive 0 (the ablation)\n"
             "  --b-self X --b-plus X --b-minus X   shifts b of the three terms (default %g, %g, %g)\n"
             "augmentation:\n"
-            "  --no-augment           no augmentation (default: affine warp and intensity changes)\n"
+            "  --no-augment           no augmentation (default: affine warp and intensity changes, each\n"
+            "                         applied to half the slices)\n"
+            "  --aug-rotate DEG       largest rotation (default %g)\n"
+            "  --aug-zoom F           zoom within 1 +- F (default %g)\n"
+            "  --aug-shift F          shift up to F of the half-width (default %g)\n"
+            "  --aug-gamma G          gamma within [1/G, G] (default %g)\n"
+            "  --aug-scale F          intensity scale within 1 +- F (default %g)\n"
+            "  --aug-offset F         intensity offset within +-F of the [0, 1] range (default %g)\n"
+            "  --aug-blur SIGMA       largest Gaussian blur in pixels (default %g)\n"
             "run:\n"
             "  -o, --out DIR          output directory (created if absent)\n"
             "  --resume               continue the run in DIR from its state file (its settings are kept;\n"
@@ -65,7 +73,8 @@ static void train_usage(FILE *f) {
             d.datasets, d.val_split, d.slices_per_epoch, d.cache_dir, d.input_size, d.epochs, d.epochs, d.batch, d.lr, d.lr_factor,
             d.patience, d.weight_decay, d.code_dim, d.widths[0], d.widths[1], d.widths[2], d.widths[3], d.widths[4],
             d.skip_width, d.up_stages, 1 << d.up_stages, d.dropout, d.w_focal, d.w_tversky, d.w_log_iou, d.w_entropy,
-            d.w_cd, d.b_self, d.b_plus, d.b_minus, (unsigned long long)d.seed);
+            d.w_cd, d.b_self, d.b_plus, d.b_minus, d.aug_rotate_deg, d.aug_zoom, d.aug_shift, d.aug_gamma, d.aug_scale,
+            d.aug_offset, d.aug_blur, (unsigned long long)d.seed);
 }
 
 typedef struct {
@@ -91,6 +100,9 @@ static const option options[] = {
     OPT("--focal", w_focal, 'f'), OPT("--tversky", w_tversky, 'f'), OPT("--log-iou", w_log_iou, 'f'),
     OPT("--entropy", w_entropy, 'f'), OPT("--contrastive", w_cd, 'f'), OPT("--b-self", b_self, 'f'),
     OPT("--b-plus", b_plus, 'f'), OPT("--b-minus", b_minus, 'f'), OPT("--seed", seed, 'u'),
+    OPT("--aug-rotate", aug_rotate_deg, 'f'), OPT("--aug-zoom", aug_zoom, 'f'), OPT("--aug-shift", aug_shift, 'f'),
+    OPT("--aug-gamma", aug_gamma, 'f'), OPT("--aug-scale", aug_scale, 'f'), OPT("--aug-offset", aug_offset, 'f'),
+    OPT("--aug-blur", aug_blur, 'f'),
 };
 
 /* Sets an option's field from its text; 0 when the value does not parse. */
