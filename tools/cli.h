@@ -8,11 +8,23 @@
 #ifndef LS_CLI_H
 #define LS_CLI_H
 
+#include <stddef.h>
+
 #include "livseg.h"
 #include "train.h"
 
 /* Prints "livseg: <msg>" for a failed call and returns its exit status. */
 int cli_report(const ls_error *err);
+
+/* An option that takes a value and sets one field of a settings struct (kind: i int, u uint64, f float,
+ * s string of at most size-1 characters), and the setter shared by train and pretrain: 0 when the value
+ * does not parse (or is negative, for integers). */
+typedef struct {
+    const char *name;
+    char kind;
+    size_t off, size;
+} cli_option;
+int cli_set_option(void *settings, const cli_option *o, const char *v);
 
 /* 1 when argv[i] is -h or --help. */
 int cli_is_help(const char *arg);

@@ -61,11 +61,7 @@ static void usage(FILE *f) {
             (unsigned long long)d.seed);
 }
 
-typedef struct {
-    const char *name;
-    char kind; /* i int, u uint64, f float, s string */
-    size_t off, size;
-} option;
+typedef cli_option option;
 
 #define OPT(n, f, k) {n, k, offsetof(ls_dino_config, f), sizeof(((ls_dino_config *)0)->f)}
 static const option options[] = {
@@ -87,23 +83,6 @@ static int bad(const char *what, const char *v) {
     return 2;
 }
 
-static int set_option(ls_dino_config *c, const option *o, const char *v) {
-    char *p = (char *)c + o->off, *end;
-    if (o->kind == 's') {
-        if (strlen(v) >= o->size) return 0;
-        snprintf(p, o->size, "%s", v);
-        return 1;
-    }
-    if (o->kind == 'f') {
-        *(float *)p = strtof(v, &end);
-        return *v && !*end;
-    }
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || x < 0) return 0;
-    if (o->kind == 'i') *(int *)p = (int)x;
-    else *(uint64_t *)p = (uint64_t)x;
-    return 1;
-}
 
 typedef struct {
     int quiet;
@@ -153,7 +132,7 @@ int cmd_pretrain(int argc, char **argv) {
             if (!strcmp(a, options[k].name)) o = &options[k];
         ls_error err = {0};
         if (o) {
-            if (!set_option(&c, o, v)) return bad(a, v);
+            if (!cli_set_option(&c, o, v)) return bad(a, v);
         } else if (!strcmp(a, "--preset")) {
             if (ls_dino_config_preset(&c, v, &err)) return bad("unknown preset", v);
         } else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = v;

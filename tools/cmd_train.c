@@ -82,12 +82,7 @@ typedef struct {
     int threads, quiet, resume;
 } run_opts;
 
-/* Options that take a value and set one field. */
-typedef struct {
-    const char *name;
-    char kind; /* i int, u uint64, f float, s string */
-    size_t off, size;
-} option;
+typedef cli_option option;
 
 #define OPT(n, f, k) {n, k, offsetof(ls_train_config, f), sizeof(((ls_train_config *)0)->f)}
 static const option options[] = {
@@ -106,23 +101,6 @@ static const option options[] = {
 };
 
 /* Sets an option's field from its text; 0 when the value does not parse. */
-static int set_option(ls_train_config *c, const option *o, const char *v) {
-    char *p = (char *)c + o->off, *end;
-    if (o->kind == 's') {
-        if (strlen(v) >= o->size) return 0;
-        snprintf(p, o->size, "%s", v);
-        return 1;
-    }
-    if (o->kind == 'f') {
-        *(float *)p = strtof(v, &end);
-        return *v && !*end;
-    }
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || x < 0) return 0;
-    if (o->kind == 'i') *(int *)p = (int)x;
-    else *(uint64_t *)p = (uint64_t)x;
-    return 1;
-}
 
 static int bad(const char *cmd, const char *what, const char *v) {
     fprintf(stderr, "livseg %s: %s '%s' (see livseg %s --help)\n", cmd, what, v, cmd);
@@ -147,7 +125,7 @@ int train_option(const char *cmd, ls_train_config *c, int argc, char **argv, int
         char end;
         if (sscanf(v, "%d,%d,%d,%d,%d%c", &w[0], &w[1], &w[2], &w[3], &w[4], &end) != 5)
             return -bad(cmd, "--widths needs five comma-separated numbers, not", v);
-    } else if (!set_option(c, o, v)) {
+    } else if (!cli_set_option(c, o, v)) {
         return -bad(cmd, a, v);
     }
     return 1;

@@ -1,6 +1,7 @@
 /*
  * livseg.c — the `livseg` command: dispatches to the subcommands in tools/cmd_*.c.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,24 @@ int cli_report(const ls_error *err) {
     /* A request this machine cannot serve (no GPU) is the user's to change, like bad input. */
     if (err->code == LS_ERR_UNSUPPORTED) return 2;
     return err->code ? (int)err->code : 1;
+}
+
+int cli_set_option(void *settings, const cli_option *o, const char *v) {
+    char *p = (char *)settings + o->off, *end;
+    if (o->kind == 's') {
+        if (strlen(v) >= o->size) return 0;
+        snprintf(p, o->size, "%s", v);
+        return 1;
+    }
+    if (o->kind == 'f') {
+        *(float *)p = strtof(v, &end);
+        return *v && !*end;
+    }
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || x < 0) return 0;
+    if (o->kind == 'i') *(int *)p = (int)x;
+    else *(uint64_t *)p = (uint64_t)x;
+    return 1;
 }
 
 int cli_is_help(const char *arg) { return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0; }
