@@ -176,7 +176,7 @@ static void prep_progress(void *ctx, int64_t done, int64_t total) {
 }
 
 /* Reads a case's image and label into RAS order and gets the teacher's features of every slice. */
-static ls_status scan_load(scan *s, const ls_case *c, ls_teacher *t, const ls_train_config *cfg,
+static ls_status scan_load(scan *s, const ls_case *c, ls_teacher *t, const char *cache_dir,
                            const ls_train_hooks *hooks, ls_error *err) {
     memset(s, 0, sizeof *s);
     s->c = c;
@@ -202,7 +202,7 @@ static ls_status scan_load(scan *s, const ls_case *c, ls_teacher *t, const ls_tr
     if (!st) st = ls_prep_init(&s->prep, &s->ras, c->modality, t->input_size, t->input_size, err);
     prep_ctx pc = {hooks, c->id};
     int hit;
-    if (!st) st = ls_features_cached(t, &s->ras, &s->prep, cfg->cache_dir, 8, prep_progress, &pc, &s->f, &hit, err);
+    if (!st) st = ls_features_cached(t, &s->ras, &s->prep, cache_dir, 8, prep_progress, &pc, &s->f, &hit, err);
     s->Z = (int)s->ras.geom.dim[2];
     if (st) scan_free(s);
     return st;
@@ -216,6 +216,59 @@ static void mask_plane(const scan *s, int k, float *scratch, float *out, int S) 
         for (int c = 0; c < nx; c++) scratch[(size_t)r * nx + c] = m[(size_t)(ny - 1 - r) * nx + (nx - 1 - c)];
     ls_resize_bilinear(scratch, ny, nx, out, S, S);
     for (size_t i = 0; i < (size_t)S * S; i++) out[i] = out[i] >= 0.5f;
+}
+
+/* Appends one scan's tokens (every slice_stride-th slice) to the growing arrays of ls_train_tokens. */
+static ls_status scan_tokens(const scan *s, int S, int slice_stride, float **X, uint8_t **y, int64_t *n, int64_t *cap,
+                             ls_error *err) {
+    const ls_features *f = &s->f;
+    int g = f->gh, D = f->dim, P = S / g;
+    int64_t per = (int64_t)g * g, want = *n + ((int64_t)s->Z + slice_stride - 1) / slice_stride * per;
+    if (want > *cap) {
+        int64_t cap2 = want > 2 * *cap ? want : 2 * *cap;
+        float *x2 = realloc(*X, (size_t)cap2 * D * sizeof **X);
+        if (x2) *X = x2;
+        uint8_t *y2 = x2 ? realloc(*y, (size_t)cap2) : NULL;
+        if (y2) *y = y2;
+        if (!x2 || !y2) return ls_fail(err, LS_ERR_NOMEM, "out of memory for %lld probe tokens", (long long)cap2);
+        *cap = cap2;
+    }
+    int nx = (int)s->ras.geom.dim[0], ny = (int)s->ras.geom.dim[1];
+    float *scratch = ls_calloc((size_t)nx * ny, sizeof *scratch, err), *plane = ls_calloc((size_t)S * S, sizeof *plane, err);
+    if (!scratch || !plane) return free(scratch), free(plane), LS_ERR_NOMEM;
+    for (int k = 0; k < s->Z; k += slice_stride) {
+        mask_plane(s, k, scratch, plane, S);
+        const float *fk = f->data + (size_t)k * D * per;
+        for (int gy = 0; gy < g; gy++)
+            for (int gx = 0; gx < g; gx++, ++*n) {
+                double cover = 0;
+                for (int r = 0; r < P; r++)
+                    for (int c = 0; c < P; c++) cover += plane[(size_t)(gy * P + r) * S + gx * P + c];
+                (*y)[*n] = cover >= 0.5 * P * P;
+                float *x = *X + *n * D;
+                for (int c = 0; c < D; c++) x[c] = fk[(size_t)c * per + gy * g + gx];
+            }
+    }
+    free(scratch), free(plane);
+    return LS_OK;
+}
+
+ls_status ls_train_tokens(const ls_manifest *m, const int *cases, int ncases, ls_teacher *t, const char *cache_dir,
+                          int slice_stride, const ls_train_hooks *hooks, float **X, uint8_t **y, int64_t *n, int *dim,
+                          ls_error *err) {
+    *X = NULL, *y = NULL, *n = 0, *dim = 0;
+    if (slice_stride < 1) return ls_fail(err, LS_ERR_INPUT, "slice stride %d: must be at least 1", slice_stride);
+    int64_t cap = 0;
+    ls_status st = LS_OK;
+    for (int i = 0; !st && i < ncases; i++) {
+        scan s;
+        if ((st = scan_load(&s, &m->cases[cases[i]], t, cache_dir, hooks, err))) break;
+        *dim = s.f.dim;
+        st = scan_tokens(&s, t->input_size, slice_stride, X, y, n, &cap, err);
+        scan_free(&s);
+    }
+    if (st) free(*X), free(*y), *X = NULL, *y = NULL, *n = 0;
+    return st;
 }
 
 /* ------------------------------------------------------------------ augmentation */
@@ -732,9 +785,9 @@ static ls_status load_scans(trainer *T, const ls_manifest *m, const ls_train_hoo
         if (!T->train || !T->val) s = LS_ERR_NOMEM;
     }
     for (int i = 0; !s && i < nt; i++)
-        if (!(s = scan_load(&T->train[i], &m->cases[tr[i]], &T->teacher, &T->cfg, hooks, err))) T->ntrain++;
+        if (!(s = scan_load(&T->train[i], &m->cases[tr[i]], &T->teacher, T->cfg.cache_dir, hooks, err))) T->ntrain++;
     for (int i = 0; !s && i < nv; i++)
-        if (!(s = scan_load(&T->val[i], &m->cases[va[i]], &T->teacher, &T->cfg, hooks, err))) T->nval++;
+        if (!(s = scan_load(&T->val[i], &m->cases[va[i]], &T->teacher, T->cfg.cache_dir, hooks, err))) T->nval++;
     free(tr), free(va);
     return s;
 }

@@ -32,6 +32,7 @@
 
 #include "manifest.h"
 #include "model.h"
+#include "teacher.h"
 
 typedef struct {
     /* data */
@@ -95,5 +96,13 @@ typedef struct {
  * continues after its last epoch up to c->epochs (the only setting a resume takes from `c`). */
 ls_status ls_train(const ls_train_config *c, const ls_manifest *m, const char *out_dir, int resume,
                    const ls_backend *be, const ls_train_hooks *hooks, ls_error *err);
+
+/* Token data for a linear probe of the teacher (probe.h): for every slice_stride-th slice of each listed
+ * case (indices into m), each token's feature vector (rows of *X, [*n, *dim]) and label (*y: liver covers
+ * at least half of the token's patch, the label resized as for training). Features come from the cache
+ * like training's. The caller frees *X and *y. */
+ls_status ls_train_tokens(const ls_manifest *m, const int *cases, int ncases, ls_teacher *t, const char *cache_dir,
+                          int slice_stride, const ls_train_hooks *hooks, float **X, uint8_t **y, int64_t *n, int *dim,
+                          ls_error *err);
 
 #endif

@@ -36,6 +36,7 @@ int cmd_segment(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_experiment(int argc, char **argv);
 int cmd_pretrain(int argc, char **argv);
+int cmd_probe(int argc, char **argv);
 
 /* The training options shared by `train` and `experiment` (tools/cmd_train.c): when argv[*i] is one,
  * applies it to the configuration (advancing *i past its value) and returns 1; returns 0 when it is

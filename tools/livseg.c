@@ -22,6 +22,7 @@ static const subcommand commands[] = {
     {"train", cmd_train, "train the head and decoder on the labelled cases of a manifest"},
     {"experiment", cmd_experiment, "train, segment and evaluate a cross-domain protocol; write a report"},
     {"pretrain", cmd_pretrain, "pretrain a teacher ViT with DINO on the images of a manifest (no labels)"},
+    {"probe", cmd_probe, "score a teacher: linear probe of liver vs not-liver on its frozen token features"},
     {"eval", cmd_eval, "compare predicted masks with references: Dice, ASSD, MSSD, volumes, t-test"},
 };
 static const int ncommands = (int)(sizeof commands / sizeof *commands);
