@@ -10,14 +10,20 @@
  * of the largest |c| of that tensor (values near zero are judged against the tensor's scale, as float32
  * cancellation leaves ~1e-7 of the scale on them whatever the order of summation). Bounds per op:
  *
- *   0      data movement and single additions (patchify, embed_tokens, split/merge_heads, tokens_to_grid,
- *          add, add_bias, relu, dropout2d, concat and their backward copies): IEEE add and copies are exact.
- *   2e-6   elementwise formulas the GPU may contract into FMA (upsampling, batch-norm eval, RAdam).
+ *   0      data movement, single additions and products (patchify, embed_tokens, split/merge_heads,
+ *          tokens_to_grid, add, add_bias, relu, dropout2d, concat and their backward copies, DINO's scale):
+ *          IEEE add, multiply and copies are exact.
+ *   2e-6   elementwise formulas the GPU may contract into FMA (upsampling, batch-norm eval, RAdam); AdamW
+ *          and the teacher EMA (written without contraction, so equal unless the compilers differ, held to
+ *          the same bound); l2norm and its norms, DINO's centre update (a sum in double in another order,
+ *          rounded to float, then one product or update: a few ulps).
  *   1e-5   transcendental row/element ops (softmax, GELU and its backward, LayerNorm forward): expf/erff
  *          against the CPU's polynomial exp (2e-7) and rational erf (4.2e-7 absolute).
- *   1e-4   GEMMs, convolutions, batch norm training/backward, LayerNorm/softmax backward, column sums,
- *          cd_term: float32 products summed in another order (cuBLAS's blocking vs OpenBLAS's).
- *   1e-6   loss values (sums in double on both sides, another order); 1e-5 their gradients dz.
+ *   1e-4   GEMMs, convolutions, batch norm training/backward, LayerNorm/softmax/l2norm backward, column sums,
+ *          cd_term: float32 products summed in another order (cuBLAS's blocking vs OpenBLAS's), or a dot
+ *          product rounded to float before a cancelling subtraction.
+ *   1e-6   loss values and sumsq (sums in double on both sides, another order); 1e-5 their gradients dz
+ *          and DINO's ds (softmax in double on both sides, rounded to float).
  *   2e-4   the training step (logits, codes, loss, every gradient, running statistics, parameters after
  *          RAdam) with the floor at 5% of the tensor's largest value, as tests/test_model.c: each backend is
  *          within 1e-4 of the float64 answer there, so they are within 2e-4 of each other.
@@ -311,6 +317,46 @@ TEST(token_ops) {
     release();
 }
 
+/* One width of l2norm and its backward: `clamp` scales the inputs below eps (every row clamped, row 0 all zeros)
+ * so the clamped branch is compared on its own scale. The backward starts from the CPU's y and norms. */
+static void l2norm_case(size_t rows, int n, int clamp) {
+    char what[48];
+    snprintf(what, sizeof what, "l2norm n%d%s", n, clamp ? " clamped" : "");
+    float eps = clamp ? 1e-3f : 1e-12f;
+    size_t tot = rows * n;
+    float *x = rnd(tot, clamp ? 1e-6 : 2);
+    if (clamp) memset(x, 0, (size_t)n * sizeof(float));
+    float *dx = up(x, tot), *y = hzeros(tot), *nrm = hzeros(rows), *dy = dzeros(tot), *dnrm = dzeros(rows);
+    cpu.dense->l2norm(&cpu, y, nrm, x, rows, n, eps);
+    gpu.dense->l2norm(&gpu, dy, dnrm, dx, rows, n, eps);
+    expect(what, "y", dy, y, tot, ELEM);
+    expect(what, "norms", dnrm, nrm, rows, ELEM);
+    float *xi = hcopy(x, tot), *dxi = up(x, tot), *ni = hzeros(rows), *dni = dzeros(rows);
+    cpu.dense->l2norm(&cpu, xi, ni, xi, rows, n, eps);
+    gpu.dense->l2norm(&gpu, dxi, dni, dxi, rows, n, eps);
+    expect(what, "y in place", dxi, xi, tot, ELEM);
+
+    float *uy = up(y, tot), *un = up(nrm, rows);
+    float *g = rnd(tot, 1), *gx = rnd(tot, 1), *dg = up(g, tot), *dgx = up(gx, tot); /* dx overwritten */
+    cpu.dense->l2norm_bwd(&cpu, gx, g, y, nrm, rows, n, eps);
+    gpu.dense->l2norm_bwd(&gpu, dgx, dg, uy, un, rows, n, eps);
+    expect(what, "dx", dgx, gx, tot, REDUCE);
+    cpu.dense->l2norm_bwd(&cpu, g, g, y, nrm, rows, n, eps); /* dx == dy */
+    gpu.dense->l2norm_bwd(&gpu, dg, dg, uy, un, rows, n, eps);
+    expect(what, "dx in place", dg, g, tot, REDUCE);
+    release();
+}
+
+TEST(dino_head) {
+    NEED_GPU();
+    /* below a warp, DINO's bottlenecks (CPU and GPU presets), above a 256-thread block */
+    const int widths[] = {20, 128, 256, 300};
+    for (int k = 0; k < 4; k++) {
+        l2norm_case(37, widths[k], 0);
+        l2norm_case(9, widths[k], 1);
+    }
+}
+
 /* ------------------------------------------------------------ nn */
 
 static void conv_case(int B, int Ci, int Co, int H, int W, int K, int bias, int with_dx) {
@@ -523,6 +569,68 @@ TEST(radam) {
     release();
 }
 
+static void dino_loss_case(int B, int ns, int nt, int K) {
+    char what[48];
+    snprintf(what, sizeof what, "dino_loss B%d %d/%d crops K%d", B, ns, nt, K);
+    size_t ns_ = (size_t)ns * B * K, nt_ = (size_t)nt * B * K, nws = ns_ + nt_;
+    float *s = rnd(ns_, 1), *t = rnd(nt_, 1), *c = rnd(K, 0.1), *ds = rnd(ns_, 1), *ws = hzeros(nws);
+    float *us = up(s, ns_), *ut = up(t, nt_), *uc = up(c, K), *uds = up(ds, ns_), *uws = dzeros(nws); /* ds written */
+    double lc = cpu.loss->dino_loss(&cpu, s, t, c, B, ns, nt, K, 0.1f, 0.04f, ds, ws);
+    double lg = gpu.loss->dino_loss(&gpu, us, ut, uc, B, ns, nt, K, 0.1f, 0.04f, uds, uws);
+    expect_scalar(what, lg, lc, LOSS);
+    expect(what, "ds", uds, ds, ns_, LOSS_GRAD);
+    release();
+}
+
+static void center_case(size_t rows, int K) {
+    char what[48];
+    snprintf(what, sizeof what, "center_update %zux%d", rows, K);
+    float *c = rnd(K, 0.5), *t = rnd(rows * K, 2), *uc = up(c, K), *ut = up(t, rows * K);
+    cpu.loss->center_update(&cpu, c, t, rows, K, 0.9f);
+    gpu.loss->center_update(&gpu, uc, ut, rows, K, 0.9f);
+    expect(what, "c", uc, c, K, ELEM);
+    release();
+}
+
+TEST(dino_training) {
+    NEED_GPU();
+    dino_loss_case(3, 6, 2, 37);     /* rows narrower than a 256-thread block */
+    dino_loss_case(3, 2, 2, 1000);   /* global crops only: each teacher crop against the other */
+    dino_loss_case(2, 10, 2, 65536); /* the GPU preset's crops and prototypes */
+    center_case(6, 37);
+    center_case(128, 65536);
+
+    size_t n = 1000;
+    float *p = rnd(n, 1), *m = hzeros(n), *v = hzeros(n), *up_ = up(p, n), *um = dzeros(n), *uv = dzeros(n);
+    for (int step = 1; step <= 8; step++) { /* decayed (a weight) on odd steps, not on even ones (a bias) */
+        float *g = rnd(n, 0.1), *ug = up(g, n), wd = step % 2 ? 0.04f : 0.0f;
+        cpu.loss->adamw_step(&cpu, p, g, m, v, n, step, 1e-3f, 0.9f, 0.999f, 1e-8f, wd);
+        gpu.loss->adamw_step(&gpu, up_, ug, um, uv, n, step, 1e-3f, 0.9f, 0.999f, 1e-8f, wd);
+    }
+    expect("adamw_step", "param", up_, p, n, ELEM);
+    expect("adamw_step", "m", um, m, n, ELEM);
+    expect("adamw_step", "v", uv, v, n, ELEM);
+
+    float *t = rnd(n, 1), *s = rnd(n, 1), *ut = up(t, n), *us = up(s, n);
+    cpu.loss->ema(&cpu, t, s, n, 0.996f);
+    gpu.loss->ema(&gpu, ut, us, n, 0.996f);
+    cpu.loss->ema(&cpu, t, s, n, 0.5f);
+    gpu.loss->ema(&gpu, ut, us, n, 0.5f);
+    expect("ema", "t", ut, t, n, ELEM);
+
+    const size_t sizes[] = {1, 1000, ((size_t)1 << 20) + 7}; /* one element to many partial-sum blocks */
+    for (int k = 0; k < 3; k++) {
+        float *x = rnd(sizes[k], 1), *ux = up(x, sizes[k]);
+        expect_scalar("sumsq", gpu.loss->sumsq(&gpu, ux, sizes[k]), cpu.loss->sumsq(&cpu, x, sizes[k]), LOSS);
+    }
+    CHECK(gpu.loss->sumsq(&gpu, us, 0) == 0, "sumsq of no values is not 0");
+
+    cpu.loss->scale(&cpu, s, n, 0.37f);
+    gpu.loss->scale(&gpu, us, n, 0.37f);
+    expect("scale", "x", us, s, n, EXACT);
+    release();
+}
+
 /* ------------------------------------------------------------ training step */
 
 static void step_expect(const char *what, const float *d, const float *c, size_t n) {
@@ -668,12 +776,14 @@ int main(void) {
     RUN(gemm);
     RUN(row_ops);
     RUN(token_ops);
+    RUN(dino_head);
     RUN(conv2d);
     RUN(batchnorm);
     RUN(elementwise_nn);
     RUN(losses);
     RUN(cd_term);
     RUN(radam);
+    RUN(dino_training);
     RUN(training_step_parity);
 #ifdef LS_WITH_CUDA
     if (!skip_reason) ls_backend_free(&gpu);

@@ -77,6 +77,9 @@ inline unsigned blocks_for(size_t n, size_t cap = 65535u * 8u) {
     return (unsigned)(b > cap ? cap : b);
 }
 
+/* Threads for one block per row of width n: a warp for narrow rows, at most kThreads. */
+inline unsigned row_threads(int n) { return n >= 256 ? 256 : n > 64 ? 128 : 32; }
+
 #define LS_GRID_STRIDE(i, n) \
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 

@@ -2,7 +2,8 @@
  * dense.cu — CUDA implementation of the dense op family (ops_dense.h). GEMMs through cuBLAS (common.cuh);
  * LayerNorm, softmax and their backward one block per row with the row statistics in double (as
  * cpu_dense.c); layout changes one thread per element; column sums (bias and LayerNorm parameter
- * gradients) one block per 32 columns, in double and in a fixed order, so they are deterministic.
+ * gradients) one block per 32 columns, in double and in a fixed order, so they are deterministic. DINO's
+ * l2norm and its backward are row ops too (norms and dot products in double).
  */
 #include "common.cuh"
 
@@ -401,6 +402,48 @@ void cu_tokens_to_grid_bwd(const ls_backend *be, float *dx, const float *dgrid, 
     LS_LAUNCHED();
 }
 
+/* ================================================================== DINO's projection head */
+
+/* One block per row, the squared norm in double as cpu_dense.c; in place is safe: each thread rewrites only
+ * the elements it read. */
+__global__ void k_l2norm(float *y, float *norms, const float *x, int n, float eps) {
+    size_t r = blockIdx.x;
+    const float *xr = x + r * n;
+    float *yr = y + r * n;
+    double s = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += (double)xr[i] * xr[i];
+    double nrm = sqrt(block_sum(s));
+    float inv = (float)(1.0 / (nrm > eps ? nrm : eps));
+    for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = xr[i] * inv;
+    if (threadIdx.x == 0) norms[r] = (float)nrm;
+}
+
+void cu_l2norm(const ls_backend *be, float *y, float *norms, const float *x, size_t rows, int n, float eps) {
+    if (!rows) return;
+    k_l2norm<<<(unsigned)rows, lscuda::row_threads(n), 0, stream(be)>>>(y, norms, x, n, eps);
+    LS_LAUNCHED();
+}
+
+/* The dot product y . dy in double; y * d rounded before the subtraction (no FMA), as the CPU computes it. */
+__global__ void k_l2norm_bwd(float *dx, const float *dy, const float *y, const float *norms, int n, float eps) {
+    size_t r = blockIdx.x;
+    const float *yr = y + r * n, *dyr = dy + r * n;
+    float *dxr = dx + r * n;
+    int clamped = !(norms[r] > eps);
+    double dot = 0;
+    if (!clamped)
+        for (int i = threadIdx.x; i < n; i += blockDim.x) dot += (double)yr[i] * dyr[i];
+    float d = (float)block_sum(dot), inv = (float)(1.0 / (clamped ? eps : norms[r]));
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dxr[i] = (dyr[i] - __fmul_rn(yr[i], d)) * inv;
+}
+
+void cu_l2norm_bwd(const ls_backend *be, float *dx, const float *dy, const float *y, const float *norms, size_t rows,
+                   int n, float eps) {
+    if (!rows) return;
+    k_l2norm_bwd<<<(unsigned)rows, lscuda::row_threads(n), 0, stream(be)>>>(dx, dy, y, norms, n, eps);
+    LS_LAUNCHED();
+}
+
 }  // namespace
 
 /* Positional, in ops_dense.h's order (designated initialisers are C++20). */
@@ -429,5 +472,7 @@ extern const ls_ops_dense ls_cuda_dense = {
     cu_split_heads_bwd,
     cu_merge_heads_bwd,
     cu_tokens_to_grid_bwd,
-    nullptr, nullptr, /* l2norm, l2norm_bwd (DINO pretraining): not yet on CUDA; pretraining refuses this backend */
+    /* DINO head */
+    cu_l2norm,
+    cu_l2norm_bwd,
 };

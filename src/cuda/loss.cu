@@ -3,6 +3,8 @@
  * the RAdam step. Per-element terms are computed in double exactly as cpu_loss.c; sums are block partials in
  * double (the backend's scratch) added in a fixed order by one block, and the scalar comes back to the host
  * (each loss waits for the stream). The contrastive term's four similarity products are cuBLAS GEMMs.
+ * DINO's ops follow cpu_loss.c the same way: its loss one block per row, the centre's column sums a block
+ * per 32 columns, AdamW and the EMA elementwise with the CPU's roundings.
  */
 #include "common.cuh"
 
@@ -261,11 +263,175 @@ void cu_radam_step(const ls_backend *be, float *param, const float *grad, float 
     LS_LAUNCHED();
 }
 
+/* ---- DINO pretraining */
+
+/* Max of v over the block, as block_sum (valid in every thread). */
+__device__ double block_max(double v) {
+    __shared__ double wm[32];
+    for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_down_sync(0xffffffffu, v, o));
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (lane == 0) wm[wid] = v;
+    __syncthreads();
+    if (wid == 0) {
+        double m = lane < nw ? wm[lane] : -INFINITY;
+        for (int o = 16; o > 0; o >>= 1) m = fmax(m, __shfl_down_sync(0xffffffffu, m, o));
+        if (lane == 0) wm[0] = m;
+    }
+    __syncthreads();
+    return wm[0];
+}
+
+/* cpu_loss.c's softmax_row, one block per row of x[rows, K]: out = softmax((x - c) * inv), logp its log when
+ * not NULL; max, sum and log-sum-exp in double. */
+__global__ void k_dino_softmax(const float *x, const float *c, int K, double inv, float *out, float *logp) {
+    size_t off = blockIdx.x * (size_t)K;
+    const float *xr = x + off;
+    double mx = -INFINITY;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) mx = fmax(mx, ((double)xr[k] - (c ? c[k] : 0)) * inv);
+    mx = block_max(mx);
+    double sum = 0;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) sum += exp(((double)xr[k] - (c ? c[k] : 0)) * inv - mx);
+    double lse = mx + log(block_sum(sum));
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+        double l = ((double)xr[k] - (c ? c[k] : 0)) * inv - lse;
+        out[off + k] = (float)exp(l);
+        if (logp) logp[off + k] = (float)l;
+    }
+}
+
+/* One block per student row r (crop v = r / B, item b): partials[r] = -sum over teacher crops i != v of
+ * q_i . logp_r, and ds_r = (m p - sum_i q_i) * scale over the m such crops, p the softmax already in ds. */
+__global__ void k_dino_grad(double *partials, const float *q, const float *logp, float *ds, int B, int nt, int K,
+                            double scale) {
+    int r = blockIdx.x, v = r / B, b = r % B, m = 0;
+    for (int i = 0; i < nt; i++) m += i != v;
+    float *dr = ds + (size_t)r * K;
+    const float *lr = logp + (size_t)r * K;
+    double acc = 0;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+        double qs = 0;
+        for (int i = 0; i < nt; i++)
+            if (i != v) {
+                double qi = q[((size_t)i * B + b) * K + k];
+                acc -= qi * lr[k];
+                qs += qi;
+            }
+        dr[k] = (float)((m * (double)dr[k] - qs) * scale);
+    }
+    store_partials(partials, 1, acc, 0, 0);
+}
+
+double cu_dino_loss(const ls_backend *be, const float *s, const float *t, const float *c, int B, int ns, int nt, int K,
+                    float tau_s, float tau_t, float *ds, float *ws) {
+    float *q = ws, *logp = ws + (size_t)nt * B * K;
+    int rows_t = nt * B, rows_s = ns * B, npairs = 0;
+    for (int i = 0; i < nt; i++)
+        for (int v = 0; v < ns; v++) npairs += v != i;
+    unsigned th = lscuda::row_threads(K);
+    cudaStream_t strm = stream(be);
+    double total = 0;
+    if (rows_t > 0) {
+        k_dino_softmax<<<(unsigned)rows_t, th, 0, strm>>>(t, c, K, 1.0 / tau_t, q, nullptr);
+        LS_LAUNCHED();
+    }
+    if (rows_s > 0) {
+        k_dino_softmax<<<(unsigned)rows_s, th, 0, strm>>>(s, nullptr, K, 1.0 / tau_s, ds, logp);
+        LS_LAUNCHED();
+        LS_ASSERT((size_t)rows_s <= lscuda::kPartials);
+        k_dino_grad<<<(unsigned)rows_s, th, 0, strm>>>(st(be)->partials, q, logp, ds, B, nt, K,
+                                            1.0 / ((double)tau_s * B * npairs));
+        LS_LAUNCHED();
+        sums_to_host(be, (unsigned)rows_s, 1, &total);
+    }
+    return npairs ? total / ((double)B * npairs) : 0;
+}
+
+/* A 32x8 block per 32 columns of t[rows, K], summing in double in a fixed order (as dense.cu's column sums). */
+__global__ void k_center_update(float *c, const float *t, size_t rows, int K, float m) {
+    __shared__ double part[8][33];
+    size_t col = blockIdx.x * (size_t)32 + threadIdx.x;
+    double s = 0;
+    if (col < (size_t)K)
+        for (size_t r = threadIdx.y; r < rows; r += 8) s += t[r * K + col];
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && col < (size_t)K) {
+        double sum = 0;
+        for (int k = 0; k < 8; k++) sum += part[k][threadIdx.x];
+        c[col] = (float)(c[col] * (double)m + sum / (double)rows * (1 - (double)m));
+    }
+}
+
+void cu_center_update(const ls_backend *be, float *c, const float *t, size_t rows, int K, float m) {
+    if (K <= 0) return;
+    k_center_update<<<(unsigned)((K + 31) / 32), dim3(32, 8), 0, stream(be)>>>(c, t, rows, K, m);
+    LS_LAUNCHED();
+}
+
+/* Products and sums rounded one by one (no FMA contraction), as cpu_loss.c's float arithmetic. */
+__global__ void k_adamw(float *param, const float *grad, float *m, float *v, size_t n, float decay, float step_size,
+                        float sbc2, float beta1, float beta2, float eps) {
+    LS_GRID_STRIDE(i, n) {
+        float g = grad[i], p = __fmul_rn(param[i], decay);
+        float mi = __fadd_rn(__fmul_rn(beta1, m[i]), __fmul_rn(1 - beta1, g));
+        float vi = __fadd_rn(__fmul_rn(beta2, v[i]), __fmul_rn(__fmul_rn(1 - beta2, g), g));
+        m[i] = mi, v[i] = vi;
+        param[i] = __fsub_rn(p, __fmul_rn(step_size, mi) / (sqrtf(vi) / sbc2 + eps));
+    }
+}
+
+void cu_adamw_step(const ls_backend *be, float *param, const float *grad, float *m, float *v, size_t n, int step,
+                   float lr, float beta1, float beta2, float eps, float weight_decay) {
+    if (!n) return;
+    double bc1 = 1 - pow((double)beta1, step), bc2 = 1 - pow((double)beta2, step);
+    float decay = (float)(1 - (double)lr * weight_decay), step_size = (float)(lr / bc1), sbc2 = (float)sqrt(bc2);
+    k_adamw<<<lscuda::blocks_for(n), kThreads, 0, stream(be)>>>(param, grad, m, v, n, decay, step_size, sbc2, beta1,
+                                                               beta2, eps);
+    LS_LAUNCHED();
+}
+
+__global__ void k_ema(float *t, const float *s, size_t n, float mom, float a) {
+    LS_GRID_STRIDE(i, n) t[i] = __fadd_rn(__fmul_rn(mom, t[i]), __fmul_rn(a, s[i])); /* no FMA, as the CPU */
+}
+
+void cu_ema(const ls_backend *be, float *t, const float *s, size_t n, float mom) {
+    if (!n) return;
+    k_ema<<<lscuda::blocks_for(n), kThreads, 0, stream(be)>>>(t, s, n, mom, 1 - mom);
+    LS_LAUNCHED();
+}
+
+__global__ void k_sumsq(double *partials, const float *x, size_t n) {
+    double s = 0;
+    LS_GRID_STRIDE(i, n) s += (double)x[i] * x[i];
+    store_partials(partials, 1, s, 0, 0);
+}
+
+double cu_sumsq(const ls_backend *be, const float *x, size_t n) {
+    if (!n) return 0;
+    unsigned b = nblocks(n);
+    k_sumsq<<<b, kThreads, 0, stream(be)>>>(st(be)->partials, x, n);
+    LS_LAUNCHED();
+    double total;
+    sums_to_host(be, b, 1, &total);
+    return total;
+}
+
+__global__ void k_scale(float *x, size_t n, float a) {
+    LS_GRID_STRIDE(i, n) x[i] *= a;
+}
+
+void cu_scale(const ls_backend *be, float *x, size_t n, float a) {
+    if (!n) return;
+    k_scale<<<lscuda::blocks_for(n), kThreads, 0, stream(be)>>>(x, n, a);
+    LS_LAUNCHED();
+}
+
 }  // namespace
 
 /* Positional, in ops_loss.h's order. */
 extern const ls_ops_loss ls_cuda_loss = {
     cu_focal, cu_tversky, cu_log_iou, cu_entropy, cu_cd_term, cu_radam_step,
-    /* DINO pretraining's ops are not yet on CUDA; pretraining refuses this backend */
-    nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+    /* DINO pretraining */
+    cu_dino_loss, cu_center_update, cu_adamw_step, cu_ema, cu_sumsq, cu_scale,
 };
