@@ -770,7 +770,8 @@ static ls_status load_state(runner *U, const char *dir, ls_error *err) {
                      d->m_vit, d->v_vit, d->m_head, d->v_head, d->center};
     static const char *names[9] = {"student_vit", "student_head", "teacher_vit", "teacher_head", "adam_m_vit",
                                    "adam_v_vit", "adam_m_head", "adam_v_head", "center"};
-    float *h = ls_calloc(nv > nh ? nv : nh > K ? nh : K, sizeof(float), err);
+    size_t most = nv > nh ? nv : nh;
+    float *h = ls_calloc(most > K ? most : K, sizeof(float), err);
     ls_status s = h ? LS_OK : LS_ERR_NOMEM;
     for (int i = 0; !s && i < 9; i++) {
         int r = ls_st_source(&f, names[i], h, len[i], err);
