@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -25,21 +26,41 @@ void ls_segment_result_free(ls_segment_result *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* Two ids of file teachers name the same weights when their architectures and content keys agree: the
+ * file may have been renamed or moved since training. */
+static int same_weights(const char *a, const char *b) {
+    const char *ka = strrchr(a, ':'), *kb = strrchr(b, ':'), *ca = strchr(a, ':'), *cb = strchr(b, ':');
+    return ka && kb && ca && cb && ca - a == cb - b && !strncmp(a, b, (size_t)(ca - a)) && !strcmp(ka, kb);
+}
+
+/* The file a teacher id names ("ARCH:file=NAME:KEY"), looked for in the model's directory. */
+static int teacher_beside(const char *id, const char *model_path, char *out, size_t n) {
+    const char *name = strstr(id, ":file="), *key = strrchr(id, ':');
+    if (!name || !model_path || key <= name + 6) return 0;
+    name += 6;
+    const char *slash = strrchr(model_path, '/');
+    int dir = slash ? (int)(slash - model_path + 1) : 0;
+    snprintf(out, n, "%.*s%.*s", dir, model_path, (int)(key - name), name);
+    return access(out, R_OK) == 0;
+}
+
 ls_status ls_segment_teacher(ls_teacher *t, const ls_backend *be, const ls_model_info *info, const char *teacher_path,
                              const char *model_path, ls_error *err) {
     unsigned long long seed;
-    char arch[16];
+    char arch[16], beside[4096];
     if (sscanf(info->teacher_id, "%15[^:]:random:seed=%llu", arch, &seed) == 2) {
         if (teacher_path)
             return ls_fail(err, LS_ERR_INPUT, "%s: model was trained with the random teacher %s; --teacher %s does not apply",
                            model_path, info->teacher_id, teacher_path);
         return ls_teacher_open(t, be, NULL, arch, seed, info->input_size, err);
     }
+    if (!teacher_path && teacher_beside(info->teacher_id, model_path, beside, sizeof beside)) teacher_path = beside;
     if (!teacher_path)
-        return ls_fail(err, LS_ERR_INPUT, "%s: model was trained with teacher %s; pass its weights with --teacher", model_path,
-                       info->teacher_id);
+        return ls_fail(err, LS_ERR_INPUT,
+                       "%s: model was trained with teacher %s; put that file beside the model or pass it with --teacher",
+                       model_path, info->teacher_id);
     LS_TRY(ls_teacher_open(t, be, teacher_path, info->teacher_arch, 0, info->input_size, err));
-    if (strcmp(t->id, info->teacher_id) != 0) {
+    if (!same_weights(t->id, info->teacher_id)) {
         ls_status s = ls_fail(err, LS_ERR_INPUT, "%s: model was trained with teacher %s, but %s is %s", model_path,
                               info->teacher_id, teacher_path, t->id);
         ls_teacher_close(t);

@@ -35,7 +35,8 @@ typedef struct {
 void ls_segment_result_free(ls_segment_result *r);
 
 /* Opens the teacher a model was trained with: a random initialisation is rebuilt from its id; a file
- * teacher needs `teacher_path`, whose id must match the model's (else LS_ERR_INPUT naming both). */
+ * teacher is `teacher_path`, or when that is NULL the file of the id's name in model_path's directory;
+ * its architecture and content key must match the model's (else LS_ERR_INPUT naming both). */
 ls_status ls_segment_teacher(ls_teacher *t, const ls_backend *be, const ls_model_info *info, const char *teacher_path,
                              const char *model_path, ls_error *err);
 

@@ -2,35 +2,60 @@
  * test_segment.c — the segmentation pipeline's mechanics with an untrained model (no trained model
  * ships yet, so accuracy is not tested here): model files round-trip; `livseg segment` writes a mask, a
  * probability map, stats and a preview whose grids equal the input's exactly (NIfTI in two orientations
- * and a DICOM series); model/teacher mismatches, a missing model and a 2-slice input behave as documented.
+ * and a DICOM series); model/teacher mismatches, a file teacher found beside its model (or renamed), a
+ * missing model and a 2-slice input behave as documented.
  */
+#include <math.h>
 #include <time.h>
 
+#include "dino.h"
 #include "segment.h"
-#include <math.h>
-
 #include "test.h"
 
 static char livseg[1024];
 
 static int run(const char *args, char *err_out, size_t n) { return test_run_livseg(livseg, args, err_out, n); }
 
-/* A small random model for a ViT-S/16 teacher at 32x32 input (2x2 tokens, 64x64 decoder output). */
-static void make_model(const char *path, const char *teacher_id) {
+/* A small random model for a teacher of `dim` features at 32x32 input (2x2 tokens, 64x64 decoder output). */
+static void make_model_for(const char *path, const char *teacher_id, const char *arch, int dim) {
     ls_backend be;
     ls_error err = {0};
     ls_backend_init(&be, LS_DEV_CPU, 2, &err);
     ls_model_config c;
-    ls_model_config_default(&c, 384, 2);
+    ls_model_config_default(&c, dim, 2);
     c.head_hidden = 32, c.code_dim = 8;
     c.widths[0] = 8, c.widths[1] = 8, c.widths[2] = 4, c.widths[3] = 4, c.widths[4] = 4, c.skip_width = 4;
     ls_model m;
     ls_model_init(&m, &be, &c, (uint64_t)time(NULL), &err);
     ls_model_info info = {.input_size = 32};
     snprintf(info.teacher_id, sizeof info.teacher_id, "%s", teacher_id);
-    snprintf(info.teacher_arch, sizeof info.teacher_arch, "vits16");
+    snprintf(info.teacher_arch, sizeof info.teacher_arch, "%s", arch);
     ls_model_save(&m, &info, path, 1, &err);
     ls_model_free(&m);
+    ls_backend_free(&be);
+}
+
+static void make_model(const char *path, const char *teacher_id) { make_model_for(path, teacher_id, "vits16", 384); }
+
+/* A random d2w32h2p16 teacher written as a pretrained one would be; its id into id[160]. */
+static void make_teacher(const char *path, uint64_t seed, char *id) {
+    ls_backend be;
+    ls_error err = {0};
+    ls_backend_init(&be, LS_DEV_CPU, 2, &err);
+    ls_dino_config c;
+    ls_dino_config_default(&c);
+    snprintf(c.arch, sizeof c.arch, "d2w32h2p16");
+    c.batch = 1, c.nlocal = 0, c.out_dim = 8, c.head_hidden = 8, c.head_bottleneck = 4, c.global_size = 16;
+    c.local_size = 16, c.seed = seed;
+    ls_dino d;
+    char first[800];
+    ls_teacher t;
+    if (ls_dino_init(&d, &c, &be, &err) || ls_dino_export_teacher(&d, path, first, sizeof first, &err) ||
+        ls_teacher_open(&t, &be, path, "vits16", 0, 32, &err))
+        fprintf(stderr, "make_teacher: %s\n", err.msg);
+    snprintf(id, 160, "%s", t.id);
+    ls_teacher_close(&t);
+    ls_dino_free(&d);
     ls_backend_free(&be);
 }
 
@@ -134,6 +159,28 @@ TEST(segment_command) {
     make_model(model2, "vits16:file=dino.safetensors:0123456789abcdef");
     snprintf(args, sizeof args, "segment %s/chaos_t2/chaos_t2_01_mr.nii.gz -o %s/x.nii.gz --model %s", data, dir, model2);
     CHECK(run(args, e, sizeof e) == 2 && strstr(e, "--teacher"), "file teacher missing: %s", e);
+    /* A file teacher beside its model is found without --teacher; a renamed copy of it is accepted (same
+     * weights), another teacher is not. */
+    char tdir[700], teacher[800], copy[800], other[800], model3[800], id[160], id_other[160], cmd[2000];
+    snprintf(tdir, sizeof tdir, "%s/with_teacher", dir);
+    snprintf(teacher, sizeof teacher, "%s/teacher.safetensors", tdir);
+    snprintf(copy, sizeof copy, "%s/renamed.safetensors", dir);
+    snprintf(other, sizeof other, "%s/other.safetensors", dir);
+    snprintf(model3, sizeof model3, "%s/model.safetensors", tdir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", tdir);
+    REQUIRE(system(cmd) == 0, "%s", cmd);
+    make_teacher(teacher, 1, id);
+    make_teacher(other, 2, id_other);
+    snprintf(cmd, sizeof cmd, "cp %s %s", teacher, copy);
+    REQUIRE(system(cmd) == 0 && strstr(id, ":file=teacher.safetensors:"), "teacher id %s", id);
+    make_model_for(model3, id, "d2w32h2p16", 32);
+    const char *vol = "chaos_t2/chaos_t2_01_mr.nii.gz";
+    snprintf(args, sizeof args, "segment %s/%s -o %s/y.nii.gz --model %s -q", data, vol, dir, model3);
+    CHECK(run(args, e, sizeof e) == 0, "teacher beside the model: %s", e);
+    snprintf(args, sizeof args, "segment %s/%s -o %s/y.nii.gz --model %s --teacher %s -q", data, vol, dir, model3, copy);
+    CHECK(run(args, e, sizeof e) == 0, "renamed teacher: %s", e);
+    snprintf(args, sizeof args, "segment %s/%s -o %s/y.nii.gz --model %s --teacher %s -q", data, vol, dir, model3, other);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "but") && strstr(e, "other.safetensors"), "other teacher: %s", e);
     snprintf(args, sizeof args, "segment %s/chaos_t2/chaos_t2_01_mr.nii.gz -o %s/x.nii.gz --model %s/none.safetensors", data, dir, dir);
     CHECK(run(args, e, sizeof e) == 2 && strstr(e, "none.safetensors"), "missing model: %s", e);
     /* Never over the input. */

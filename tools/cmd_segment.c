@@ -24,6 +24,7 @@ static void segment_usage(FILE *f) {
             "  -o, --output FILE   the mask to write (.nii.gz or .nii), required\n"
             "  --model FILE        trained model (default: $LIVSEG_MODEL, else " DEFAULT_MODEL ")\n"
             "  --teacher FILE      teacher weights, when the model was trained with a teacher from a file\n"
+            "                      (default: that file's name in the model's directory)\n"
             "  --prob FILE         also write the liver probability (float32) on the input grid\n"
             "  --stats FILE        also write a JSON summary: liver volume (mL), mean and std intensity\n"
             "                      inside, bounding box (mm, RAS), seconds per stage\n"
