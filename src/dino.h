@@ -67,6 +67,9 @@ typedef struct {
     int epochs, batch, warmup_epochs, freeze_last_layer;
     float lr, min_lr, weight_decay, weight_decay_end, momentum_teacher, clip_grad;
     uint64_t seed;
+    /* files: every keep_every epochs the teacher is also kept as teacher-eNNN.safetensors (0: never), for
+     * choosing an epoch afterwards (the loss can climb back to ln K: docs/pretraining.md) */
+    int keep_every;
 } ls_dino_config;
 
 /* The CPU preset (the default) and "gpu" (DINO's ViT-S/16 recipe scaled to one GPU); see docs/pretraining.md. */

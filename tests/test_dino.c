@@ -376,11 +376,17 @@ TEST(resume_is_exact) {
     tiny_run_config(&c);
     snprintf(full, sizeof full, "%s/run_full", test_tmpdir());
     snprintf(half, sizeof half, "%s/run_half", test_tmpdir());
+    c.keep_every = 1;
     REQUIRE(ls_dino_pretrain(&c, &m, full, 0, 0, &be, NULL, &err) == LS_OK, "%s", err.msg);
     REQUIRE(ls_dino_pretrain(&c, &m, half, 0, 1, &be, NULL, &err) == LS_OK, "%s", err.msg);
     snprintf(a, sizeof a, "%s/teacher.safetensors", full);
     snprintf(b, sizeof b, "%s/teacher.safetensors", half);
     CHECK(!same_bytes(a, b), "after 1 of 2 epochs the teacher equals the finished one");
+    /* --keep-every 1: each epoch's teacher stays beside the latest. */
+    char k1[800], k2[800];
+    snprintf(k1, sizeof k1, "%s/teacher-e001.safetensors", full);
+    snprintf(k2, sizeof k2, "%s/teacher-e002.safetensors", full);
+    CHECK(same_bytes(k1, b) && same_bytes(k2, a), "kept teachers differ from the epochs' teachers");
     ls_dino_config other;
     tiny_run_config(&other);
     other.seed = 77; /* a resume takes its configuration from the state file, not from here */

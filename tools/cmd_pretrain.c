@@ -48,6 +48,9 @@ static void usage(FILE *f) {
             "  --freeze-last-layer N  epochs without updates of the prototypes (default %d)\n"
             "run:\n"
             "  -o, --out DIR          output directory (created if absent)\n"
+            "  --keep-every N         also keep every N-th epoch's teacher as DIR/teacher-eNNN.safetensors\n"
+            "                         (default 0: only the latest); the DINO loss can climb back to ln K,\n"
+            "                         and an earlier teacher be the better one (docs/pretraining.md)\n"
             "  --resume               continue the run in DIR (its settings are kept; only --until applies)\n"
             "  --seed N               (default %llu); the same seed and thread count give the same teacher\n"
             "  --threads N            CPU threads (default: all cores)\n"
@@ -75,6 +78,7 @@ static const option options[] = {
     OPT("--warmup-teacher-temp", warmup_teacher_temp, 'f'),
     OPT("--warmup-teacher-temp-epochs", warmup_teacher_temp_epochs, 'i'), OPT("--clip-grad", clip_grad, 'f'),
     OPT("--freeze-last-layer", freeze_last_layer, 'i'), OPT("--warmup-epochs", warmup_epochs, 'i'),
+    OPT("--keep-every", keep_every, 'i'),
     OPT("--center-momentum", center_momentum, 'f'), OPT("--student-temp", student_temp, 'f'), OPT("--seed", seed, 'u'),
 };
 
