@@ -135,19 +135,12 @@ static ls_status make_dir(const char *d, ls_error *err) {
 
 typedef struct {
     int quiet;
-    progress bar;
-    char id[64];
+    progress bar; /* segmentation */
+    progress_cases prep;
 } exp_ui;
 
 static void on_prepare(void *ctx, const char *id, int64_t done, int64_t total) {
-    exp_ui *u = ctx;
-    if (strcmp(u->id, id)) {
-        snprintf(u->id, sizeof u->id, "%s", id);
-        char label[96];
-        snprintf(label, sizeof label, "teacher %s", id);
-        progress_init(&u->bar, label, "slices", u->quiet);
-    }
-    progress_update(&u->bar, done, total);
+    progress_case(&((exp_ui *)ctx)->prep, id, done, total);
 }
 
 static void on_batch(void *ctx, const ls_train_status *s) {
@@ -398,7 +391,7 @@ int cmd_experiment(int argc, char **argv) {
     ls_status s = test_cases(&m, &c, o.test, tests, &nt, &err);
     if (!s) s = make_dir(o.out, &err);
     if (!s && !(s = ls_device_parse(o.device, &dev, &err))) s = ls_backend_init(&be, dev, o.threads, &err);
-    exp_ui ui = {.quiet = o.quiet};
+    exp_ui ui = {.quiet = o.quiet, .prep.quiet = o.quiet};
     int nv = o.ablation ? 2 : 1;
     for (int v = 0; !s && v < nv; v++) {
         ls_train_config cv = c;

@@ -131,23 +131,6 @@ static ls_status side_cases(const ls_manifest *m, const probe_opts *o, int test_
 }
 
 typedef struct {
-    int quiet;
-    progress bar;
-    char id[64];
-} probe_ui;
-
-static void on_prepare(void *ctx, const char *id, int64_t done, int64_t total) {
-    probe_ui *u = ctx;
-    if (strcmp(u->id, id)) {
-        snprintf(u->id, sizeof u->id, "%s", id);
-        char label[96];
-        snprintf(label, sizeof label, "teacher %s", id);
-        progress_init(&u->bar, label, "slices", u->quiet);
-    }
-    progress_update(&u->bar, done, total);
-}
-
-typedef struct {
     int ncases;
     float *X;
     uint8_t *y;
@@ -157,11 +140,11 @@ typedef struct {
 } side;
 
 static ls_status side_load(side *s, const ls_manifest *m, const probe_opts *o, int test_side, ls_teacher *t,
-                           probe_ui *ui, ls_error *err) {
+                           progress_cases *ui, ls_error *err) {
     memset(s, 0, sizeof *s);
     int *idx = malloc(sizeof(int) * (size_t)m->n);
     LS_ASSERT(idx);
-    ls_train_hooks hooks = {ui, on_prepare, NULL, NULL};
+    ls_train_hooks hooks = {ui, progress_case_hook, NULL, NULL};
     ls_status st = side_cases(m, o, test_side, idx, &s->ncases, err);
     if (!st && !s->ncases) st = ls_fail(err, LS_ERR_INPUT, "%s: no %s cases", o->manifest, test_side ? "test" : "fit");
     if (!st) st = ls_train_tokens(m, idx, s->ncases, t, o->cache, o->slice_stride, &hooks, &s->X, &s->y, &s->n, &s->dim, err);
@@ -191,7 +174,7 @@ static void side_json(const char *what, const side *s) {
 }
 
 static ls_status run(const probe_opts *o, const ls_manifest *m, ls_teacher *t, ls_error *err) {
-    probe_ui ui = {.quiet = o->quiet};
+    progress_cases ui = {.quiet = o->quiet};
     side fit, test;
     memset(&test, 0, sizeof test);
     ls_status st = side_load(&fit, m, o, 0, t, &ui, err);

@@ -169,20 +169,11 @@ static int parse(int argc, char **argv, ls_train_config *c, run_opts *r, int *do
 
 typedef struct {
     int quiet;
-    progress prep;
-    char prep_id[64];
-    double epoch_t0;
+    progress_cases prep;
 } train_ui;
 
 static void on_prepare(void *ctx, const char *id, int64_t done, int64_t total) {
-    train_ui *u = ctx;
-    if (strcmp(u->prep_id, id)) {
-        snprintf(u->prep_id, sizeof u->prep_id, "%s", id);
-        char label[96];
-        snprintf(label, sizeof label, "teacher %s", id);
-        progress_init(&u->prep, label, "slices", u->quiet);
-    }
-    progress_update(&u->prep, done, total);
+    progress_case(&((train_ui *)ctx)->prep, id, done, total);
 }
 
 static void on_batch(void *ctx, const ls_train_status *s) {
@@ -211,7 +202,7 @@ int cmd_train(int argc, char **argv) {
         ls_manifest_free(&m);
         return cli_report(&err);
     }
-    train_ui ui = {.quiet = r.quiet};
+    train_ui ui = {.quiet = r.quiet, .prep.quiet = r.quiet};
     ls_train_hooks hooks = {&ui, on_prepare, on_batch, on_epoch};
     ls_status s = ls_train(&c, &m, r.out, r.resume, &be, &hooks, &err);
     ls_backend_free(&be);

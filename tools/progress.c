@@ -46,3 +46,15 @@ void progress_train(const ls_train_status *s) {
             s->entropy, s->cd, s->slices_per_s, left);
     fflush(stderr);
 }
+
+void progress_case(progress_cases *p, const char *id, int64_t done, int64_t total) {
+    if (strcmp(p->id, id)) {
+        snprintf(p->id, sizeof p->id, "%s", id);
+        char label[sizeof p->bar.label];
+        snprintf(label, sizeof label, "teacher %.48s", id);
+        progress_init(&p->bar, label, "slices", p->quiet);
+    }
+    progress_update(&p->bar, done, total);
+}
+
+void progress_case_hook(void *ctx, const char *id, int64_t done, int64_t total) { progress_case(ctx, id, done, total); }
