@@ -76,7 +76,7 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/liblivseg.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(BUILD)/liblivseg.a $(LDFLAGS) $(LDLIBS) -o $@
 
-$(BUILD)/bench/%: bench/%.c $(BUILD)/liblivseg.a
+$(BUILD)/bench/%: bench/%.c bench/common.h $(BUILD)/liblivseg.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(BUILD)/liblivseg.a $(LDFLAGS) $(LDLIBS) -o $@
 

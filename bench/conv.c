@@ -20,24 +20,9 @@
 #include "model.h"
 #include "ops.h"
 #include "util.h"
+#include "common.h"
 
 static int reps = 5;
-
-static double sgemm_gflops(int threads) {
-    int n = 2048;
-    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
-    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = (float)(i % 7) * 0.1f, b[i] = (float)(i % 5) * 0.1f;
-    openblas_set_num_threads(threads);
-    double best = 1e30;
-    for (int r = 0; r < 4; r++) {
-        double t0 = ls_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        double t = ls_now() - t0;
-        if (r && t < best) best = t;
-    }
-    free(a), free(b), free(c);
-    return 2.0 * n * n * n / best / 1e9;
-}
 
 static float *randf(size_t n, unsigned seed, float scale) {
     float *p = malloc(n * sizeof(float));
@@ -151,7 +136,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench/conv: %s\n", err.msg);
         return 2;
     }
-    double peak = sgemm_gflops(threads);
+    double peak = bench_sgemm_gflops(threads);
     openblas_set_num_threads(threads);
     const char *wait = getenv("OMP_WAIT_POLICY");
     printf("decoder ops, batch 8, %d threads, OMP_WAIT_POLICY=%s, best of %d; sgemm %.1f GFLOP/s measured (2048^3), "

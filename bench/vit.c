@@ -16,6 +16,7 @@
 #include "ops.h"
 #include "util.h"
 #include "vit.h"
+#include "common.h"
 
 /* Random weights of the right shapes: the benchmark needs no checkpoint. */
 static int random_source(void *ctx, const char *name, float *dst, size_t n, ls_error *err) {
@@ -28,22 +29,6 @@ static int random_source(void *ctx, const char *name, float *dst, size_t n, ls_e
         dst[i] = is_norm_w ? 1.0f + 0.1f * u : 0.04f * u;
     }
     return LS_OK;
-}
-
-static double sgemm_gflops(int threads) {
-    int n = 2048;
-    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
-    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = (float)(i % 7) * 0.1f, b[i] = (float)(i % 5) * 0.1f;
-    openblas_set_num_threads(threads);
-    double best = 1e30;
-    for (int r = 0; r < 4; r++) {
-        double t0 = ls_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        double t = ls_now() - t0;
-        if (r && t < best) best = t;
-    }
-    free(a), free(b), free(c);
-    return 2.0 * n * n * n / best / 1e9;
 }
 
 int main(int argc, char **argv) {
@@ -83,7 +68,7 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     double rss_mb = ru.ru_maxrss / 1024.0;
     double paper_mb = (m.nparams + ls_vit_arena_floats(&cfg, B, S, S) + nin + nout) * 4.0 / 1048576.0;
-    double peak = sgemm_gflops(threads);
+    double peak = bench_sgemm_gflops(threads);
 
     char cmd[512];
     snprintf(cmd, sizeof cmd, "%s bench/vit_torch.py %s %d %d %d %d", getenv("LS_PYTHON") ? getenv("LS_PYTHON") : "/usr/bin/python3",

@@ -8,14 +8,12 @@
  */
 #include "dino.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "preprocess.h"
 #include "rng.h"
@@ -878,8 +876,7 @@ static void runner_free(runner *U) {
 ls_status ls_dino_pretrain(const ls_dino_config *c, const ls_manifest *m, const char *out_dir, int resume, int until,
                            const ls_backend *be, const ls_dino_hooks *hooks, ls_error *err) {
     ls_dino_config cfg = *c;
-    if (mkdir(out_dir, 0777) && errno != EEXIST)
-        return ls_fail(err, LS_ERR_IO, "%s: cannot create the output directory: %s", out_dir, strerror(errno));
+    LS_TRY(ls_make_dir(out_dir, "output", err));
     if (resume) LS_TRY(state_config(out_dir, &cfg, err));
     if (until <= 0 || until > cfg.epochs) until = cfg.epochs;
     runner U;

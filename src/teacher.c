@@ -3,12 +3,10 @@
  */
 #include "teacher.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <zlib.h>
 
 #include "rng.h"
@@ -133,8 +131,7 @@ static void describe(const ls_teacher *t, const ls_volume *ras, const ls_prep *p
 
 ls_status ls_features_cache_path(const char *dir, const ls_teacher *t, const ls_volume *ras, const ls_prep *prep,
                                  char *path, size_t n, ls_error *err) {
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return ls_fail(err, LS_ERR_IO, "%s: cannot create the feature cache directory (%s)", dir, strerror(errno));
+    LS_TRY(ls_make_dir(dir, "feature cache", err));
     char desc[1024];
     describe(t, ras, prep, desc, sizeof desc);
     uint64_t k = key_of(ras->data, ls_volume_nvox(ras) * sizeof(float), key_of(desc, strlen(desc), 0));

@@ -8,14 +8,12 @@
  */
 #include "train.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "optim.h"
 #include "rng.h"
@@ -770,12 +768,6 @@ static ls_status run_epoch(trainer *T, const char *dir, const ls_train_hooks *ho
     return s;
 }
 
-static ls_status make_dir(const char *dir, ls_error *err) {
-    if (mkdir(dir, 0777) && errno != EEXIST)
-        return ls_fail(err, LS_ERR_IO, "%s: cannot create the output directory: %s", dir, strerror(errno));
-    return LS_OK;
-}
-
 static ls_status load_scans(trainer *T, const ls_manifest *m, const ls_train_hooks *hooks, ls_error *err) {
     int *tr = ls_calloc((size_t)m->n + 1, sizeof(int), err), *va = ls_calloc((size_t)m->n + 1, sizeof(int), err), nt, nv;
     ls_status s = tr && va ? LS_OK : LS_ERR_NOMEM;
@@ -813,7 +805,7 @@ ls_status ls_train(const ls_train_config *c, const ls_manifest *m, const char *o
     trainer T;
     memset(&T, 0, sizeof T);
     T.be = be, T.cfg = *c;
-    LS_TRY(make_dir(out_dir, err));
+    LS_TRY(ls_make_dir(out_dir, "output", err));
     if (resume) {
         LS_TRY(state_config(out_dir, &T.cfg, err));
         T.cfg.epochs = c->epochs;

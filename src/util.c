@@ -150,3 +150,9 @@ ls_status ls_read_file(const char *path, size_t max_bytes, char **buf, size_t *n
     *n = got;
     return LS_OK;
 }
+
+ls_status ls_make_dir(const char *dir, const char *what, ls_error *err) {
+    if (mkdir(dir, 0777) && errno != EEXIST)
+        return ls_fail(err, LS_ERR_IO, "%s: cannot create the %s directory: %s", dir, what, strerror(errno));
+    return LS_OK;
+}

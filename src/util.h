@@ -76,6 +76,10 @@ ls_status ls_write_file_atomic(const char *path, const void *buf, size_t n, cons
 /* Reads a whole file (at most max_bytes) into a malloc'd buffer with a NUL appended. */
 ls_status ls_read_file(const char *path, size_t max_bytes, char **buf, size_t *n, ls_error *err);
 
+/* Creates a directory unless it exists (its parent must); `what` names it in the error ("output",
+ * "feature cache"). */
+ls_status ls_make_dir(const char *dir, const char *what, ls_error *err);
+
 /* 1 when both paths name the same existing file (inode), else 0. */
 int ls_same_file(const char *a, const char *b);
 

@@ -12,7 +12,6 @@
  *   report.md                    the protocol, teacher, settings, summary table, paired t-tests, cases
  *   dice.svg                     box plot of Dice per variant and target dataset
  */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,11 +127,6 @@ static ls_status test_cases(const ls_manifest *m, const ls_train_config *c, cons
     return LS_OK;
 }
 
-static ls_status make_dir(const char *d, ls_error *err) {
-    if (mkdir(d, 0777) && errno != EEXIST) return ls_fail(err, LS_ERR_IO, "%s: cannot create: %s", d, strerror(errno));
-    return LS_OK;
-}
-
 typedef struct {
     int quiet;
     progress bar; /* segmentation */
@@ -183,8 +177,8 @@ static ls_status run_variant(const ls_train_config *c, const ls_manifest *m, con
     char model_dir[4400], pred_dir[4400], best[4500], pred[4600];
     snprintf(model_dir, sizeof model_dir, "%s/model", dir);
     snprintf(pred_dir, sizeof pred_dir, "%s/pred", dir);
-    LS_TRY(make_dir(dir, err));
-    LS_TRY(make_dir(pred_dir, err));
+    LS_TRY(ls_make_dir(dir, "output", err));
+    LS_TRY(ls_make_dir(pred_dir, "output", err));
     snprintf(best, sizeof best, "%s/state.safetensors", model_dir);
     struct stat st;
     int resume = stat(best, &st) == 0;
@@ -389,7 +383,7 @@ int cmd_experiment(int argc, char **argv) {
     ls_backend be = {0};
     double t0 = ls_now();
     ls_status s = test_cases(&m, &c, o.test, tests, &nt, &err);
-    if (!s) s = make_dir(o.out, &err);
+    if (!s) s = ls_make_dir(o.out, "output", &err);
     if (!s && !(s = ls_device_parse(o.device, &dev, &err))) s = ls_backend_init(&be, dev, o.threads, &err);
     exp_ui ui = {.quiet = o.quiet, .prep.quiet = o.quiet};
     int nv = o.ablation ? 2 : 1;
