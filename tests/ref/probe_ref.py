@@ -52,7 +52,7 @@ for _ in range(5):
     opt.step(closure)
 with torch.no_grad():
     f = objective()
-    Xt = X[:500] * 1.1 + 0.3  # scored rows that were not fitted
+    Xt = (X[:500] * 1.1 + 0.3).float().double()  # rows not fitted, as float32 like every input the C side reads
     zt = (Xt - mean) / std @ w + b
 
 # AUC with ties: scores rounded to one decimal, counted over all pairs.
