@@ -144,3 +144,34 @@ ls_status ls_manifest_select(const ls_manifest *m, const char *datasets, int val
     if (*ntrain == 0) return ls_fail(err, LS_ERR_INPUT, "no training case selected from '%s'", datasets);
     return LS_OK;
 }
+
+int ls_dataset_listed(const char *list, const char *name) {
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        size_t l = strcspn(p, ",");
+        if (l == n && !strncmp(p, name, n)) return 1;
+        p += l + (p[l] == ',');
+    }
+    return 0;
+}
+
+ls_status ls_manifest_test_cases(const ls_manifest *m, const char *test, const char *trained, int val, int *idx, int *n,
+                                 ls_error *err) {
+    *n = 0;
+    char list[1024];
+    snprintf(list, sizeof list, "%s", test);
+    for (char *save = NULL, *ds = strtok_r(list, ",", &save); ds; ds = strtok_r(NULL, ",", &save)) {
+        int count = 0, seen = 0;
+        for (int i = 0; i < m->n; i++) count += !strcmp(m->cases[i].dataset, ds);
+        if (!count) return ls_fail(err, LS_ERR_INPUT, "test dataset '%s' has no case in the manifest", ds);
+        int held_out = ls_dataset_listed(trained, ds);
+        for (int i = 0; i < m->n; i++) {
+            if (strcmp(m->cases[i].dataset, ds)) continue;
+            if (!m->cases[i].label[0]) return ls_fail(err, LS_ERR_INPUT, "test case %s has no label", m->cases[i].id);
+            if (!held_out || seen >= count - val) idx[(*n)++] = i;
+            seen++;
+        }
+    }
+    if (!*n) return ls_fail(err, LS_ERR_INPUT, "no test case: '%s' is trained on and --val-split is 0", test);
+    return LS_OK;
+}

@@ -35,4 +35,11 @@ void ls_manifest_free(ls_manifest *m);
 ls_status ls_manifest_select(const ls_manifest *m, const char *datasets, int val, int limit, int *train, int *ntrain,
                              int *valid, int *nval, ls_error *err);
 
+/* 1 when `name` is one of the comma-separated names of `list`. */
+int ls_dataset_listed(const char *list, const char *name);
+/* The test cases of a cross-domain protocol, in the order of `test`'s datasets: every case of a dataset
+ * that is not in `trained`, and the held-out cases (the last `val`) of one that is. A test dataset with
+ * no case, a test case without a label, or no test case at all (val 0) is LS_ERR_INPUT. */
+ls_status ls_manifest_test_cases(const ls_manifest *m, const char *test, const char *trained, int val, int *idx, int *n,
+                                 ls_error *err);
 #endif

@@ -95,38 +95,6 @@ static int parse(int argc, char **argv, ls_train_config *c, exp_opts *o, int *do
     return 0;
 }
 
-static int in_list(const char *list, const char *name) {
-    size_t n = strlen(name);
-    for (const char *p = list; *p;) {
-        size_t l = strcspn(p, ",");
-        if (l == n && !strncmp(p, name, n)) return 1;
-        p += l + (p[l] == ',');
-    }
-    return 0;
-}
-
-/* The test cases: held-out cases of trained datasets, every case of the others. */
-static ls_status test_cases(const ls_manifest *m, const ls_train_config *c, const char *test, int *idx, int *n,
-                            ls_error *err) {
-    *n = 0;
-    char list[1024];
-    snprintf(list, sizeof list, "%s", test);
-    for (char *save = NULL, *ds = strtok_r(list, ",", &save); ds; ds = strtok_r(NULL, ",", &save)) {
-        int count = 0, seen = 0;
-        for (int i = 0; i < m->n; i++) count += !strcmp(m->cases[i].dataset, ds);
-        if (!count) return ls_fail(err, LS_ERR_INPUT, "test dataset '%s' has no case in the manifest", ds);
-        int trained = in_list(c->datasets, ds);
-        for (int i = 0; i < m->n; i++) {
-            if (strcmp(m->cases[i].dataset, ds)) continue;
-            if (!m->cases[i].label[0]) return ls_fail(err, LS_ERR_INPUT, "test case %s has no label", m->cases[i].id);
-            if (!trained || seen >= count - c->val_split) idx[(*n)++] = i;
-            seen++;
-        }
-    }
-    if (!*n) return ls_fail(err, LS_ERR_INPUT, "no test case: '%s' is trained on and --val-split is 0", test);
-    return LS_OK;
-}
-
 typedef struct {
     int quiet;
     progress bar; /* segmentation */
@@ -382,7 +350,7 @@ int cmd_experiment(int argc, char **argv) {
     ls_device dev;
     ls_backend be = {0};
     double t0 = ls_now();
-    ls_status s = test_cases(&m, &c, o.test, tests, &nt, &err);
+    ls_status s = ls_manifest_test_cases(&m, o.test, c.datasets, c.val_split, tests, &nt, &err);
     if (!s) s = ls_make_dir(o.out, "output", &err);
     if (!s && !(s = ls_device_parse(o.device, &dev, &err))) s = ls_backend_init(&be, dev, o.threads, &err);
     exp_ui ui = {.quiet = o.quiet, .prep.quiet = o.quiet};

@@ -95,38 +95,28 @@ static int parse(int argc, char **argv, probe_opts *o, int *done) {
     return 0;
 }
 
-/* 1 when `name` is one of the comma-separated `list`. */
-static int listed(const char *list, const char *name) {
-    size_t n = strlen(name);
-    for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
-        if (!strncmp(p, name, n) && (p[n] == ',' || !p[n])) return 1;
-    return 0;
-}
-
-/* The case indices of one side: every case of its datasets, except that a dataset in both lists gives
- * its held-out cases to the test side and the others to the fit side. */
+/* The case indices of one side. Test: ls_manifest_test_cases (a dataset also fitted gives its held-out
+ * cases). Fit: every case of the --fit datasets that is not a test case. */
 static ls_status side_cases(const ls_manifest *m, const probe_opts *o, int test_side, int *idx, int *n, ls_error *err) {
-    const char *list = test_side ? o->test : o->fit, *other = test_side ? o->fit : o->test;
-    int *tr = malloc(sizeof(int) * (size_t)m->n), *va = malloc(sizeof(int) * (size_t)m->n), ntr, nva;
-    LS_ASSERT(tr && va);
-    ls_status st = ls_manifest_select(m, list, 0, 0, tr, &ntr, va, &nva, err); /* validates the names */
+    if (test_side) return ls_manifest_test_cases(m, o->test, o->fit, o->val_split, idx, n, err);
+    size_t sz = sizeof(int) * (size_t)m->n;
+    int *test = malloc(sz), *all = malloc(sz), *none = malloc(sz), ntest, nall, nnone;
+    LS_ASSERT(test && all && none);
     *n = 0;
-    for (int k = 0; !st && k < ntr; k++) {
-        const ls_case *c = &m->cases[tr[k]];
-        if (!listed(other, c->dataset)) {
-            idx[(*n)++] = tr[k];
-            continue;
-        }
-        int nd = 0, pos = 0; /* this case's position within its dataset, and the dataset's size */
-        for (int j = 0; j < m->n; j++)
-            if (!strcmp(m->cases[j].dataset, c->dataset)) pos += j < tr[k], nd++;
-        if (o->val_split >= nd)
+    ls_status st = ls_manifest_test_cases(m, o->test, o->fit, o->val_split, test, &ntest, err);
+    if (!st) st = ls_manifest_select(m, o->fit, 0, 0, all, &nall, none, &nnone, err);
+    for (int k = 0; !st && k < nall; k++) {
+        const ls_case *c = &m->cases[all[k]];
+        int nd = 0, held = 0;
+        for (int j = 0; j < m->n; j++) nd += !strcmp(m->cases[j].dataset, c->dataset);
+        for (int j = 0; j < ntest; j++) held |= test[j] == all[k];
+        if (ls_dataset_listed(o->test, c->dataset) && o->val_split >= nd)
             st = ls_fail(err, LS_ERR_INPUT, "%s: dataset %s has %d cases, too few to hold out %d", o->manifest,
                          c->dataset, nd, o->val_split);
-        else if ((pos >= nd - o->val_split) == test_side)
-            idx[(*n)++] = tr[k];
+        else if (!held)
+            idx[(*n)++] = all[k];
     }
-    free(tr), free(va);
+    free(test), free(all), free(none);
     return st;
 }
 
