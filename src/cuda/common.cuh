@@ -102,6 +102,27 @@ __device__ inline double block_sum(double v) {
     return warp_sums[0];
 }
 
+__device__ inline float max_of(float a, float b) { return fmaxf(a, b); }
+__device__ inline double max_of(double a, double b) { return fmax(a, b); }
+
+/* Max of v over the block, as block_sum (float for the softmax rows, double for DINO's). */
+template <typename T>
+__device__ inline T block_max(T v) {
+    __shared__ T warp_max[32];
+    for (int o = 16; o > 0; o >>= 1) v = max_of(v, __shfl_down_sync(0xffffffffu, v, o));
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (lane == 0) warp_max[wid] = v;
+    __syncthreads();
+    if (wid == 0) {
+        T m = lane < nw ? warp_max[lane] : (T)-INFINITY;
+        for (int o = 16; o > 0; o >>= 1) m = max_of(m, __shfl_down_sync(0xffffffffu, m, o));
+        if (lane == 0) warp_max[0] = m;
+    }
+    __syncthreads();
+    return warp_max[0];
+}
+
 /* Row-major GEMM (ops_dense.h's contract) through cuBLAS's column-major API: C^T = op(B)^T op(A)^T, so the
  * operands swap and M/N swap; the transpose flags stay with their operands. */
 void gemm(const ls_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,

@@ -9,6 +9,7 @@
 
 namespace {
 
+using lscuda::block_max;
 using lscuda::block_sum;
 using lscuda::blocks_for;
 using lscuda::kThreads;
@@ -52,22 +53,6 @@ void cu_layernorm(const ls_backend *be, float *y, const float *x, const float *w
     if (!rows) return;
     k_layernorm<<<(unsigned)rows, kThreads, 0, stream(be)>>>(y, x, w, b, n, eps);
     LS_LAUNCHED();
-}
-
-__device__ float block_max(float v) {
-    __shared__ float wm[32];
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, o));
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    __syncthreads();
-    if (lane == 0) wm[wid] = v;
-    __syncthreads();
-    if (wid == 0) {
-        float s = lane < nw ? wm[lane] : -INFINITY;
-        for (int o = 16; o > 0; o >>= 1) s = fmaxf(s, __shfl_down_sync(0xffffffffu, s, o));
-        if (lane == 0) wm[0] = s;
-    }
-    __syncthreads();
-    return wm[0];
 }
 
 __global__ void k_softmax(float *x, int n, float scale) {

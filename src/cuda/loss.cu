@@ -10,6 +10,7 @@
 
 namespace {
 
+using lscuda::block_max;
 using lscuda::block_sum;
 using lscuda::kThreads;
 using lscuda::st;
@@ -264,23 +265,6 @@ void cu_radam_step(const ls_backend *be, float *param, const float *grad, float 
 }
 
 /* ---- DINO pretraining */
-
-/* Max of v over the block, as block_sum (valid in every thread). */
-__device__ double block_max(double v) {
-    __shared__ double wm[32];
-    for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_down_sync(0xffffffffu, v, o));
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    __syncthreads();
-    if (lane == 0) wm[wid] = v;
-    __syncthreads();
-    if (wid == 0) {
-        double m = lane < nw ? wm[lane] : -INFINITY;
-        for (int o = 16; o > 0; o >>= 1) m = fmax(m, __shfl_down_sync(0xffffffffu, m, o));
-        if (lane == 0) wm[0] = m;
-    }
-    __syncthreads();
-    return wm[0];
-}
 
 /* cpu_loss.c's softmax_row, one block per row of x[rows, K]: out = softmax((x - c) * inv), logp its log when
  * not NULL; max, sum and log-sum-exp in double. */
