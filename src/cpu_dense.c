@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "fastmath.h"
 #include "ops.h"
 
 static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
@@ -94,40 +95,6 @@ static void cpu_layernorm(const ls_backend *be, float *y, const float *x, const 
     for (size_t r = 0; r < rows; r++) layernorm_row(y + r * (size_t)n, x + r * (size_t)n, w, b, n, eps);
 }
 
-/* Clamps through the float's bits, for the vectoriser: a float comparison may raise an FP exception
- * (GCC's default -ftrapping-math), so GCC will not if-convert `x < c ? c : x` into a vector select at
- * SSE2/AVX2 widths; integer comparisons it will. */
-static inline uint32_t f2u(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    return u;
-}
-static inline float u2f(uint32_t u) {
-    float x;
-    memcpy(&x, &u, 4);
-    return x;
-}
-
-/* exp(x) for x <= 0 (softmax arguments after the max is subtracted), vectorisable: x = n ln2 + r with
- * |r| <= ln2/2, e^r by a degree-6 Taylor polynomial (relative error < 2e-7 on that range), 2^n through the
- * exponent bits. n is rounded to nearest by adding and subtracting 1.5 * 2^23 (exact for |n| < 2^22), which
- * vectorises at any SIMD width where roundf needs SSE4.1 and is otherwise a libm call. Arguments below -87
- * (also -inf and negative NaNs) flush to e^-87 ~ 1.6e-38, as expf does to 0 to within float's range. */
-static inline float exp_neg(float x) {
-    uint32_t u = f2u(x), lim = 0xC2AE0000u; /* -87.0f; as unsigned, negative floats order by magnitude */
-    x = u2f(u > lim ? lim : u);
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f; /* ln2 split hi/lo */
-    float p = 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    return p * u2f((uint32_t)((int32_t)n + 127) << 23);
-}
-
 /* x[:] = softmax(scale * x[:]) for one row. */
 LS_SIMD_CLONES
 static void softmax_row(float *xr, int n, float scale) {
@@ -147,28 +114,6 @@ static void softmax_row(float *xr, int n, float scale) {
 static void cpu_softmax(const ls_backend *be, float *x, size_t rows, int n, float scale) {
 #pragma omp parallel for schedule(static) num_threads(be->nthreads)
     for (size_t r = 0; r < rows; r++) softmax_row(x + r * (size_t)n, n, scale);
-}
-
-/* erf as a rational function of x on [-4, 4] (beyond, erf is +-1 to float precision): the
- * approximation Eigen and TensorFlow use for float erf. Max abs error 4.2e-7 over the reals (measured
- * against math.erf on 200001 points), and it vectorises where libm's erff does not. */
-static inline float erf_rational(float x) {
-    uint32_t u = f2u(x), mag = u & 0x7fffffffu, lim = 0x40800000u; /* 4.0f */
-    x = u2f((u & 0x80000000u) | (mag > lim ? lim : mag));           /* clamp to [-4, 4] */
-    float x2 = x * x;
-    float p = -2.72614225801306e-10f;
-    p = p * x2 + 2.77068142495902e-08f;
-    p = p * x2 - 2.10102402082508e-06f;
-    p = p * x2 - 5.69250639462346e-05f;
-    p = p * x2 - 7.34990630326855e-04f;
-    p = p * x2 - 2.95459980854025e-03f;
-    p = p * x2 - 1.60960333262415e-02f;
-    float q = -1.45660718464996e-05f;
-    q = q * x2 - 2.13374055278905e-04f;
-    q = q * x2 - 1.68282697438203e-03f;
-    q = q * x2 - 7.37332916720468e-03f;
-    q = q * x2 - 1.42647390514189e-02f;
-    return x * p / q;
 }
 
 /* x[:] = gelu(x[:] + bias[:]) for one row; bias may be NULL. */

@@ -13,12 +13,14 @@
  *   0      data movement, single additions and products (patchify, embed_tokens, split/merge_heads,
  *          tokens_to_grid, add, add_bias, relu, dropout2d, concat and their backward copies, DINO's scale):
  *          IEEE add, multiply and copies are exact.
- *   2e-6   elementwise formulas the GPU may contract into FMA (upsampling, batch-norm eval, RAdam); AdamW
- *          and the teacher EMA (written without contraction, so equal unless the compilers differ, held to
- *          the same bound); l2norm and its norms, DINO's centre update (a sum in double in another order,
- *          rounded to float, then one product or update: a few ulps).
- *   1e-5   transcendental row/element ops (softmax, GELU and its backward, LayerNorm forward): expf/erff
- *          against the CPU's polynomial exp (2e-7) and rational erf (4.2e-7 absolute).
+ *   2e-6   elementwise formulas written in the CPU's order (upsampling, batch-norm eval, RAdam, AdamW, the
+ *          teacher EMA): the CUDA build contracts nothing into FMA (--fmad=false), so they are equal unless
+ *          the compilers differ; l2norm and its norms, DINO's centre update (a sum in double in another
+ *          order, rounded to float, then one product or update: a few ulps).
+ *   1e-5   transcendental row/element ops (softmax, GELU and its backward, LayerNorm forward): both backends
+ *          use fastmath.h's polynomial exp and rational erf; softmax's row sum is float on the CPU and
+ *          double on the GPU. (With CUDA's expf/erff instead, GELU missed this bound: 1.07e-5 on an H200,
+ *          the erf approximations' 4e-7 difference amplified by the cancellation in 1 + erf(x) for x < 0.)
  *   1e-4   GEMMs, convolutions, batch norm training/backward, LayerNorm/softmax/l2norm backward, column sums,
  *          cd_term: float32 products summed in another order (cuBLAS's blocking vs OpenBLAS's), or a dot
  *          product rounded to float before a cancelling subtraction.
@@ -385,8 +387,12 @@ static void conv_case(int B, int Ci, int Co, int H, int W, int K, int bias, int 
 
 TEST(conv2d) {
     NEED_GPU();
-    conv_case(3, 5, 7, 9, 11, 3, 1, 1);     /* whole images per chunk, several per GEMM */
-    conv_case(2, 16, 16, 128, 128, 3, 1, 1); /* im2col of an image exceeds the workspace: pixel tiles */
+    /* 3x3: the direct kernel (channel chunks of 8 and groups of 16 partly filled, tiles cut by the edges) */
+    conv_case(3, 5, 7, 9, 11, 3, 1, 1);
+    conv_case(2, 16, 16, 128, 128, 3, 1, 1);
+    /* 5x5: im2col + GEMM, whole images per chunk, then pixel tiles (an image's im2col exceeds the workspace) */
+    conv_case(3, 5, 7, 9, 11, 5, 1, 1);
+    conv_case(2, 16, 16, 96, 96, 5, 1, 1);
     conv_case(2, 16, 1, 64, 64, 3, 1, 1);    /* the output layer's shape (one channel) */
     conv_case(2, 70, 64, 14, 14, 3, 0, 1);   /* first decoder stage, no bias */
     conv_case(3, 6, 4, 8, 8, 1, 1, 1);       /* 1x1 */

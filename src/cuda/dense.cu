@@ -6,6 +6,7 @@
  * l2norm and its backward are row ops too (norms and dot products in double).
  */
 #include "common.cuh"
+#include "fastmath.h"
 
 namespace {
 
@@ -62,7 +63,7 @@ __global__ void k_softmax(float *x, int n, float scale) {
     mx = block_max(mx);
     double s = 0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float e = expf(scale * (xr[i] - mx));
+        float e = exp_neg(scale * (xr[i] - mx));
         xr[i] = e;
         s += e;
     }
@@ -79,7 +80,7 @@ void cu_softmax(const ls_backend *be, float *x, size_t rows, int n, float scale)
 __global__ void k_bias_gelu(float *x, const float *bias, size_t total, int n) {
     LS_GRID_STRIDE(i, total) {
         float v = x[i] + (bias ? bias[i % n] : 0.0f);
-        x[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+        x[i] = 0.5f * v * (1.0f + erf_rational(v * 0.70710678118654752f));
     }
 }
 
@@ -311,8 +312,8 @@ void cu_softmax_bwd(const ls_backend *be, float *ds, const float *y, const float
 __global__ void k_gelu_bwd(float *dx, const float *dy, const float *a, size_t n) {
     LS_GRID_STRIDE(i, n) {
         float v = a[i];
-        float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
-        float pdf = 0.39894228040143268f * expf(-0.5f * v * v);
+        float cdf = 0.5f * (1.0f + erf_rational(v * 0.70710678118654752f));
+        float pdf = 0.39894228040143268f * exp_neg(-0.5f * v * v);
         dx[i] = dy[i] * (cdf + v * pdf);
     }
 }

@@ -2,7 +2,8 @@
  * nn.cu — CUDA implementation of the convolutional op family (ops_nn.h).
  *
  * Convolutions: 1x1 are one strided-batched cuBLAS GEMM over the batch (the weight shared at stride 0).
- * KxK (K > 1) are im2col + cuBLAS: when the im2col of whole images fits the workspace, a chunk of images is
+ * 3x3 (every KxK layer of the model) run as a direct kernel, k_conv3x3, with no workspace. Other KxK
+ * (K > 1) are im2col + cuBLAS: when the im2col of whole images fits the workspace, a chunk of images is
  * unfolded at once and multiplied by one strided-batched GEMM; otherwise each image is unfolded a tile of
  * pixels at a time (one GEMM per tile, writing into the output at leading dimension H*W). The input gradient
  * is the forward convolution of dy with the flipped, transposed kernel (no col2im, as cpu_nn.c); the weight
@@ -65,9 +66,87 @@ __global__ void k_fill_bias(float *y, const float *b, size_t total, int Co, size
     LS_GRID_STRIDE(i, total) y[i] = b[(i / HW) % Co];
 }
 
+/* Direct 3x3 convolution (no workspace), for the decoder's thin layers: im2col + GEMM there is a skinny
+ * GEMM (M = Co <= 64 rows) over a cols buffer 9*Ci times the image, cut into many tiles by the workspace
+ * bound. A block computes a 16-row x 64-column output tile for 16 output channels of one image: each
+ * thread 4 pixels (16 columns apart, so a warp reads consecutive shared-memory words) x 16 channels in
+ * registers. Input channels are staged 8 at a time: their 18 x 66 halo tile and their 16 x 8 x 9 weights in
+ * shared memory. Sums run over (ci, ky, kx) in FMA, so the result differs from the CPU's (blocked BLAS
+ * sums) by the GEMM bound. y = acc + beta * y. */
+constexpr int kDX = 16, kDY = 16, kDP = 4, kDCo = 16, kDCi = 8;
+constexpr int kDTileW = kDX * kDP, kDHaloW = kDTileW + 2, kDHaloH = kDY + 2;
+
+__global__ void __launch_bounds__(kDX * kDY) k_conv3x3(float *y, const float *x, const float *w, float beta, int Ci,
+                                                        int H, int W, int Co) {
+    __shared__ float sx[kDCi][kDHaloH][kDHaloW];
+    __shared__ float sw[kDCi][9][kDCo];
+    int groups = (Co + kDCo - 1) / kDCo, n = blockIdx.z / groups, co0 = (blockIdx.z % groups) * kDCo;
+    int tx = threadIdx.x % kDX, ty = threadIdx.x / kDX, ox0 = blockIdx.x * kDTileW, oy0 = blockIdx.y * kDY;
+    size_t HW = (size_t)H * W;
+    const float *xn = x + (size_t)n * Ci * HW;
+    float acc[kDP][kDCo];
+#pragma unroll
+    for (int p = 0; p < kDP; p++)
+#pragma unroll
+        for (int o = 0; o < kDCo; o++) acc[p][o] = 0.0f;
+    for (int ci0 = 0; ci0 < Ci; ci0 += kDCi) {
+        for (int i = threadIdx.x; i < kDCi * kDHaloH * kDHaloW; i += kDX * kDY) {
+            int c = i / (kDHaloH * kDHaloW), r = (i / kDHaloW) % kDHaloH, col = i % kDHaloW;
+            int gy = oy0 + r - 1, gx = ox0 + col - 1;
+            bool in = ci0 + c < Ci && gy >= 0 && gy < H && gx >= 0 && gx < W;
+            sx[c][r][col] = in ? xn[(size_t)(ci0 + c) * HW + (size_t)gy * W + gx] : 0.0f;
+        }
+        for (int i = threadIdx.x; i < kDCi * 9 * kDCo; i += kDX * kDY) {
+            int c = i / (9 * kDCo), k = (i / kDCo) % 9, o = i % kDCo;
+            bool in = ci0 + c < Ci && co0 + o < Co;
+            sw[c][k][o] = in ? w[((size_t)(co0 + o) * Ci + ci0 + c) * 9 + k] : 0.0f;
+        }
+        __syncthreads();
+        for (int c = 0; c < kDCi; c++)
+#pragma unroll
+            for (int ky = 0; ky < 3; ky++)
+#pragma unroll
+                for (int kx = 0; kx < 3; kx++) {
+                    float v[kDP];
+#pragma unroll
+                    for (int p = 0; p < kDP; p++) v[p] = sx[c][ty + ky][tx + p * kDX + kx];
+#pragma unroll
+                    for (int o = 0; o < kDCo; o++) {
+                        float wv = sw[c][ky * 3 + kx][o];
+#pragma unroll
+                        for (int p = 0; p < kDP; p++) acc[p][o] = __fmaf_rn(wv, v[p], acc[p][o]);
+                    }
+                }
+        __syncthreads();
+    }
+    int gy = oy0 + ty;
+    if (gy >= H) return;
+#pragma unroll
+    for (int o = 0; o < kDCo; o++)
+#pragma unroll
+        for (int p = 0; p < kDP; p++) {
+            int gx = ox0 + tx + p * kDX;
+            if (co0 + o >= Co || gx >= W) continue;
+            float *q = y + ((size_t)n * Co + co0 + o) * HW + (size_t)gy * W + gx;
+            *q = beta != 0.0f ? acc[p][o] + beta * *q : acc[p][o];
+        }
+}
+
+void conv3x3(const ls_backend *be, float *y, const float *x, const float *w, float beta, int B, int Ci, int H, int W,
+             int Co) {
+    dim3 grid((unsigned)((W + kDTileW - 1) / kDTileW), (unsigned)((H + kDY - 1) / kDY),
+              (unsigned)(B * ((Co + kDCo - 1) / kDCo)));
+    k_conv3x3<<<grid, kDX * kDY, 0, stream(be)>>>(y, x, w, beta, Ci, H, W, Co);
+    LS_LAUNCHED();
+}
+
 /* y (+)= conv(x, w) for K > 1, beta 0 or 1 (y already holding the bias). */
 void conv_kxk(const ls_backend *be, float *y, const float *x, const float *w, float beta, int B, int Ci, int H, int W,
               int Co, int K, float *cols, size_t budget) {
+    if (K == 3) {
+        conv3x3(be, y, x, w, beta, B, Ci, H, W, Co);
+        return;
+    }
     int HW = H * W, CKK = Ci * K * K;
     size_t img_cols = (size_t)CKK * HW;
     if (img_cols <= budget) {
@@ -379,38 +458,32 @@ void cu_upsample2x_fwd(const ls_backend *be, float *y, const float *x, int B, in
     LS_LAUNCHED();
 }
 
-/* The adjoint as a gather (no atomics): input pixel (yy, xx) collects output rows 2yy-1 .. 2yy+2 and
- * columns 2xx-1 .. 2xx+2 weighted by the taps that read it. */
+/* The adjoint as a gather (no atomics), in cpu_nn.c's order: the four output columns 2xx-1 .. 2xx+2 are
+ * first blended over the output rows that read input row yy (v[k] += wy * dy, rows in ascending order),
+ * then combined as c0 v[1] + c1 v[2] (+ .25 v[0]) (+ .25 v[3]). With --fmad=false this gives the CPU's bits. */
 __global__ void k_upsample_bwd(float *dx, const float *dy, int H, int W, size_t total) {
     int OH = 2 * H, OW = 2 * W;
     LS_GRID_STRIDE(i, total) {
         int xx = (int)(i % W), yy = (int)((i / W) % H);
         size_t bc = i / ((size_t)W * H);
         const float *q = dy + bc * OH * OW;
-        float wx[4];
-        for (int k = 0; k < 4; k++) {
-            int ox = 2 * xx - 1 + k;
-            wx[k] = 0.0f;
-            if (ox < 0 || ox >= OW) continue;
-            int x0, x1;
-            float b0, b1;
-            taps(ox, W, &x0, &x1, &b0, &b1);
-            wx[k] = (x0 == xx ? b0 : 0.0f) + (x1 == xx ? b1 : 0.0f);
-        }
-        float acc = 0.0f;
-        for (int r = 0; r < 4; r++) {
-            int oy = 2 * yy - 1 + r;
+        float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int oy = 2 * yy - 1; oy <= 2 * yy + 2; oy++) {
             if (oy < 0 || oy >= OH) continue;
             int y0, y1;
             float a0, a1;
             taps(oy, H, &y0, &y1, &a0, &a1);
             float wy = (y0 == yy ? a0 : 0.0f) + (y1 == yy ? a1 : 0.0f);
             if (wy == 0.0f) continue;
-            float row = 0.0f;
-            for (int k = 0; k < 4; k++)
-                if (wx[k] != 0.0f) row += wx[k] * q[(size_t)oy * OW + 2 * xx - 1 + k];
-            acc += wy * row;
+            for (int k = 0; k < 4; k++) {
+                int ox = 2 * xx - 1 + k;
+                if (ox >= 0 && ox < OW) v[k] += wy * q[(size_t)oy * OW + ox];
+            }
         }
+        float c0 = xx > 0 ? 0.75f : 1.0f, c1 = xx < W - 1 ? 0.75f : 1.0f;
+        float acc = c0 * v[1] + c1 * v[2];
+        if (xx > 0) acc += 0.25f * v[0];
+        if (xx < W - 1) acc += 0.25f * v[3];
         dx[i] = acc;
     }
 }
