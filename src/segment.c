@@ -5,6 +5,7 @@
 #include "segment.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,9 @@
 
 #include "util.h"
 
-#define DECODER_BATCH 2
+/* Slices per decoder pass on the CPU, where two keep the arena of 448x448 activations small. On a GPU
+ * the decoder takes the teacher's whole batch (fewer, larger launches). */
+#define CPU_DECODER_BATCH 2
 
 void ls_segment_opts_default(ls_segment_opts *o) {
     *o = (ls_segment_opts){.modality = -1, .threshold = 0.5f, .keep_largest = 1, .fill_holes = 1, .batch = 8};
@@ -81,42 +84,52 @@ static ls_status predict(const ls_volume *ras, const ls_prep *prep, ls_teacher *
     if (m->cfg.grid != g || m->cfg.feat_dim != vc->dim)
         return ls_fail(err, LS_ERR_INPUT, "model expects %d teacher channels on a %dx%d grid; the teacher gives %d on %dx%d",
                        m->cfg.feat_dim, m->cfg.grid, m->cfg.grid, vc->dim, g, g);
-    if (batch < DECODER_BATCH) batch = DECODER_BATCH;
+    int dbatch = be->device == LS_DEV_CPU ? CPU_DECODER_BATCH : batch;
+    if (batch < dbatch) batch = dbatch;
     size_t in_per = (size_t)3 * S * S, f_per = (size_t)vc->dim * g * g, img_per = (size_t)Sd * Sd;
     float *host_in = ls_calloc((size_t)batch * in_per, sizeof(float), err);
-    float *host_img = ls_calloc((size_t)DECODER_BATCH * img_per, sizeof(float), err);
-    float *host_logit = ls_calloc((size_t)DECODER_BATCH * img_per, sizeof(float), err);
-    float *scratch = ls_calloc((size_t)nx * ny, sizeof(float), err);
+    float *host_img = ls_calloc((size_t)dbatch * img_per, sizeof(float), err);
+    float *host_logit = ls_calloc((size_t)dbatch * img_per, sizeof(float), err);
+    /* Slices are resampled on the host, one per thread (scratch: one slice per thread). */
+    int nth = be->nthreads > 0 ? be->nthreads : 1;
+    size_t plane = (size_t)nx * ny;
+    float *scratch = ls_calloc((size_t)nth * plane, sizeof(float), err);
     ls_arena va = {0}, ma = {0}, io = {0};
     ls_status s = host_in && host_img && host_logit && scratch ? LS_OK : LS_ERR_NOMEM;
     if (!s) s = ls_arena_init(&va, be, ls_vit_arena_floats(vc, batch, S, S) * sizeof(float), err);
-    if (!s) s = ls_arena_init(&ma, be, ls_model_arena_floats(&m->cfg, DECODER_BATCH) * sizeof(float), err);
-    if (!s) s = ls_arena_init(&io, be, ((size_t)batch * (in_per + f_per) + DECODER_BATCH * img_per + 64) * sizeof(float), err);
+    if (!s) s = ls_arena_init(&ma, be, ls_model_arena_floats(&m->cfg, dbatch) * sizeof(float), err);
+    if (!s) s = ls_arena_init(&io, be, ((size_t)batch * (in_per + f_per) + dbatch * img_per + 64) * sizeof(float), err);
     float *dev_in = s ? NULL : ls_arena_floats(&io, (size_t)batch * in_per);
     float *dev_feat = s ? NULL : ls_arena_floats(&io, (size_t)batch * f_per);
-    float *dev_img = s ? NULL : ls_arena_floats(&io, (size_t)DECODER_BATCH * img_per);
+    float *dev_img = s ? NULL : ls_arena_floats(&io, (size_t)dbatch * img_per);
     for (int k0 = 0; !s && k0 < Z; k0 += batch) {
         int nb = Z - k0 < batch ? Z - k0 : batch;
         double t0 = ls_now();
-        for (int b = 0; b < nb; b++) ls_prep_slice(prep, ras, k0 + b, scratch, host_in + (size_t)b * in_per);
+#pragma omp parallel for schedule(static) num_threads(nth)
+        for (int b = 0; b < nb; b++)
+            ls_prep_slice(prep, ras, k0 + b, scratch + omp_get_thread_num() * plane, host_in + (size_t)b * in_per);
         be->mem->to_device(be, dev_in, host_in, (size_t)nb * in_per * sizeof(float));
         ls_arena_reset(&va);
         s = ls_vit_forward(&t->vit, &va, dev_in, nb, S, S, dev_feat, NULL, err);
         be->mem->sync(be);
         double t1 = ls_now();
         r->seconds_teacher += t1 - t0;
-        for (int d0 = 0; !s && d0 < nb; d0 += DECODER_BATCH) {
-            int nd = nb - d0 < DECODER_BATCH ? nb - d0 : DECODER_BATCH;
-            for (int b = 0; b < nd; b++) ls_prep_grey(prep, ras, k0 + d0 + b, scratch, host_img + (size_t)b * img_per, Sd, Sd);
+        for (int d0 = 0; !s && d0 < nb; d0 += dbatch) {
+            int nd = nb - d0 < dbatch ? nb - d0 : dbatch;
+#pragma omp parallel for schedule(static) num_threads(nth)
+            for (int b = 0; b < nd; b++)
+                ls_prep_grey(prep, ras, k0 + d0 + b, scratch + omp_get_thread_num() * plane, host_img + (size_t)b * img_per,
+                             Sd, Sd);
             be->mem->to_device(be, dev_img, host_img, (size_t)nd * img_per * sizeof(float));
             ls_model_acts acts;
             ls_arena_reset(&ma);
             ls_model_forward(m, &ma, &acts, dev_feat + (size_t)d0 * f_per, dev_img, nd, 0, NULL);
             be->mem->to_host(be, host_logit, acts.logits, (size_t)nd * img_per * sizeof(float));
+#pragma omp parallel for schedule(static) num_threads(nth)
             for (int b = 0; b < nd; b++) {
-                float *plane = host_logit + (size_t)b * img_per;
-                for (size_t i = 0; i < img_per; i++) plane[i] = sigmoidf_(plane[i]);
-                ls_unprep_plane(plane, Sd, Sd, ras, scratch, prob_ras + (size_t)(k0 + d0 + b) * nx * ny);
+                float *pr = host_logit + (size_t)b * img_per;
+                for (size_t i = 0; i < img_per; i++) pr[i] = sigmoidf_(pr[i]);
+                ls_unprep_plane(pr, Sd, Sd, ras, scratch + omp_get_thread_num() * plane, prob_ras + (size_t)(k0 + d0 + b) * plane);
             }
         }
         r->seconds_decoder += ls_now() - t1;
