@@ -5,8 +5,13 @@
 # and the Dice between the two masks). Ends with a short table. Run from anywhere; exit status 1 when any
 # step failed or was missing (each says so on a line starting with "FAIL"), 0 otherwise.
 #
-# Untrained weights throughout (no trained model is needed for speed or for CPU/CUDA agreement); the Dice
-# >= 0.999 check on real scans with a trained model is separate (docs/gpu.md).
+# Untrained weights for the benchmarks (speed does not depend on them). With DATA=DIR (a folder holding a
+# manifest.csv in ../shared/data's layout; default ../shared/data when present) it also runs the checks that
+# need real scans: the shipped default model on three scans on both devices (Dice between the masks, which
+# fails below 0.999), `livseg train --device cuda` (seconds per epoch, paper preset) and `livseg pretrain
+# --device cuda` (one short epoch of the gpu preset: images/s), these two on TRAIN_DATA=DIR when set
+# (default DATA). PREBUILT=1 skips the build and uses the binaries in build-cuda/ (for a GPU machine
+# without the Debian packages: bench/gpu-carry.sh).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
@@ -33,7 +38,12 @@ command -v nvcc >/dev/null || { fail "nvcc not found: cannot build the CUDA back
 
 echo "== build (make CUDA=1 BUILD=build-cuda, -j$JOBS)"
 t=$(now)
-if make -j"$JOBS" CUDA=1 BUILD=build-cuda > "$LOG/build.txt" 2>&1; then
+if [ "${PREBUILT:-0}" = 1 ]; then
+  for b in livseg tests/test_ops_cuda bench/gemm_cuda bench/network; do
+    [ -x "build-cuda/$b" ] || { fail "PREBUILT=1 but build-cuda/$b is missing"; echo "$failures failure(s)"; exit 1; }
+  done
+  R[build]="prebuilt"
+elif make -j"$JOBS" CUDA=1 BUILD=build-cuda > "$LOG/build.txt" 2>&1; then
   R[build]="ok ($(elapsed "$t") s)"
 else
   tail -n 30 "$LOG/build.txt"
@@ -43,7 +53,7 @@ fi
 
 echo "== parity: build-cuda/tests/test_ops_cuda"
 t=$(now)
-build-cuda/tests/test_ops_cuda 2>&1 | tee "$LOG/parity.txt"
+timeout 200 build-cuda/tests/test_ops_cuda 2>&1 | tee "$LOG/parity.txt"
 res=$(grep '^RESULT ' "$LOG/parity.txt" | tail -n 1)
 if [ -z "$res" ]; then
   fail "test_ops_cuda crashed before reporting"; R[parity]="CRASHED"
@@ -53,16 +63,22 @@ else
   if [ "$3" -gt 0 ]; then fail "test_ops_cuda: $3 test(s) failed"; fi
   R[parity]="$2 passed, $3 failed, $4 skipped ($(elapsed "$t") s, seed $(sed -n 's/.*seed \([0-9]*\).*/\1/p' "$LOG/parity.txt" | head -n 1))"
 fi
+if [ "${R[parity]#* passed, 0 failed}" = "${R[parity]}" ] && command -v compute-sanitizer >/dev/null; then
+  echo "== parity failed: the same seed under compute-sanitizer (memcheck), at most 90 s"
+  seed=$(sed -n 's/.*seed \([0-9]*\).*/\1/p' "$LOG/parity.txt" | head -n 1)
+  LS_SEED=$seed timeout 90 compute-sanitizer --tool memcheck --print-limit 20 build-cuda/tests/test_ops_cuda 2>&1 |
+    grep -v '^  ok' | tail -n 60
+fi
 
 echo "== cuBLAS GEMM yardstick: build-cuda/bench/gemm_cuda"
-if build-cuda/bench/gemm_cuda 8192 2>&1 | tee "$LOG/gemm.txt"; then
+if timeout 60 build-cuda/bench/gemm_cuda 8192 2>&1 | tee "$LOG/gemm.txt"; then
   for m in fp32 tf32 bf16; do R[gemm_$m]=$(awk -v m="$m" '$1 == "gemm" && $2 == m { print $6 }' "$LOG/gemm.txt"); done
 else
   fail "bench/gemm_cuda failed"
 fi
 
 echo "== networks: build-cuda/bench/network cuda"
-if build-cuda/bench/network cuda 2>&1 | tee "$LOG/network.txt"; then
+if timeout 150 build-cuda/bench/network cuda 2>&1 | tee "$LOG/network.txt"; then
   while read -r _ k v; do R[$k]=$v; done < <(grep '^network ' "$LOG/network.txt" | grep -v '^network inputs')
 else
   fail "bench/network cuda failed"
@@ -70,10 +86,12 @@ fi
 
 echo "== segment end to end: livseg segment --device cuda on a synthetic 512x512x${SLICES} CT"
 if build-cuda/bench/network --make-inputs "$WORK" "$SLICES" > "$LOG/inputs.txt" 2>&1; then
-  for dev in cuda cpu; do
+  # cuda32: --batch 32 (slices per teacher and decoder pass; default 8). SYNTH_CPU=0 skips the CPU run
+  # (~50 s on 16 cores; the real scans below compare the devices too).
+  for dev in cuda cuda32 $([ "${SYNTH_CPU:-1}" = 1 ] && echo cpu); do
     t=$(now)
-    if build-cuda/livseg segment "$WORK/ct.nii.gz" -o "$WORK/mask_$dev.nii.gz" --model "$WORK/model.safetensors" \
-         --device "$dev" --stats "$WORK/stats_$dev.json" -q > "$LOG/segment_$dev.txt" 2>&1; then
+    if timeout 180 build-cuda/livseg segment "$WORK/ct.nii.gz" -o "$WORK/mask_$dev.nii.gz" --model "$WORK/model.safetensors" \
+         --device "${dev%32}" $([ "$dev" = cuda32 ] && echo --batch 32) --stats "$WORK/stats_$dev.json" -q > "$LOG/segment_$dev.txt" 2>&1; then
       R[seg_$dev]=$(elapsed "$t")
       R[seg_${dev}_stages]=$(python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['seconds']; print(', '.join('%s %.3f' % (k, v) for k, v in s.items()))" "$WORK/stats_$dev.json" 2>/dev/null || echo "?")
       echo "  $dev: ${R[seg_$dev]} s wall; ${R[seg_${dev}_stages]}"
@@ -93,21 +111,74 @@ else
   cat "$LOG/inputs.txt"; fail "could not write the synthetic CT and model"
 fi
 
+DATA=${DATA:-../shared/data}
+if [ -f "$DATA/manifest.csv" ]; then
+  echo "== real scans ($DATA): the default model on both devices, CUDA mask vs CPU mask"
+  # The first BTCV, CHAOS T2 and TotalSegmentator CT case of the manifest that is present.
+  scans=$(awk -F, 'NR > 1 && ($2 == "btcv" || $2 == "chaos_t2" || $1 == "totalseg_ct_sm") && !seen[$2]++ { print $1 "," $4 "," $5 }' "$DATA/manifest.csv")
+  n_scans=0
+  for row in $scans; do
+    IFS=, read -r case img lab <<< "$row"
+    [ -f "$DATA/$img" ] || continue
+    for dev in cuda cpu; do
+      t=$(now)
+      if ! timeout 180 build-cuda/livseg segment "$DATA/$img" -o "$WORK/${case}_$dev.nii.gz" --device "$dev" -q > "$LOG/seg_${case}_$dev.txt" 2>&1; then
+        cat "$LOG/seg_${case}_$dev.txt"; fail "livseg segment --device $dev on $case failed"; continue 2
+      fi
+      echo "  $case $dev: $(elapsed "$t") s"
+    done
+    d=$(build-cuda/livseg eval "$WORK/${case}_cuda.nii.gz" "$WORK/${case}_cpu.nii.gz" --json "$WORK/d.json" > /dev/null 2>&1 &&
+        python3 -c "import json,sys; print('%.5f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/d.json")
+    g=$(build-cuda/livseg eval "$WORK/${case}_cuda.nii.gz" "$DATA/$lab" --json "$WORK/g.json" > /dev/null 2>&1 &&
+        python3 -c "import json,sys; print('%.4f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/g.json")
+    echo "  $case: Dice CUDA vs CPU mask ${d:-?}, CUDA mask vs label ${g:-?}"
+    awk -v d="${d:-0}" 'BEGIN { exit !(d >= 0.999) }' || fail "$case: CUDA and CPU masks differ (Dice ${d:-?} < 0.999)"
+    R[real]="${R[real]:+${R[real]}, }$case ${d:-?}"
+    n_scans=$((n_scans + 1))
+  done
+  [ "$n_scans" -eq 3 ] || fail "$n_scans of 3 real scans segmented on both devices"
+
+  TRAIN_DATA=${TRAIN_DATA:-$DATA}
+  echo "== training: livseg train --device cuda --preset paper on $TRAIN_DATA (2 epochs of at most 800 slices)"
+  if timeout 200 build-cuda/livseg train "$TRAIN_DATA/manifest.csv" --preset paper --train btcv --epochs 2 \
+       --device cuda --cache "$WORK/cache" -o "$WORK/train" -q > "$LOG/train.txt" 2>&1; then
+    R[train_epoch]=$(python3 -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; print('%.1f (train %.1f), val Dice %.3f' % (r[-1]['seconds'], r[-1]['train_seconds'], r[-1]['val_dice']))" "$WORK/train/train.jsonl" 2>/dev/null || echo "?")
+    tail -n 4 "$LOG/train.txt"
+  else
+    tail -n 20 "$LOG/train.txt"; fail "livseg train --device cuda failed"
+  fi
+
+  echo "== pretraining: livseg pretrain --device cuda --preset gpu (one epoch of 640 slices)"
+  if timeout 150 build-cuda/livseg pretrain "$TRAIN_DATA/manifest.csv" --preset gpu --until 1 --slices-per-epoch 640 \
+       --device cuda -o "$WORK/pretrain" -q > "$LOG/pretrain.txt" 2>&1; then
+    R[pretrain]=$(python3 -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; print('%.1f s, %.1f images/s, loss %.3f' % (r[-1]['seconds'], r[-1]['images_per_s'], r[-1]['loss']))" "$WORK/pretrain/pretrain.jsonl" 2>/dev/null || echo "?")
+    tail -n 3 "$LOG/pretrain.txt"
+  else
+    tail -n 20 "$LOG/pretrain.txt"; fail "livseg pretrain --device cuda failed"
+  fi
+else
+  echo "== real scans: skipped ($DATA/manifest.csv not found; set DATA=DIR)"
+fi
+
 v() { echo "${R[$1]:-MISSING}"; }
 ratio() { awk -v a="${R[$1]:-}" -v b="${R[$2]:-}" 'BEGIN { if (a == "" || b == "" || b == 0) print "?"; else printf "%.0f%%", 100 * a / b }'; }
 echo
 echo "== summary ($(elapsed "$T0") s; logs in $LOG)"
-printf '| %-44s | %-40s | %s\n' "check" "result" "target"
-printf '| %-44s | %-40s | %s\n' "CUDA build" "$(v build)" ""
-printf '| %-44s | %-40s | %s\n' "parity test_ops_cuda" "$(v parity)" "12 passed, 0 failed, 0 skipped"
-printf '| %-44s | %-40s | %s\n' "cuBLAS GEMM 8192^3 fp32 / tf32 / bf16 TFLOP/s" "$(v gemm_fp32) / $(v gemm_tf32) / $(v gemm_bf16)" ""
-printf '| %-44s | %-40s | %s\n' "ViT-S/16 224 batch 8: slices/s, TFLOP/s" "$(v vits16_224_slices_per_s), $(v vits16_224_tflops) ($(ratio vits16_224_tflops gemm_fp32) of fp32 GEMM)" ""
-printf '| %-44s | %-40s | %s\n' "ViT-B/8 224 batch 8: slices/s, TFLOP/s" "$(v vitb8_224_slices_per_s), $(v vitb8_224_tflops) ($(ratio vitb8_224_tflops gemm_fp32) of fp32 GEMM)" ""
-printf '| %-44s | %-40s | %s\n' "decoder 448 batch 8: slices/s, TFLOP/s" "$(v decoder_448_slices_per_s), $(v decoder_448_tflops) ($(ratio decoder_448_tflops gemm_fp32) of fp32 GEMM)" ""
-printf '| %-44s | %-40s | %s\n' "network for 300 slices (teacher+decoder), ms" "$(v volume300_ms)" "< 150 ms"
-printf '| %-44s | %-40s | %s\n' "training step head+decoder batch 8, ms" "$(v train_step_batch8_ms)" ""
-printf '| %-44s | %-40s | %s\n' "livseg segment 512x512x$SLICES --device cuda, s" "$(v seg_cuda)" "< 1 s end to end"
-printf '| %-44s | %-40s | %s\n' "livseg segment 512x512x$SLICES --device cpu, s" "$(v seg_cpu)" ""
-printf '| %-44s | %-40s | %s\n' "Dice CUDA mask vs CPU mask (untrained model)" "$(v seg_dice)" ">= 0.999"
+printf '| %-44s | %-48s | %s\n' "check" "result" "target"
+printf '| %-44s | %-48s | %s\n' "CUDA build" "$(v build)" ""
+printf '| %-44s | %-48s | %s\n' "parity test_ops_cuda" "$(v parity)" "12 passed, 0 failed, 0 skipped"
+printf '| %-44s | %-48s | %s\n' "cuBLAS GEMM 8192^3 fp32 / tf32 / bf16 TFLOP/s" "$(v gemm_fp32) / $(v gemm_tf32) / $(v gemm_bf16)" ""
+printf '| %-44s | %-48s | %s\n' "ViT-S/16 224 batch 8: slices/s, TFLOP/s" "$(v vits16_224_slices_per_s), $(v vits16_224_tflops) ($(ratio vits16_224_tflops gemm_fp32) of fp32, $(ratio vits16_224_tflops gemm_bf16) of bf16 GEMM)" ""
+printf '| %-44s | %-48s | %s\n' "ViT-B/8 224 batch 8: slices/s, TFLOP/s" "$(v vitb8_224_slices_per_s), $(v vitb8_224_tflops) ($(ratio vitb8_224_tflops gemm_fp32) of fp32, $(ratio vitb8_224_tflops gemm_bf16) of bf16 GEMM)" ""
+printf '| %-44s | %-48s | %s\n' "decoder 448 batch 8: slices/s, TFLOP/s" "$(v decoder_448_slices_per_s), $(v decoder_448_tflops) ($(ratio decoder_448_tflops gemm_fp32) of fp32, $(ratio decoder_448_tflops gemm_bf16) of bf16 GEMM)" ""
+printf '| %-44s | %-48s | %s\n' "network for 300 slices (teacher+decoder), ms" "$(v volume300_ms)" "< 150 ms"
+printf '| %-44s | %-48s | %s\n' "training step head+decoder batch 8, ms" "$(v train_step_batch8_ms)" ""
+printf '| %-44s | %-48s | %s\n' "livseg segment 512x512x$SLICES --device cuda, s" "$(v seg_cuda)" "< 1 s end to end"
+printf '| %-44s | %-48s | %s\n' "  the same with --batch 32, s" "$(v seg_cuda32)" ""
+printf '| %-44s | %-48s | %s\n' "livseg segment 512x512x$SLICES --device cpu, s" "$(v seg_cpu)" ""
+printf '| %-44s | %-48s | %s\n' "Dice CUDA mask vs CPU mask (untrained model)" "$(v seg_dice)" ">= 0.999"
+printf '| %-44s | %-48s | %s\n' "Dice CUDA vs CPU mask, default model, real" "$(v real)" ">= 0.999 each"
+printf '| %-44s | %-48s | %s\n' "train --device cuda --preset paper, s/epoch" "$(v train_epoch)" ""
+printf '| %-44s | %-48s | %s\n' "pretrain --device cuda --preset gpu, 1 epoch" "$(v pretrain)" ""
 if [ "$failures" -gt 0 ]; then echo "FAILED: $failures step(s) failed or were missing (lines starting with FAIL above)"; exit 1; fi
 echo "all steps ran (targets are compared by eye above; this script fails only on missing or failing steps)"
