@@ -1,8 +1,11 @@
 /*
  * test_convert.c — tools/dino_to_safetensors.py on a DINO-style training checkpoint (prefixed keys,
  * teacher and student, a projection head): the result loads as a teacher with a custom configuration
- * and carries the teacher's values; the head is dropped; a non-checkpoint gives one clear line.
+ * and carries the teacher's values; the head is dropped; a non-checkpoint gives one clear line. Then
+ * tools/safetensors_to_f16.py: its shards load as the same teacher to F16's rounding, and a value beyond
+ * F16's range stops it with one line.
  */
+#include <math.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -97,8 +100,68 @@ TEST(convert_sharded) {
     ls_backend_free(&be);
 }
 
+/* tools/safetensors_to_f16.py on a converted checkpoint, in shards of at most 0.1 MiB. */
+TEST(convert_to_f16) {
+    if (!test_python_has("torch")) SKIP("%s cannot import torch (install python3-torch or set LS_PYTHON)", test_python());
+    const char *dir = test_tmpdir();
+    char cmd[2048], path[600];
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/h && %s tests/ref/fake_dino_ckpt.py %s/h %u && %s tools/dino_to_safetensors.py %s/h/dino.pth %s/h/f32.safetensors > /dev/null"
+             " && %s tools/safetensors_to_f16.py %s/h/f32.safetensors %s/h/f16.safetensors --max-mib 0.1 > /dev/null",
+             dir, test_python(), dir, (unsigned)time(NULL), test_python(), dir, dir, test_python(), dir, dir);
+    REQUIRE(system(cmd) == 0, "conversion failed: %s", cmd);
+    int m = 0;
+    for (int k = 2; k < 100 && !m; k++) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s/h/f16-00001-of-%05d.safetensors", dir, k);
+        if (stat(path, &st) == 0) m = k;
+    }
+    REQUIRE(m >= 2, "no F16 shards written in %s/h", dir);
+    ls_st_set set;
+    ls_error err = {0};
+    REQUIRE(ls_st_set_open_model(path, &set, &err) == LS_OK, "%s", err.msg);
+    const ls_st_tensor *qkv = ls_st_set_find(&set, "blocks.1.attn.qkv.weight", NULL);
+    CHECK(qkv && qkv->dtype == LS_ST_F16, "qkv weight not stored as F16");
+    CHECK(ls_st_set_meta(&set, "arch") && strcmp(ls_st_set_meta(&set, "arch"), "custom") == 0, "arch metadata");
+    ls_vit_config cfg = {.name = "custom", .depth = 2, .dim = 64, .heads = 2, .patch = 16, .mlp_hidden = 256, .pos_grid = 14, .eps = 1e-6f};
+    ls_backend be;
+    REQUIRE(ls_backend_init(&be, LS_DEV_CPU, 1, &err) == LS_OK, "%s", err.msg);
+    ls_vit v;
+    REQUIRE(ls_vit_load(&v, &be, &cfg, ls_st_set_source, &set, &err) == LS_OK, "%s", err.msg);
+    struct { const char *name; const float *got; size_t n; } t[] = {
+        {"pos_embed", v.pos, 197 * 64}, {"blocks.1.attn.qkv.weight", v.blocks[1].qkv_w, 192 * 64}, {"norm.bias", v.norm_b, 64}};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/h/%s.bin", dir, t[i].name);
+        float *want = test_read_f32(path, t[i].n);
+        REQUIRE(want, "missing %s", path);
+        /* round to nearest F16: relative error <= 2^-11 for normal values, 2^-25 absolute below them */
+        double worst = 0;
+        for (size_t j = 0; j < t[i].n; j++) {
+            double e = fabs((double)t[i].got[j] - want[j]) - (fabs(want[j]) * 0x1p-11 + 0x1p-25);
+            worst = e > worst ? e : worst;
+        }
+        CHECK(worst <= 0, "%s: beyond F16 rounding of the checkpoint's values by %.3g", t[i].name, worst);
+        free(want);
+    }
+    ls_vit_free(&v);
+    ls_st_set_close(&set);
+    ls_backend_free(&be);
+    /* a value F16 cannot hold */
+    snprintf(cmd, sizeof cmd,
+             "cd tools && %s -c 'import sys; from safetensors_write import write_safetensors as w; w(sys.argv[1], {\"big\": [1.0, 1e5]})' %s/h/big.safetensors"
+             " && cd .. && %s tools/safetensors_to_f16.py %s/h/big.safetensors %s/h/big16.safetensors > %s/h/big.txt 2>&1",
+             test_python(), dir, test_python(), dir, dir, dir);
+    CHECK(system(cmd) != 0, "a value of 1e5 was converted to F16");
+    snprintf(path, sizeof path, "%s/h/big16.safetensors", dir);
+    struct stat st;
+    CHECK(stat(path, &st) != 0, "%s written despite the failure", path);
+    snprintf(cmd, sizeof cmd, "grep -q \"tensor big has values beyond F16's range\" %s/h/big.txt", dir);
+    CHECK(system(cmd) == 0, "no clear message in %s/h/big.txt", dir);
+}
+
 int main(void) {
     RUN(convert_dino_checkpoint);
     RUN(convert_sharded);
+    RUN(convert_to_f16);
     return test_summary();
 }
