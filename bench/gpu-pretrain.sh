@@ -3,7 +3,9 @@
 # session: `livseg pretrain --preset gpu` (ViT-S/16 at 224, batch 64, 2 global + 8 local crops, 65536
 # prototypes, DINO's temperatures and momentum) with its schedules cut to EPOCHS (default 24: warm-up 3,
 # teacher temperature warm-up 7) and stopped after SECONDS in any case (the epochs written by then stand),
-# TF32 GEMMs, every 4th epoch's teacher kept. Then each kept teacher and the random ViT-S/16 are probed on
+# TF32 GEMMs, every 4th epoch's teacher kept; PRETRAIN_ARGS (environment) adds or overrides options, e.g.
+# "--teacher-temp 0.01 --warmup-teacher-temp 0.01 --momentum-teacher 0.99 --lr 5e-4" (the second run of
+# docs/pretraining.md). Then each kept teacher and the random ViT-S/16 are probed on
 # BTCV (fitted on all but its last 5 cases, scored on those: the training domain only, as the CPU run's
 # teacher was chosen) and the best by AUC goes to OUT as F16 shards (tools/safetensors_to_f16.py), with
 # the run's log, the probe lines and its name (chosen.txt); the last epoch's teacher is put there first.

@@ -15,6 +15,9 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_write import write_sharded  # noqa: E402
+
 
 def read(path):
     with open(path, "rb") as f:
@@ -39,21 +42,6 @@ def shard_paths(first):
     return [f"{m.group(1)}-{i:05d}-of-{m.group(2)}.safetensors" for i in range(1, int(m.group(2)) + 1)]
 
 
-def write(path, items, meta):
-    header, blobs, offset = {}, [], 0
-    for name, raw, shape in items:
-        header[name] = {"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    if meta:
-        header["__metadata__"] = meta
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-    os.replace(path + ".tmp", path)
-
-
 def main():
     args = sys.argv[1:]
     max_mib = 15.0
@@ -69,27 +57,12 @@ def main():
         t, m = read(p)
         tensors.update(t)
         meta = meta if meta is not None else m
-    items = []
-    for name in sorted(tensors):
-        a, shape = tensors[name]
-        h = a.astype("<f2")
-        if not np.all(np.isfinite(h[np.isfinite(a)])):
+    for name, (a, _) in tensors.items():
+        if not np.all(np.isfinite(a.astype("<f2")[np.isfinite(a)])):
             sys.exit(f"{src}: tensor {name} has values beyond F16's range")
-        items.append((name, h.tobytes(), shape))
-    limit = int(max_mib * 1024 * 1024) - 65536  # room for the header
-    shards, cur, size = [], [], 0
-    for it in items:
-        if cur and size + len(it[1]) > limit:
-            shards.append(cur)
-            cur, size = [], 0
-        cur.append(it)
-        size += len(it[1])
-    shards.append(cur)
-    stem = dst[: -len(".safetensors")]
-    names = [dst] if len(shards) == 1 else [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    for name, sh in zip(names, shards):
-        write(name, sh, meta)
-        print(f"{name}: {os.path.getsize(name)} bytes, {len(sh)} tensors")
+    arrays = {name: a.astype(np.float32).reshape(shape) for name, (a, shape) in sorted(tensors.items())}
+    for p in write_sharded(dst, arrays, meta, dtype="F16", max_bytes=int(max_mib * (1 << 20))):
+        print(f"{p}: {os.path.getsize(p)} bytes")
 
 
 if __name__ == "__main__":
