@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "preprocess.h"
+#include "fields.h"
 #include "rng.h"
 #include "safetensors.h"
 #include "util.h"
@@ -51,14 +52,9 @@ ls_status ls_dino_config_preset(ls_dino_config *c, const char *name, ls_error *e
     return ls_fail(err, LS_ERR_INPUT, "unknown pretraining preset '%s' (cpu or gpu)", name);
 }
 
-typedef struct {
-    const char *name;
-    char kind; /* i int, u uint64, f float, s string */
-    size_t off, size;
-} field;
-
-#define FLD(n, k) {#n, k, offsetof(ls_dino_config, n), sizeof(((ls_dino_config *)0)->n)}
-static const field fields[] = {
+/* Every setting, for JSON in both directions (fields.h). */
+#define FLD(n, k) LS_FIELD(ls_dino_config, n, k)
+static const ls_field fields[] = {
     FLD(datasets, 's'), FLD(limit, 'i'), FLD(slices_per_epoch, 'i'), FLD(source_size, 'i'), FLD(arch, 's'),
     FLD(head_hidden, 'i'), FLD(head_bottleneck, 'i'), FLD(out_dim, 'i'), FLD(global_size, 'i'), FLD(local_size, 'i'),
     FLD(nlocal, 'i'), FLD(global_scale_min, 'f'), FLD(local_scale_min, 'f'), FLD(local_scale_max, 'f'),
@@ -69,46 +65,11 @@ static const field fields[] = {
 };
 #define NFIELDS ((int)(sizeof fields / sizeof *fields))
 
-char *ls_dino_config_json(const ls_dino_config *c) {
-    json_t *o = json_object();
-    for (int i = 0; i < NFIELDS; i++) {
-        const field *f = &fields[i];
-        const char *p = (const char *)c + f->off;
-        json_t *v = f->kind == 'i'   ? json_integer(*(const int *)p)
-                    : f->kind == 'u' ? json_integer((json_int_t) * (const uint64_t *)p)
-                    : f->kind == 'f' ? json_real(*(const float *)p)
-                                     : json_string(p);
-        json_object_set_new(o, f->name, v);
-    }
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
-    json_decref(o);
-    return s;
-}
+char *ls_dino_config_json(const ls_dino_config *c) { return ls_fields_json(fields, NFIELDS, c); }
 
 ls_status ls_dino_config_from_json(ls_dino_config *c, const char *text, ls_error *err) {
-    json_error_t je;
-    json_t *o = json_loads(text, 0, &je);
-    if (!o || !json_is_object(o)) {
-        json_decref(o);
-        return ls_fail(err, LS_ERR_INPUT, "pretraining configuration is not a JSON object: %s", je.text);
-    }
     ls_dino_config_default(c);
-    ls_status s = LS_OK;
-    for (int i = 0; !s && i < NFIELDS; i++) {
-        const field *f = &fields[i];
-        char *p = (char *)c + f->off;
-        json_t *v = json_object_get(o, f->name);
-        if (!v) continue;
-        int ok;
-        if (f->kind == 'i') ok = json_is_integer(v), *(int *)p = (int)json_integer_value(v);
-        else if (f->kind == 'u') ok = json_is_integer(v), *(uint64_t *)p = (uint64_t)json_integer_value(v);
-        else if (f->kind == 'f') ok = json_is_number(v), *(float *)p = (float)json_number_value(v);
-        else ok = json_is_string(v) && strlen(json_string_value(v)) < f->size,
-             snprintf(p, f->size, "%s", ok ? json_string_value(v) : "");
-        if (!ok) s = ls_fail(err, LS_ERR_INPUT, "pretraining configuration: '%s' has the wrong type", f->name);
-    }
-    json_decref(o);
-    return s;
+    return ls_fields_from_json(fields, NFIELDS, c, text, "pretraining configuration", err);
 }
 
 ls_status ls_dino_config_check(const ls_dino_config *c, ls_error *err) {

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "optim.h"
+#include "fields.h"
 #include "rng.h"
 #include "teacher.h"
 #include "util.h"
@@ -46,15 +47,9 @@ ls_status ls_train_config_preset(ls_train_config *c, const char *name, ls_error 
     return ls_fail(err, LS_ERR_INPUT, "unknown preset '%s' (cpu or paper)", name);
 }
 
-/* Every setting, for JSON in both directions: name, kind (i int, u uint64, f float, s string, w widths). */
-typedef struct {
-    const char *name;
-    char kind;
-    size_t off, size;
-} field;
-
-#define FLD(n, k) {#n, k, offsetof(ls_train_config, n), sizeof(((ls_train_config *)0)->n)}
-static const field fields[] = {
+/* Every setting, for JSON in both directions (fields.h). */
+#define FLD(n, k) LS_FIELD(ls_train_config, n, k)
+static const ls_field fields[] = {
     FLD(datasets, 's'), FLD(val_split, 'i'), FLD(limit, 'i'), FLD(slices_per_epoch, 'i'), FLD(cache_dir, 's'),
     FLD(arch, 's'), FLD(teacher, 's'), FLD(teacher_seed, 'u'), FLD(input_size, 'i'), FLD(head_hidden, 'i'),
     FLD(code_dim, 'i'), FLD(widths, 'w'), FLD(skip_width, 'i'), FLD(up_stages, 'i'), FLD(dropout, 'f'),
@@ -67,55 +62,11 @@ static const field fields[] = {
 };
 #define NFIELDS ((int)(sizeof fields / sizeof *fields))
 
-char *ls_train_config_json(const ls_train_config *c) {
-    json_t *o = json_object();
-    for (int i = 0; i < NFIELDS; i++) {
-        const field *f = &fields[i];
-        const char *p = (const char *)c + f->off;
-        json_t *v = NULL;
-        if (f->kind == 'i') v = json_integer(*(const int *)p);
-        else if (f->kind == 'u') v = json_integer((json_int_t) * (const uint64_t *)p);
-        else if (f->kind == 'f') v = json_real(*(const float *)p);
-        else if (f->kind == 's') v = json_string(p);
-        else {
-            v = json_array();
-            for (int s = 0; s < LS_DEC_STAGES; s++) json_array_append_new(v, json_integer(((const int *)p)[s]));
-        }
-        json_object_set_new(o, f->name, v);
-    }
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
-    json_decref(o);
-    return s;
-}
+char *ls_train_config_json(const ls_train_config *c) { return ls_fields_json(fields, NFIELDS, c); }
 
 ls_status ls_train_config_from_json(ls_train_config *c, const char *text, ls_error *err) {
-    json_error_t je;
-    json_t *o = json_loads(text, 0, &je);
-    if (!o || !json_is_object(o)) {
-        json_decref(o);
-        return ls_fail(err, LS_ERR_INPUT, "training configuration is not a JSON object: %s", je.text);
-    }
     ls_train_config_default(c);
-    ls_status s = LS_OK;
-    for (int i = 0; !s && i < NFIELDS; i++) {
-        const field *f = &fields[i];
-        char *p = (char *)c + f->off;
-        json_t *v = json_object_get(o, f->name);
-        if (!v) continue; /* a setting added later keeps its default */
-        int ok = 1;
-        if (f->kind == 'i') ok = json_is_integer(v), *(int *)p = (int)json_integer_value(v);
-        else if (f->kind == 'u') ok = json_is_integer(v), *(uint64_t *)p = (uint64_t)json_integer_value(v);
-        else if (f->kind == 'f') ok = json_is_number(v), *(float *)p = (float)json_number_value(v);
-        else if (f->kind == 's') ok = json_is_string(v) && strlen(json_string_value(v)) < f->size,
-                                 snprintf(p, f->size, "%s", ok ? json_string_value(v) : "");
-        else {
-            ok = json_is_array(v) && json_array_size(v) == LS_DEC_STAGES;
-            for (int k = 0; ok && k < LS_DEC_STAGES; k++) ((int *)p)[k] = (int)json_integer_value(json_array_get(v, k));
-        }
-        if (!ok) s = ls_fail(err, LS_ERR_INPUT, "training configuration: '%s' has the wrong type", f->name);
-    }
-    json_decref(o);
-    return s;
+    return ls_fields_from_json(fields, NFIELDS, c, text, "training configuration", err);
 }
 
 void ls_train_model_config(const ls_train_config *c, int feat_dim, int grid, ls_model_config *mc) {

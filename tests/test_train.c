@@ -71,6 +71,18 @@ TEST(config_json_round_trip) {
     free(j);
     CHECK(ls_train_config_from_json(&b, "{\"epochs\": \"ten\"}", &err) == LS_ERR_INPUT && strstr(err.msg, "epochs"),
           "wrong type: %s", err.msg);
+    CHECK(ls_train_config_from_json(&b, "{\"widths\": [64, 48, 32]}", &err) == LS_ERR_INPUT && strstr(err.msg, "widths"),
+          "widths of the wrong length: %s", err.msg);
+    CHECK(ls_train_config_from_json(&b, "{\"widths\": [64, 48, 32, 16, 1.5]}", &err) == LS_ERR_INPUT,
+          "a fractional width accepted");
+    char long_name[300] = "{\"arch\": \"";
+    memset(long_name + strlen(long_name), 'x', 200);
+    strcat(long_name, "\"}");
+    CHECK(ls_train_config_from_json(&b, long_name, &err) == LS_ERR_INPUT && strstr(err.msg, "arch"), "an over-long arch accepted");
+    CHECK(ls_train_config_from_json(&b, "[1, 2]", &err) == LS_ERR_INPUT && strstr(err.msg, "not a JSON object"),
+          "an array accepted: %s", err.msg);
+    CHECK(ls_train_config_from_json(&b, "{\"epochs\": 9}", &err) == LS_OK && b.epochs == 9 && b.batch == a.batch,
+          "a partial object: epochs %d, batch %d", b.epochs, b.batch);
     CHECK(ls_train_config_preset(&b, "gpu-huge", &err) == LS_ERR_INPUT, "unknown preset accepted");
 }
 
