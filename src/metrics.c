@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "util.h"
+#include "volume.h"
 
 /* 1-D squared distance transform of f (n values, spacing w) into d: d[p] = min_q w^2 (p-q)^2 + f[q].
  * v, z are scratch of n and n+1 entries. Infinite f are not sites. */
@@ -171,13 +172,6 @@ ls_status ls_metrics_masks(const uint8_t *pred, const uint8_t *ref, const int64_
     return LS_OK;
 }
 
-static double aff_diff(const double a[4][4], const double b[4][4]) {
-    double m = 0;
-    for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 4; j++) m = fmax(m, fabs(a[i][j] - b[i][j]));
-    return m;
-}
-
 ls_status ls_metrics_volumes(const ls_volume *pred, const ls_volume *ref, const char *pred_name, const char *ref_name,
                              ls_metrics *m, ls_error *err) {
     ls_orient op, orf;
@@ -195,9 +189,9 @@ ls_status ls_metrics_volumes(const ls_volume *pred, const ls_volume *ref, const 
         s = ls_fail(err, LS_ERR_INPUT, "%s: grid %lldx%lldx%lld differs from %s's %lldx%lldx%lld", pred_name,
                     (long long)d[0], (long long)d[1], (long long)d[2], ref_name, (long long)rr.geom.dim[0],
                     (long long)rr.geom.dim[1], (long long)rr.geom.dim[2]);
-    else if (aff_diff(rp.geom.affine, rr.geom.affine) > 1e-3)
+    else if (ls_affine_max_diff(rp.geom.affine, rr.geom.affine) > 1e-3)
         s = ls_fail(err, LS_ERR_INPUT, "%s: voxel-to-world affine differs from %s's by %.3g mm (not the same grid)",
-                    pred_name, ref_name, aff_diff(rp.geom.affine, rr.geom.affine));
+                    pred_name, ref_name, ls_affine_max_diff(rp.geom.affine, rr.geom.affine));
     size_t n = ls_volume_nvox(&rp);
     uint8_t *a = s ? NULL : ls_calloc(n, 1, err), *b = s ? NULL : ls_calloc(n, 1, err);
     if (!s && (!a || !b)) s = LS_ERR_NOMEM;

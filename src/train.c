@@ -20,6 +20,7 @@
 #include "rng.h"
 #include "teacher.h"
 #include "util.h"
+#include "volume.h"
 
 /* ------------------------------------------------------------------ configuration */
 
@@ -107,13 +108,6 @@ static void scan_free(scan *s) {
     memset(s, 0, sizeof *s);
 }
 
-static double affine_diff(const double a[4][4], const double b[4][4]) {
-    double m = 0;
-    for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 4; j++) m = fmax(m, fabs(a[i][j] - b[i][j]));
-    return m;
-}
-
 typedef struct {
     const ls_train_hooks *hooks;
     const char *id;
@@ -136,7 +130,7 @@ static ls_status scan_load(scan *s, const ls_case *c, ls_teacher *t, const char 
         ls_volume_free(&img);
         return st;
     }
-    if (memcmp(img.geom.dim, lab.geom.dim, sizeof img.geom.dim) || affine_diff(img.geom.affine, lab.geom.affine) > 1e-3)
+    if (memcmp(img.geom.dim, lab.geom.dim, sizeof img.geom.dim) || ls_affine_max_diff(img.geom.affine, lab.geom.affine) > 1e-3)
         st = ls_fail(err, LS_ERR_INPUT, "%s: label is not on the grid of its image %s", c->label, c->image);
     ls_orient o;
     ls_orient_from_geom(&img.geom, &o);

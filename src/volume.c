@@ -97,6 +97,13 @@ static nifti_dmat44 to_dmat(const double m[4][4]) {
     return r;
 }
 
+double ls_affine_max_diff(const double a[4][4], const double b[4][4]) {
+    double m = 0;
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 4; j++) m = fmax(m, fabs(a[i][j] - b[i][j]));
+    return m;
+}
+
 void ls_geom_from_affine(ls_geom *g, const int64_t dim[3], const double affine[4][4]) {
     memset(g, 0, sizeof *g);
     for (int i = 0; i < 3; i++) g->dim[i] = dim[i];

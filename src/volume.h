@@ -10,4 +10,8 @@ ls_status ls_nifti_write_raw(const char *path, const ls_geom *g, ls_dtype t, con
                              double slope, double inter, const char *descrip,
                              const char *protect, ls_error *err);
 
+/* Largest absolute difference between two affines' top three rows (mm): 0 for the same grid. A label is
+ * taken to lie on its image's grid when this is at most 1e-3. */
+double ls_affine_max_diff(const double a[4][4], const double b[4][4]);
+
 #endif
