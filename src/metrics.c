@@ -246,6 +246,18 @@ double ls_betai(double a, double b, double x) {
     return 1 - front * betacf(b, a, 1 - x) / b;
 }
 
+int ls_mean_sd(const double *v, int n, double *mean, double *sd) {
+    double s = 0, s2 = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (isfinite(v[i])) s += v[i], k++;
+    *mean = k ? s / k : NAN;
+    for (int i = 0; i < n; i++)
+        if (isfinite(v[i])) s2 += (v[i] - *mean) * (v[i] - *mean);
+    *sd = k > 1 ? sqrt(s2 / (k - 1)) : NAN;
+    return k;
+}
+
 double ls_ttest_paired(const double *a, const double *b, int n, double *t_out) {
     double mean = 0, ss = 0;
     for (int i = 0; i < n; i++) mean += a[i] - b[i];

@@ -39,6 +39,11 @@ ls_status ls_metrics_masks(const uint8_t *pred, const uint8_t *ref, const int64_
 ls_status ls_metrics_volumes(const ls_volume *pred, const ls_volume *ref, const char *pred_name, const char *ref_name,
                              ls_metrics *m, ls_error *err);
 
+/* Mean and sample standard deviation of the finite values among v[0..n) (NaN for none, and the deviation NaN
+ * for one); returns how many there were. Summaries of per-case metrics skip undefined (infinite or NaN)
+ * distances. */
+int ls_mean_sd(const double *v, int n, double *mean, double *sd);
+
 /* Two-sided p-value of the paired t-test of a[i] - b[i] (n >= 2); NaN when all differences are equal. */
 double ls_ttest_paired(const double *a, const double *b, int n, double *t_out);
 

@@ -149,9 +149,22 @@ TEST(real_mask_shifted) {
     ls_volume_free(&v), ls_volume_free(&w);
 }
 
+TEST(mean_sd) {
+    /* statistics.mean/stdev of the finite values: [1, 2, 3, 10] -> 4, 4.0825 (stdev = sqrt(50/3)) */
+    double v[] = {1, NAN, 2, INFINITY, 3, -INFINITY, 10}, mean, sd;
+    CHECK(ls_mean_sd(v, 7, &mean, &sd) == 4, "count of finite values");
+    CHECK(fabs(mean - 4) < 1e-12 && fabs(sd - sqrt(50.0 / 3)) < 1e-12, "mean %g sd %g", mean, sd);
+    CHECK(ls_mean_sd(v, 1, &mean, &sd) == 1 && mean == 1 && isnan(sd), "one value: mean %g sd %g", mean, sd);
+    CHECK(ls_mean_sd(v + 1, 1, &mean, &sd) == 0 && isnan(mean) && isnan(sd), "no finite value: mean %g", mean);
+    /* a large common offset: two passes keep the deviation (one pass of sum and sum of squares would not) */
+    double w[] = {1e9 + 1, 1e9 + 2, 1e9 + 3};
+    CHECK(ls_mean_sd(w, 3, &mean, &sd) == 3 && fabs(sd - 1) < 1e-6, "offset 1e9: sd %.9g", sd);
+}
+
 int main(void) {
     RUN(against_scipy);
     RUN(empty_masks_and_errors);
     RUN(real_mask_shifted);
+    RUN(mean_sd);
     return test_summary();
 }

@@ -71,15 +71,13 @@ static int write_json(const char *path, json_t *j) {
 }
 
 /* Mean and sample std of the finite values of field f over rows; returns how many were finite. */
+/* Mean and deviation of one metric (at byte offset `off` in ls_metrics) over the rows' finite values. */
 static int summary(const eval_row *r, int n, size_t off, double *mean, double *sd) {
-    double s = 0, ss = 0;
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        double v = *(const double *)((const char *)&r[i].m + off);
-        if (isfinite(v)) s += v, ss += v * v, k++;
-    }
-    *mean = k ? s / k : NAN;
-    *sd = k > 1 ? sqrt(fmax(0, (ss - s * s / k) / (k - 1))) : NAN;
+    double *v = malloc(sizeof(double) * (size_t)n);
+    if (!v) return *mean = *sd = NAN, 0;
+    for (int i = 0; i < n; i++) v[i] = *(const double *)((const char *)&r[i].m + off);
+    int k = ls_mean_sd(v, n, mean, sd);
+    free(v);
     return k;
 }
 

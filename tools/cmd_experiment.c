@@ -174,17 +174,6 @@ static ls_status run_variant(const ls_train_config *c, const ls_manifest *m, con
 
 /* ------------------------------------------------------------------ report */
 
-static void stats(const double *v, int n, double *mean, double *sd, int *k) {
-    double s = 0, s2 = 0;
-    *k = 0;
-    for (int i = 0; i < n; i++)
-        if (isfinite(v[i])) s += v[i], (*k)++;
-    *mean = *k ? s / *k : NAN;
-    for (int i = 0; i < n; i++)
-        if (isfinite(v[i])) s2 += (v[i] - *mean) * (v[i] - *mean);
-    *sd = *k > 1 ? sqrt(s2 / (*k - 1)) : NAN;
-}
-
 static double metric_of(const ls_metrics *m, int which) { return which == 0 ? m->dice : which == 1 ? m->assd_mm : m->mssd_mm; }
 
 static const char *variant_name(int v) { return v == 0 ? "with contrastive loss" : "without contrastive loss (ablation)"; }
@@ -285,9 +274,8 @@ static ls_status write_report(const char *dir, const exp_opts *o, const ls_train
         MD("| %s | %d", variant_name(v), nt);
         for (int w = 0; w < 3; w++) {
             double mean, sd;
-            int cnt;
             for (int i = 0; i < nt; i++) a[i] = metric_of(&res[v * nt + i].m, w);
-            stats(a, nt, &mean, &sd, &cnt);
+            int cnt = ls_mean_sd(a, nt, &mean, &sd);
             if (!cnt) MD(" | undefined");
             else MD(" | %.3f +- %.3f%s", mean, sd, cnt < nt ? " (defined for fewer cases: an empty mask)" : "");
         }
