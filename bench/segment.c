@@ -86,6 +86,7 @@ int main(int argc, char **argv) {
     double t_read = ls_now() - t0;
     ls_segment_opts o;
     ls_segment_opts_default(&o);
+    o.keep_prob = 0; /* as `livseg segment` without --prob */
     ls_segment_result r;
     if (ls_segment_volume(&v, &t, &m, &o, NULL, NULL, &r, &err)) {
         fprintf(stderr, "bench/segment: %s\n", err.msg);

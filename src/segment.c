@@ -18,7 +18,7 @@
 #define CPU_DECODER_BATCH 2
 
 void ls_segment_opts_default(ls_segment_opts *o) {
-    *o = (ls_segment_opts){.modality = -1, .threshold = 0.5f, .keep_largest = 1, .fill_holes = 1, .batch = 8};
+    *o = (ls_segment_opts){.modality = -1, .threshold = 0.5f, .keep_largest = 1, .fill_holes = 1, .batch = 8, .keep_prob = 1};
 }
 
 void ls_segment_result_free(ls_segment_result *r) {
@@ -159,7 +159,11 @@ ls_status ls_segment_volume(const ls_volume *input, ls_teacher *t, ls_model *m, 
     r->ras_mask = s ? NULL : ls_calloc(n, 1, err);
     if (!s && !r->ras_mask) s = LS_ERR_NOMEM;
     if (!s) {
-        for (size_t i = 0; i < n; i++) r->ras_mask[i] = prob_ras.data[i] >= o->threshold;
+        const float *pr = prob_ras.data;
+        uint8_t *mr = r->ras_mask;
+        float th = o->threshold;
+#pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) mr[i] = pr[i] >= th;
         if (o->keep_largest) s = ls_mask_largest_component(r->ras_mask, r->ras.geom.dim, &r->components, err);
         if (!s && o->fill_holes) s = ls_mask_fill_holes(r->ras_mask, r->ras.geom.dim, err);
         if (!s && o->fill_holes) s = ls_mask_fill_holes_slices(r->ras_mask, r->ras.geom.dim, err);
@@ -168,16 +172,21 @@ ls_status ls_segment_volume(const ls_volume *input, ls_teacher *t, ls_model *m, 
     mask_ras.data = s ? NULL : ls_calloc(n, sizeof(float), err);
     if (!s && !mask_ras.data) s = LS_ERR_NOMEM;
     if (!s) {
-        for (size_t i = 0; i < n; i++) mask_ras.data[i] = r->ras_mask[i];
+        float *md = mask_ras.data;
+        const uint8_t *mr = r->ras_mask;
+#pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) md[i] = mr[i];
         s = ls_volume_from_ras(&mask_ras, &orient, &input->geom, &r->mask, err);
     }
-    if (!s) s = ls_volume_from_ras(&prob_ras, &orient, &input->geom, &r->prob, err);
+    if (!s && o->keep_prob) s = ls_volume_from_ras(&prob_ras, &orient, &input->geom, &r->prob, err);
     if (!s) {
         /* Measured on the input grid, with the input's intensities. */
         uint8_t *m8 = ls_calloc(n, 1, err);
         if (!m8) s = LS_ERR_NOMEM;
         else {
-            for (size_t i = 0; i < n; i++) m8[i] = r->mask.data[i] > 0.5f;
+            const float *md = r->mask.data;
+#pragma omp parallel for simd schedule(static)
+            for (size_t i = 0; i < n; i++) m8[i] = md[i] > 0.5f;
             ls_mask_measure(input, m8, &r->stats);
             free(m8);
         }

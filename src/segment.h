@@ -16,13 +16,14 @@ typedef struct {
     int keep_largest;      /* keep the largest 3-D connected component (default 1) */
     int fill_holes;        /* fill 3-D holes and holes in each axial slice (default 1) */
     int batch;             /* slices per teacher call (default 8) */
+    int keep_prob;         /* also put the probabilities on the input's grid, r->prob (default 1) */
 } ls_segment_opts;
 
 void ls_segment_opts_default(ls_segment_opts *o);
 
 typedef struct {
     ls_volume mask;        /* on the input's grid and header: 0/1 */
-    ls_volume prob;        /* on the input's grid: liver probability */
+    ls_volume prob;        /* on the input's grid: liver probability (empty without opts.keep_prob) */
     ls_volume ras;         /* the input in RAS order (for previews) */
     uint8_t *ras_mask;     /* the mask in RAS order */
     ls_modality modality;

@@ -127,7 +127,7 @@ static ls_status segment_case(const ls_case *cs, ls_teacher *t, ls_model *m, con
     }
     ls_segment_opts o;
     ls_segment_opts_default(&o);
-    o.modality = (int)cs->modality;
+    o.modality = (int)cs->modality, o.keep_prob = 0;
     char label[96];
     snprintf(label, sizeof label, "segment %s", cs->id);
     progress_init(&ui->bar, label, "slices", ui->quiet);

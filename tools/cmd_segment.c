@@ -117,6 +117,7 @@ int cmd_segment(int argc, char **argv) {
     ls_segment_opts o;
     ls_segment_opts_default(&o);
     o.threshold = a.threshold, o.keep_largest = a.largest, o.fill_holes = a.fill, o.batch = a.batch;
+    o.keep_prob = a.prob != NULL;
     ls_modality mod;
     if (strcmp(a.modality, "auto") != 0) {
         if (ls_modality_parse(a.modality, &mod, &err)) return cli_report(&err);
