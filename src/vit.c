@@ -212,18 +212,24 @@ void ls_vit_free(ls_vit *m) {
 static double cubic_near(double x, double A) { return ((A + 2) * x - (A + 3)) * x * x + 1; }      /* |x| <= 1 */
 static double cubic_far(double x, double A) { return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A; } /* 1 < |x| < 2 */
 
-void ls_bicubic_resize(const float *in, int C, int ih, int iw, float *out, int oh, int ow) {
+/* Output o of n_out samples over n_in (align_corners=False, PyTorch's A = -0.75): its four taps start at
+ * the returned index (clamp each to [0, n_in)), weighted w[0..3]. */
+static int bicubic_taps(int o, int n_in, int n_out, double w[4]) {
     const double A = -0.75;
+    double s = (o + 0.5) * n_in / (double)n_out - 0.5;
+    int i0 = (int)floor(s);
+    double t = s - i0;
+    w[0] = cubic_far(t + 1, A), w[1] = cubic_near(t, A), w[2] = cubic_near(1 - t, A), w[3] = cubic_far(2 - t, A);
+    return i0;
+}
+
+void ls_bicubic_resize(const float *in, int C, int ih, int iw, float *out, int oh, int ow) {
     for (int y = 0; y < oh; y++) {
-        double sy = (y + 0.5) * ih / (double)oh - 0.5;
-        int y0 = (int)floor(sy);
-        double ty = sy - y0;
-        double wy[4] = {cubic_far(ty + 1, A), cubic_near(ty, A), cubic_near(1 - ty, A), cubic_far(2 - ty, A)};
+        double wy[4];
+        int y0 = bicubic_taps(y, ih, oh, wy);
         for (int x = 0; x < ow; x++) {
-            double sx = (x + 0.5) * iw / (double)ow - 0.5;
-            int x0 = (int)floor(sx);
-            double tx = sx - x0;
-            double wx[4] = {cubic_far(tx + 1, A), cubic_near(tx, A), cubic_near(1 - tx, A), cubic_far(2 - tx, A)};
+            double wx[4];
+            int x0 = bicubic_taps(x, iw, ow, wx);
             for (int c = 0; c < C; c++) {
                 const float *plane = in + (size_t)c * ih * iw;
                 double acc = 0;
@@ -247,17 +253,12 @@ void ls_bicubic_resize(const float *in, int C, int ih, int iw, float *out, int o
 /* The transpose of ls_bicubic_resize: the same taps and weights, scattered instead of gathered (what
  * torch's upsample_bicubic2d_backward does, border clamping included). din += R^T dout. */
 void ls_bicubic_resize_adjoint(const float *dout, int C, int ih, int iw, float *din, int oh, int ow) {
-    const double A = -0.75;
     for (int y = 0; y < oh; y++) {
-        double sy = (y + 0.5) * ih / (double)oh - 0.5;
-        int y0 = (int)floor(sy);
-        double ty = sy - y0;
-        double wy[4] = {cubic_far(ty + 1, A), cubic_near(ty, A), cubic_near(1 - ty, A), cubic_far(2 - ty, A)};
+        double wy[4];
+        int y0 = bicubic_taps(y, ih, oh, wy);
         for (int x = 0; x < ow; x++) {
-            double sx = (x + 0.5) * iw / (double)ow - 0.5;
-            int x0 = (int)floor(sx);
-            double tx = sx - x0;
-            double wx[4] = {cubic_far(tx + 1, A), cubic_near(tx, A), cubic_near(1 - tx, A), cubic_far(2 - tx, A)};
+            double wx[4];
+            int x0 = bicubic_taps(x, iw, ow, wx);
             for (int c = 0; c < C; c++) {
                 float *plane = din + (size_t)c * ih * iw;
                 double g = dout[((size_t)c * oh + y) * ow + x];
