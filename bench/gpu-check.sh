@@ -84,6 +84,14 @@ else
   fail "bench/network cuda failed"
 fi
 
+echo "== networks with TF32 GEMMs (LIVSEG_CUDA_TF32=1): outside the fp32 parity bounds; the real scans below check the masks"
+if LIVSEG_CUDA_TF32=1 timeout 150 build-cuda/bench/network cuda > "$LOG/network_tf32.txt" 2>&1; then
+  while read -r _ k v; do R[tf32_$k]=$v; done < <(grep '^network ' "$LOG/network_tf32.txt" | grep -v '^network inputs')
+  grep '^network ' "$LOG/network_tf32.txt"
+else
+  cat "$LOG/network_tf32.txt"; fail "bench/network cuda with TF32 failed"
+fi
+
 echo "== segment end to end: livseg segment --device cuda on a synthetic 512x512x${SLICES} CT"
 if build-cuda/bench/network --make-inputs "$WORK" "$SLICES" > "$LOG/inputs.txt" 2>&1; then
   # cuda32: --batch 32 (slices per teacher and decoder pass; default 8). SYNTH_CPU=0 skips the CPU run
@@ -120,9 +128,10 @@ if [ -f "$DATA/manifest.csv" ]; then
   for row in $scans; do
     IFS=, read -r case img lab <<< "$row"
     [ -f "$DATA/$img" ] || continue
-    for dev in cuda cpu; do
+    for dev in cuda cpu tf32; do  # tf32: --device cuda with LIVSEG_CUDA_TF32=1
       t=$(now)
-      if ! timeout 180 build-cuda/livseg segment "$DATA/$img" -o "$WORK/${case}_$dev.nii.gz" --device "$dev" -q > "$LOG/seg_${case}_$dev.txt" 2>&1; then
+      if ! env $([ "$dev" = tf32 ] && echo LIVSEG_CUDA_TF32=1) timeout 180 build-cuda/livseg segment "$DATA/$img" \
+           -o "$WORK/${case}_$dev.nii.gz" --device "${dev/tf32/cuda}" -q > "$LOG/seg_${case}_$dev.txt" 2>&1; then
         cat "$LOG/seg_${case}_$dev.txt"; fail "livseg segment --device $dev on $case failed"; continue 2
       fi
       echo "  $case $dev: $(elapsed "$t") s"
@@ -131,9 +140,12 @@ if [ -f "$DATA/manifest.csv" ]; then
         python3 -c "import json,sys; print('%.5f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/d.json")
     g=$(build-cuda/livseg eval "$WORK/${case}_cuda.nii.gz" "$DATA/$lab" --json "$WORK/g.json" > /dev/null 2>&1 &&
         python3 -c "import json,sys; print('%.4f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/g.json")
-    echo "  $case: Dice CUDA vs CPU mask ${d:-?}, CUDA mask vs label ${g:-?}"
+    d32=$(build-cuda/livseg eval "$WORK/${case}_tf32.nii.gz" "$WORK/${case}_cpu.nii.gz" --json "$WORK/d32.json" > /dev/null 2>&1 &&
+        python3 -c "import json,sys; print('%.5f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/d32.json")
+    echo "  $case: Dice CUDA vs CPU mask ${d:-?} (TF32: ${d32:-?}), CUDA mask vs label ${g:-?}"
     awk -v d="${d:-0}" 'BEGIN { exit !(d >= 0.999) }' || fail "$case: CUDA and CPU masks differ (Dice ${d:-?} < 0.999)"
     R[real]="${R[real]:+${R[real]}, }$case ${d:-?}"
+    R[real_tf32]="${R[real_tf32]:+${R[real_tf32]}, }$case ${d32:-?}"
     n_scans=$((n_scans + 1))
   done
   [ "$n_scans" -eq 3 ] || fail "$n_scans of 3 real scans segmented on both devices"
@@ -172,12 +184,14 @@ printf '| %-44s | %-48s | %s\n' "ViT-S/16 224 batch 8: slices/s, TFLOP/s" "$(v v
 printf '| %-44s | %-48s | %s\n' "ViT-B/8 224 batch 8: slices/s, TFLOP/s" "$(v vitb8_224_slices_per_s), $(v vitb8_224_tflops) ($(ratio vitb8_224_tflops gemm_fp32) of fp32, $(ratio vitb8_224_tflops gemm_bf16) of bf16 GEMM)" ""
 printf '| %-44s | %-48s | %s\n' "decoder 448 batch 8: slices/s, TFLOP/s" "$(v decoder_448_slices_per_s), $(v decoder_448_tflops) ($(ratio decoder_448_tflops gemm_fp32) of fp32, $(ratio decoder_448_tflops gemm_bf16) of bf16 GEMM)" ""
 printf '| %-44s | %-48s | %s\n' "network for 300 slices (teacher+decoder), ms" "$(v volume300_ms)" "< 150 ms"
+printf '| %-44s | %-48s | %s\n' "  with TF32: ViT-S/16 slices/s; 300 slices, ms" "$(v tf32_vits16_224_slices_per_s); $(v tf32_volume300_ms)" "< 150 ms"
 printf '| %-44s | %-48s | %s\n' "training step head+decoder batch 8, ms" "$(v train_step_batch8_ms)" ""
 printf '| %-44s | %-48s | %s\n' "livseg segment 512x512x$SLICES --device cuda, s" "$(v seg_cuda)" "< 1 s end to end"
 printf '| %-44s | %-48s | %s\n' "  the same with --batch 32, s" "$(v seg_cuda32)" ""
 printf '| %-44s | %-48s | %s\n' "livseg segment 512x512x$SLICES --device cpu, s" "$(v seg_cpu)" ""
 printf '| %-44s | %-48s | %s\n' "Dice CUDA mask vs CPU mask (untrained model)" "$(v seg_dice)" ">= 0.999"
 printf '| %-44s | %-48s | %s\n' "Dice CUDA vs CPU mask, default model, real" "$(v real)" ">= 0.999 each"
+printf '| %-44s | %-48s | %s\n' "  the same with TF32" "$(v real_tf32)" "(reported)"
 printf '| %-44s | %-48s | %s\n' "train --device cuda --preset paper, s/epoch" "$(v train_epoch)" ""
 printf '| %-44s | %-48s | %s\n' "pretrain --device cuda --preset gpu, 1 epoch" "$(v pretrain)" ""
 if [ "$failures" -gt 0 ]; then echo "FAILED: $failures step(s) failed or were missing (lines starting with FAIL above)"; exit 1; fi
