@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import dump  # noqa: E402
-from vit_bwd_ref import forward as vit_forward, param_order, random_weights  # noqa: E402
+from vit_bwd_ref import STDS, forward as vit_forward, param_order, random_weights  # noqa: E402
 
 HEAD_ORDER = ["w1", "b1", "w2", "b2", "w3", "b3", "v"]
 
@@ -106,7 +106,7 @@ def main():
     # ---- one iteration
     S = STEP
     D, depth, P, G = S["D"], S["depth"], S["P"], S["G"]
-    sv = {k: f32(v) for k, v in random_weights(gen, depth, D, P, G, 4 * D).items()}
+    sv = {k: f32(v) for k, v in random_weights(gen, depth, D, P, G, 4 * D, stds=STDS).items()}
     sh = head_weights(gen, D, S["hidden"], S["bn"], S["K"], 0.15)
     tv = {k: f32(v + 0.02 * torch.randn(v.shape, generator=gen, dtype=torch.float64)) for k, v in sv.items()}
     th = {k: f32(v + 0.02 * torch.randn(v.shape, generator=gen, dtype=torch.float64)) for k, v in sh.items()}

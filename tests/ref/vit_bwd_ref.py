@@ -1,4 +1,4 @@
-"""PyTorch reference for tests/test_vit_backward.c: a small DINO ViT (timm's layout, as tests/ref/vit_ref.py)
+"""PyTorch reference for tests/test_vit_backward.c: a small DINO ViT (tests/ref/vit_ref.py's weights and forward)
 with fresh random weights, its forward and the autograd gradients of every weight and of the input image,
 in float64, for L = sum(features * dfeat) + sum(cls * dcls) with random upstream gradients.
 
@@ -13,42 +13,10 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import dump, write_safetensors  # noqa: E402
-
-EPS = 1e-6
-
-
-def random_weights(gen, depth, D, P, G, Hd):
-    def r(*shape, std=0.02, mean=0.0):
-        return torch.randn(*shape, generator=gen, dtype=torch.float64) * std + mean
-
-    w = {
-        "cls_token": r(1, 1, D, std=0.5),
-        "pos_embed": r(1, 1 + G * G, D, std=0.5),
-        "patch_embed.proj.weight": r(D, 3, P, P, std=0.05),
-        "patch_embed.proj.bias": r(D, std=0.1),
-        "norm.weight": r(D, std=0.1, mean=1.0),
-        "norm.bias": r(D, std=0.1),
-    }
-    for i in range(depth):
-        b = f"blocks.{i}."
-        w[b + "norm1.weight"] = r(D, std=0.1, mean=1.0)
-        w[b + "norm1.bias"] = r(D, std=0.1)
-        w[b + "attn.qkv.weight"] = r(3 * D, D, std=0.15)
-        w[b + "attn.qkv.bias"] = r(3 * D, std=0.1)
-        w[b + "attn.proj.weight"] = r(D, D, std=0.1)
-        w[b + "attn.proj.bias"] = r(D, std=0.05)
-        w[b + "norm2.weight"] = r(D, std=0.1, mean=1.0)
-        w[b + "norm2.bias"] = r(D, std=0.1)
-        w[b + "mlp.fc1.weight"] = r(Hd, D, std=0.1)
-        w[b + "mlp.fc1.bias"] = r(Hd, std=0.05)
-        w[b + "mlp.fc2.weight"] = r(D, Hd, std=0.05)
-        w[b + "mlp.fc2.bias"] = r(D, std=0.05)
-    return w
-
+from vit_ref import random_weights, tokens  # noqa: E402
 
 def param_order(depth):
     """ls_vit's params layout (vit.c assign_pointers)."""
@@ -60,31 +28,13 @@ def param_order(depth):
     return names
 
 
+STDS = (0.15, 0.1, 0.1, 0.05)  # qkv, proj, fc1, fc2 weights: gradients well above float32 rounding
+
+
 def forward(w, x, depth, D, NH, P, G):
     """-> features [B,D,gh,gw] and the class token [B,D], both after the final LayerNorm."""
-    B, _, H, W = x.shape
-    gh, gw = H // P, W // P
-    t = F.conv2d(x, w["patch_embed.proj.weight"], w["patch_embed.proj.bias"], stride=P).flatten(2).transpose(1, 2)
-    pos = w["pos_embed"]
-    if (gh, gw) != (G, G):  # timm's resample_abs_pos_embed; autograd differentiates the interpolation
-        grid = pos[:, 1:].reshape(1, G, G, D).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False, antialias=False)
-        pos = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, gh * gw, D)], dim=1)
-    t = torch.cat([w["cls_token"].expand(B, -1, -1), t], dim=1) + pos
-    T, HS = t.shape[1], D // NH
-    for i in range(depth):
-        b = f"blocks.{i}."
-        h = F.layer_norm(t, (D,), w[b + "norm1.weight"], w[b + "norm1.bias"], eps=EPS)
-        qkv = F.linear(h, w[b + "attn.qkv.weight"], w[b + "attn.qkv.bias"]).reshape(B, T, 3, NH, HS).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = ((q @ k.transpose(-2, -1)) * HS ** -0.5).softmax(dim=-1)
-        o = (attn @ v).transpose(1, 2).reshape(B, T, D)
-        t = t + F.linear(o, w[b + "attn.proj.weight"], w[b + "attn.proj.bias"])
-        h = F.layer_norm(t, (D,), w[b + "norm2.weight"], w[b + "norm2.bias"], eps=EPS)
-        h = F.gelu(F.linear(h, w[b + "mlp.fc1.weight"], w[b + "mlp.fc1.bias"]))
-        t = t + F.linear(h, w[b + "mlp.fc2.weight"], w[b + "mlp.fc2.bias"])
-    out = F.layer_norm(t, (D,), w["norm.weight"], w["norm.bias"], eps=EPS)
-    return out[:, 1:].transpose(1, 2).reshape(B, D, gh, gw), out[:, 0]
+    out, _, gh, gw = tokens(w, x, depth, D, NH, P, G)
+    return out[:, 1:].transpose(1, 2).reshape(x.shape[0], D, gh, gw), out[:, 0]
 
 
 def gradients(w, x, dfeat, dcls, cfg):
@@ -107,7 +57,7 @@ def main():
         depth, D, NH, P, G, B, H, W = map(int, (depth, D, NH, P, G, B, H, W))
         cfg = (depth, D, NH, P, G)
         # The C side gets float32 values: round them first so both compute from identical inputs.
-        w = {k: v.float().double() for k, v in random_weights(gen, depth, D, P, G, 4 * D).items()}
+        w = {k: v.float().double() for k, v in random_weights(gen, depth, D, P, G, 4 * D, stds=STDS).items()}
         x = torch.randn(B, 3, H, W, generator=gen, dtype=torch.float64).float().double()
         dfeat = torch.randn(B, D, H // P, W // P, generator=gen, dtype=torch.float64).float().double()
         dcls = torch.randn(B, D, generator=gen, dtype=torch.float64).float().double()

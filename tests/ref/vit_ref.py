@@ -15,10 +15,16 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(__file__))
 from common import dump, write_safetensors  # noqa: E402
 
+EPS = 1e-6
 PRESETS = {"vits16": (12, 384, 6, 16), "vits8": (12, 384, 6, 8), "vitb16": (12, 768, 12, 16), "vitb8": (12, 768, 12, 8)}
 
 
-def random_weights(gen, depth, D, P, G):
+def random_weights(gen, depth, D, P, G, Hd=None, stds=(0.06, 0.03, 0.03, 0.02)):
+    """timm-named float64 weights; stds: of attn.qkv, attn.proj, mlp.fc1 and mlp.fc2 weights (the backward
+    reference takes larger ones, for gradients well above rounding). Hd: MLP width (default 4 D)."""
+    Hd = Hd or 4 * D
+    s_qkv, s_proj, s_fc1, s_fc2 = stds
+
     def r(*shape, std=0.02, mean=0.0):
         return (torch.randn(*shape, generator=gen, dtype=torch.float64) * std + mean)
 
@@ -34,20 +40,22 @@ def random_weights(gen, depth, D, P, G):
         b = f"blocks.{i}."
         w[b + "norm1.weight"] = r(D, std=0.1, mean=1.0)
         w[b + "norm1.bias"] = r(D, std=0.1)
-        w[b + "attn.qkv.weight"] = r(3 * D, D, std=0.06)
+        w[b + "attn.qkv.weight"] = r(3 * D, D, std=s_qkv)
         w[b + "attn.qkv.bias"] = r(3 * D, std=0.1)
-        w[b + "attn.proj.weight"] = r(D, D, std=0.03)
+        w[b + "attn.proj.weight"] = r(D, D, std=s_proj)
         w[b + "attn.proj.bias"] = r(D, std=0.05)
         w[b + "norm2.weight"] = r(D, std=0.1, mean=1.0)
         w[b + "norm2.bias"] = r(D, std=0.1)
-        w[b + "mlp.fc1.weight"] = r(4 * D, D, std=0.03)
-        w[b + "mlp.fc1.bias"] = r(4 * D, std=0.05)
-        w[b + "mlp.fc2.weight"] = r(D, 4 * D, std=0.02)
+        w[b + "mlp.fc1.weight"] = r(Hd, D, std=s_fc1)
+        w[b + "mlp.fc1.bias"] = r(Hd, std=0.05)
+        w[b + "mlp.fc2.weight"] = r(D, Hd, std=s_fc2)
         w[b + "mlp.fc2.bias"] = r(D, std=0.05)
     return w
 
 
-def forward(w, x, depth, D, NH, P, G):
+def tokens(w, x, depth, D, NH, P, G):
+    """-> (tokens after the final LayerNorm [B,T,D], the last block's keys [B,T,D], gh, gw); class token first.
+    Differentiable: the backward reference takes autograd's gradients through it."""
     B, _, H, W = x.shape
     gh, gw = H // P, W // P
     t = F.conv2d(x, w["patch_embed.proj.weight"], w["patch_embed.proj.bias"], stride=P).flatten(2).transpose(1, 2)
@@ -61,17 +69,23 @@ def forward(w, x, depth, D, NH, P, G):
     keys = None
     for i in range(depth):
         b = f"blocks.{i}."
-        h = F.layer_norm(t, (D,), w[b + "norm1.weight"], w[b + "norm1.bias"], eps=1e-6)
+        h = F.layer_norm(t, (D,), w[b + "norm1.weight"], w[b + "norm1.bias"], eps=EPS)
         qkv = F.linear(h, w[b + "attn.qkv.weight"], w[b + "attn.qkv.bias"]).reshape(B, T, 3, NH, HS).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = ((q @ k.transpose(-2, -1)) * HS ** -0.5).softmax(dim=-1)
         o = (attn @ v).transpose(1, 2).reshape(B, T, D)
         t = t + F.linear(o, w[b + "attn.proj.weight"], w[b + "attn.proj.bias"])
-        h = F.layer_norm(t, (D,), w[b + "norm2.weight"], w[b + "norm2.bias"], eps=1e-6)
+        h = F.layer_norm(t, (D,), w[b + "norm2.weight"], w[b + "norm2.bias"], eps=EPS)
         h = F.gelu(F.linear(h, w[b + "mlp.fc1.weight"], w[b + "mlp.fc1.bias"]))
         t = t + F.linear(h, w[b + "mlp.fc2.weight"], w[b + "mlp.fc2.bias"])
         keys = k.transpose(1, 2).reshape(B, T, D)
-    out = F.layer_norm(t, (D,), w["norm.weight"], w["norm.bias"], eps=1e-6)
+    return F.layer_norm(t, (D,), w["norm.weight"], w["norm.bias"], eps=EPS), keys, gh, gw
+
+
+def forward(w, x, depth, D, NH, P, G):
+    """-> features and the last block's keys, [B,D,gh,gw] each (class token dropped)."""
+    out, keys, gh, gw = tokens(w, x, depth, D, NH, P, G)
+    B = x.shape[0]
 
     def grid(a):
         return a[:, 1:].transpose(1, 2).reshape(B, D, gh, gw)
