@@ -7,9 +7,10 @@
 #       neither the C runtime, nor CUDA, nor among those the lent machines' CUDA image was seen to have
 #       (OpenBLAS, zlib, libpng, jansson, libgomp, ...: xz-compressed, ~3 MB); DIR/data, three scans of
 #       ../shared/data with a manifest (BTCV, CHAOS T2, TotalSegmentator CT: ~7 MB); and DIR/pt, every NIfTI
-#       case at full in-plane resolution and every PT_Z-th slice (default 5: ~35 MB), for `livseg train`
-#       and `livseg pretrain` there (bench/gpu-pretrain-data.py). The machine's working tree is limited
-#       to 64 MiB, the repository's tracked files included.
+#       case at full in-plane resolution and every PT_Z-th slice (default 5: ~35 MB; PT_Z=0: none), for
+#       `livseg train` and `livseg pretrain` there (bench/gpu-pretrain-data.py). The machine's working
+#       tree is limited to 64 MiB, the repository's tracked files included: pack prints the total and
+#       what to leave behind when it is over.
 #   bench/gpu-carry.sh exec DIR CMD there: the same unpacking, then CMD runs with the libraries found
 #       (bench/gpu-pretrain.sh runs so).
 #   bench/gpu-carry.sh run [DIR]    there, from the repository root: unpacks, lets the loader find the
@@ -49,8 +50,17 @@ pack() {
         mkdir -p "$DIR/data/$(dirname "$img")"
         cp "$src/$img" "$src/$lab" "$DIR/data/$(dirname "$img")/"
     done
-    /usr/bin/python3 bench/gpu-pretrain-data.py "$src/manifest.csv" "$DIR/pt" 1 "${PT_Z:-5}" || exit 1
+    if [ "${PT_Z:-5}" != 0 ]; then
+        /usr/bin/python3 bench/gpu-pretrain-data.py "$src/manifest.csv" "$DIR/pt" 1 "${PT_Z:-5}" || exit 1
+    fi
     du -sh "$DIR"/* | sed 's/^/gpu-carry: /'
+    local tracked packed
+    tracked=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)
+    packed=$(du -sb "$DIR" | cut -f1)
+    echo "gpu-carry: tracked files $((tracked >> 20)) MiB + $DIR $((packed >> 20)) MiB of the 64 MiB a lent machine takes"
+    if [ $((tracked + packed)) -gt $((62 << 20)) ]; then
+        echo "gpu-carry: too large: git rm -q models/teacher-gpu-0000* before the call (models/README.md), or PT_Z=0"
+    fi
 }
 
 # Links into $1 every library some binary cannot find: the carried copy, else one found on this machine.
@@ -81,7 +91,7 @@ case "$mode" in
         setup
         echo "== libraries (build-cuda/livseg)"
         ldd build-cuda/livseg | sed 's/^/  /'
-        PREBUILT=1 DATA="$DIR/data" TRAIN_DATA="$DIR/pt" bash bench/gpu-check.sh ;;
+        PREBUILT=1 DATA="$DIR/data" TRAIN_DATA="$([ -d "$DIR/pt" ] && echo "$DIR/pt")" bash bench/gpu-check.sh ;;
     exec) # bench/gpu-carry.sh exec DIR COMMAND [ARGS]: the unpacked build's environment for one command
         shift 2
         setup

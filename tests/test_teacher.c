@@ -1,8 +1,11 @@
 /*
  * test_teacher.c — the teacher over whole volumes and the feature cache: every slice goes through
  * preprocessing and the ViT exactly once per call, the cache answers a second call with the same
- * numbers, and a different teacher, window or volume gets a different entry.
+ * numbers, and a different teacher, window or volume gets a different entry. The teachers shipped in
+ * models/ load with the content keys the documentation quotes.
  */
+#include <math.h>
+
 #include "teacher.h"
 #include "test.h"
 
@@ -65,7 +68,41 @@ TEST(cache_roundtrip) {
     ls_backend_free(&be);
 }
 
+/* The teachers in models/ load, with the content keys the documented experiments and the shipped
+ * pretrained-teacher model were made with, and give finite features that differ from a random teacher's. */
+TEST(shipped_teachers) {
+    static const struct { const char *path, *arch, *key; int size; } ts[] = {
+        {"models/teacher.safetensors", "d6w192h3p8", "a920d52fdc05da69", 112},
+        {"models/teacher-gpu-00001-of-00003.safetensors", "vits16", "d40a0811c2cfcec1", 224}};
+    ls_backend be;
+    ls_error err = {0};
+    REQUIRE(ls_backend_init(&be, LS_DEV_CPU, 2, &err) == LS_OK, "%s", err.msg);
+    ls_volume v;
+    make_volume(&v, 2, 0);
+    for (int i = 0; i < 2; i++) {
+        ls_teacher t, r;
+        REQUIRE(ls_teacher_open(&t, &be, ts[i].path, NULL, 0, ts[i].size, &err) == LS_OK, "%s", err.msg);
+        CHECK(strstr(t.id, ts[i].key) && !strncmp(t.id, ts[i].arch, strlen(ts[i].arch)), "%s: id %s", ts[i].path, t.id);
+        REQUIRE(ls_teacher_open(&r, &be, NULL, ts[i].arch, 0, ts[i].size, &err) == LS_OK, "%s", err.msg);
+        ls_prep p;
+        REQUIRE(ls_prep_init(&p, &v, LS_MOD_CT, ts[i].size, ts[i].size, &err) == LS_OK, "%s", err.msg);
+        ls_features a, b;
+        REQUIRE(ls_features_compute(&t, &v, &p, 2, NULL, NULL, &a, &err) == LS_OK, "%s", err.msg);
+        REQUIRE(ls_features_compute(&r, &v, &p, 2, NULL, NULL, &b, &err) == LS_OK, "%s", err.msg);
+        size_t n = (size_t)a.nslices * a.dim * a.gh * a.gw;
+        int finite = 1;
+        for (size_t k = 0; k < n; k++) finite &= isfinite(a.data[k]) != 0;
+        CHECK(finite, "%s: non-finite features", ts[i].path);
+        CHECK(test_max_rel_err(a.data, b.data, n, 0.1) > 0.1, "%s: features equal a random teacher's", ts[i].path);
+        ls_features_free(&a), ls_features_free(&b);
+        ls_teacher_close(&t), ls_teacher_close(&r);
+    }
+    free(v.data);
+    ls_backend_free(&be);
+}
+
 int main(void) {
     RUN(cache_roundtrip);
+    RUN(shipped_teachers);
     return test_summary();
 }
