@@ -39,14 +39,19 @@ static double compare(const char *what, const float *got, const float *ref, size
 
 #define EXPECT_CLOSE(what, got, ref, n) CHECK(compare(what, got, ref, n) <= 1e-4, "%s beyond 1e-4", what)
 
-/* One step on a configuration whose last `up` decoder stages upsample a G x G grid. */
-static void training_step(int G, int up) {
+/* One step on a configuration whose last `up` decoder stages upsample a G x G grid. Sets *near_kink, having
+ * compared nothing, when an input of a ReLU (relative to its tensor's largest value) or a code correlation
+ * of the contrastive terms' clamp lies within 1e-6 of the kink at 0: float32 and float64 can branch apart
+ * there (a flipped element moved gradients upstream of it by up to 2.4e-2 of the bound's scale on the
+ * seeds that failed, at distances down to 1.3e-7), so the caller draws another seed: about 4 in 10 draws
+ * have such an input among the ~10^5 ReLU inputs. Without this, 1 run in 20-40 failed. */
+static void training_step(int G, int up, unsigned seed, int *near_kink) {
+    *near_kink = 0;
     ls_backend be;
     ls_error err = {0};
     REQUIRE(ls_backend_init(&be, LS_DEV_CPU, 2, &err) == LS_OK, "%s", err.msg);
     ls_model_config cfg = {.feat_dim = 12, .head_hidden = 10, .code_dim = 6, .grid = G, .widths = {8, 8, 6, 6, 4},
                            .skip_width = 5, .up_stages = up, .dropout = 0.2f, .bn_momentum = 0.1f, .bn_eps = 1e-5f};
-    unsigned seed = (unsigned)time(NULL) + (unsigned)up;
     printf("  grid %d, %d upsampling stages: seed %u\n", G, up, seed);
     ls_model m;
     REQUIRE(ls_model_init(&m, &be, &cfg, seed, &err) == LS_OK, "%s", err.msg);
@@ -82,6 +87,18 @@ static void training_step(int G, int up) {
     snprintf(cmd, sizeof cmd, "%s tests/ref/model_ref.py %s 12 10 6 %d 8 8 6 6 4 5 2 %d", test_python(), test_tmpdir(), G,
              up);
     REQUIRE(system(cmd) == 0, "reference failed: %s", cmd);
+    float *kink = read_ref("ref_kink", 1);
+    REQUIRE(kink, "reference outputs missing");
+    *near_kink = *kink < 1e-6f;
+    if (*near_kink) printf("  an input is %.1e (relative) from a ReLU's or the clamp's kink: another seed\n", (double)*kink);
+    free(kink);
+    if (*near_kink) {
+        for (int s = 0; s < LS_DEC_STAGES; s++) free(keep[s]);
+        free(feats), free(image), free(target), free(extra);
+        ls_model_free(&m);
+        ls_backend_free(&be);
+        return;
+    }
 
     ls_arena arena;
     REQUIRE(ls_arena_init(&arena, &be, ls_model_arena_floats(&cfg, B) * sizeof(float), &err) == LS_OK, "%s", err.msg);
@@ -136,10 +153,19 @@ static void training_step(int G, int up) {
     ls_backend_free(&be);
 }
 
+/* LS_SEED=N repeats a run (N: the first seed printed for the configuration, minus `up`). */
+static void training_step_seeded(int G, int up) {
+    const char *env = getenv("LS_SEED");
+    unsigned base = (env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL)) + (unsigned)up;
+    int near_kink = 1, tries = 0;
+    for (; near_kink && tries < 16; tries++) training_step(G, up, base + 7919u * (unsigned)tries, &near_kink);
+    CHECK(!near_kink, "sixteen seeds in a row near a kink");
+}
+
 TEST(training_step_matches_pytorch) {
     if (!test_python_has("torch")) SKIP("%s cannot import torch (install python3-torch or set LS_PYTHON)", test_python());
-    training_step(2, 5); /* the paper's decoder: every stage upsamples */
-    training_step(4, 3); /* a CPU preset's: the first stages keep the token grid */
+    training_step_seeded(2, 5); /* the paper's decoder: every stage upsamples */
+    training_step_seeded(4, 3); /* a CPU preset's: the first stages keep the token grid */
 }
 
 int main(void) {

@@ -8,7 +8,9 @@ batch-normed layer mean, var), feats.bin [B,C,G,G], image.bin [B,1,S,S], target.
 0.1 * entropy + the contrastive terms (each slice with itself, b 0.18; slice 0 with slice 1, b 0.12; slice 0 with the extra slice,
 b 0.46, weight 0.5),
 backward, and one RAdam step (lr 1e-3, weight decay 1e-5). Writes ref_logits.bin, ref_codes.bin,
-ref_loss.bin, ref_grads.bin (C layout), ref_running.bin and ref_params.bin (after the step).
+ref_loss.bin, ref_grads.bin (C layout), ref_running.bin and ref_params.bin (after the step), and
+ref_kink.bin: how close the float64 pass came to a kink (the smallest relative |input| of a ReLU, or
+|code correlation| of a contrastive term's clamp).
 """
 import math
 import sys
@@ -59,16 +61,30 @@ keeps = [load(f"keep{s}", (B, widths[s])) for s in range(5)]
 extra = load("extra", (1, C, G, G))
 
 
+# Closest approach to a kink (every ReLU input relative to its tensor's largest value, and every clamped
+# code correlation): where float32 and float64 can take different branches.
+kink = [math.inf]
+
+
 def conv(x, p, k):
     return F.conv2d(x, p["w"], p["b"], padding=k // 2)
 
 
+def relu(x):
+    """ReLU that records, for the float64 pass, how close its input came to the kink at 0 (relative to
+    the tensor's largest value)."""
+    if x.dtype == torch.float64:
+        a = x.detach().abs()
+        kink[0] = min(kink[0], a.min().item() / max(a.max().item(), 1e-300))
+    return F.relu(x)
+
+
 def bn_relu(x, p):
-    return F.relu(F.batch_norm(x, p["rm"], p["rv"], p["gamma"], p["beta"], training=True, momentum=0.1, eps=1e-5))
+    return relu(F.batch_norm(x, p["rm"], p["rv"], p["gamma"], p["beta"], training=True, momentum=0.1, eps=1e-5))
 
 
 def forward(params, feats, image, keeps):
-    h = F.relu(conv(feats, params[0], 1))
+    h = relu(conv(feats, params[0], 1))
     codes = conv(h, params[1], 1)
     x = codes
     for s in range(5):
@@ -86,7 +102,7 @@ with torch.no_grad():
     p32 = [{k: (v.detach().float().clone()) for k, v in prm.items()} for prm in params]
     _, logits32 = forward(p32, feats.float(), image.float(), [k.float() for k in keeps])
 codes, logits = forward(params, feats, image, keeps)
-codes_extra = conv(F.relu(conv(extra, params[0], 1)), params[1], 1)
+codes_extra = conv(relu(conv(extra, params[0], 1)), params[1], 1)
 
 p = torch.sigmoid(logits)
 t = target
@@ -105,6 +121,7 @@ def cd_term(fx, fy, gx, gy, b):
     xf = F.normalize(fx, dim=0).t() @ F.normalize(fy, dim=0)
     s = xf - xf.mean(dim=1, keepdim=True)
     xc = F.normalize(gx, dim=0).t() @ F.normalize(gy, dim=0)
+    kink[0] = min(kink[0], xc.detach().abs().min().item())
     return (-(s - b) * xc.clamp(min=0)).mean()
 
 
@@ -134,6 +151,7 @@ dump("ref_logits", logits)
 dump("ref_logits32", logits32)
 dump("ref_codes", codes)
 dump("ref_loss", loss.reshape(1))
+dump("ref_kink", torch.tensor([kink[0]]))
 dump("ref_grads", flat_of(lambda v: v.grad))
 dump("ref_running", torch.cat([torch.cat([prm["rm"], prm["rv"]]) for (_, _, _, bn), prm in zip(layers, params) if bn]))
 leaves = [v for prm in params for k, v in prm.items() if k in ("w", "b", "gamma", "beta")]
