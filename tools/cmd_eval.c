@@ -70,7 +70,6 @@ static int write_json(const char *path, json_t *j) {
     return s ? cli_report(&err) : 0;
 }
 
-/* Mean and sample std of the finite values of field f over rows; returns how many were finite. */
 /* Mean and deviation of one metric (at byte offset `off` in ls_metrics) over the rows' finite values. */
 static int summary(const eval_row *r, int n, size_t off, double *mean, double *sd) {
     double *v = malloc(sizeof(double) * (size_t)n);
