@@ -16,7 +16,7 @@ PKG_INC  = -I/usr/include/nifti -I/usr/include/gdcm-3.0 -I/usr/include/x86_64-li
 CFLAGS   = -std=c11 $(OPT) -g -Wall -Wextra $(WERROR) -fopenmp -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
            -Iinclude -Isrc $(PKG_INC) $(SAN)
 CXXFLAGS = -std=c++17 $(OPT) -g -Wall -Wextra $(WERROR) -Iinclude -Isrc $(PKG_INC) $(SAN)
-LDLIBS   = -lnifti2 -lznz -lz -lgdcmMSFF -lgdcmDSED -lgdcmCommon -lgdcmDICT \
+LDLIBS   = -lnifti2 -lznz -lz -ldeflate -lgdcmMSFF -lgdcmDSED -lgdcmCommon -lgdcmDICT \
            -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -ljansson -lpng -lstdc++ -lm
 LDFLAGS  = -fopenmp $(SAN)
 

@@ -2,7 +2,7 @@
 # Installs every Debian package livseg needs to build, run and test, on a fresh Debian 12 machine.
 # Run as root (or with sudo available). Idempotent: re-running only checks that everything is there.
 #
-#   build:   gcc, make, pkg-config, nifticlib (NIfTI-1/2 I/O), zlib, GDCM (DICOM), OpenBLAS (GEMM),
+#   build:   gcc, make, pkg-config, nifticlib (NIfTI-1/2 headers), zlib + libdeflate (.nii.gz), GDCM (DICOM), OpenBLAS (GEMM),
 #            (OpenMP build), jansson (JSON), libpng (preview images)
 #   tests:   Debian's python3 with PyTorch, NumPy, SciPy, nibabel (the independent references),
 #            clang + libFuzzer runtime (fuzz harnesses)
@@ -10,7 +10,7 @@ set -euo pipefail
 
 pkgs=(
   build-essential pkg-config
-  libnifti2-dev zlib1g-dev
+  libnifti2-dev zlib1g-dev libdeflate-dev
   libgdcm-dev
   libopenblas-openmp-dev
   libjansson-dev

@@ -20,6 +20,7 @@
 
 #include <nifti2_io.h>
 
+#include "gzip.h"
 #include "util.h"
 #include "volume.h"
 
@@ -175,9 +176,10 @@ static int orient_valid(const ls_orient *o) {
     return 1;
 }
 
-/* Copies voxels between a source-ordered and a RAS-ordered array. to_ras selects the direction. */
-static void permute_copy(const float *in, float *out, const int64_t src_dim[3], const ls_orient *o,
-                         int to_ras) {
+/* Copies voxels of `elem` bytes (4: float, 1: mask) between a source-ordered and a RAS-ordered array;
+ * to_ras selects the direction. Inlined into its two callers, where elem is a constant. */
+static inline void permute_copy(const void *in, void *out, size_t elem, const int64_t src_dim[3], const ls_orient *o,
+                                int to_ras) {
     int64_t rdim[3], sstride[3] = {1, src_dim[0], src_dim[0] * src_dim[1]};
     for (int r = 0; r < 3; r++) rdim[r] = src_dim[o->perm[r]];
     /* Source offset of RAS voxel a = base + sum_r step[r] * a_r. */
@@ -191,16 +193,24 @@ static void permute_copy(const float *in, float *out, const int64_t src_dim[3], 
             step[r] = st;
         }
     }
+    const float *fi = in;
+    const uint8_t *bi = in;
+    float *fo = out;
+    uint8_t *bo = out;
 #pragma omp parallel for schedule(static)
     for (int64_t k = 0; k < rdim[2]; k++)
         for (int64_t j = 0; j < rdim[1]; j++) {
-            int64_t s = base + k * step[2] + j * step[1];
-            int64_t a = (k * rdim[1] + j) * rdim[0];
-            if (to_ras)
-                for (int64_t i = 0; i < rdim[0]; i++) out[a + i] = in[s + i * step[0]];
+            int64_t s = base + k * step[2] + j * step[1], a = (k * rdim[1] + j) * rdim[0];
+            int64_t from = to_ras ? s : a, fstep = to_ras ? step[0] : 1, to = to_ras ? a : s, tstep = to_ras ? 1 : step[0];
+            if (elem == 4)
+                for (int64_t i = 0; i < rdim[0]; i++) fo[to + i * tstep] = fi[from + i * fstep];
             else
-                for (int64_t i = 0; i < rdim[0]; i++) out[s + i * step[0]] = in[a + i];
+                for (int64_t i = 0; i < rdim[0]; i++) bo[to + i * tstep] = bi[from + i * fstep];
         }
+}
+
+void ls_orient_mask(const uint8_t *in, uint8_t *out, const int64_t src_dim[3], const ls_orient *o, int to_ras) {
+    permute_copy(in, out, 1, src_dim, o, to_ras);
 }
 
 /* What a reoriented volume keeps of its source besides voxels and grid. */
@@ -224,7 +234,7 @@ ls_status ls_volume_to_ras(const ls_volume *in, const ls_orient *o, ls_volume *o
     copy_description(out, in);
     out->data = ls_calloc(ls_volume_nvox(in), sizeof(float), err);
     if (!out->data) return LS_ERR_NOMEM;
-    permute_copy(in->data, out->data, in->geom.dim, o, 1);
+    permute_copy(in->data, out->data, 4, in->geom.dim, o, 1);
     return LS_OK;
 }
 
@@ -239,7 +249,7 @@ ls_status ls_volume_from_ras(const ls_volume *ras, const ls_orient *o, const ls_
     copy_description(out, ras);
     out->data = ls_calloc(ls_volume_nvox(ras), sizeof(float), err);
     if (!out->data) return LS_ERR_NOMEM;
-    permute_copy(ras->data, out->data, orig->dim, o, 0);
+    permute_copy(ras->data, out->data, 4, orig->dim, o, 0);
     return LS_OK;
 }
 
@@ -390,27 +400,45 @@ static ls_status vet_raw_header(const char *path, ls_error *err) {
     return LS_OK;
 }
 
+/* 1 when the file starts with the gzip magic (nifticlib reads by content, not by name, and so do we). */
+static int is_gzip(const char *path) {
+    unsigned char m[2] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t got = fread(m, 1, 2, f);
+    fclose(f);
+    return got == 2 && m[0] == 0x1f && m[1] == 0x8b;
+}
+
 /* Reads the voxel bytes of exactly `path` (nifticlib's own loader would look for sibling files with
- * other extensions first, and silently zeroes NaN floats). */
-static ls_status read_voxels(const char *path, const nifti_image *nim, void **out, ls_error *err) {
-    size_t nbytes = (size_t)nim->nvox * (size_t)nim->nbyper;
-    void *buf = ls_calloc(nbytes, 1, err);
+ * other extensions first, and silently zeroes NaN floats). *base is the buffer to free, *vox the voxels
+ * in it: a gzip file is inflated whole from its start (libdeflate, gzip.h), header included. */
+static ls_status read_voxels(const char *path, const nifti_image *nim, void **base, const void **vox, ls_error *err) {
+    size_t nbytes = (size_t)nim->nvox * (size_t)nim->nbyper, skip = 0;
+    int gz = is_gzip(path);
+    if (gz) skip = (size_t)nim->iname_offset;
+    unsigned char *buf = ls_calloc(skip + nbytes, 1, err);
     if (!buf) return LS_ERR_NOMEM;
-    znzFile fp = znzopen(path, "rb", 1);
     ls_status s = LS_OK;
-    if (znz_isnull(fp)) {
-        s = ls_fail(err, LS_ERR_INPUT, "%s: cannot open (%s)", path, strerror(errno));
+    if (gz) {
+        s = ls_gzip_read(path, buf, skip + nbytes, err);
     } else {
-        if (znzseek(fp, (znz_off_t)nim->iname_offset, SEEK_SET) < 0 || znzread(buf, 1, nbytes, fp) != nbytes)
-            s = ls_fail(err, LS_ERR_INPUT, "%s: voxel data could not be read (truncated or corrupt file)", path);
-        znzclose(fp);
+        znzFile fp = znzopen(path, "rb", 1);
+        if (znz_isnull(fp)) {
+            s = ls_fail(err, LS_ERR_INPUT, "%s: cannot open (%s)", path, strerror(errno));
+        } else {
+            if (znzseek(fp, (znz_off_t)nim->iname_offset, SEEK_SET) < 0 || znzread(buf, 1, nbytes, fp) != nbytes)
+                s = ls_fail(err, LS_ERR_INPUT, "%s: voxel data could not be read (truncated or corrupt file)", path);
+            znzclose(fp);
+        }
     }
     if (s != LS_OK) {
         free(buf);
         return s;
     }
-    if (nim->byteorder != nifti_short_order() && nim->nbyper > 1) nifti_swap_Nbytes(nim->nvox, nim->nbyper, buf);
-    *out = buf;
+    if (nim->byteorder != nifti_short_order() && nim->nbyper > 1) nifti_swap_Nbytes(nim->nvox, nim->nbyper, buf + skip);
+    *base = buf;
+    *vox = buf + skip;
     return LS_OK;
 }
 
@@ -428,13 +456,15 @@ static ls_status check_header(const char *path, const struct stat *st, const voi
                        nifti_datatype_string(nim->datatype), nim->datatype);
     geom_from_nim(nim, &out->geom);
     LS_TRY(check_affine(path, &out->geom, err));
-    if (!ls_ends_with(path, ".gz")) {
-        /* Uncompressed: the size must cover the data, or the read would fail late. */
-        int64_t need = nim->iname_offset + nim->nvox * nim->nbyper;
-        if ((int64_t)st->st_size < need)
-            return ls_fail(err, LS_ERR_INPUT, "%s: file holds %lld bytes but its header needs %lld (truncated?)",
-                           path, (long long)st->st_size, (long long)need);
-    }
+    /* The size must cover the data, or the read would fail late, after allocating for it. Deflate
+     * expands at most 1032:1. */
+    int64_t need = nim->iname_offset + nim->nvox * nim->nbyper;
+    if (!is_gzip(path) && (int64_t)st->st_size < need)
+        return ls_fail(err, LS_ERR_INPUT, "%s: file holds %lld bytes but its header needs %lld (truncated?)",
+                       path, (long long)st->st_size, (long long)need);
+    if (is_gzip(path) && (int64_t)st->st_size * 1032 + 65536 < need)
+        return ls_fail(err, LS_ERR_INPUT, "%s: %lld compressed bytes cannot hold the %lld its header needs (truncated?)",
+                       path, (long long)st->st_size, (long long)need);
     return LS_OK;
 }
 
@@ -459,15 +489,16 @@ ls_status ls_volume_read_nifti(const char *path, ls_volume *out, ls_error *err) 
     }
     ls_dtype t = LS_DT_U8;
     void *raw = NULL;
+    const void *vox = NULL;
     ls_status s = check_header(path, &st, hdr, nver, nim, out, &t, err);
-    if (s == LS_OK) s = read_voxels(path, nim, &raw, err);
+    if (s == LS_OK) s = read_voxels(path, nim, &raw, &vox, err);
     if (s == LS_OK) {
         double slope = nim->scl_slope, inter = nim->scl_inter;
         if (slope == 0 || !isfinite(slope) || !isfinite(inter)) slope = 1, inter = 0; /* NIfTI: 0 = none */
         out->data = ls_calloc((size_t)nim->nvox, sizeof(float), err);
         if (!out->data) s = LS_ERR_NOMEM;
         else {
-            int64_t bad = convert_to_float(raw, t, nim->nvox, slope, inter, out->data);
+            int64_t bad = convert_to_float(vox, t, nim->nvox, slope, inter, out->data);
             if (bad) s = ls_fail(err, LS_ERR_INPUT, "%s: %lld voxels are NaN or infinite", path, (long long)bad);
         }
         out->src_dtype = t;
@@ -524,6 +555,30 @@ static void convert_from_float(const float *src, int64_t n, ls_dtype t, void *ds
 #undef STORE
 }
 
+/* Header, empty extension flag and voxels: what nifti_image_write puts in a single-file NIfTI-1, here
+ * with its errors seen (nifticlib reports none) and the gzip compression parallel (gzip.h). */
+static ls_status write_file(const char *tmp, const char *path, nifti_image *nim, ls_error *err) {
+    nim->nifti_type = NIFTI_FTYPE_NIFTI1_1;
+    nim->byteorder = nifti_short_order();
+    nim->iname_offset = 352;
+    nifti_1_header h;
+    if (nifti_convert_nim2n1hdr(nim, &h) != 0) return ls_fail(err, LS_ERR_INTERNAL, "%s: cannot form a NIfTI-1 header", path);
+    unsigned char head[352] = {0};
+    memcpy(head, &h, sizeof h);
+    size_t nbytes = (size_t)nim->nvox * (size_t)nim->nbyper;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return ls_fail(err, LS_ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
+    ls_status s = LS_OK;
+    if (ls_ends_with(path, ".gz")) {
+        s = ls_gzip_write(f, head, sizeof head, 6, path, err);
+        if (!s) s = ls_gzip_write(f, nim->data, nbytes, 6, path, err);
+    } else if (fwrite(head, 1, sizeof head, f) != sizeof head || fwrite(nim->data, 1, nbytes, f) != nbytes) {
+        s = ls_fail(err, LS_ERR_IO, "%s: write failed (%s)", path, strerror(errno));
+    }
+    if (fclose(f) != 0 && !s) s = ls_fail(err, LS_ERR_IO, "%s: write failed (%s)", path, strerror(errno));
+    return s;
+}
+
 ls_status ls_nifti_write_raw(const char *path, const ls_geom *g, ls_dtype t, const void *data,
                              double slope, double inter, const char *descrip,
                              const char *protect, ls_error *err) {
@@ -557,19 +612,7 @@ ls_status ls_nifti_write_raw(const char *path, const ls_geom *g, ls_dtype t, con
     nim->scl_inter = inter;
     if (descrip) snprintf(nim->descrip, sizeof nim->descrip, "%s", descrip);
     nim->data = (void *)data; /* borrowed: detached before nifti_image_free */
-    ls_status s = LS_OK;
-    if (nifti_set_filenames(nim, a.tmp_path, 0, 1) != 0) {
-        s = ls_fail(err, LS_ERR_IO, "%s: cannot set output file name", path);
-    } else {
-
-        nifti_image_write(nim);
-        /* nifti_image_write reports nothing: read the header back to know it was written. */
-        int nver = 0;
-        void *chk = nifti_read_header(a.tmp_path, &nver, 1);
-        if (!chk || nver != 1)
-            s = ls_fail(err, LS_ERR_IO, "%s: write failed (disk full or not writable?)", path);
-        free(chk);
-    }
+    ls_status s = write_file(a.tmp_path, path, nim, err);
     nim->data = NULL;
     nifti_image_free(nim);
     if (s != LS_OK) {

@@ -4,6 +4,10 @@
 
 #include "livseg.h"
 
+/* Moves a uint8 mask between a volume's own voxel order (grid src_dim) and RAS order, exactly as
+ * ls_volume_to_ras (to_ras 1) and ls_volume_from_ras (0) move voxels. */
+void ls_orient_mask(const uint8_t *in, uint8_t *out, const int64_t src_dim[3], const ls_orient *o, int to_ras);
+
 /* Writes raw voxels of type `t` as NIfTI-1 with the given geometry and scaling, atomically.
  * ls_volume_write is this with float data converted and no scaling; tests use it for scaled files. */
 ls_status ls_nifti_write_raw(const char *path, const ls_geom *g, ls_dtype t, const void *data,

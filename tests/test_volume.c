@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <nifti2_io.h>
+#include <omp.h>
+#include <zlib.h>
 
 #include "test.h"
 #include "util.h"
@@ -483,6 +485,95 @@ TEST(bad_inputs) {
     expect_input_error(p, "RGB voxel type");
 }
 
+/* zlib's gzip of buf, as one member, or two split at `cut` (the second appended as gzip -c a b would). */
+static void gzip_bytes(const char *path, const unsigned char *buf, size_t n, size_t cut) {
+    gzFile g = gzopen(path, "wb6");
+    gzwrite(g, buf, (unsigned)(cut ? cut : n));
+    gzclose(g);
+    if (!cut) return;
+    g = gzopen(path, "ab6");
+    gzwrite(g, buf + cut, (unsigned)(n - cut));
+    gzclose(g);
+}
+
+/* The whole-buffer gzip paths (gzip.c): parallel multi-member writing gives the same bytes at any thread
+ * count and reads back in zlib, nibabel and livseg; multi-member input, content past the voxels (zlib's
+ * streaming fallback), corrupt data, and a header claiming more than the file could inflate to. */
+TEST(gzip_paths) {
+    ls_geom g;
+    diag_geom(&g, 64, 64, 300, 1, 1, 2); /* 1.2 MB: two 1 MiB pieces */
+    size_t n = (size_t)64 * 64 * 300;
+    uint8_t *m = malloc(n);
+    for (size_t i = 0; i < n; i++) m[i] = (uint8_t)(frand() < 0.3 ? frand() * 255 : 0);
+    char p1[512], p3[512], p[512];
+    path_in_tmp(p1, sizeof p1, "gz_t1.nii.gz");
+    path_in_tmp(p3, sizeof p3, "gz_t3.nii.gz");
+    ls_error err = {0};
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    REQUIRE(ls_nifti_write_raw(p1, &g, LS_DT_U8, m, 0, 0, NULL, NULL, &err) == LS_OK, "%s", err.msg);
+    omp_set_num_threads(3);
+    REQUIRE(ls_nifti_write_raw(p3, &g, LS_DT_U8, m, 0, 0, NULL, NULL, &err) == LS_OK, "%s", err.msg);
+    omp_set_num_threads(threads);
+    char *a, *b;
+    size_t na, nb;
+    REQUIRE(ls_read_file(p1, 1 << 26, &a, &na, &err) == LS_OK && ls_read_file(p3, 1 << 26, &b, &nb, &err) == LS_OK, "%s", err.msg);
+    CHECK(na == nb && memcmp(a, b, na) == 0, "1 and 3 threads wrote different files (%zu, %zu bytes)", na, nb);
+    free(a), free(b);
+    /* zlib reads the members as one stream: header, extension flag, voxels. */
+    size_t total = 352 + n;
+    unsigned char *raw = malloc(total + (2u << 20));
+    gzFile gz = gzopen(p1, "rb");
+    int got = gzread(gz, raw, (unsigned)(total + 1));
+    gzclose(gz);
+    CHECK(got == (int)total && memcmp(raw + 352, m, n) == 0, "zlib read %d of %zu bytes, or other voxels", got, total);
+    if (test_python_has("nibabel,numpy")) {
+        path_in_tmp(p, sizeof p, "gz_raw.u8");
+        write_bytes(p, m, n);
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd,
+                 "%s -c \"import sys, nibabel, numpy; d = numpy.asarray(nibabel.load(sys.argv[1]).dataobj); "
+                 "r = numpy.fromfile(sys.argv[2], numpy.uint8).reshape(d.shape, order='F'); sys.exit(0 if (d == r).all() else 1)\" %s %s",
+                 test_python(), p1, p);
+        CHECK(system(cmd) == 0, "nibabel reads other voxels from %s", p1);
+    }
+    /* Input from other tools: two members; and 2 MB of content after the voxels (one member longer than
+     * what is read, so libdeflate declines and zlib streams). */
+    const char *names[2] = {"gz_two_members.nii.gz", "gz_trailing.nii.gz"};
+    memset(raw + total, 0x5a, 2u << 20);
+    for (int k = 0; k < 2; k++) {
+        path_in_tmp(p, sizeof p, names[k]);
+        gzip_bytes(p, raw, k ? total + (2u << 20) : total, k ? 0 : total / 3);
+        ls_volume v;
+        REQUIRE(ls_volume_read(p, &v, &err) == LS_OK, "%s", err.msg);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) bad += v.data[i] != m[i];
+        CHECK(bad == 0, "%s: %zu voxels differ", names[k], bad);
+        ls_volume_free(&v);
+    }
+    /* Corrupt deflate data in the middle of the voxels. */
+    REQUIRE(ls_read_file(p1, 1 << 26, &a, &na, &err) == LS_OK, "%s", err.msg);
+    for (size_t i = na / 2; i < na / 2 + 64; i++) a[i] = (char)(a[i] ^ 0xa5);
+    path_in_tmp(p, sizeof p, "gz_corrupt.nii.gz");
+    write_bytes(p, a, na);
+    free(a);
+    expect_input_error(p, "corrupt deflate data");
+    /* A 4096 x 4096 x 64 header in a file of a few hundred bytes: refused before allocating 1 GB. */
+    {
+        nifti_1_header h;
+        memcpy(&h, raw, sizeof h);
+        h.dim[1] = h.dim[2] = 4096, h.dim[3] = 64;
+        memcpy(raw, &h, sizeof h);
+        path_in_tmp(p, sizeof p, "gz_bomb.nii.gz");
+        gzip_bytes(p, raw, 352 + 1000, 0);
+        ls_volume v;
+        ls_status s = ls_volume_read(p, &v, &err);
+        CHECK(s == LS_ERR_INPUT && strstr(err.msg, "cannot hold"), "status %d: %s", s, err.msg);
+        if (!s) ls_volume_free(&v);
+    }
+    free(raw), free(m);
+}
+
 /* ----------------------------------------------------------------- shared data */
 
 TEST(shared_manifest_cases) {
@@ -572,6 +663,7 @@ int main(void) {
     RUN(orient_codes);
     RUN(atomic_and_protected_output);
     RUN(bad_inputs);
+    RUN(gzip_paths);
     RUN(shared_manifest_cases);
     return test_summary();
 }
