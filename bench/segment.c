@@ -93,7 +93,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     double t1 = ls_now();
-    if (ls_volume_write(out, &r.mask, LS_DT_U8, in, &err)) {
+    if (ls_segment_write_mask(out, &r, in, &err)) {
         fprintf(stderr, "bench/segment: %s\n", err.msg);
         return 2;
     }
@@ -104,8 +104,9 @@ int main(int argc, char **argv) {
     printf("segment %lldx%lldx%lld CT (btcv_00 resampled), teacher %s + decoder %dx%d (model %s), %d threads\n",
            (long long)v.geom.dim[0], (long long)v.geom.dim[1], (long long)v.geom.dim[2], t.id, side, side, model,
            threads);
-    printf("  read %.2f s, teacher %.2f s, decoder %.2f s, post-process %.2f s, write %.2f s\n", t_read,
-           r.seconds_teacher, r.seconds_decoder, r.seconds_post, t_write);
+    printf("  read %.2f s, predict %.2f s (teacher %.2f s, decoder %.2f s, resampling %.2f s), post-process %.2f s, "
+           "write %.2f s\n",
+           t_read, r.seconds_predict, r.seconds_teacher, r.seconds_decoder, r.seconds_resample, r.seconds_post, t_write);
     printf("  total %.2f s (target < 20 s); teacher share %.0f%%; peak RSS %.0f MB (target < 2048 MB)\n", total,
            100 * r.seconds_teacher / total, ru.ru_maxrss / 1024.0);
     ls_segment_result_free(&r);

@@ -37,7 +37,8 @@ static void cpu_zero(const ls_backend *be, void *p, size_t n) {
 }
 static void cpu_sync(const ls_backend *be) { (void)be; }
 
-static const ls_ops_mem cpu_mem = {cpu_alloc, cpu_free, cpu_copy, cpu_copy, cpu_copy, cpu_zero, cpu_sync};
+static const ls_ops_mem cpu_mem = {cpu_alloc, cpu_free, cpu_copy, cpu_copy, cpu_copy, cpu_zero, cpu_sync,
+                                   cpu_alloc, cpu_free, cpu_copy};
 
 const char *ls_device_name(ls_device dev) { return dev == LS_DEV_CUDA ? "cuda" : "cpu"; }
 

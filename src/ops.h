@@ -36,6 +36,13 @@ typedef struct {
     void (*copy)(const ls_backend *be, void *dst, const void *src, size_t bytes); /* same backend */
     void (*zero)(const ls_backend *be, void *p, size_t bytes);
     void (*sync)(const ls_backend *be);
+    /* Host buffers the device copies to and from at full speed, without staging (pinned on CUDA, so a
+     * copy can overlap the host's work); NULL on failure. */
+    void *(*host_alloc)(const ls_backend *be, size_t bytes);
+    void (*host_free)(const ls_backend *be, void *p);
+    /* to_host that may return before the copy ends (CUDA, into a host_alloc buffer): read host_dst only
+     * after sync. The CPU copies at once. */
+    void (*to_host_async)(const ls_backend *be, void *host_dst, const void *src, size_t bytes);
 } ls_ops_mem;
 
 #include "ops_dense.h"

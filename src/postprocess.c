@@ -17,6 +17,7 @@
 #include "postprocess.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,31 +27,63 @@ typedef struct {
     int64_t lo[3], hi[3]; /* inclusive */
 } box3;
 
+/* Row scans eight voxels at a time: the first zero byte of a word w is the lowest flagged byte of
+ * (w - 0x01..01) & ~w & 0x80..80 (bytes above it may be flagged falsely, never below it). */
+#define ONES UINT64_C(0x0101010101010101)
+#define HIGHS UINT64_C(0x8080808080808080)
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(__GNUC__)
+#define WORD_SCAN 1
+#else
+#define WORD_SCAN 0
+#endif
+
+/* The first i in [i, end) where (p[i] != 0) != nonzero, or end: skips a run of nonzero or of zero voxels. */
+static inline int64_t run_end(const uint8_t *p, int64_t i, int64_t end, int nonzero) {
+#if WORD_SCAN
+    for (; i + 8 <= end; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        uint64_t stop = nonzero ? (w - ONES) & ~w & HIGHS : w;
+        if (stop) return i + __builtin_ctzll(stop) / 8;
+    }
+#endif
+    while (i < end && (p[i] != 0) == nonzero) i++;
+    return i;
+}
+
+/* The last nonzero voxel of p[0..n), or -1. */
+static int64_t last_nonzero(const uint8_t *p, int64_t n) {
+    int64_t i = n;
+#if WORD_SCAN
+    for (; i >= 8; i -= 8) {
+        uint64_t w;
+        memcpy(&w, p + i - 8, 8);
+        if (w) return i - 1 - __builtin_clzll(w) / 8;
+    }
+#endif
+    while (i > 0 && !p[i - 1]) i--;
+    return i - 1;
+}
+
+/* Bounding box of the nonzero voxels; 0 when there are none. Slices in parallel. */
 static int bbox(const uint8_t *m, const int64_t d[3], box3 *b) {
-    for (int a = 0; a < 3; a++) b->lo[a] = d[a], b->hi[a] = -1;
+    int64_t lo0 = d[0], lo1 = d[1], lo2 = d[2], hi0 = -1, hi1 = -1, hi2 = -1;
+#pragma omp parallel for schedule(static) reduction(min : lo0, lo1, lo2) reduction(max : hi0, hi1, hi2) if (d[2] > 1)
     for (int64_t k = 0; k < d[2]; k++)
         for (int64_t j = 0; j < d[1]; j++) {
             const uint8_t *row = m + (k * d[1] + j) * d[0];
-            int64_t first = -1, last = -1;
-            for (int64_t i = 0; i < d[0]; i++)
-                if (row[i]) {
-                    first = i;
-                    break;
-                }
-            if (first < 0) continue;
-            for (int64_t i = d[0] - 1; i >= first; i--)
-                if (row[i]) {
-                    last = i;
-                    break;
-                }
-            if (first < b->lo[0]) b->lo[0] = first;
-            if (last > b->hi[0]) b->hi[0] = last;
-            if (j < b->lo[1]) b->lo[1] = j;
-            if (j > b->hi[1]) b->hi[1] = j;
-            if (k < b->lo[2]) b->lo[2] = k;
-            if (k > b->hi[2]) b->hi[2] = k;
+            int64_t first = run_end(row, 0, d[0], 0);
+            if (first == d[0]) continue;
+            int64_t last = last_nonzero(row, d[0]);
+            if (first < lo0) lo0 = first;
+            if (last > hi0) hi0 = last;
+            if (j < lo1) lo1 = j;
+            if (j > hi1) hi1 = j;
+            if (k < lo2) lo2 = k;
+            if (k > hi2) hi2 = k;
         }
-    return b->hi[0] >= 0;
+    b->lo[0] = lo0, b->lo[1] = lo1, b->lo[2] = lo2, b->hi[0] = hi0, b->hi[1] = hi1, b->hi[2] = hi2;
+    return hi0 >= 0;
 }
 
 /* Runs [x0, x1) of voxels equal to `fg` (nonzero) or background (fg == 0) in every row of box b, in scan
@@ -65,43 +98,62 @@ typedef struct {
 
 static void runs_free(runs *r) { free(r->x), free(r->parent), free(r->start), memset(r, 0, sizeof *r); }
 
+/* Runs of row p within [x0, x1) into x (NULL: count only); returns how many. */
+static int64_t row_runs(const uint8_t *p, int64_t x0, int64_t x1, int fg, int32_t *x) {
+    int64_t n = 0, i = x0;
+    while (i < x1) {
+        i = run_end(p, i, x1, !fg);
+        if (i == x1) break;
+        int64_t s = i;
+        i = run_end(p, i, x1, fg);
+        if (x) x[2 * n] = (int32_t)s, x[2 * n + 1] = (int32_t)i;
+        n++;
+    }
+    return n;
+}
+
+/* The first voxel of box row `row`. */
+static uint8_t *box_row(uint8_t *m, const int64_t d[3], const box3 *b, int64_t ny, int64_t row) {
+    return m + ((b->lo[2] + row / ny) * d[1] + b->lo[1] + row % ny) * d[0];
+}
+
+/* Rows are counted, then filled, in parallel; the offsets between are a prefix sum. */
 static ls_status runs_find(runs *r, const uint8_t *m, const int64_t d[3], const box3 *b, int fg, ls_error *err) {
     memset(r, 0, sizeof *r);
+    if (d[0] > INT32_MAX) return ls_fail(err, LS_ERR_INPUT, "mask too large for clean-up (%lld voxels a row)", (long long)d[0]);
     r->ny = b->hi[1] - b->lo[1] + 1, r->nz = b->hi[2] - b->lo[2] + 1;
     int64_t rows = r->ny * r->nz, x0 = b->lo[0], x1 = b->hi[0] + 1;
+    int64_t *count = ls_calloc((size_t)rows + 1, sizeof *count, err);
     r->start = ls_calloc((size_t)rows + 1, sizeof *r->start, err);
-    if (!r->start) return LS_ERR_NOMEM;
-    for (int pass = 0; pass < 2; pass++) {
-        int64_t n = 0;
-        for (int64_t row = 0; row < rows; row++) {
-            const uint8_t *p = m + ((b->lo[2] + row / r->ny) * d[1] + b->lo[1] + row % r->ny) * d[0];
-            if (pass) r->start[row] = (uint32_t)n;
-            int64_t i = x0;
-            while (i < x1) {
-                while (i < x1 && (p[i] != 0) != fg) i++;
-                if (i == x1) break;
-                int64_t s = i;
-                while (i < x1 && (p[i] != 0) == fg) i++;
-                if (pass) r->x[2 * n] = (int32_t)s, r->x[2 * n + 1] = (int32_t)i;
-                n++;
-            }
-        }
-        if (!pass) {
-            if (n >= UINT32_MAX || d[0] > INT32_MAX) {
-                runs_free(r);
-                return ls_fail(err, LS_ERR_INPUT, "mask too large for clean-up (%lld runs)", (long long)n);
-            }
-            r->n = n;
-            r->x = ls_calloc((size_t)n * 2 + 2, sizeof *r->x, err);
-            r->parent = ls_calloc((size_t)n + 1, sizeof *r->parent, err);
-            if (!r->x || !r->parent) {
-                runs_free(r);
-                return LS_ERR_NOMEM;
-            }
-        } else {
-            r->start[rows] = (uint32_t)n;
-        }
+    if (!count || !r->start) {
+        free(count), runs_free(r);
+        return LS_ERR_NOMEM;
     }
+    uint8_t *mm = (uint8_t *)m; /* box_row's pointer is only read here */
+#pragma omp parallel for schedule(static) if (rows > 64 && !omp_in_parallel())
+    for (int64_t row = 0; row < rows; row++) count[row] = row_runs(box_row(mm, d, b, r->ny, row), x0, x1, fg, NULL);
+    int64_t n = 0;
+    for (int64_t row = 0; row < rows; row++) {
+        int64_t c = count[row];
+        count[row] = n;
+        n += c;
+    }
+    count[rows] = n;
+    if (n >= UINT32_MAX) {
+        free(count), runs_free(r);
+        return ls_fail(err, LS_ERR_INPUT, "mask too large for clean-up (%lld runs)", (long long)n);
+    }
+    for (int64_t row = 0; row <= rows; row++) r->start[row] = (uint32_t)count[row];
+    free(count);
+    r->n = n;
+    r->x = ls_calloc((size_t)n * 2 + 2, sizeof *r->x, err);
+    r->parent = ls_calloc((size_t)n + 1, sizeof *r->parent, err);
+    if (!r->x || !r->parent) {
+        runs_free(r);
+        return LS_ERR_NOMEM;
+    }
+#pragma omp parallel for schedule(static) if (rows > 64 && !omp_in_parallel())
+    for (int64_t row = 0; row < rows; row++) row_runs(box_row(mm, d, b, r->ny, row), x0, x1, fg, r->x + 2 * (size_t)r->start[row]);
     for (int64_t i = 0; i < r->n; i++) r->parent[i] = (uint32_t)i;
     return LS_OK;
 }
@@ -133,20 +185,34 @@ static void join_rows(runs *r, int64_t ra, int64_t rb, int diag) {
     }
 }
 
-/* Unions every run with its already-scanned neighbours. conn26: 26-connectivity, else 6 (4 in a
- * one-slice box). */
+/* Joins the runs of row (k, j) with those of its earlier neighbours: row j-1 of slice k when `same`, the
+ * rows j-1..j+1 of slice k-1 (only j with conn26 0) when `prev`. */
+static void join_neighbours(runs *r, int64_t k, int64_t j, int conn26, int same, int prev) {
+    int64_t row = k * r->ny + j;
+    if (r->start[row] == r->start[row + 1]) return;
+    if (same && j > 0) join_rows(r, row, row - 1, conn26);
+    if (prev && k > 0) {
+        join_rows(r, row, row - r->ny, conn26);
+        if (conn26 && j > 0) join_rows(r, row, row - r->ny - 1, 1);
+        if (conn26 && j + 1 < r->ny) join_rows(r, row, row - r->ny + 1, 1);
+    }
+}
+
+/* Unions every run with its neighbours. conn26: 26-connectivity, else 6 (4 in a one-slice box). The
+ * slices are cut into one slab per thread, labelled in parallel (a slab's unions touch only its own runs,
+ * and a root is always its set's smallest index), then the slabs' first slices are joined to the slices
+ * before them. */
 static void label(runs *r, int conn26) {
-    for (int64_t k = 0; k < r->nz; k++)
-        for (int64_t j = 0; j < r->ny; j++) {
-            int64_t row = k * r->ny + j;
-            if (r->start[row] == r->start[row + 1]) continue;
-            if (j > 0) join_rows(r, row, row - 1, conn26);
-            if (k > 0) {
-                join_rows(r, row, row - r->ny, conn26);
-                if (conn26 && j > 0) join_rows(r, row, row - r->ny - 1, 1);
-                if (conn26 && j + 1 < r->ny) join_rows(r, row, row - r->ny + 1, 1);
-            }
-        }
+    int64_t slabs = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (slabs > r->nz / 4) slabs = r->nz / 4 > 0 ? r->nz / 4 : 1;
+#pragma omp parallel for schedule(static, 1) num_threads((int)slabs) if (slabs > 1)
+    for (int64_t sl = 0; sl < slabs; sl++) {
+        int64_t k0 = r->nz * sl / slabs, k1 = r->nz * (sl + 1) / slabs;
+        for (int64_t k = k0; k < k1; k++)
+            for (int64_t j = 0; j < r->ny; j++) join_neighbours(r, k, j, conn26, 1, k > k0);
+    }
+    for (int64_t sl = 1; sl < slabs; sl++)
+        for (int64_t j = 0; j < r->ny; j++) join_neighbours(r, r->nz * sl / slabs, j, conn26, 0, 1);
     /* Roots are the smallest index of their set, so one forward pass makes every parent a root. */
     for (int64_t i = 0; i < r->n; i++) r->parent[i] = r->parent[r->parent[i]];
 }
@@ -177,8 +243,9 @@ ls_status ls_mask_largest_component(uint8_t *m, const int64_t d[3], int64_t *nco
         if (size[c] > size[best]) best = (uint32_t)c;
     /* Rewrite the box: the largest component stays, everything else becomes 0. */
     int64_t w = b.hi[0] - b.lo[0] + 1;
+#pragma omp parallel for schedule(static)
     for (int64_t row = 0; row < r.ny * r.nz; row++) {
-        uint8_t *p = m + ((b.lo[2] + row / r.ny) * d[1] + b.lo[1] + row % r.ny) * d[0];
+        uint8_t *p = box_row(m, d, &b, r.ny, row);
         memset(p + b.lo[0], 0, (size_t)w);
         for (uint32_t i = r.start[row]; i < r.start[row + 1]; i++)
             if (lab[i] == best) memset(p + r.x[2 * i], 1, (size_t)(r.x[2 * i + 1] - r.x[2 * i]));
@@ -205,8 +272,9 @@ static ls_status fill_holes_box(uint8_t *m, const int64_t d[3], const box3 *b, i
         for (uint32_t i = r.start[row]; i < r.start[row + 1]; i++)
             if (face || r.x[2 * i] == b->lo[0] || r.x[2 * i + 1] == b->hi[0] + 1) outside[r.parent[i]] = 1;
     }
+#pragma omp parallel for schedule(static) if (!omp_in_parallel())
     for (int64_t row = 0; row < r.ny * r.nz; row++) {
-        uint8_t *p = m + ((b->lo[2] + row / r.ny) * d[1] + b->lo[1] + row % r.ny) * d[0];
+        uint8_t *p = box_row(m, d, b, r.ny, row);
         for (uint32_t i = r.start[row]; i < r.start[row + 1]; i++)
             if (!outside[r.parent[i]]) memset(p + r.x[2 * i], 1, (size_t)(r.x[2 * i + 1] - r.x[2 * i]));
     }
@@ -222,34 +290,51 @@ ls_status ls_mask_fill_holes(uint8_t *m, const int64_t d[3], ls_error *err) {
 
 ls_status ls_mask_fill_holes_slices(uint8_t *m, const int64_t d[3], ls_error *err) {
     int64_t slice_dim[3] = {d[0], d[1], 1};
+    ls_status st = LS_OK;
+#pragma omp parallel for schedule(dynamic, 4)
     for (int64_t k = 0; k < d[2]; k++) {
         uint8_t *s = m + k * d[0] * d[1];
         box3 b;
-        if (bbox(s, slice_dim, &b)) LS_TRY(fill_holes_box(s, slice_dim, &b, 1, err));
+        ls_error e;
+        if (!bbox(s, slice_dim, &b)) continue;
+        ls_status sk = fill_holes_box(s, slice_dim, &b, 1, &e);
+        if (sk) {
+#pragma omp critical(ls_fill_slices)
+            if (!st) {
+                st = sk;
+                if (err) *err = e;
+            }
+        }
     }
-    return LS_OK;
+    return st;
 }
 
-void ls_mask_measure(const ls_volume *img, const uint8_t *mask, ls_mask_stats *s) {
+/* Sums per slice, added in slice order afterwards: the same figures for any thread count. */
+ls_status ls_mask_measure(const ls_volume *img, const uint8_t *mask, ls_mask_stats *s, ls_error *err) {
     memset(s, 0, sizeof *s);
     const int64_t *d = img->geom.dim;
     const double(*A)[4] = img->geom.affine;
-    double sum = 0, sum2 = 0;
-    int64_t lo[3] = {d[0], d[1], d[2]}, hi[3] = {-1, -1, -1};
-    for (int64_t k = 0; k < d[2]; k++)
-        for (int64_t j = 0; j < d[1]; j++)
-            for (int64_t i = 0; i < d[0]; i++) {
-                size_t p = (size_t)(i + d[0] * (j + d[1] * k));
-                if (!mask[p]) continue;
-                double v = img->data[p];
-                sum += v, sum2 += v * v, s->voxels++;
-                int64_t idx[3] = {i, j, k};
-                for (int a = 0; a < 3; a++) {
-                    if (idx[a] < lo[a]) lo[a] = idx[a];
-                    if (idx[a] > hi[a]) hi[a] = idx[a];
-                }
+    box3 bb;
+    if (!bbox(mask, d, &bb)) return LS_OK;
+    double *part = ls_calloc((size_t)d[2] * 3, sizeof *part, err);
+    if (!part) return LS_ERR_NOMEM;
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < d[2]; k++) {
+        double sum = 0, sum2 = 0, cnt = 0;
+        for (int64_t j = 0; j < d[1]; j++) {
+            size_t row = (size_t)(d[0] * (j + d[1] * k));
+            for (int64_t i = run_end(mask + row, 0, d[0], 0); i < d[0]; i = run_end(mask + row, i + 1, d[0], 0)) {
+                double v = img->data[row + (size_t)i];
+                sum += v, sum2 += v * v, cnt++;
             }
-    if (!s->voxels) return;
+        }
+        part[3 * k] = sum, part[3 * k + 1] = sum2, part[3 * k + 2] = cnt;
+    }
+    double sum = 0, sum2 = 0, cnt = 0;
+    for (int64_t k = 0; k < d[2]; k++) sum += part[3 * k], sum2 += part[3 * k + 1], cnt += part[3 * k + 2];
+    free(part);
+    s->voxels = (int64_t)cnt;
+    const int64_t *lo = bb.lo, *hi = bb.hi;
     double det = A[0][0] * (A[1][1] * A[2][2] - A[1][2] * A[2][1]) - A[0][1] * (A[1][0] * A[2][2] - A[1][2] * A[2][0]) +
                  A[0][2] * (A[1][0] * A[2][1] - A[1][1] * A[2][0]);
     s->volume_ml = (double)s->voxels * fabs(det) / 1000.0;
@@ -265,4 +350,5 @@ void ls_mask_measure(const ls_volume *img, const uint8_t *mask, ls_mask_stats *s
             s->bbox_max[a] = fmax(s->bbox_max[a], w);
         }
     }
+    return LS_OK;
 }

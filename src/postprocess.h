@@ -29,7 +29,8 @@ typedef struct {
     double bbox_min[3], bbox_max[3]; /* world RAS mm of the outermost voxel centres; 0 when empty */
 } ls_mask_stats;
 
-/* `img` supplies grid and intensities; `mask` is 0/1 on the same grid. */
-void ls_mask_measure(const ls_volume *img, const uint8_t *mask, ls_mask_stats *s);
+/* `img` supplies grid and intensities; `mask` is nonzero inside, on the same grid. Sums are formed per
+ * slice and added in order, so the figures do not depend on the thread count. */
+ls_status ls_mask_measure(const ls_volume *img, const uint8_t *mask, ls_mask_stats *s, ls_error *err);
 
 #endif

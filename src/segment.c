@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "util.h"
+#include "volume.h"
 
 /* Slices per decoder pass on the CPU, where two keep the arena of 448x448 activations small. On a GPU
  * the decoder takes the teacher's whole batch (fewer, larger launches). */
@@ -22,11 +23,25 @@ void ls_segment_opts_default(ls_segment_opts *o) {
 }
 
 void ls_segment_result_free(ls_segment_result *r) {
-    ls_volume_free(&r->mask);
+    free(r->mask);
     ls_volume_free(&r->prob);
     ls_volume_free(&r->ras);
     free(r->ras_mask);
     memset(r, 0, sizeof *r);
+}
+
+ls_status ls_segment_write_mask(const char *path, const ls_segment_result *r, const char *protect, ls_error *err) {
+    return ls_nifti_write_raw(path, &r->geom, LS_DT_U8, r->mask, 0, 0, "livseg " LIVSEG_VERSION, protect, err);
+}
+
+ls_status ls_segment_mask_volume(const ls_segment_result *r, ls_volume *out, ls_error *err) {
+    memset(out, 0, sizeof *out);
+    out->geom = r->geom;
+    size_t n = ls_volume_nvox(out);
+    LS_CALLOC(out->data, n, err);
+    for (size_t i = 0; i < n; i++) out->data[i] = r->mask[i];
+    snprintf(out->format, sizeof out->format, "NIfTI-1");
+    return LS_OK;
 }
 
 /* Two ids of file teachers name the same weights when their architectures and content keys agree: the
@@ -74,69 +89,114 @@ ls_status ls_segment_teacher(ls_teacher *t, const ls_backend *be, const ls_model
 
 static float sigmoidf_(float x) { return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x)); }
 
-/* Probabilities of every RAS slice into prob_ras (x fastest, like the volume). */
+/* Sizes of one slice's host buffers, and the per-thread scratch of the resampling. */
+typedef struct {
+    const ls_volume *ras;
+    const ls_prep *prep;
+    int S, Sd, nth;
+    size_t in_per, img_per, plane;
+    float *scratch; /* two slice planes per thread */
+} host_side;
+
+/* The teacher's input and the decoder's grey image of slices k0..k0+nb-1, one slice per thread. */
+static void prep_batch(const host_side *h, int k0, int nb, float *in, float *img) {
+#pragma omp parallel for schedule(static) num_threads(h->nth)
+    for (int b = 0; b < nb; b++) {
+        float *sc = h->scratch + 2 * (size_t)omp_get_thread_num() * h->plane;
+        ls_prep_slice(h->prep, h->ras, k0 + b, sc, in + (size_t)b * h->in_per);
+        ls_prep_grey(h->prep, h->ras, k0 + b, sc, img + (size_t)b * h->img_per, h->Sd, h->Sd);
+    }
+}
+
+/* Logits of slices k0.. -> probabilities on each slice's grid (into prob_ras, or scratch when NULL),
+ * thresholded at th into mask_ras. */
+static void unprep_batch(const host_side *h, int k0, int nb, float *logit, float th, float *prob_ras, uint8_t *mask_ras) {
+#pragma omp parallel for schedule(static) num_threads(h->nth)
+    for (int b = 0; b < nb; b++) {
+        float *pr = logit + (size_t)b * h->img_per, *sc = h->scratch + 2 * (size_t)omp_get_thread_num() * h->plane;
+        size_t k = (size_t)(k0 + b);
+        float *slice = prob_ras ? prob_ras + k * h->plane : sc + h->plane;
+        uint8_t *mk = mask_ras + k * h->plane;
+        for (size_t i = 0; i < h->img_per; i++) pr[i] = sigmoidf_(pr[i]);
+        ls_unprep_plane(pr, h->Sd, h->Sd, h->ras, sc, slice);
+        for (size_t i = 0; i < h->plane; i++) mk[i] = slice[i] >= th;
+    }
+}
+
+/* Every RAS slice thresholded at th into mask_ras, and its probabilities into prob_ras unless that is NULL
+ * (both x fastest, like the volume).
+ *
+ * A software pipeline over batches of slices with two sets of host buffers (pinned on CUDA): while the
+ * device runs batch i (copies in, teacher, decoder, logits out, all queued on its stream), the host
+ * resamples batch i+1 into the other set and maps batch i-1's logits back; then it waits for batch i.
+ * On the CPU the ops run as they are called, so the order is the plain one. */
 static ls_status predict(const ls_volume *ras, const ls_prep *prep, ls_teacher *t, ls_model *m, int batch,
-                         ls_progress_fn progress, void *pctx, float *prob_ras, ls_segment_result *r, ls_error *err) {
+                         ls_progress_fn progress, void *pctx, float th, float *prob_ras, uint8_t *mask_ras,
+                         ls_segment_result *r, ls_error *err) {
     const ls_backend *be = m->be;
     const ls_vit_config *vc = &t->vit.cfg;
     int S = t->input_size, g = S / vc->patch, Sd = ls_model_out_side(&m->cfg), Z = (int)ras->geom.dim[2];
-    int nx = (int)ras->geom.dim[0], ny = (int)ras->geom.dim[1];
     if (m->cfg.grid != g || m->cfg.feat_dim != vc->dim)
         return ls_fail(err, LS_ERR_INPUT, "model expects %d teacher channels on a %dx%d grid; the teacher gives %d on %dx%d",
                        m->cfg.feat_dim, m->cfg.grid, m->cfg.grid, vc->dim, g, g);
     int dbatch = be->device == LS_DEV_CPU ? CPU_DECODER_BATCH : batch;
     if (batch < dbatch) batch = dbatch;
-    size_t in_per = (size_t)3 * S * S, f_per = (size_t)vc->dim * g * g, img_per = (size_t)Sd * Sd;
-    float *host_in = ls_calloc((size_t)batch * in_per, sizeof(float), err);
-    float *host_img = ls_calloc((size_t)dbatch * img_per, sizeof(float), err);
-    float *host_logit = ls_calloc((size_t)dbatch * img_per, sizeof(float), err);
-    /* Slices are resampled on the host, one per thread (scratch: one slice per thread). */
-    int nth = be->nthreads > 0 ? be->nthreads : 1;
-    size_t plane = (size_t)nx * ny;
-    float *scratch = ls_calloc((size_t)nth * plane, sizeof(float), err);
+    host_side h = {.ras = ras, .prep = prep, .S = S, .Sd = Sd, .nth = be->nthreads > 0 ? be->nthreads : 1,
+                   .in_per = (size_t)3 * S * S, .img_per = (size_t)Sd * Sd,
+                   .plane = (size_t)ras->geom.dim[0] * (size_t)ras->geom.dim[1]};
+    size_t f_per = (size_t)vc->dim * g * g, set = (size_t)batch * (h.in_per + 2 * h.img_per);
+    h.scratch = ls_calloc((size_t)h.nth * 2 * h.plane, sizeof(float), err);
+    float *host[2] = {be->mem->host_alloc(be, set * sizeof(float)), be->mem->host_alloc(be, set * sizeof(float))};
     ls_arena va = {0}, ma = {0}, io = {0};
-    ls_status s = host_in && host_img && host_logit && scratch ? LS_OK : LS_ERR_NOMEM;
+    ls_status s = h.scratch && host[0] && host[1] ? LS_OK : ls_fail(err, LS_ERR_NOMEM, "cannot allocate %zu MB of host buffers",
+                                                                    2 * set * sizeof(float) >> 20);
     if (!s) s = ls_arena_init(&va, be, ls_vit_arena_floats(vc, batch, S, S) * sizeof(float), err);
     if (!s) s = ls_arena_init(&ma, be, ls_model_arena_floats(&m->cfg, dbatch) * sizeof(float), err);
-    if (!s) s = ls_arena_init(&io, be, ((size_t)batch * (in_per + f_per) + dbatch * img_per + 64) * sizeof(float), err);
-    float *dev_in = s ? NULL : ls_arena_floats(&io, (size_t)batch * in_per);
+    if (!s) s = ls_arena_init(&io, be, ((size_t)batch * (h.in_per + f_per + h.img_per) + 64) * sizeof(float), err);
+    float *dev_in = s ? NULL : ls_arena_floats(&io, (size_t)batch * h.in_per);
     float *dev_feat = s ? NULL : ls_arena_floats(&io, (size_t)batch * f_per);
-    float *dev_img = s ? NULL : ls_arena_floats(&io, (size_t)dbatch * img_per);
-    for (int k0 = 0; !s && k0 < Z; k0 += batch) {
-        int nb = Z - k0 < batch ? Z - k0 : batch;
-        double t0 = ls_now();
-#pragma omp parallel for schedule(static) num_threads(nth)
-        for (int b = 0; b < nb; b++)
-            ls_prep_slice(prep, ras, k0 + b, scratch + omp_get_thread_num() * plane, host_in + (size_t)b * in_per);
-        be->mem->to_device(be, dev_in, host_in, (size_t)nb * in_per * sizeof(float));
+    float *dev_img = s ? NULL : ls_arena_floats(&io, (size_t)batch * h.img_per);
+    double t0 = ls_now(), tw;
+    if (!s) prep_batch(&h, 0, Z < batch ? Z : batch, host[0], host[0] + (size_t)batch * h.in_per);
+    r->seconds_resample += ls_now() - t0;
+    for (int i = 0, k0 = 0; !s && k0 < Z; i++, k0 += batch) {
+        int nb = Z - k0 < batch ? Z - k0 : batch, next = k0 + batch, prev = k0 - batch;
+        float *in = host[i & 1], *img = in + (size_t)batch * h.in_per, *logit = img + (size_t)batch * h.img_per;
+        tw = ls_now();
+        be->mem->to_device(be, dev_in, in, (size_t)nb * h.in_per * sizeof(float));
+        be->mem->to_device(be, dev_img, img, (size_t)nb * h.img_per * sizeof(float));
         ls_arena_reset(&va);
         s = ls_vit_forward(&t->vit, &va, dev_in, nb, S, S, dev_feat, NULL, err);
-        be->mem->sync(be);
-        double t1 = ls_now();
-        r->seconds_teacher += t1 - t0;
+        r->seconds_teacher += ls_now() - tw;
+        tw = ls_now();
         for (int d0 = 0; !s && d0 < nb; d0 += dbatch) {
             int nd = nb - d0 < dbatch ? nb - d0 : dbatch;
-#pragma omp parallel for schedule(static) num_threads(nth)
-            for (int b = 0; b < nd; b++)
-                ls_prep_grey(prep, ras, k0 + d0 + b, scratch + omp_get_thread_num() * plane, host_img + (size_t)b * img_per,
-                             Sd, Sd);
-            be->mem->to_device(be, dev_img, host_img, (size_t)nd * img_per * sizeof(float));
             ls_model_acts acts;
             ls_arena_reset(&ma);
-            ls_model_forward(m, &ma, &acts, dev_feat + (size_t)d0 * f_per, dev_img, nd, 0, NULL);
-            be->mem->to_host(be, host_logit, acts.logits, (size_t)nd * img_per * sizeof(float));
-#pragma omp parallel for schedule(static) num_threads(nth)
-            for (int b = 0; b < nd; b++) {
-                float *pr = host_logit + (size_t)b * img_per;
-                for (size_t i = 0; i < img_per; i++) pr[i] = sigmoidf_(pr[i]);
-                ls_unprep_plane(pr, Sd, Sd, ras, scratch + omp_get_thread_num() * plane, prob_ras + (size_t)(k0 + d0 + b) * plane);
-            }
+            ls_model_forward(m, &ma, &acts, dev_feat + (size_t)d0 * f_per, dev_img + (size_t)d0 * h.img_per, nd, 0, NULL);
+            be->mem->to_host_async(be, logit + (size_t)d0 * h.img_per, acts.logits, (size_t)nd * h.img_per * sizeof(float));
         }
-        r->seconds_decoder += ls_now() - t1;
+        r->seconds_decoder += ls_now() - tw;
+        tw = ls_now();
+        float *other = host[(i + 1) & 1];
+        if (next < Z) prep_batch(&h, next, Z - next < batch ? Z - next : batch, other, other + (size_t)batch * h.in_per);
+        if (prev >= 0) unprep_batch(&h, prev, batch, other + (size_t)batch * (h.in_per + h.img_per), th, prob_ras, mask_ras);
+        r->seconds_resample += ls_now() - tw;
+        be->mem->sync(be);
         if (!s && progress) progress(pctx, k0 + nb, Z);
     }
+    if (!s && Z > 0) {
+        int last = (Z - 1) / batch, k0 = last * batch;
+        float *logit = host[last & 1] + (size_t)batch * (h.in_per + h.img_per);
+        tw = ls_now();
+        unprep_batch(&h, k0, Z - k0, logit, th, prob_ras, mask_ras);
+        r->seconds_resample += ls_now() - tw;
+    }
+    r->seconds_predict = ls_now() - t0;
+    be->mem->sync(be);
     ls_arena_free(&va), ls_arena_free(&ma), ls_arena_free(&io);
-    free(host_in), free(host_img), free(host_logit), free(scratch);
+    be->mem->host_free(be, host[0]), be->mem->host_free(be, host[1]);
+    free(h.scratch);
     return s;
 }
 
@@ -147,51 +207,26 @@ ls_status ls_segment_volume(const ls_volume *input, ls_teacher *t, ls_model *m, 
     ls_orient_from_geom(&input->geom, &orient);
     LS_TRY(ls_volume_to_ras(input, &orient, &r->ras, err));
     r->modality = o->modality < 0 ? ls_modality_guess(&r->ras) : (ls_modality)o->modality;
+    r->geom = input->geom;
     ls_prep prep;
     ls_status s = ls_prep_init(&prep, &r->ras, r->modality, t->input_size, t->input_size, err);
     r->window_lo = prep.lo, r->window_hi = prep.hi;
     size_t n = ls_volume_nvox(&r->ras);
     ls_volume prob_ras = r->ras;
-    prob_ras.data = s ? NULL : ls_calloc(n, sizeof(float), err);
-    if (!s && !prob_ras.data) s = LS_ERR_NOMEM;
-    if (!s) s = predict(&r->ras, &prep, t, m, o->batch, progress, pctx, prob_ras.data, r, err);
-    double t0 = ls_now();
+    prob_ras.data = s || !o->keep_prob ? NULL : ls_calloc(n, sizeof(float), err);
     r->ras_mask = s ? NULL : ls_calloc(n, 1, err);
-    if (!s && !r->ras_mask) s = LS_ERR_NOMEM;
-    if (!s) {
-        const float *pr = prob_ras.data;
-        uint8_t *mr = r->ras_mask;
-        float th = o->threshold;
-#pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) mr[i] = pr[i] >= th;
-        if (o->keep_largest) s = ls_mask_largest_component(r->ras_mask, r->ras.geom.dim, &r->components, err);
-        if (!s && o->fill_holes) s = ls_mask_fill_holes(r->ras_mask, r->ras.geom.dim, err);
-        if (!s && o->fill_holes) s = ls_mask_fill_holes_slices(r->ras_mask, r->ras.geom.dim, err);
-    }
-    ls_volume mask_ras = r->ras;
-    mask_ras.data = s ? NULL : ls_calloc(n, sizeof(float), err);
-    if (!s && !mask_ras.data) s = LS_ERR_NOMEM;
-    if (!s) {
-        float *md = mask_ras.data;
-        const uint8_t *mr = r->ras_mask;
-#pragma omp parallel for simd schedule(static)
-        for (size_t i = 0; i < n; i++) md[i] = mr[i];
-        s = ls_volume_from_ras(&mask_ras, &orient, &input->geom, &r->mask, err);
-    }
+    if (!s && (!r->ras_mask || (o->keep_prob && !prob_ras.data))) s = LS_ERR_NOMEM;
+    if (!s) s = predict(&r->ras, &prep, t, m, o->batch, progress, pctx, o->threshold, prob_ras.data, r->ras_mask, r, err);
+    double t0 = ls_now();
+    if (!s && o->keep_largest) s = ls_mask_largest_component(r->ras_mask, r->ras.geom.dim, &r->components, err);
+    if (!s && o->fill_holes) s = ls_mask_fill_holes(r->ras_mask, r->ras.geom.dim, err);
+    if (!s && o->fill_holes) s = ls_mask_fill_holes_slices(r->ras_mask, r->ras.geom.dim, err);
+    r->mask = s ? NULL : ls_calloc(n, 1, err);
+    if (!s && !r->mask) s = LS_ERR_NOMEM;
+    if (!s) ls_orient_mask(r->ras_mask, r->mask, input->geom.dim, &orient, 0);
     if (!s && o->keep_prob) s = ls_volume_from_ras(&prob_ras, &orient, &input->geom, &r->prob, err);
-    if (!s) {
-        /* Measured on the input grid, with the input's intensities. */
-        uint8_t *m8 = ls_calloc(n, 1, err);
-        if (!m8) s = LS_ERR_NOMEM;
-        else {
-            const float *md = r->mask.data;
-#pragma omp parallel for simd schedule(static)
-            for (size_t i = 0; i < n; i++) m8[i] = md[i] > 0.5f;
-            ls_mask_measure(input, m8, &r->stats);
-            free(m8);
-        }
-    }
-    free(mask_ras.data);
+    /* Measured on the input grid, with the input's intensities. */
+    if (!s) s = ls_mask_measure(input, r->mask, &r->stats, err);
     free(prob_ras.data);
     r->seconds_post = ls_now() - t0;
     if (s) ls_segment_result_free(r);

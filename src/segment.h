@@ -22,7 +22,8 @@ typedef struct {
 void ls_segment_opts_default(ls_segment_opts *o);
 
 typedef struct {
-    ls_volume mask;        /* on the input's grid and header: 0/1 */
+    uint8_t *mask;         /* on the input's grid (geom): 0/1, x fastest */
+    ls_geom geom;          /* the input's grid */
     ls_volume prob;        /* on the input's grid: liver probability (empty without opts.keep_prob) */
     ls_volume ras;         /* the input in RAS order (for previews) */
     uint8_t *ras_mask;     /* the mask in RAS order */
@@ -30,10 +31,19 @@ typedef struct {
     float window_lo, window_hi;
     ls_mask_stats stats;   /* measured on the input grid */
     int64_t components;    /* connected components before clean-up */
-    double seconds_teacher, seconds_decoder, seconds_post;
+    /* predict: the slice loop, wall time. Inside it, resample: the host's resampling of slices in and out
+     * (on CUDA it overlaps the device); teacher, decoder: time in those calls, which is their compute on
+     * the CPU but only their queueing on CUDA (asynchronous). post: clean-up, back to the input grid, measuring. */
+    double seconds_predict, seconds_resample, seconds_teacher, seconds_decoder, seconds_post;
 } ls_segment_result;
 
 void ls_segment_result_free(ls_segment_result *r);
+
+/* Writes r->mask as a uint8 NIfTI on the input's grid, atomically (ls_nifti_write_raw). */
+ls_status ls_segment_write_mask(const char *path, const ls_segment_result *r, const char *protect, ls_error *err);
+
+/* r->mask as a float volume on the input's grid (for the metrics, which take volumes). */
+ls_status ls_segment_mask_volume(const ls_segment_result *r, ls_volume *out, ls_error *err);
 
 /* Opens the teacher a model was trained with: a random initialisation is rebuilt from its id; a file
  * teacher is `teacher_path`, or when that is NULL the file of the id's name in model_path's directory;

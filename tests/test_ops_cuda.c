@@ -1,7 +1,8 @@
 /*
  * test_ops_cuda.c — the CUDA backend against the CPU backend, op by op (every op of ops_dense.h, ops_nn.h
  * and ops_loss.h, forward and backward), then one whole training step of head + decoder (model.c forward,
- * the five losses, backward, RAdam) on both. Fresh random inputs every run; the seed is printed, and
+ * the five losses, backward, RAdam) on both, the pinned host memory, and ls_segment_volume's pipelined
+ * slice loop against the CPU's. Fresh random inputs every run; the seed is printed, and
  * LS_SEED=N repeats a run.
  *
  * Without CUDA in the build, or without a CUDA device, every test SKIPs saying which.
@@ -37,6 +38,7 @@
 #include <time.h>
 
 #include "model.h"
+#include "segment.h"
 #include "ops.h"
 #include "rng.h"
 #include "test.h"
@@ -758,6 +760,80 @@ TEST(training_step_parity) {
     one_step(4, 3, ls_rng_next(&rng)); /* a CPU preset's: the first stages keep the token grid */
 }
 
+/* ------------------------------------------------------------ host memory and the segment pipeline */
+
+/* Pinned host buffers: to the device, back with the asynchronous copy, read after sync. */
+TEST(host_memory) {
+    NEED_GPU();
+    size_t n = 3 * 1000 * 1000 + 7;
+    float *a = gpu.mem->host_alloc(&gpu, n * sizeof(float)), *b = gpu.mem->host_alloc(&gpu, n * sizeof(float));
+    REQUIRE(a && b, "host_alloc failed");
+    for (size_t i = 0; i < n; i++) a[i] = (float)ls_rng_normal(&rng), b[i] = 0;
+    float *d = dzeros(n);
+    gpu.mem->to_device(&gpu, d, a, n * sizeof(float));
+    gpu.mem->to_host_async(&gpu, b, d, n * sizeof(float));
+    gpu.mem->sync(&gpu);
+    CHECK(memcmp(a, b, n * sizeof(float)) == 0, "pinned round trip changed the data");
+    gpu.mem->host_free(&gpu, a), gpu.mem->host_free(&gpu, b);
+    release();
+}
+
+/* ls_segment_volume's batch pipeline (pinned double buffers, the device's work overlapping the host's
+ * resampling) against the CPU's plain order: a random ViT-S/16 at 32x32 and a small random head +
+ * decoder, 21 slices in batches of 8 (the last one partial). Probabilities within 1e-4 (absolute; the
+ * networks' float32 sums in another order); masks thresholded without clean-up differ only where the
+ * CPU's probability is that close to the threshold. */
+TEST(segment_pipeline) {
+    NEED_GPU();
+    ls_error err = {0};
+    ls_model_config c;
+    ls_model_config_default(&c, 384, 2);
+    c.head_hidden = 32, c.code_dim = 8;
+    c.widths[0] = 8, c.widths[1] = 8, c.widths[2] = 4, c.widths[3] = 4, c.widths[4] = 4, c.skip_width = 4;
+    ls_model mc, mg;
+    ls_model_info info = {.input_size = 32}, back;
+    snprintf(info.teacher_id, sizeof info.teacher_id, "vits16:random:seed=5");
+    snprintf(info.teacher_arch, sizeof info.teacher_arch, "vits16");
+    char path[600];
+    snprintf(path, sizeof path, "%s/pipeline.safetensors", test_tmpdir());
+    REQUIRE(ls_model_init(&mc, &cpu, &c, ls_rng_next(&rng), &err) == LS_OK, "%s", err.msg);
+    REQUIRE(ls_model_save(&mc, &info, path, 0, &err) == LS_OK, "%s", err.msg);
+    REQUIRE(ls_model_load(&mg, &back, &gpu, path, &err) == LS_OK, "%s", err.msg);
+    ls_teacher tc, tg;
+    REQUIRE(ls_teacher_open(&tc, &cpu, NULL, "vits16", 5, 32, &err) == LS_OK, "%s", err.msg);
+    REQUIRE(ls_teacher_open(&tg, &gpu, NULL, "vits16", 5, 32, &err) == LS_OK, "%s", err.msg);
+    ls_volume v = {0};
+    int64_t d[3] = {40, 36, 21};
+    double aff[4][4] = {{0.8, 0, 0, 0}, {0, 0.8, 0, 0}, {0, 0, 2.5, 0}, {0, 0, 0, 1}};
+    ls_geom_from_affine(&v.geom, d, aff);
+    size_t n = 40 * 36 * 21;
+    v.data = hkeep(malloc(n * sizeof(float)));
+    for (size_t i = 0; i < n; i++) {
+        double x = (double)(i % 40) - 22, y = (double)(i / 40 % 36) - 15, z = (double)(i / 1440) - 10;
+        v.data[i] = (float)((x * x + y * y + 4 * z * z < 150 ? 60 : -900) + 20 * ls_rng_normal(&rng));
+    }
+    ls_segment_opts o;
+    ls_segment_opts_default(&o);
+    o.modality = LS_MOD_CT, o.keep_largest = 0, o.fill_holes = 0, o.batch = 8;
+    ls_segment_result rc, rg;
+    REQUIRE(ls_segment_volume(&v, &tc, &mc, &o, NULL, NULL, &rc, &err) == LS_OK, "%s", err.msg);
+    REQUIRE(ls_segment_volume(&v, &tg, &mg, &o, NULL, NULL, &rg, &err) == LS_OK, "%s", err.msg);
+    double worst = 0;
+    size_t flips = 0, explained = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs(rg.prob.data[i] - rc.prob.data[i]);
+        worst = fmax(worst, e);
+        if (rg.mask[i] != rc.mask[i]) flips++, explained += fabs(rc.prob.data[i] - 0.5) <= 1e-4;
+    }
+    if (worst > 1e-4 || getenv("LS_VERBOSE")) printf("  %-22s %-10s max abs err %.2e (bound 1e-04)\n", "segment", "prob", worst);
+    CHECK(worst <= 1e-4, "probabilities differ by %.3e > 1e-4", worst);
+    CHECK(flips == explained, "%zu mask voxels differ, %zu of them at the threshold", flips, explained);
+    ls_segment_result_free(&rc), ls_segment_result_free(&rg);
+    ls_teacher_close(&tc), ls_teacher_close(&tg);
+    ls_model_free(&mc), ls_model_free(&mg);
+    release();
+}
+
 int main(void) {
     const char *env = getenv("LS_SEED");
     uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
@@ -791,6 +867,8 @@ int main(void) {
     RUN(radam);
     RUN(dino_training);
     RUN(training_step_parity);
+    RUN(host_memory);
+    RUN(segment_pipeline);
 #ifdef LS_WITH_CUDA
     if (!skip_reason) ls_backend_free(&gpu);
     ls_backend_free(&cpu);

@@ -133,8 +133,11 @@ static ls_status segment_case(const ls_case *cs, ls_teacher *t, ls_model *m, con
     progress_init(&ui->bar, label, "slices", ui->quiet);
     ls_segment_result r = {0};
     s = ls_segment_volume(&img, t, m, &o, progress_update, &ui->bar, &r, err);
-    if (!s) s = ls_volume_write(pred_path, &r.mask, LS_DT_U8, cs->image, err);
-    if (!s) s = ls_metrics_volumes(&r.mask, &ref, pred_path, cs->label, out, err);
+    ls_volume pred = {0};
+    if (!s) s = ls_segment_write_mask(pred_path, &r, cs->image, err);
+    if (!s) s = ls_segment_mask_volume(&r, &pred, err);
+    if (!s) s = ls_metrics_volumes(&pred, &ref, pred_path, cs->label, out, err);
+    ls_volume_free(&pred);
     ls_segment_result_free(&r);
     ls_volume_free(&img), ls_volume_free(&ref);
     return s;

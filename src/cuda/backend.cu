@@ -105,8 +105,25 @@ void cu_zero(const ls_backend *be, void *p, size_t n) {
     if (n) LS_CK(cudaMemsetAsync(p, 0, n, stream(be)));
 }
 void cu_sync(const ls_backend *be) { LS_CK(cudaStreamSynchronize(stream(be))); }
+void *cu_host_alloc(const ls_backend *, size_t bytes) {
+    void *p = nullptr;
+    if (cudaMallocHost(&p, bytes ? bytes : 64) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return nullptr;
+    }
+    return p;
+}
+void cu_host_free(const ls_backend *be, void *p) {
+    if (!p) return;
+    LS_CK(cudaStreamSynchronize(stream(be))); /* a copy still queued may use it */
+    LS_CK(cudaFreeHost(p));
+}
+void cu_to_host_async(const ls_backend *be, void *dst, const void *src, size_t n) {
+    if (n) LS_CK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream(be)));
+}
 
-const ls_ops_mem cuda_mem = {cu_alloc, cu_free, cu_to_device, cu_to_host, cu_copy, cu_zero, cu_sync};
+const ls_ops_mem cuda_mem = {cu_alloc,  cu_free, cu_to_device,  cu_to_host,  cu_copy,
+                             cu_zero,   cu_sync, cu_host_alloc, cu_host_free, cu_to_host_async};
 
 void destroy(lscuda::state *s) {
     if (s->host) cudaFreeHost(s->host);
