@@ -23,7 +23,7 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
 DIR=${2:-.gpu}
-BINS="livseg tests/test_ops_cuda bench/gemm_cuda bench/network"
+BINS="livseg tests/test_ops_cuda bench/gemm_cuda bench/network bench/host"
 CASES="btcv_29 chaos_t2_15 totalseg_ct_sm"
 # Seen present on the lent machines' CUDA image (2026-11-27): not carried.
 ON_IMAGE='/lib(openblas|gfortran|quadmath|z|png16|jansson|gomp|uuid|expat|crypto)\.so'

@@ -2,13 +2,14 @@
 # bench/gpu-check.sh — everything the CUDA backend needs checked on a GPU, in one run (< 8 minutes on an
 # H100): build with CUDA, the CUDA-vs-CPU parity test, the cuBLAS GEMM yardstick, the network benchmarks,
 # and `livseg segment --device cuda` end to end on a synthetic 512x512x300 CT (plus the same run on the CPU
-# and the Dice between the two masks). Ends with a short table. Run from anywhere; exit status 1 when any
+# and the Dice between the two masks), and with DATA on a real scan resampled to that size. Ends with a short table. Run from anywhere; exit status 1 when any
 # step failed or was missing (each says so on a line starting with "FAIL"), 0 otherwise.
 #
 # Untrained weights for the benchmarks (speed does not depend on them). With DATA=DIR (a folder holding a
 # manifest.csv in ../shared/data's layout; default ../shared/data when present) it also runs the checks that
 # need real scans: the shipped default model on three scans on both devices (Dice between the masks, which
-# fails below 0.999), `livseg train --device cuda` (seconds per epoch, paper preset) and `livseg pretrain
+# fails below 0.999), the default model end to end on btcv_29 resampled to 512x512x300 and the host stages
+# alone (bench/host), `livseg train --device cuda` (seconds per epoch, paper preset) and `livseg pretrain
 # --device cuda` (one short epoch of the gpu preset: images/s), these two on TRAIN_DATA=DIR when set
 # (default DATA). PREBUILT=1 skips the build and uses the binaries in build-cuda/ (for a GPU machine
 # without the Debian packages: bench/gpu-carry.sh).
@@ -39,7 +40,7 @@ command -v nvcc >/dev/null || { fail "nvcc not found: cannot build the CUDA back
 echo "== build (make CUDA=1 BUILD=build-cuda, -j$JOBS)"
 t=$(now)
 if [ "${PREBUILT:-0}" = 1 ]; then
-  for b in livseg tests/test_ops_cuda bench/gemm_cuda bench/network; do
+  for b in livseg tests/test_ops_cuda bench/gemm_cuda bench/network bench/host; do
     [ -x "build-cuda/$b" ] || { fail "PREBUILT=1 but build-cuda/$b is missing"; echo "$failures failure(s)"; exit 1; }
   done
   R[build]="prebuilt"
@@ -150,6 +151,32 @@ if [ -f "$DATA/manifest.csv" ]; then
   done
   [ "$n_scans" -eq 3 ] || fail "$n_scans of 3 real scans segmented on both devices"
 
+  echo "== real-sized scan end to end: btcv_29 resampled to 512x512x300 (bench/host --make-ct), default model, 3 runs"
+  if build-cuda/bench/host --make-ct "$DATA" btcv_29 "$WORK/ct512.nii.gz" > "$LOG/ct512.txt" 2>&1; then
+    for run in 1 2 3; do
+      t=$(now)
+      if timeout 120 build-cuda/livseg segment "$WORK/ct512.nii.gz" -o "$WORK/ct512_mask.nii.gz" --device cuda \
+           --stats "$WORK/ct512_$run.json" -q > "$LOG/ct512_$run.txt" 2>&1; then
+        w=$(elapsed "$t")
+        st=$(python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['seconds']; print(', '.join('%s %.3f' % (k, v) for k, v in s.items()))" "$WORK/ct512_$run.json" 2>/dev/null || echo "?")
+        echo "  run $run: $w s wall; $st"
+        R[e2e_runs]="${R[e2e_runs]:+${R[e2e_runs]} / }$w"
+        R[e2e_stages]=$st
+      else
+        cat "$LOG/ct512_$run.txt"; fail "livseg segment --device cuda on the 512x512x300 CT failed"; break
+      fi
+    done
+  else
+    cat "$LOG/ct512.txt"; fail "bench/host --make-ct failed"
+  fi
+  echo "== host stages alone: build-cuda/bench/host $DATA $JOBS btcv_29 (no scipy reference here unless installed)"
+  if timeout 120 build-cuda/bench/host "$DATA" "$JOBS" btcv_29 > "$LOG/host.txt" 2>&1; then
+    grep -v '^host ' "$LOG/host.txt"
+    R[host]=$(awk '$1 == "host" { printf "read %.3f, clean-up %.3f, write %.3f, total %.3f", $5, $11, $19, $23 }' "$LOG/host.txt")
+  else
+    cat "$LOG/host.txt"; fail "bench/host failed"
+  fi
+
   TRAIN_DATA=${TRAIN_DATA:-$DATA}
   echo "== training: livseg train --device cuda --preset paper on $TRAIN_DATA (2 epochs of at most 800 slices)"
   if timeout 200 build-cuda/livseg train "$TRAIN_DATA/manifest.csv" --preset paper --train btcv --epochs 2 \
@@ -192,6 +219,8 @@ printf '| %-44s | %-48s | %s\n' "livseg segment 512x512x$SLICES --device cpu, s"
 printf '| %-44s | %-48s | %s\n' "Dice CUDA mask vs CPU mask (untrained model)" "$(v seg_dice)" ">= 0.999"
 printf '| %-44s | %-48s | %s\n' "Dice CUDA vs CPU mask, default model, real" "$(v real)" ">= 0.999 each"
 printf '| %-44s | %-48s | %s\n' "  the same with TF32" "$(v real_tf32)" "(reported)"
+printf '| %-44s | %-48s | %s\n' "segment btcv_29 at 512x512x300 --device cuda" "$(v e2e_runs) s wall (3 runs); last: $(v e2e_stages)" "< 1 s end to end"
+printf '| %-44s | %-48s | %s\n' "host stages (bench/host, $JOBS threads), s" "$(v host)" ""
 printf '| %-44s | %-48s | %s\n' "train --device cuda --preset paper, s/epoch" "$(v train_epoch)" ""
 printf '| %-44s | %-48s | %s\n' "pretrain --device cuda --preset gpu, 1 epoch" "$(v pretrain)" ""
 if [ "$failures" -gt 0 ]; then echo "FAILED: $failures step(s) failed or were missing (lines starting with FAIL above)"; exit 1; fi

@@ -5,6 +5,8 @@
 
 #include <ctype.h>
 #include <math.h>
+#include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -27,40 +29,115 @@ ls_modality ls_modality_guess(const ls_volume *v) {
     return LS_MOD_MR;
 }
 
-/* k-th smallest of v[0..n) (0-based), by quickselect; reorders v. */
-static float select_kth(float *v, size_t n, size_t k) {
-    size_t lo = 0, hi = n - 1;
-    while (lo < hi) {
-        float pivot = v[lo + (hi - lo) / 2];
-        size_t i = lo, j = hi;
-        while (i <= j) {
-            while (v[i] < pivot) i++;
-            while (v[j] > pivot) j--;
-            if (i <= j) {
-                float t = v[i];
-                v[i] = v[j], v[j] = t;
-                i++;
-                if (j == 0) break;
-                j--;
-            }
-        }
-        if (k <= j) hi = j;
-        else if (k >= i) lo = i;
-        else return v[k];
-    }
-    return v[k];
+/* Percentiles by counting, not sorting: a float maps to a 32-bit key with the same order, one pass counts
+ * the keys' upper 16 bits (per thread, then summed), which locates the bin of every wanted rank; a second
+ * pass counts the lower 16 bits of the keys in those bins, which gives the exact values. Two reads of the
+ * data, no copy, exact, and parallel. */
+#define HALF 65536
+
+static inline uint32_t order_key(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u >> 31 ? ~u : u | 0x80000000u;
 }
 
-float ls_percentile(float *v, size_t n, double q) {
-    double pos = q / 100.0 * (double)(n - 1);
-    size_t k = (size_t)pos;
-    double frac = pos - (double)k;
-    float a = select_kth(v, n, k);
-    if (frac == 0 || k + 1 >= n) return a;
-    /* After selection everything above index k is >= a: the next order statistic is their minimum. */
-    float b = v[k + 1];
-    for (size_t i = k + 2; i < n; i++) b = v[i] < b ? v[i] : b;
-    return (float)(a + (b - a) * frac);
+static inline float key_value(uint32_t k) {
+    uint32_t u = k >> 31 ? k & 0x7fffffffu : ~k;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Counts keys of the finite values of v: with ntop == 0, by upper half into hist[HALF]; else, for the
+ * keys whose upper half is tops[j], by lower half into hist[j * HALF ..]. Returns how many were counted. */
+static size_t count_keys(const float *v, size_t n, const uint32_t *tops, int ntop, uint64_t *hist, int *ok, ls_error *err) {
+    int nth = omp_get_max_threads(), nh = ntop ? ntop : 1;
+    uint32_t *part = ls_calloc((size_t)nth * nh * HALF, sizeof *part, err);
+    if (!part) return *ok = 0, 0;
+    size_t counted = 0;
+#pragma omp parallel num_threads(nth) reduction(+ : counted)
+    {
+        uint32_t *h = part + (size_t)omp_get_thread_num() * nh * HALF;
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            if (!isfinite(v[i])) continue;
+            uint32_t k = order_key(v[i]);
+            if (!ntop) {
+                h[k >> 16]++, counted++;
+                continue;
+            }
+            for (int j = 0; j < ntop; j++)
+                if (k >> 16 == tops[j]) h[(size_t)j * HALF + (k & 0xffff)]++, counted++;
+        }
+    }
+    /* A thread's counts stay below 2^32: it never sees more than n < 2^32 values. */
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < (size_t)nh * HALF; b++) {
+        uint64_t c = 0;
+        for (int t = 0; t < nth; t++) c += part[(size_t)t * nh * HALF + b];
+        hist[b] = c;
+    }
+    free(part);
+    return counted;
+}
+
+/* The bin of hist[HALF] holding 0-based rank r; *below receives the count of the bins before it. */
+static uint32_t bin_of(const uint64_t *hist, uint64_t r, uint64_t *below) {
+    uint64_t acc = 0;
+    for (uint32_t b = 0; b < HALF; b++) {
+        if (acc + hist[b] > r) return *below = acc, b;
+        acc += hist[b];
+    }
+    LS_ASSERT(0);
+    return 0;
+}
+
+ls_status ls_percentiles_finite(const float *v, size_t n, const double *q, int nq, float *out, size_t *nfinite,
+                                ls_error *err) {
+    if (n > UINT32_MAX) return ls_fail(err, LS_ERR_INPUT, "%zu values are too many for percentiles", n);
+    if (nq > 8) return ls_fail(err, LS_ERR_INTERNAL, "at most 8 percentiles at once");
+    /* numpy's default: linear between the order statistics around q/100 * (n - 1); ranks 2i and 2i+1. */
+    uint64_t rank[16], below[16];
+    uint32_t top[16], tops[16];
+    double frac[8];
+    int nr = 0, ntop = 0, ok = 1;
+    uint64_t *hist = ls_calloc(17 * HALF, sizeof *hist, err);
+    if (!hist) return LS_ERR_NOMEM;
+    size_t nf = *nfinite = count_keys(v, n, NULL, 0, hist, &ok, err);
+    for (int i = 0; ok && nf && i < nq; i++) {
+        double pos = q[i] / 100.0 * (double)(nf - 1);
+        uint64_t k = (uint64_t)pos;
+        frac[i] = pos - (double)k;
+        rank[nr++] = k;
+        rank[nr++] = k + 1 < nf ? k + 1 : k;
+    }
+    for (int r = 0; r < nr; r++) {
+        top[r] = bin_of(hist, rank[r], &below[r]);
+        int j = 0;
+        while (j < ntop && tops[j] != top[r]) j++;
+        if (j == ntop) tops[ntop++] = top[r];
+    }
+    if (ok && nr) count_keys(v, n, tops, ntop, hist + HALF, &ok, err);
+    float stat[16];
+    for (int r = 0; ok && r < nr; r++) {
+        int j = 0;
+        while (tops[j] != top[r]) j++;
+        uint64_t unused;
+        stat[r] = key_value(top[r] << 16 | bin_of(hist + HALF * (1 + (size_t)j), rank[r] - below[r], &unused));
+    }
+    for (int i = 0; ok && nf && i < nq; i++) {
+        float a = stat[2 * i], b = stat[2 * i + 1];
+        out[i] = frac[i] == 0 ? a : (float)(a + (b - a) * frac[i]);
+    }
+    free(hist);
+    return ok ? LS_OK : LS_ERR_NOMEM;
+}
+
+float ls_percentile(const float *v, size_t n, double q) {
+    float out = NAN;
+    size_t nf;
+    ls_percentiles_finite(v, n, &q, 1, &out, &nf, NULL);
+    return nf ? out : NAN;
 }
 
 ls_status ls_prep_init(ls_prep *p, const ls_volume *ras, ls_modality m, int H, int W, ls_error *err) {
@@ -72,19 +149,13 @@ ls_status ls_prep_init(ls_prep *p, const ls_volume *ras, ls_modality m, int H, i
         return LS_OK;
     }
     /* Only finite voxels count (numpy's nanpercentile): MR files often carry NaN outside the body,
-     * and one NaN would otherwise poison the selection and every normalised pixel. */
-    size_t n = ls_volume_nvox(ras), nfin = 0;
-    float *copy = ls_calloc(n ? n : 1, sizeof(float), err);
-    if (!copy) return LS_ERR_NOMEM;
-    for (size_t i = 0; i < n; i++)
-        if (isfinite(ras->data[i])) copy[nfin++] = ras->data[i];
-    if (nfin == 0) {
-        free(copy);
-        return ls_fail(err, LS_ERR_INPUT, "MR volume has no finite voxel to take percentiles of");
-    }
-    p->lo = ls_percentile(copy, nfin, 0.5);
-    p->hi = ls_percentile(copy, nfin, 99.5);
-    free(copy);
+     * and one NaN would otherwise poison every normalised pixel. */
+    static const double q[2] = {0.5, 99.5};
+    float w[2];
+    size_t nfin;
+    LS_TRY(ls_percentiles_finite(ras->data, ls_volume_nvox(ras), q, 2, w, &nfin, err));
+    if (nfin == 0) return ls_fail(err, LS_ERR_INPUT, "MR volume has no finite voxel to take percentiles of");
+    p->lo = w[0], p->hi = w[1];
     if (!(p->hi > p->lo)) p->hi = p->lo + 1; /* a constant volume: everything maps to 0 */
     return LS_OK;
 }

@@ -53,8 +53,14 @@ void ls_unprep_plane(const float *in, int H, int W, const ls_volume *ras, float 
 /* Slice k of a RAS volume -> out[3, H, W]; `scratch` holds nx*ny floats. */
 void ls_prep_slice(const ls_prep *p, const ls_volume *ras, int64_t k, float *scratch, float *out);
 
-/* q-th percentile (0..100) of n values, numpy's default (linear) interpolation. Reorders `v`. */
-float ls_percentile(float *v, size_t n, double q);
+/* q[i]-th percentiles (0..100) of the finite values among v[0..n) into out[i], numpy's default (linear)
+ * interpolation (numpy.nanpercentile when v holds NaN; infinities are left out too), exactly, without
+ * reordering v; *nfinite receives how many values counted (out is untouched when none did). */
+ls_status ls_percentiles_finite(const float *v, size_t n, const double *q, int nq, float *out, size_t *nfinite,
+                                ls_error *err);
+
+/* One percentile of the finite values of v (NaN when there are none). */
+float ls_percentile(const float *v, size_t n, double q);
 
 /* PyTorch's bilinear resize (align_corners=False, no antialiasing) of one [ih, iw] plane. */
 void ls_resize_bilinear(const float *in, int ih, int iw, float *out, int oh, int ow);

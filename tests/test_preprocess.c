@@ -6,6 +6,8 @@
 #include <time.h>
 
 #include "preprocess.h"
+#include <omp.h>
+
 #include "test.h"
 
 TEST(resize_and_percentiles_match_reference) {
@@ -118,10 +120,58 @@ TEST(mr_nan_voxels) {
     free(v.data);
 }
 
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* The counting percentiles against a sort of the finite values, exactly, at several thread counts: signed
+ * zeros, subnormals, ties, huge magnitudes, NaN and infinities (left out). */
+TEST(percentiles_exact) {
+    size_t n = 200003;
+    float *v = malloc(n * sizeof *v), *fin = malloc(n * sizeof *fin);
+    srand(99);
+    size_t nf = 0;
+    for (size_t i = 0; i < n; i++) {
+        int kind = rand() % 10;
+        float x = kind == 0 ? (rand() % 2 ? 0.0f : -0.0f)
+                : kind == 1 ? (float)(rand() % 7) * 1e-42f
+                : kind == 2 ? (rand() % 3 ? NAN : (rand() % 2 ? INFINITY : -INFINITY))
+                : kind == 3 ? (float)(rand() % 5)
+                : kind == 4 ? (float)((rand() - RAND_MAX / 2) * 1e30)
+                            : (float)(rand() - RAND_MAX / 2) / 977.0f;
+        v[i] = x;
+        if (isfinite(x)) fin[nf++] = x;
+    }
+    qsort(fin, nf, sizeof *fin, cmp_float);
+    double q[7] = {0, 0.5, 13.7, 50, 99.5, 99.99, 100};
+    float want[7];
+    for (int i = 0; i < 7; i++) {
+        double pos = q[i] / 100.0 * (double)(nf - 1);
+        size_t k = (size_t)pos;
+        double frac = pos - (double)k;
+        want[i] = frac == 0 ? fin[k] : (float)(fin[k] + (fin[k + 1] - fin[k]) * frac);
+    }
+    int counts[3] = {1, 3, 4}, saved = omp_get_max_threads();
+    for (int t = 0; t < 3; t++) {
+        omp_set_num_threads(counts[t]);
+        float got[7];
+        size_t cnt;
+        ls_error err = {0};
+        REQUIRE(ls_percentiles_finite(v, n, q, 7, got, &cnt, &err) == LS_OK, "%s", err.msg);
+        CHECK(cnt == nf, "%zu finite values counted, %zu present", cnt, nf);
+        for (int i = 0; i < 7; i++)
+            CHECK(got[i] == want[i], "%d threads: percentile %g is %.9g, sorting gives %.9g", counts[t], q[i], got[i], want[i]);
+    }
+    omp_set_num_threads(saved);
+    free(v), free(fin);
+}
+
 int main(void) {
     RUN(resize_and_percentiles_match_reference);
     RUN(ct_window_orientation_channels);
     RUN(mr_percentile_window);
+    RUN(percentiles_exact);
     RUN(mr_nan_voxels);
     return test_summary();
 }
