@@ -98,24 +98,6 @@ ls_status ls_dino_config_check(const ls_dino_config *c, ls_error *err) {
 
 /* ------------------------------------------------------------------ initialisation */
 
-static float trunc_normal(ls_rng *r, double std) { /* timm's trunc_normal_: +-2 std, by resampling */
-    for (;;) {
-        double z = ls_rng_normal(r);
-        if (fabs(z) <= 2) return (float)(z * std);
-    }
-}
-
-/* timm's / DINO's initialisation: weights (cls, pos and the prototypes included) truncated normal 0.02,
- * biases 0, LayerNorm weights 1. */
-static int init_source(void *ctx, const char *name, float *dst, size_t n, ls_error *err) {
-    (void)err;
-    ls_rng *r = ctx;
-    size_t len = strlen(name);
-    int is_bias = len >= 4 && !strcmp(name + len - 4, "bias"), is_norm = strstr(name, "norm") != NULL;
-    for (size_t i = 0; i < n; i++) dst[i] = is_bias ? 0.0f : is_norm ? 1.0f : trunc_normal(r, 0.02);
-    return LS_OK;
-}
-
 /* ------------------------------------------------------------------ projection head */
 
 static void head_assign(ls_dino_head *h) {
@@ -141,8 +123,12 @@ ls_status ls_dino_head_init(ls_dino_head *h, const ls_backend *be, int in_dim, i
     h->params = host;
     head_assign(h);
     ls_rng r = {seed ^ 0x6a09e667f3bcc909ull};
-    init_source(&r, "head.w1", h->w1, Hd * I, err), init_source(&r, "head.w2", h->w2, Hd * Hd, err);
-    init_source(&r, "head.w3", h->w3, Bn * Hd, err), init_source(&r, "head.last_layer", h->v, (size_t)K * Bn, err);
+    if (ls_vit_init_source(&r, "head.w1", h->w1, Hd * I, err) || ls_vit_init_source(&r, "head.w2", h->w2, Hd * Hd, err) ||
+        ls_vit_init_source(&r, "head.w3", h->w3, Bn * Hd, err) ||
+        ls_vit_init_source(&r, "head.last_layer", h->v, (size_t)K * Bn, err)) {
+        free(host);
+        return LS_ERR_NOMEM;
+    }
     h->params = be->mem->alloc(be, h->nparams * sizeof(float));
     h->grads = be->mem->alloc(be, h->nparams * sizeof(float));
     if (!h->params || !h->grads) {
@@ -235,7 +221,7 @@ static ls_status net_init(ls_dino_net *n, const ls_dino_config *c, const ls_back
     ls_vit_config vc;
     LS_TRY(ls_vit_config_preset(c->arch, &vc, err));
     ls_rng r = {c->seed};
-    LS_TRY(ls_vit_load(&n->vit, be, &vc, init_source, &r, err));
+    LS_TRY(ls_vit_load(&n->vit, be, &vc, ls_vit_init_source, &r, err));
     return ls_dino_head_init(&n->head, be, vc.dim, c->head_hidden, c->head_bottleneck, c->out_dim, c->seed, err);
 }
 

@@ -12,19 +12,32 @@ typedef struct {
     uint64_t state;
 } ls_rng;
 
-static inline uint64_t ls_rng_next(ls_rng *r) {
-    uint64_t z = (r->state += 0x9e3779b97f4a7c15ull);
+#define LS_RNG_GAMMA 0x9e3779b97f4a7c15ull
+
+static inline uint64_t ls_rng_mix(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
 }
 
-/* Uniform in (0, 1), never 0 or 1. */
-static inline double ls_rng_uniform(ls_rng *r) { return ((double)(ls_rng_next(r) >> 11) + 0.5) / 9007199254740992.0; }
+static inline uint64_t ls_rng_next(ls_rng *r) { return ls_rng_mix(r->state += LS_RNG_GAMMA); }
 
-/* Standard normal (Box-Muller). */
+/* Uniform in (0, 1), never 0 or 1, from one 64-bit output. */
+static inline double ls_rng_unit(uint64_t x) { return ((double)(x >> 11) + 0.5) / 9007199254740992.0; }
+static inline double ls_rng_uniform(ls_rng *r) { return ls_rng_unit(ls_rng_next(r)); }
+
+/* Standard normal (Box-Muller) from two uniforms, the first for the radius. */
+static inline double ls_rng_box_muller(double u1, double u2) { return sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2); }
 static inline double ls_rng_normal(ls_rng *r) {
-    return sqrt(-2 * log(ls_rng_uniform(r))) * cos(6.283185307179586 * ls_rng_uniform(r));
+    double u1 = ls_rng_uniform(r);
+    return ls_rng_box_muller(u1, ls_rng_uniform(r));
+}
+
+/* The normal that the (j+1)-th ls_rng_normal call on a generator in state `state` returns: splitmix64 jumps
+ * to any output, so draws can be made in parallel. */
+static inline double ls_rng_normal_at(uint64_t state, uint64_t j) {
+    return ls_rng_box_muller(ls_rng_unit(ls_rng_mix(state + (2 * j + 1) * LS_RNG_GAMMA)),
+                             ls_rng_unit(ls_rng_mix(state + (2 * j + 2) * LS_RNG_GAMMA)));
 }
 
 #endif

@@ -14,24 +14,6 @@
 
 /* ------------------------------------------------------------------ teacher */
 
-/* Normal(0, std) truncated to +-2 std by resampling, as timm's trunc_normal_. */
-static float trunc_normal(ls_rng *r, double std) {
-    for (;;) {
-        double z = ls_rng_normal(r);
-        if (fabs(z) <= 2) return (float)(z * std);
-    }
-}
-
-static int random_init_source(void *ctx, const char *name, float *dst, size_t n, ls_error *err) {
-    (void)err;
-    ls_rng *r = ctx;
-    size_t len = strlen(name);
-    int is_bias = len >= 4 && strcmp(name + len - 4, "bias") == 0;
-    int is_norm = strstr(name, "norm") != NULL;
-    for (size_t i = 0; i < n; i++) dst[i] = is_bias ? 0.0f : is_norm ? 1.0f : trunc_normal(r, 0.02);
-    return LS_OK;
-}
-
 /* 64-bit content key from zlib's two checksums. */
 static uint64_t key_of(const void *buf, size_t n, uint64_t seed) {
     uLong c = crc32_z((uLong)(seed & 0xffffffffu), buf, n), a = adler32_z((uLong)((seed >> 32) | 1), buf, n);
@@ -46,7 +28,7 @@ ls_status ls_teacher_open(ls_teacher *t, const ls_backend *be, const char *weigh
     if (!weights) {
         LS_TRY(ls_vit_config_preset(arch, &cfg, err));
         ls_rng r = {seed};
-        LS_TRY(ls_vit_load(&t->vit, be, &cfg, random_init_source, &r, err));
+        LS_TRY(ls_vit_load(&t->vit, be, &cfg, ls_vit_init_source, &r, err));
         snprintf(t->id, sizeof t->id, "%s:random:seed=%llu", arch, (unsigned long long)seed);
     } else {
         ls_st_set f; /* one file, or every shard of a "-00001-of-0000M" series (files stay < 16 MiB) */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rng.h"
 #include "util.h"
 #include "vit_internal.h"
 
@@ -157,6 +158,36 @@ static ls_status load_block(ls_tensor_source src, void *ctx, const ls_vit_config
     }
     LS_TRY(fetch_qkv(src, ctx, i, "weight", b->qkv_w, D * D, err));
     return fetch_qkv(src, ctx, i, "bias", b->qkv_b, D, err);
+}
+
+/* The candidates' normals are drawn in parallel (ls_rng_normal_at), then one sequential pass keeps those
+ * within 2 std (95.4%) in order: the numbers of one-at-a-time redrawing. A ViT-S/16's 22 M weights took
+ * 0.77 s one at a time on the development machine. */
+static ls_status trunc_normals(ls_rng *r, double std, float *dst, size_t n, ls_error *err) {
+    size_t got = 0;
+    while (got < n) {
+        size_t want = n - got, m = want + want / 16 + 64, j = 0;
+        double *z = ls_calloc(m, sizeof *z, err);
+        if (!z) return LS_ERR_NOMEM;
+        uint64_t s0 = r->state;
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < m; i++) z[i] = ls_rng_normal_at(s0, i);
+        for (; j < m && got < n; j++)
+            if (fabs(z[j]) <= 2) dst[got++] = (float)(z[j] * std);
+        r->state = s0 + 2 * (uint64_t)j * LS_RNG_GAMMA;
+        free(z);
+    }
+    return LS_OK;
+}
+
+int ls_vit_init_source(void *ctx, const char *name, float *dst, size_t n, ls_error *err) {
+    size_t len = strlen(name);
+    int is_bias = len >= 4 && strcmp(name + len - 4, "bias") == 0;
+    if (is_bias || strstr(name, "norm")) {
+        for (size_t i = 0; i < n; i++) dst[i] = is_bias ? 0.0f : 1.0f;
+        return LS_OK;
+    }
+    return trunc_normals(ctx, 0.02, dst, n, err);
 }
 
 ls_status ls_vit_load(ls_vit *m, const ls_backend *be, const ls_vit_config *cfg, ls_tensor_source src, void *ctx,

@@ -54,6 +54,12 @@ ls_status ls_vit_load(ls_vit *m, const ls_backend *be, const ls_vit_config *cfg,
                       ls_error *err);
 void ls_vit_free(ls_vit *m);
 
+/* timm's and DINO's initialisation as a tensor source for ls_vit_load (ctx: an ls_rng, advanced): weights
+ * (cls, pos and DINO's prototypes included) normal(0, 0.02) truncated to +-2 std by redrawing, biases 0,
+ * LayerNorm weights 1. A tensor's draws are the ones n calls of ls_rng_normal would give, made in
+ * parallel. */
+int ls_vit_init_source(void *ctx, const char *name, float *dst, size_t n, ls_error *err);
+
 /* Floats of arena a forward pass of B images of HxW needs (see vit.c for the layout). */
 size_t ls_vit_arena_floats(const ls_vit_config *cfg, int B, int H, int W);
 

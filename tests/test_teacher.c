@@ -6,6 +6,9 @@
  */
 #include <math.h>
 
+#include <omp.h>
+
+#include "rng.h"
 #include "teacher.h"
 #include "test.h"
 
@@ -101,8 +104,40 @@ TEST(shipped_teachers) {
     ls_backend_free(&be);
 }
 
+/* The random teacher's initialisation, drawn in parallel, is the sequence of one-at-a-time truncated
+ * draws (the shipped default model was trained with a teacher rebuilt from its seed, so these numbers
+ * must never change), at any thread count; biases and norms take no draws. */
+TEST(random_init_matches_sequential_draws) {
+    size_t n = 100003;
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+    int counts[2] = {1, 3}, saved = omp_get_max_threads();
+    for (int t = 0; t < 2; t++) {
+        omp_set_num_threads(counts[t]);
+        ls_rng a = {12345 + (uint64_t)t}, b = a;
+        ls_error err = {0};
+        for (int tensor = 0; tensor < 2; tensor++) {
+            REQUIRE(ls_vit_init_source(&a, "blocks.0.attn.qkv.weight", x, n - tensor * 7, &err) == 0, "%s", err.msg);
+            size_t bad = 0;
+            for (size_t i = 0; i < n - tensor * 7; i++) {
+                double z;
+                do z = ls_rng_normal(&b);
+                while (fabs(z) > 2);
+                bad += x[i] != (float)(z * 0.02);
+            }
+            CHECK(bad == 0, "%d threads, tensor %d: %zu of %zu draws differ", counts[t], tensor, bad, n);
+            CHECK(a.state == b.state, "%d threads: the generator ends elsewhere", counts[t]);
+        }
+        REQUIRE(ls_vit_init_source(&a, "blocks.0.norm1.weight", x, 5, &err) == 0 &&
+                    ls_vit_init_source(&a, "blocks.0.attn.qkv.bias", y, 5, &err) == 0, "%s", err.msg);
+        CHECK(x[4] == 1 && y[4] == 0 && a.state == b.state, "norm weights %g, bias %g, or draws taken", x[4], y[4]);
+    }
+    omp_set_num_threads(saved);
+    free(x), free(y);
+}
+
 int main(void) {
     RUN(cache_roundtrip);
     RUN(shipped_teachers);
+    RUN(random_init_matches_sequential_draws);
     return test_summary();
 }
