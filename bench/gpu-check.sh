@@ -151,6 +151,18 @@ if [ -f "$DATA/manifest.csv" ]; then
   done
   [ "$n_scans" -eq 3 ] || fail "$n_scans of 3 real scans segmented on both devices"
 
+  echo "== features --device cuda against --device cpu on btcv_29 (F16 cache files; bound 1e-2 of the largest value)"
+  img=$(awk -F, '$1 == "btcv_29" { print $4 }' "$DATA/manifest.csv")
+  if [ -n "$img" ] && timeout 90 build-cuda/livseg features --cache "$WORK/fc_cpu" -q "$DATA/$img" > "$LOG/features_cpu.txt" 2>&1 &&
+     timeout 90 build-cuda/livseg features --cache "$WORK/fc_cuda" --device cuda -q "$DATA/$img" > "$LOG/features_cuda.txt" 2>&1; then
+    R[features]=$(python3 bench/compare_features.py "$WORK"/fc_cpu/*.safetensors "$WORK"/fc_cuda/*.safetensors 2>&1 | cut -d' ' -f2-)
+    echo "  ${R[features]}"
+    awk -v r="$(echo "${R[features]}" | awk '{ print $NF }')" 'BEGIN { exit !(r != "" && r + 0 <= 1e-2) }' ||
+      fail "features: CUDA and CPU caches differ (${R[features]})"
+  else
+    cat "$LOG/features_cpu.txt" "$LOG/features_cuda.txt" 2>/dev/null | tail -n 5; fail "livseg features on btcv_29 failed"
+  fi
+
   echo "== real-sized scan end to end: btcv_29 resampled to 512x512x300 (bench/host --make-ct), default model, 3 runs"
   if build-cuda/bench/host --make-ct "$DATA" btcv_29 "$WORK/ct512.nii.gz" > "$LOG/ct512.txt" 2>&1; then
     for run in 1 2 3; do
@@ -187,6 +199,16 @@ if [ -f "$DATA/manifest.csv" ]; then
     tail -n 20 "$LOG/train.txt"; fail "livseg train --device cuda failed"
   fi
 
+  echo "== experiment: livseg experiment --device cuda, btcv -> chaos_t2, 1 epoch of 64 slices, 4 training cases"
+  t=$(now)
+  if timeout 150 build-cuda/livseg experiment "$TRAIN_DATA/manifest.csv" --train btcv --test chaos_t2 --limit 4 --val-split 2 \
+       --epochs 1 --slices-per-epoch 64 --device cuda --cache "$WORK/cache" -o "$WORK/exp" -q > "$LOG/experiment.txt" 2>&1; then
+    R[experiment]="ran in $(elapsed "$t") s; $(grep -m1 -i 'dice' "$WORK/exp/report.md" 2>/dev/null | cut -c1-60)"
+    echo "  ${R[experiment]}"
+  else
+    tail -n 20 "$LOG/experiment.txt"; fail "livseg experiment --device cuda failed"
+  fi
+
   echo "== pretraining: livseg pretrain --device cuda --preset gpu (one epoch of 640 slices)"
   if timeout 150 build-cuda/livseg pretrain "$TRAIN_DATA/manifest.csv" --preset gpu --until 1 --slices-per-epoch 640 \
        --device cuda -o "$WORK/pretrain" -q > "$LOG/pretrain.txt" 2>&1; then
@@ -221,7 +243,9 @@ printf '| %-44s | %-48s | %s\n' "Dice CUDA vs CPU mask, default model, real" "$(
 printf '| %-44s | %-48s | %s\n' "  the same with TF32" "$(v real_tf32)" "(reported)"
 printf '| %-44s | %-48s | %s\n' "segment btcv_29 at 512x512x300 --device cuda" "$(v e2e_runs) s wall (3 runs); last: $(v e2e_stages)" "< 1 s end to end"
 printf '| %-44s | %-48s | %s\n' "host stages (bench/host, $JOBS threads), s" "$(v host)" ""
+printf '| %-44s | %-48s | %s\n' "features --device cuda vs cpu (btcv_29)" "$(v features)" "rel <= 1e-2"
 printf '| %-44s | %-48s | %s\n' "train --device cuda --preset paper, s/epoch" "$(v train_epoch)" ""
+printf '| %-44s | %-48s | %s\n' "experiment --device cuda (tiny)" "$(v experiment)" "runs"
 printf '| %-44s | %-48s | %s\n' "pretrain --device cuda --preset gpu, 1 epoch" "$(v pretrain)" ""
 if [ "$failures" -gt 0 ]; then echo "FAILED: $failures step(s) failed or were missing (lines starting with FAIL above)"; exit 1; fi
 echo "all steps ran (targets are compared by eye above; this script fails only on missing or failing steps)"
