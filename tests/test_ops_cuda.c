@@ -31,8 +31,10 @@
  *          RAdam) with the floor at 5% of the tensor's largest value, as tests/test_model.c: each backend is
  *          within 1e-4 of the float64 answer there, so they are within 2e-4 of each other.
  *
- * cuBLAS runs in full float32 here: LIVSEG_CUDA_TF32=1 (TF32 tensor cores) would fail the 1e-4 bounds by
- * design, so the test unsets it.
+ *   5e-3   of the tensor's largest value: GEMMs on TF32 tensor cores (LIVSEG_CUDA_TF32=1), gemm_tf32 only.
+ *
+ * cuBLAS runs in full float32 elsewhere: TF32 would fail the 1e-4 bounds by design, so the test unsets it
+ * except for gemm_tf32's own backend.
  */
 #include <stdint.h>
 #include <time.h>
@@ -177,6 +179,43 @@ TEST(gemm) {
         gpu.dense->gemm_batched(&gpu, ta, tb, M, N, K, 1.3f, dA, lda, sA, dB, ldb, sB, 1.0f, dC, ldc, sC, batch);
         expect("gemm_batched", ta ? "ta1 tb0" : "ta0 tb1", dC, C, sC * batch, REDUCE);
     }
+    release();
+}
+
+/* TF32 tensor-core GEMMs (LIVSEG_CUDA_TF32=1) have their own bound: inputs rounded to 10 mantissa bits,
+ * so each product is within ~1e-3 relative and a sum of K of them within ~1e-3 of the result's scale.
+ * Bound: 5e-3 of the tensor's largest value (the fp32 bound's floor would judge near-zero sums against 1%
+ * of it, where TF32's absolute error is ~2% of that). */
+#define TF32_SCALE 5e-3
+
+static void expect_scale(const char *op, const char *what, const float *d, const float *c, size_t n, double bound) {
+    const float *g = down(d, n);
+    double e = rel_err(g, c, n, 1.0);
+    if (e > bound || getenv("LS_VERBOSE")) printf("  %-22s %-10s max err %.2e of the scale (bound %.0e)\n", op, what, e, bound);
+    CHECK(e <= bound, "%s %s: max err %.3e of the largest value > %.0e", op, what, e, bound);
+}
+
+TEST(gemm_tf32) {
+    NEED_GPU();
+    ls_backend tf;
+    ls_error err = {0};
+    setenv("LIVSEG_CUDA_TF32", "1", 1);
+    ls_status s = ls_backend_init(&tf, LS_DEV_CUDA, 0, &err);
+    unsetenv("LIVSEG_CUDA_TF32");
+    REQUIRE(s == LS_OK, "%s", err.msg);
+    /* ViT-S shapes: a token block times qkv (K = 384) and fc2 (K = 1536). */
+    const int shapes[2][3] = {{197, 1152, 384}, {197, 384, 1536}};
+    for (int k = 0; k < 2; k++) {
+        int M = shapes[k][0], N = shapes[k][1], K = shapes[k][2];
+        float *A = rnd((size_t)M * K, 1), *B = rnd((size_t)N * K, 0.05), *C = hzeros((size_t)M * N);
+        float *dA = up(A, (size_t)M * K), *dB = up(B, (size_t)N * K), *dC = dzeros((size_t)M * N);
+        gpu.mem->sync(&gpu); /* the two backends have their own streams */
+        cpu.dense->gemm(&cpu, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+        tf.dense->gemm(&tf, 0, 1, M, N, K, 1.0f, dA, K, dB, K, 0.0f, dC, N);
+        tf.mem->sync(&tf);
+        expect_scale("gemm tf32", k ? "fc2" : "qkv", dC, C, (size_t)M * N, TF32_SCALE);
+    }
+    ls_backend_free(&tf);
     release();
 }
 
@@ -856,6 +895,7 @@ int main(void) {
 #endif
     (void)err;
     RUN(gemm);
+    RUN(gemm_tf32);
     RUN(row_ops);
     RUN(token_ops);
     RUN(dino_head);
