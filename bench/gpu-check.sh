@@ -234,6 +234,8 @@ printf '| %-44s | %-48s | %s\n' "ViT-B/8 224 batch 8: slices/s, TFLOP/s" "$(v vi
 printf '| %-44s | %-48s | %s\n' "decoder 448 batch 8: slices/s, TFLOP/s" "$(v decoder_448_slices_per_s), $(v decoder_448_tflops) ($(ratio decoder_448_tflops gemm_fp32) of fp32, $(ratio decoder_448_tflops gemm_bf16) of bf16 GEMM)" ""
 printf '| %-44s | %-48s | %s\n' "network for 300 slices (teacher+decoder), ms" "$(v volume300_ms)" "< 150 ms"
 printf '| %-44s | %-48s | %s\n' "  with TF32: ViT-S/16 slices/s; 300 slices, ms" "$(v tf32_vits16_224_slices_per_s); $(v tf32_volume300_ms)" "< 150 ms"
+printf '| %-44s | %-48s | %s\n' "shipped default decoder (224) slices/s" "$(v decoder_shipped_224_slices_per_s), $(v decoder_shipped_tflops) TFLOP/s" ""
+printf '| %-44s | %-48s | %s\n' "network 300 slices, shipped model, ms" "$(v volume300_shipped_ms); TF32: $(v tf32_volume300_shipped_ms)" "< 150 ms"
 printf '| %-44s | %-48s | %s\n' "training step head+decoder batch 8, ms" "$(v train_step_batch8_ms)" ""
 printf '| %-44s | %-48s | %s\n' "livseg segment 512x512x$SLICES --device cuda, s" "$(v seg_cuda)" "< 1 s end to end"
 printf '| %-44s | %-48s | %s\n' "  the same with --batch 32, s" "$(v seg_cuda32)" ""

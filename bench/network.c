@@ -4,7 +4,8 @@
  * configuration, 14x14 grid -> 448x448, batch 8), and one training step of head + decoder (forward, the
  * segmentation losses, backward, RAdam; batch 8). Reports slices/s, TFLOP/s (FLOPs counted on paper: ViT as
  * bench/vit.c, convolutions 2*Ci*Co*K*K*H*W per image, nothing else) and the network time for a 300-slice
- * volume. Random weights: speed does not depend on them. Not a test.
+ * volume; then the same for the head + decoder of the shipped models/default.safetensors (its configuration,
+ * random weights; run from the repository root), the model `livseg segment` uses by default. Random weights: speed does not depend on them. Not a test.
  *
  * usage: build-cuda/bench/network cuda|cpu [threads]
  *        build-cuda/bench/network --make-inputs DIR SLICES
@@ -102,12 +103,12 @@ static double model_flops(const ls_model *m) {
     return f;
 }
 
-static int time_model(const ls_backend *be, int B, int iters, double *eval_sec, double *eval_tflops, double *train_sec) {
+/* Head + decoder of configuration cfg (random weights): evaluation forward and one training step. */
+static int time_model(const ls_backend *be, ls_model_config cfg, int B, int iters, double *eval_sec, double *eval_tflops,
+                      double *train_sec) {
     ls_error err = {0};
-    ls_model_config cfg;
     ls_model m;
     ls_arena arena;
-    ls_model_config_default(&cfg, 384, 14);
     if (ls_model_init(&m, be, &cfg, 1, &err) ||
         ls_arena_init(&arena, be, ls_model_arena_floats(&cfg, B) * sizeof(float), &err))
         return fail(&err);
@@ -209,10 +210,21 @@ int main(int argc, char **argv) {
     int threads = argc > 2 ? atoi(argv[2]) : 0;
     if (ls_device_parse(argv[1], &dev, &err) || ls_backend_init(&be, dev, threads, &err)) return fail(&err);
     int B = 8, iters = dev == LS_DEV_CUDA ? 10 : 2;
-    double vs, vs_tf, vb, vb_tf, es, es_tf, ts;
+    double vs, vs_tf, vb, vb_tf, es, es_tf, ts, ds = 0, ds_tf = 0, dts;
+    ls_model_config cfg;
+    ls_model_config_default(&cfg, 384, 14);
     int rc = time_vit(&be, "vits16", B, 224, iters, &vs, &vs_tf);
     if (!rc) rc = time_vit(&be, "vitb8", B, 224, iters, &vb, &vb_tf);
-    if (!rc) rc = time_model(&be, B, iters, &es, &es_tf, &ts);
+    if (!rc) rc = time_model(&be, cfg, B, iters, &es, &es_tf, &ts);
+    /* The shipped default model's head + decoder (its configuration; random weights), when present. */
+    ls_model shipped;
+    ls_model_info info;
+    int have_shipped = !rc && ls_model_load(&shipped, &info, &be, "models/default.safetensors", &err) == LS_OK;
+    if (have_shipped) {
+        cfg = shipped.cfg;
+        ls_model_free(&shipped);
+        rc = time_model(&be, cfg, B, iters, &ds, &ds_tf, &dts);
+    }
     if (rc) return rc;
     printf("networks on %s, batch %d, best of %d\n", ls_device_name(dev), B, iters);
     printf("network vits16_224_slices_per_s %.1f\nnetwork vits16_224_tflops %.2f\n", B / vs, vs_tf);
@@ -220,6 +232,11 @@ int main(int argc, char **argv) {
     printf("network decoder_448_slices_per_s %.1f\nnetwork decoder_448_tflops %.2f\n", B / es, es_tf);
     printf("network train_step_batch8_ms %.1f\n", 1e3 * ts);
     printf("network volume300_ms %.1f\n", 1e3 * 300.0 * (vs + es) / B);
+    if (have_shipped) {
+        int side = ls_model_out_side(&cfg);
+        printf("network decoder_shipped_%d_slices_per_s %.1f\nnetwork decoder_shipped_tflops %.2f\n", side, B / ds, ds_tf);
+        printf("network volume300_shipped_ms %.1f\n", 1e3 * 300.0 * (vs + ds) / B);
+    }
     ls_backend_free(&be);
     return 0;
 }
