@@ -117,7 +117,8 @@ static int time_model(const ls_backend *be, ls_model_config cfg, int B, int iter
     float *feats = dev_fill(be, nf, 1.0, 2), *image = dev_fill(be, ni, 1.0, 3), *target = dev_fill(be, ni, 0.0, 4);
     float *dz = be->mem->alloc(be, ni * sizeof(float)), *mom = be->mem->alloc(be, m.nparams * sizeof(float));
     float *vel = be->mem->alloc(be, m.nparams * sizeof(float));
-    if (!feats || !image || !target || !dz || !mom || !vel) {
+    double *slots = be->mem->alloc(be, 4 * sizeof(double));
+    if (!feats || !image || !target || !dz || !mom || !vel || !slots) {
         ls_fail(&err, LS_ERR_NOMEM, "cannot allocate model inputs");
         return fail(&err);
     }
@@ -141,9 +142,9 @@ static int time_model(const ls_backend *be, ls_model_config cfg, int B, int iter
         be->mem->zero(be, m.grads, m.nparams * sizeof(float));
         be->mem->zero(be, dz, ni * sizeof(float));
         ls_model_forward(&m, &arena, &a, feats, image, B, 1, NULL);
-        be->loss->focal(be, a.logits, target, ni, 2.0f, 0.25f, 1.0f, dz);
-        be->loss->tversky(be, a.logits, target, ni, 0.5f, 0.5f, 1.0f, 1.0f, dz);
-        be->loss->log_iou(be, a.logits, target, ni, 1.0f, 1.0f, dz);
+        be->loss->focal(be, a.logits, target, ni, 2.0f, 0.25f, 1.0f, dz, slots);
+        be->loss->tversky(be, a.logits, target, ni, 0.5f, 0.5f, 1.0f, 1.0f, dz, slots + 1);
+        be->loss->log_iou(be, a.logits, target, ni, 1.0f, 1.0f, dz, slots + 2);
         ls_model_backward(&m, &arena, &a, dz, NULL);
         be->loss->radam_step(be, m.params, m.grads, mom, vel, m.nparams, it + 1, 1e-4f, 0.9f, 0.999f, 1e-8f, 1e-5f);
         be->mem->sync(be);
@@ -153,6 +154,7 @@ static int time_model(const ls_backend *be, ls_model_config cfg, int B, int iter
     *eval_sec = best, *eval_tflops = B * model_flops(&m) / best / 1e12, *train_sec = best_train;
     float *bufs[] = {feats, image, target, dz, mom, vel};
     for (int i = 0; i < 6; i++) be->mem->free(be, bufs[i]);
+    be->mem->free(be, slots);
     ls_arena_free(&arena);
     ls_model_free(&m);
     return 0;

@@ -11,8 +11,8 @@
 static inline double softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
 static inline double sigmoid(double x) { return x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)); }
 
-static double cpu_focal(const ls_backend *be, const float *z, const float *t, size_t N, float gamma, float alpha,
-                        float weight, float *dz) {
+static void cpu_focal(const ls_backend *be, const float *z, const float *t, size_t N, float gamma, float alpha,
+                      float weight, float *dz, double *out) {
     double total = 0;
 #pragma omp parallel for reduction(+ : total) schedule(static) num_threads(be->nthreads)
     for (size_t i = 0; i < N; i++) {
@@ -25,7 +25,7 @@ static double cpu_focal(const ls_backend *be, const float *z, const float *t, si
         double dmod = q > 0 ? gamma * pow(q, gamma - 1) * -(p * (1 - p) * (2 * y - 1)) : 0;
         dz[i] += (float)(weight * at * ((p - y) * mod + ce * dmod) / (double)N);
     }
-    return total / (double)N;
+    out[0] = N ? total / (double)N : 0;
 }
 
 /* Soft counts: sum p t, sum p, sum t. */
@@ -40,8 +40,8 @@ static void soft_counts(const ls_backend *be, const float *z, const float *t, si
     *spt = a, *sp = b, *st = c;
 }
 
-static double cpu_tversky(const ls_backend *be, const float *z, const float *t, size_t N, float a, float b, float s,
-                          float weight, float *dz) {
+static void cpu_tversky(const ls_backend *be, const float *z, const float *t, size_t N, float a, float b, float s,
+                        float weight, float *dz, double *out) {
     double tp, sp, st;
     soft_counts(be, z, t, N, &tp, &sp, &st);
     double fp = sp - tp, fn = st - tp, num = tp + s, den = tp + a * fp + b * fn + s;
@@ -52,11 +52,11 @@ static double cpu_tversky(const ls_backend *be, const float *z, const float *t, 
         double dp = -(dnum * den - num * dden) / (den * den);
         dz[i] += (float)(weight * dp * p * (1 - p));
     }
-    return 1 - num / den;
+    out[0] = 1 - num / den;
 }
 
-static double cpu_log_iou(const ls_backend *be, const float *z, const float *t, size_t N, float s, float weight,
-                          float *dz) {
+static void cpu_log_iou(const ls_backend *be, const float *z, const float *t, size_t N, float s, float weight,
+                        float *dz, double *out) {
     double inter, sp, st;
     soft_counts(be, z, t, N, &inter, &sp, &st);
     double uni = sp + st - inter;
@@ -66,10 +66,10 @@ static double cpu_log_iou(const ls_backend *be, const float *z, const float *t, 
         double dp = (1 - y) / (uni + s) - y / (inter + s);
         dz[i] += (float)(weight * dp * p * (1 - p));
     }
-    return log(uni + s) - log(inter + s);
+    out[0] = log(uni + s) - log(inter + s);
 }
 
-static double cpu_entropy(const ls_backend *be, const float *z, size_t N, float eta, float weight, float *dz) {
+static void cpu_entropy(const ls_backend *be, const float *z, size_t N, float eta, float weight, float *dz, double *out) {
     double total = 0;
     const double ln2 = 0.69314718055994531;
 #pragma omp parallel for reduction(+ : total) schedule(static) num_threads(be->nthreads)
@@ -83,7 +83,7 @@ static double cpu_entropy(const ls_backend *be, const float *z, size_t N, float 
         double dh = -x * p * (1 - p) / ln2;
         dz[i] += (float)(weight * eta * pow(u, eta - 1) * 2 * h * dh / (double)N);
     }
-    return total / (double)N;
+    out[0] = N ? total / (double)N : 0;
 }
 
 size_t ls_cd_workspace(int C, int D, int P) {
@@ -117,9 +117,9 @@ static void normalize_backward(const float *v, const float *dv, const float *nor
     }
 }
 
-static double cpu_cd_term(const ls_backend *be, const float *fx, const float *fy, int C, const float *gx,
-                          const float *gy, int D, int P, float b, float weight, float *dgx, float *dgy, float *mean_sim,
-                          float *ws) {
+static void cpu_cd_term(const ls_backend *be, const float *fx, const float *fy, int C, const float *gx,
+                        const float *gy, int D, int P, float b, float weight, float *dgx, float *dgy, double *out,
+                        float *ws) {
     (void)be;
     size_t PP = (size_t)P * P;
     float *nfx = ws, *nfy = nfx + (size_t)C * P, *ngx = nfy + (size_t)C * P, *ngy = ngx + (size_t)D * P;
@@ -150,8 +150,8 @@ static double cpu_cd_term(const ls_backend *be, const float *fx, const float *fy
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, D, P, P, 1.0f, ngx, P, dx, P, 0.0f, dngy, P);
     normalize_backward(ngx, dngx, normx, D, P, weight, dgx);
     normalize_backward(ngy, dngy, normy, D, P, weight, dgy);
-    if (mean_sim) *mean_sim = (float)(sim / (double)PP);
-    return loss / (double)PP;
+    out[0] = loss / (double)PP;
+    out[1] = sim / (double)PP;
 }
 
 static void cpu_radam_step(const ls_backend *be, float *param, const float *grad, float *m, float *v, size_t n,
@@ -191,8 +191,8 @@ static void softmax_row(const float *x, const float *c, int K, double inv, float
     }
 }
 
-static double cpu_dino_loss(const ls_backend *be, const float *s, const float *t, const float *c, int B, int ns,
-                            int nt, int K, float tau_s, float tau_t, float *ds, float *ws) {
+static void cpu_dino_loss(const ls_backend *be, const float *s, const float *t, const float *c, int B, int ns,
+                          int nt, int K, float tau_s, float tau_t, float *ds, float *ws, double *out) {
     size_t BK = (size_t)B * K;
     float *q = ws, *logp = ws + (size_t)nt * BK;
     int rows_t = nt * B, rows_s = ns * B;
@@ -226,7 +226,7 @@ static double cpu_dino_loss(const ls_backend *be, const float *s, const float *t
         }
         total += acc;
     }
-    return npairs ? total / ((double)B * npairs) : 0;
+    out[0] = npairs ? total / ((double)B * npairs) : 0;
 }
 
 static void cpu_center_update(const ls_backend *be, float *c, const float *t, size_t rows, int K, float m) {

@@ -308,7 +308,7 @@ ls_status ls_dino_init(ls_dino *d, const ls_dino_config *c, const ls_backend *be
     if (!s) s = ls_arena_init(&d->arena, be, vit_f * sizeof(float), err);
     if (!s) s = ls_arena_init(&d->harena, be, ls_dino_head_arena_floats(&d->student.head, R) * sizeof(float), err);
     size_t Dm = (size_t)vc->dim, ng = (size_t)2 * B * 3 * G * G, nl = (size_t)NL * B * 3 * L * L;
-    size_t io = ng + nl + 2 * B * Dm + 2 * (size_t)R * Dm + 2 * B * K + 2 * (size_t)R * K + (size_t)(2 * B + R) * K + 16 * 12;
+    size_t io = ng + nl + 2 * B * Dm + 2 * (size_t)R * Dm + 2 * B * K + 2 * (size_t)R * K + (size_t)(2 * B + R) * K + 2 + 16 * 12;
     if (!s) s = ls_arena_init(&d->io, be, io * sizeof(float), err);
     if (!s) {
         d->d_global = ls_arena_floats(&d->io, ng), d->d_local = ls_arena_floats(&d->io, nl ? nl : 1);
@@ -316,6 +316,7 @@ ls_status ls_dino_init(ls_dino *d, const ls_dino_config *c, const ls_backend *be
         d->dcls = ls_arena_floats(&d->io, (size_t)R * Dm), d->logit_t = ls_arena_floats(&d->io, 2 * B * K);
         d->logit_s = ls_arena_floats(&d->io, (size_t)R * K), d->dlogit = ls_arena_floats(&d->io, (size_t)R * K);
         d->loss_ws = ls_arena_floats(&d->io, (size_t)(2 * B + R) * K);
+        d->d_loss = (double *)ls_arena_floats(&d->io, 2); /* 64-byte aligned */
     }
     if (s) ls_dino_free(d);
     return s;
@@ -377,9 +378,11 @@ ls_status ls_dino_step(ls_dino *d, const float *globals, const float *locals, co
         LS_TRY(ls_vit_forward_train(sv, &d->arena, &al, d->d_local, NL * B, L, L, NULL, d->cls_s + (size_t)2 * B * D,
                                     err));
     ls_dino_head_forward(&d->student.head, &d->harena, &ha, d->cls_s, R, d->logit_s);
-    double l = be->loss->dino_loss(be, d->logit_s, d->logit_t, d->center, B, NC, 2, K, c->student_temp,
-                                   s->teacher_temp, d->dlogit, d->loss_ws);
+    double l;
+    be->loss->dino_loss(be, d->logit_s, d->logit_t, d->center, B, NC, 2, K, c->student_temp, s->teacher_temp, d->dlogit,
+                        d->loss_ws, d->d_loss);
     be->loss->center_update(be, d->center, d->logit_t, (size_t)2 * B, K, c->center_momentum);
+    be->mem->to_host(be, &l, d->d_loss, sizeof l); /* waits: a non-finite loss stops the step here */
     if (loss) *loss = l;
     if (!isfinite(l)) return ls_fail(err, LS_ERR_INPUT, "DINO loss is not finite (%g): lower the learning rate", l);
     /* backward */

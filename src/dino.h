@@ -136,6 +136,7 @@ typedef struct {
     /* device buffers */
     ls_arena arena, harena, io;
     float *d_global, *d_local, *cls_t, *cls_s, *logit_t, *logit_s, *dlogit, *dcls, *loss_ws;
+    double *d_loss; /* the loss op's slot */
 } ls_dino;
 
 /* Per-iteration settings (ls_dino_schedule computes them from the configuration). */

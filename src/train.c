@@ -316,6 +316,11 @@ typedef struct {
     /* batch buffers: host (h_*) and backend memory (d_*) */
     float *h_feat, *h_img, *h_tgt, *h_extra, *h_keep[LS_DEC_STAGES], *h_logits, *scratch, *tmp;
     float *d_feat, *d_img, *d_tgt, *d_dz, *d_dcodes, *d_extra, *d_dextra, *d_cdws;
+    /* A step's loss values: written by the loss ops into d_scal (backend memory), copied to h_scal once at
+     * the step's end. Slots 0-3 the segmentation losses, then two per contrastive term (loss, mean
+     * similarity); cd_w and cd_kind hold each term's weight and kind (0 self, 1 positive, 2 negative). */
+    double *d_scal, *h_scal, *cd_w;
+    int *cd_kind;
     ls_arena io, acts, head;
 } trainer;
 
@@ -346,13 +351,18 @@ static ls_status trainer_buffers(trainer *T, ls_error *err) {
     if (!T->h_feat || !T->h_img || !T->h_tgt || !T->h_extra || !T->h_logits || !T->scratch || !T->tmp) return LS_ERR_NOMEM;
     for (int s = 0; s < LS_DEC_STAGES; s++)
         if (!(T->h_keep[s] = ls_calloc((size_t)B * T->cfg.widths[s], sizeof(float), err))) return LS_ERR_NOMEM;
-    size_t cdws = ls_cd_workspace(T->C, T->K, T->P);
-    size_t io = (size_t)B * (fs + 3 * is + ks) + (size_t)E * (fs + ks) + cdws + 16 * 10;
+    size_t cdws = ls_cd_workspace(T->C, T->K, T->P), nscal = 4 + 2 * (size_t)(B + E);
+    size_t io = (size_t)B * (fs + 3 * is + ks) + (size_t)E * (fs + ks) + cdws + 2 * nscal + 16 * 11;
     LS_TRY(ls_arena_init(&T->io, be, io * sizeof(float), err));
     T->d_feat = ls_arena_floats(&T->io, (size_t)B * fs), T->d_img = ls_arena_floats(&T->io, (size_t)B * is);
     T->d_tgt = ls_arena_floats(&T->io, (size_t)B * is), T->d_dz = ls_arena_floats(&T->io, (size_t)B * is);
     T->d_dcodes = ls_arena_floats(&T->io, (size_t)B * ks), T->d_extra = ls_arena_floats(&T->io, (size_t)E * fs);
     T->d_dextra = ls_arena_floats(&T->io, (size_t)E * ks), T->d_cdws = ls_arena_floats(&T->io, cdws);
+    T->d_scal = (double *)ls_arena_floats(&T->io, 2 * nscal); /* 64-byte aligned */
+    T->h_scal = ls_calloc(nscal, sizeof(double), err);
+    T->cd_w = ls_calloc((size_t)(B + E), sizeof(double), err);
+    T->cd_kind = ls_calloc((size_t)(B + E), sizeof(int), err);
+    if (!T->h_scal || !T->cd_w || !T->cd_kind) return LS_ERR_NOMEM;
     LS_TRY(ls_arena_init(&T->acts, be, ls_model_arena_floats(&T->model.cfg, B) * sizeof(float), err));
     LS_TRY(ls_arena_init(&T->head, be, ls_model_head_arena_floats(&T->model, E) * sizeof(float), err));
     T->adam_m = be->mem->alloc(be, T->model.nparams * sizeof(float));
@@ -369,6 +379,7 @@ static void trainer_free(trainer *T) {
     for (int i = 0; i < T->nval; i++) scan_free(&T->val[i]);
     free(T->train), free(T->val);
     free(T->h_feat), free(T->h_img), free(T->h_tgt), free(T->h_extra), free(T->h_logits), free(T->scratch), free(T->tmp);
+    free(T->h_scal), free(T->cd_w), free(T->cd_kind);
     for (int s = 0; s < LS_DEC_STAGES; s++) free(T->h_keep[s]);
     ls_arena_free(&T->io), ls_arena_free(&T->acts), ls_arena_free(&T->head);
     if (T->adam_m) be->mem->free(be, T->adam_m);
@@ -405,31 +416,34 @@ typedef struct {
     int nsim[3];
 } batch_losses;
 
-/* Contrastive terms of one batch: adds gradients into d_dcodes and d_dextra, returns the weighted sum. */
-static double contrastive(trainer *T, const item *it, int B, const float *codes, const float *extra_codes,
-                          batch_losses *bl) {
+/* Queues the contrastive terms of one batch (gradients into d_dcodes and d_dextra, values into d_scal from
+ * slot 4), noting each term's weight and kind; returns how many. */
+static int contrastive(trainer *T, const item *it, int B, const float *codes, const float *extra_codes) {
     const ls_backend *be = T->be;
     const ls_train_config *c = &T->cfg;
     size_t fs = (size_t)T->C * T->P, ks = (size_t)T->K * T->P;
-    double total = 0;
+    int n = 0;
     for (int b = 0; b < B; b++) {
         const float *fb = T->d_feat + b * fs, *cb = codes + b * ks;
-        float *db = T->d_dcodes + b * ks, sim;
-        double w = c->w_cd * c->w_self / B;
-        double l = be->loss->cd_term(be, fb, fb, T->C, cb, cb, T->K, T->P, c->b_self, (float)w, db, db, &sim, T->d_cdws);
-        total += w * l, bl->cd += w * l, bl->sim[0] += sim, bl->nsim[0]++;
+        float *db = T->d_dcodes + b * ks;
+        T->cd_w[n] = c->w_cd * c->w_self / B, T->cd_kind[n] = 0;
+        be->loss->cd_term(be, fb, fb, T->C, cb, cb, T->K, T->P, c->b_self, (float)T->cd_w[n], db, db, T->d_scal + 4 + 2 * n,
+                          T->d_cdws);
+        n++;
         for (int e = 0; e < it[b].nextra; e++) {
-            int x = it[b].pos[e], pos = e < it[b].npos, term = pos ? 1 : 2;
-            double wt = c->w_cd * (pos ? c->w_plus / it[b].npos : c->w_minus) / B;
-            l = be->loss->cd_term(be, fb, T->d_extra + x * fs, T->C, cb, extra_codes + x * ks, T->K, T->P,
-                                  pos ? c->b_plus : c->b_minus, (float)wt, db, T->d_dextra + x * ks, &sim, T->d_cdws);
-            total += wt * l, bl->cd += wt * l, bl->sim[term] += sim, bl->nsim[term]++;
+            int x = it[b].pos[e], pos = e < it[b].npos;
+            T->cd_w[n] = c->w_cd * (pos ? c->w_plus / it[b].npos : c->w_minus) / B, T->cd_kind[n] = pos ? 1 : 2;
+            be->loss->cd_term(be, fb, T->d_extra + x * fs, T->C, cb, extra_codes + x * ks, T->K, T->P,
+                              pos ? c->b_plus : c->b_minus, (float)T->cd_w[n], db, T->d_dextra + x * ks,
+                              T->d_scal + 4 + 2 * n, T->d_cdws);
+            n++;
         }
     }
-    return total;
+    return n;
 }
 
-/* One optimiser step on the items of a batch. */
+/* One optimiser step on the items of a batch: everything is queued on the backend, and the loss values come
+ * back in one copy at the end (no wait between forward and backward on a GPU). */
 static void train_step(trainer *T, item *it, int B, ls_rng *r, batch_losses *bl) {
     const ls_backend *be = T->be;
     const ls_train_config *c = &T->cfg;
@@ -463,18 +477,27 @@ static void train_step(trainer *T, item *it, int B, ls_rng *r, batch_losses *bl)
     ls_model_forward(&T->model, &T->acts, &a, T->d_feat, T->d_img, B, 1, T->h_keep);
     if (E) ls_model_head_forward(&T->model, &T->head, &ha, T->d_extra, E);
     size_t N = B * is;
-    double f = be->loss->focal(be, a.logits, T->d_tgt, N, c->focal_gamma, c->focal_alpha, c->w_focal, T->d_dz);
-    double tv = be->loss->tversky(be, a.logits, T->d_tgt, N, c->tversky_a, c->tversky_b, 1.0f, c->w_tversky, T->d_dz);
-    double iou = be->loss->log_iou(be, a.logits, T->d_tgt, N, 1.0f, c->w_log_iou, T->d_dz);
-    double ent = be->loss->entropy(be, a.logits, N, c->entropy_eta, c->w_entropy, T->d_dz);
-    double cd = c->w_cd > 0 ? contrastive(T, it, B, a.codes, E ? ha.codes : NULL, bl) : 0;
-    bl->focal += f, bl->tversky += tv, bl->log_iou += iou, bl->entropy += ent;
-    bl->loss += c->w_focal * f + c->w_tversky * tv + c->w_log_iou * iou + c->w_entropy * ent + cd;
+    double *v = T->d_scal;
+    be->loss->focal(be, a.logits, T->d_tgt, N, c->focal_gamma, c->focal_alpha, c->w_focal, T->d_dz, v);
+    be->loss->tversky(be, a.logits, T->d_tgt, N, c->tversky_a, c->tversky_b, 1.0f, c->w_tversky, T->d_dz, v + 1);
+    be->loss->log_iou(be, a.logits, T->d_tgt, N, 1.0f, c->w_log_iou, T->d_dz, v + 2);
+    be->loss->entropy(be, a.logits, N, c->entropy_eta, c->w_entropy, T->d_dz, v + 3);
+    int nterms = c->w_cd > 0 ? contrastive(T, it, B, a.codes, E ? ha.codes : NULL) : 0;
     ls_model_backward(&T->model, &T->acts, &a, T->d_dz, c->w_cd > 0 ? T->d_dcodes : NULL);
     if (E && c->w_cd > 0) ls_model_head_backward(&T->model, &T->head, &ha, T->d_dextra);
     T->step++;
     be->loss->radam_step(be, T->model.params, T->model.grads, T->adam_m, T->adam_v, T->model.nparams, T->step,
                          (float)T->sched.lr, 0.9f, 0.999f, 1e-8f, c->weight_decay);
+    be->mem->to_host(be, T->h_scal, T->d_scal, (4 + 2 * (size_t)nterms) * sizeof(double));
+    const double *h = T->h_scal;
+    double cd = 0;
+    for (int j = 0; j < nterms; j++) {
+        double l = h[4 + 2 * j];
+        int k = T->cd_kind[j];
+        cd += T->cd_w[j] * l, bl->cd += T->cd_w[j] * l, bl->sim[k] += (float)h[5 + 2 * j], bl->nsim[k]++;
+    }
+    bl->focal += h[0], bl->tversky += h[1], bl->log_iou += h[2], bl->entropy += h[3];
+    bl->loss += c->w_focal * h[0] + c->w_tversky * h[1] + c->w_log_iou * h[2] + c->w_entropy * h[3] + cd;
 }
 
 /* Items of one batch: positives i-1 and i+1 inside the scan, the negative (i + Z/2) mod Z unless it is i. */

@@ -110,7 +110,8 @@ TEST(loss_matches_pytorch) {
     float *val = ref("loss.value", 1), *ds = ref("loss.ds", (size_t)ns * B * K), *cn = ref("loss.c_new", K);
     REQUIRE(s && t && c && val && ds && cn, "reference files missing");
     float *mds = malloc((size_t)ns * B * K * sizeof(float)), *ws = malloc((size_t)(ns + nt) * B * K * sizeof(float));
-    double l = be.loss->dino_loss(&be, s, t, c, B, ns, nt, K, 0.1f, 0.04f, mds, ws);
+    double l;
+    be.loss->dino_loss(&be, s, t, c, B, ns, nt, K, 0.1f, 0.04f, mds, ws, &l);
     float lf = (float)l;
     printf("  loss: %d student crops, %d teacher crops, batch %d, K %d, tau 0.1 / 0.04, centred\n", ns, nt, B, K);
     check_close("loss value", &lf, val, 1);

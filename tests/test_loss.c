@@ -63,10 +63,10 @@ TEST(losses_match_pytorch) {
         double l = 0;
         /* Gradients add into dz: a second call must double them. */
         for (int rep = 0; rep < 2; rep++) switch (cases[c].kind) {
-            case 0: l = be.loss->focal(&be, z, t, NSUP, cases[c].a, cases[c].b, 1.0f, dz); break;
-            case 1: l = be.loss->tversky(&be, z, t, NSUP, cases[c].a, cases[c].b, 1.0f, 1.0f, dz); break;
-            case 2: l = be.loss->log_iou(&be, z, t, NSUP, 1.0f, 1.0f, dz); break;
-            case 3: l = be.loss->entropy(&be, z, NSUP, cases[c].a, 1.0f, dz); break;
+            case 0: be.loss->focal(&be, z, t, NSUP, cases[c].a, cases[c].b, 1.0f, dz, &l); break;
+            case 1: be.loss->tversky(&be, z, t, NSUP, cases[c].a, cases[c].b, 1.0f, 1.0f, dz, &l); break;
+            case 2: be.loss->log_iou(&be, z, t, NSUP, 1.0f, 1.0f, dz, &l); break;
+            case 3: be.loss->entropy(&be, z, NSUP, cases[c].a, 1.0f, dz, &l); break;
             }
         for (int i = 0; i < NSUP; i++) dz[i] *= 0.5f;
         supervised(cases[c].name, l);
@@ -87,8 +87,11 @@ TEST(contrastive_term_matches_pytorch) {
     if (!fx) SKIP("no reference (PyTorch unavailable)");
     REQUIRE(fy && gx && gy, "inputs missing");
     float *ws = malloc(ls_cd_workspace(C, D, P) * sizeof(float));
-    float dgx[300] = {0}, dgy[300] = {0}, sim;
-    double l = be.loss->cd_term(&be, fx, fy, C, gx, gy, D, P, 0.12f, 1.0f, dgx, dgy, &sim, ws);
+    float dgx[300] = {0}, dgy[300] = {0};
+    double out[2];
+    be.loss->cd_term(&be, fx, fy, C, gx, gy, D, P, 0.12f, 1.0f, dgx, dgy, out, ws);
+    double l = out[0];
+    float sim = (float)out[1];
     float *rl = load("cd_pair", "loss", 1), *rs = load("cd_pair", "sim", 1);
     float *rgx = load("cd_pair", "dgx", 300), *rgy = load("cd_pair", "dgy", 300);
     REQUIRE(rl && rs && rgx && rgy, "pair reference missing");
@@ -99,7 +102,8 @@ TEST(contrastive_term_matches_pytorch) {
     expect_close("pair dL/dgy", dgy, rgy, 300);
     /* Self term: one code tensor on both sides, both gradients into one buffer. */
     float dself[300] = {0};
-    l = be.loss->cd_term(&be, fx, fx, C, gx, gx, D, P, 0.18f, 1.0f, dself, dself, &sim, ws);
+    be.loss->cd_term(&be, fx, fx, C, gx, gx, D, P, 0.18f, 1.0f, dself, dself, out, ws);
+    l = out[0];
     float *sl = load("cd_self", "loss", 1), *sg = load("cd_self", "dgx", 300);
     REQUIRE(sl && sg, "self reference missing");
     lf = (float)l;

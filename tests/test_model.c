@@ -106,24 +106,29 @@ static void training_step(int G, int up, unsigned seed, int *near_kink) {
     ls_model_forward(&m, &arena, &a, feats, image, B, 1, keep);
     /* Losses: gradients add into dz; the contrastive terms into dcodes. */
     float *dz = calloc(ni, sizeof(float)), *dcodes = calloc((size_t)B * K * G * G, sizeof(float));
-    double loss = be.loss->focal(&be, a.logits, target, ni, 2.0f, 0.25f, 1.0f, dz);
-    loss += be.loss->tversky(&be, a.logits, target, ni, 0.5f, 0.5f, 1.0f, 1.0f, dz);
-    loss += be.loss->log_iou(&be, a.logits, target, ni, 1.0f, 1.0f, dz);
-    loss += 0.1 * be.loss->entropy(&be, a.logits, ni, 2.0f, 0.1f, dz);
-    float *ws = malloc(ls_cd_workspace(C, K, G * G) * sizeof(float)), sim;
+    double v[2], loss;
+    be.loss->focal(&be, a.logits, target, ni, 2.0f, 0.25f, 1.0f, dz, v), loss = v[0];
+    be.loss->tversky(&be, a.logits, target, ni, 0.5f, 0.5f, 1.0f, 1.0f, dz, v), loss += v[0];
+    be.loss->log_iou(&be, a.logits, target, ni, 1.0f, 1.0f, dz, v), loss += v[0];
+    be.loss->entropy(&be, a.logits, ni, 2.0f, 0.1f, dz, v), loss += 0.1 * v[0];
+    float *ws = malloc(ls_cd_workspace(C, K, G * G) * sizeof(float));
     int P = G * G;
-    for (int b = 0; b < B; b++)
-        loss += be.loss->cd_term(&be, feats + b * C * P, feats + b * C * P, C, a.codes + b * K * P, a.codes + b * K * P, K,
-                                 P, 0.18f, 1.0f, dcodes + b * K * P, dcodes + b * K * P, &sim, ws);
-    loss += be.loss->cd_term(&be, feats, feats + C * P, C, a.codes, a.codes + K * P, K, P, 0.12f, 1.0f, dcodes,
-                             dcodes + K * P, &sim, ws);
+    for (int b = 0; b < B; b++) {
+        be.loss->cd_term(&be, feats + b * C * P, feats + b * C * P, C, a.codes + b * K * P, a.codes + b * K * P, K, P,
+                         0.18f, 1.0f, dcodes + b * K * P, dcodes + b * K * P, v, ws);
+        loss += v[0];
+    }
+    be.loss->cd_term(&be, feats, feats + C * P, C, a.codes, a.codes + K * P, K, P, 0.12f, 1.0f, dcodes, dcodes + K * P,
+                     v, ws);
+    loss += v[0];
     /* A slice that reaches the loss through the head alone, as training's positives and negatives do. */
     ls_arena harena;
     REQUIRE(ls_arena_init(&harena, &be, ls_model_head_arena_floats(&m, 1) * sizeof(float), &err) == LS_OK, "%s", err.msg);
     ls_model_acts ha;
     ls_model_head_forward(&m, &harena, &ha, extra, 1);
     float *dextra = calloc((size_t)K * P, sizeof(float));
-    loss += 0.5 * be.loss->cd_term(&be, feats, extra, C, a.codes, ha.codes, K, P, 0.46f, 0.5f, dcodes, dextra, &sim, ws);
+    be.loss->cd_term(&be, feats, extra, C, a.codes, ha.codes, K, P, 0.46f, 0.5f, dcodes, dextra, v, ws);
+    loss += 0.5 * v[0];
     ls_model_backward(&m, &arena, &a, dz, dcodes);
     ls_model_head_backward(&m, &harena, &ha, dextra);
     CHECK(harena.peak <= harena.cap, "head arena overflow");

@@ -115,6 +115,22 @@ static float *down(const float *d, size_t n) {
     return h;
 }
 
+/* n zeroed device doubles: slots for the loss ops' values. */
+static double *dslots(int n) {
+    LS_ASSERT(ndev < MAX_DEV);
+    double *d = gpu.mem->alloc(&gpu, (size_t)n * sizeof(double));
+    LS_ASSERT(d);
+    gpu.mem->zero(&gpu, d, (size_t)n * sizeof(double));
+    return dev_ptrs[ndev++] = d;
+}
+
+/* Slot i of device doubles d, on the host (waits for the stream). */
+static double dget(const double *d, int i) {
+    double v;
+    gpu.mem->to_host(&gpu, &v, d + i, sizeof v);
+    return v;
+}
+
 static void release(void) {
     for (int i = 0; i < ndev; i++) gpu.mem->free(&gpu, dev_ptrs[i]);
     for (int i = 0; i < nhost; i++) free(host_ptrs[i]);
@@ -550,25 +566,25 @@ TEST(losses) {
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         float *dz = hcopy(dz0, N), *ddz = up(dz0, N);
-        double lc = 0, lg = 0;
+        double lc = 0, *slot = dslots(1);
         switch (cases[k].kind) {
         case 0:
-            lc = cpu.loss->focal(&cpu, z, t, N, cases[k].p1, cases[k].p2, cases[k].w, dz);
-            lg = gpu.loss->focal(&gpu, dzz, dt, N, cases[k].p1, cases[k].p2, cases[k].w, ddz);
+            cpu.loss->focal(&cpu, z, t, N, cases[k].p1, cases[k].p2, cases[k].w, dz, &lc);
+            gpu.loss->focal(&gpu, dzz, dt, N, cases[k].p1, cases[k].p2, cases[k].w, ddz, slot);
             break;
         case 1:
-            lc = cpu.loss->tversky(&cpu, z, t, N, cases[k].p1, cases[k].p2, cases[k].p3, cases[k].w, dz);
-            lg = gpu.loss->tversky(&gpu, dzz, dt, N, cases[k].p1, cases[k].p2, cases[k].p3, cases[k].w, ddz);
+            cpu.loss->tversky(&cpu, z, t, N, cases[k].p1, cases[k].p2, cases[k].p3, cases[k].w, dz, &lc);
+            gpu.loss->tversky(&gpu, dzz, dt, N, cases[k].p1, cases[k].p2, cases[k].p3, cases[k].w, ddz, slot);
             break;
         case 2:
-            lc = cpu.loss->log_iou(&cpu, z, t, N, cases[k].p1, cases[k].w, dz);
-            lg = gpu.loss->log_iou(&gpu, dzz, dt, N, cases[k].p1, cases[k].w, ddz);
+            cpu.loss->log_iou(&cpu, z, t, N, cases[k].p1, cases[k].w, dz, &lc);
+            gpu.loss->log_iou(&gpu, dzz, dt, N, cases[k].p1, cases[k].w, ddz, slot);
             break;
         default:
-            lc = cpu.loss->entropy(&cpu, z, N, cases[k].p1, cases[k].w, dz);
-            lg = gpu.loss->entropy(&gpu, dzz, N, cases[k].p1, cases[k].w, ddz);
+            cpu.loss->entropy(&cpu, z, N, cases[k].p1, cases[k].w, dz, &lc);
+            gpu.loss->entropy(&gpu, dzz, N, cases[k].p1, cases[k].w, ddz, slot);
         }
-        expect_scalar(cases[k].name, lg, lc, LOSS);
+        expect_scalar(cases[k].name, dget(slot, 0), lc, LOSS);
         expect(cases[k].name, "dz", ddz, dz, N, LOSS_GRAD);
     }
     release();
@@ -582,12 +598,13 @@ static void cd_case(int C, int D, int P, int same) {
     float *dgx = rnd(ng, 0.01), *dgy = same ? dgx : rnd(ng, 0.01);
     float *ufx = up(fx, nf), *ufy = same ? ufx : up(fy, nf), *ugx = up(gx, ng), *ugy = same ? ugx : up(gy, ng);
     float *udgx = up(dgx, ng), *udgy = same ? udgx : up(dgy, ng);
-    float *ws = hzeros(nws), *uws = dzeros(nws), sc = 0, sg = 0;
-    double lc = cpu.loss->cd_term(&cpu, fx, fy, C, gx, gy, D, P, 0.2f, 0.7f, dgx, dgy, &sc, ws);
-    double lg = gpu.loss->cd_term(&gpu, ufx, ufy, C, ugx, ugy, D, P, 0.2f, 0.7f, udgx, udgy, &sg, uws);
+    float *ws = hzeros(nws), *uws = dzeros(nws);
+    double c[2], *g = dslots(2);
+    cpu.loss->cd_term(&cpu, fx, fy, C, gx, gy, D, P, 0.2f, 0.7f, dgx, dgy, c, ws);
+    gpu.loss->cd_term(&gpu, ufx, ufy, C, ugx, ugy, D, P, 0.2f, 0.7f, udgx, udgy, g, uws);
     /* the loss is a mean of products of float32 similarities: the GEMMs' order shows in it */
-    expect_scalar(what, lg, lc, REDUCE);
-    expect_scalar(what, sg, sc, REDUCE);
+    expect_scalar(what, dget(g, 0), c[0], REDUCE);
+    expect_scalar(what, dget(g, 1), c[1], REDUCE);
     expect(what, "dgx", udgx, dgx, ng, REDUCE);
     if (!same) expect(what, "dgy", udgy, dgy, ng, REDUCE);
     release();
@@ -622,9 +639,10 @@ static void dino_loss_case(int B, int ns, int nt, int K) {
     size_t ns_ = (size_t)ns * B * K, nt_ = (size_t)nt * B * K, nws = ns_ + nt_;
     float *s = rnd(ns_, 1), *t = rnd(nt_, 1), *c = rnd(K, 0.1), *ds = rnd(ns_, 1), *ws = hzeros(nws);
     float *us = up(s, ns_), *ut = up(t, nt_), *uc = up(c, K), *uds = up(ds, ns_), *uws = dzeros(nws); /* ds written */
-    double lc = cpu.loss->dino_loss(&cpu, s, t, c, B, ns, nt, K, 0.1f, 0.04f, ds, ws);
-    double lg = gpu.loss->dino_loss(&gpu, us, ut, uc, B, ns, nt, K, 0.1f, 0.04f, uds, uws);
-    expect_scalar(what, lg, lc, LOSS);
+    double lc, *slot = dslots(1);
+    cpu.loss->dino_loss(&cpu, s, t, c, B, ns, nt, K, 0.1f, 0.04f, ds, ws, &lc);
+    gpu.loss->dino_loss(&gpu, us, ut, uc, B, ns, nt, K, 0.1f, 0.04f, uds, uws, slot);
+    expect_scalar(what, dget(slot, 0), lc, LOSS);
     expect(what, "ds", uds, ds, ns_, LOSS_GRAD);
     release();
 }
@@ -723,23 +741,30 @@ static int run_side(side *s, const ls_model_config *cfg, uint64_t seed, const fl
     }
     ls_model_acts a, ha;
     ls_model_forward(&s->m, &s->arena, &a, s->feats, s->image, B, 1, keep);
-    double loss = be->loss->focal(be, a.logits, s->target, ni, 2.0f, 0.25f, 1.0f, s->dz);
-    loss += be->loss->tversky(be, a.logits, s->target, ni, 0.5f, 0.5f, 1.0f, 1.0f, s->dz);
-    loss += be->loss->log_iou(be, a.logits, s->target, ni, 1.0f, 1.0f, s->dz);
-    loss += 0.1 * be->loss->entropy(be, a.logits, ni, 2.0f, 0.1f, s->dz);
-    float sim;
+    /* Every value into its own slot of this backend's memory, queued with the rest: one copy back at the end,
+     * as train.c does. Slots 0-3 the supervised losses, then two per contrastive term. */
+    double *v = be->mem->alloc(be, (4 + 2 * ((size_t)B + 2)) * sizeof(double)), h[32];
+    LS_ASSERT(v && 4 + 2 * (B + 2) <= 32);
+    be->loss->focal(be, a.logits, s->target, ni, 2.0f, 0.25f, 1.0f, s->dz, v);
+    be->loss->tversky(be, a.logits, s->target, ni, 0.5f, 0.5f, 1.0f, 1.0f, s->dz, v + 1);
+    be->loss->log_iou(be, a.logits, s->target, ni, 1.0f, 1.0f, s->dz, v + 2);
+    be->loss->entropy(be, a.logits, ni, 2.0f, 0.1f, s->dz, v + 3);
     for (int b = 0; b < B; b++)
-        loss += be->loss->cd_term(be, s->feats + (size_t)b * C * P, s->feats + (size_t)b * C * P, C,
-                                  a.codes + (size_t)b * K * P, a.codes + (size_t)b * K * P, K, P, 0.18f, 1.0f,
-                                  s->dcodes + (size_t)b * K * P, s->dcodes + (size_t)b * K * P, &sim, s->ws);
-    loss += be->loss->cd_term(be, s->feats, s->feats + (size_t)C * P, C, a.codes, a.codes + (size_t)K * P, K, P, 0.12f,
-                              1.0f, s->dcodes, s->dcodes + (size_t)K * P, &sim, s->ws);
+        be->loss->cd_term(be, s->feats + (size_t)b * C * P, s->feats + (size_t)b * C * P, C, a.codes + (size_t)b * K * P,
+                          a.codes + (size_t)b * K * P, K, P, 0.18f, 1.0f, s->dcodes + (size_t)b * K * P,
+                          s->dcodes + (size_t)b * K * P, v + 4 + 2 * b, s->ws);
+    be->loss->cd_term(be, s->feats, s->feats + (size_t)C * P, C, a.codes, a.codes + (size_t)K * P, K, P, 0.12f, 1.0f,
+                      s->dcodes, s->dcodes + (size_t)K * P, v + 4 + 2 * B, s->ws);
     ls_model_head_forward(&s->m, &s->harena, &ha, s->extra, 1);
-    loss += 0.5 * be->loss->cd_term(be, s->feats, s->extra, C, a.codes, ha.codes, K, P, 0.46f, 0.5f, s->dcodes,
-                                    s->dextra, &sim, s->ws);
+    be->loss->cd_term(be, s->feats, s->extra, C, a.codes, ha.codes, K, P, 0.46f, 0.5f, s->dcodes, s->dextra,
+                      v + 6 + 2 * B, s->ws);
     ls_model_backward(&s->m, &s->arena, &a, s->dz, s->dcodes);
     ls_model_head_backward(&s->m, &s->harena, &ha, s->dextra);
-    s->loss = loss;
+    be->mem->to_host(be, h, v, (4 + 2 * ((size_t)B + 2)) * sizeof(double));
+    be->mem->free(be, v);
+    double loss = h[0] + h[1] + h[2] + 0.1 * h[3];
+    for (int b = 0; b < B; b++) loss += h[4 + 2 * b];
+    s->loss = loss + h[4 + 2 * B] + 0.5 * h[6 + 2 * B];
     s->logits = a.logits, s->codes = a.codes;
     return 1;
 }

@@ -1,8 +1,8 @@
 /*
  * loss.cu — CUDA implementation of the training op family (ops_loss.h): the losses with their gradients and
  * the RAdam step. Per-element terms are computed in double exactly as cpu_loss.c; sums are block partials in
- * double (the backend's scratch) added in a fixed order by one block, and the scalar comes back to the host
- * (each loss waits for the stream). The contrastive term's four similarity products are cuBLAS GEMMs.
+ * double (the backend's scratch) added in a fixed order by one block, and the loss value is formed on the
+ * device into the caller's slot (nothing waits: a training step runs through to its one copy back). The contrastive term's four similarity products are cuBLAS GEMMs.
  * DINO's ops follow cpu_loss.c the same way: its loss one block per row, the centre's column sums a block
  * per 32 columns, AdamW and the EMA elementwise with the CPU's roundings.
  */
@@ -39,10 +39,25 @@ __device__ void store_partials(double *partials, int nv, double a, double b, dou
     }
 }
 
-/* Sums nv values over the blocks of the last kernel and brings them to the host. */
-void sums_to_host(const ls_backend *be, unsigned blocks, int nv, double *out) {
+/* Sums nv values over the blocks of the last kernel into the backend's results[0..nv) (device). */
+double *sums(const ls_backend *be, unsigned blocks, int nv) {
     lscuda::finish_sums(be, st(be)->partials, (int)blocks, nv, st(be)->results);
-    lscuda::fetch(be, out, st(be)->results, nv);
+    return st(be)->results;
+}
+
+/* out[v] = a[v] / n for v < nv: a loss's mean from its sum, on the device (the same division the CPU makes). */
+__global__ void k_divide(const double *a, int nv, double n, double *out) {
+    for (int v = 0; v < nv; v++) out[v] = a[v] / n;
+}
+
+void divide(const ls_backend *be, const double *a, int nv, double n, double *out) {
+    k_divide<<<1, 1, 0, stream(be)>>>(a, nv, n, out);
+    LS_LAUNCHED();
+}
+
+/* Sums nv values over the blocks of the last kernel and brings them to the host (waits: sumsq only). */
+void sums_to_host(const ls_backend *be, unsigned blocks, int nv, double *out) {
+    lscuda::fetch(be, out, sums(be, blocks, nv), nv);
 }
 
 __global__ void k_focal(double *partials, const float *z, const float *t, size_t N, float gamma, float alpha,
@@ -60,15 +75,16 @@ __global__ void k_focal(double *partials, const float *z, const float *t, size_t
     store_partials(partials, 1, total, 0, 0);
 }
 
-double cu_focal(const ls_backend *be, const float *z, const float *t, size_t N, float gamma, float alpha, float weight,
-                float *dz) {
-    if (!N) return 0;
+void cu_focal(const ls_backend *be, const float *z, const float *t, size_t N, float gamma, float alpha, float weight,
+              float *dz, double *out) {
+    if (!N) {
+        LS_CK(cudaMemsetAsync(out, 0, sizeof(double), stream(be)));
+        return;
+    }
     unsigned b = nblocks(N);
     k_focal<<<b, kThreads, 0, stream(be)>>>(st(be)->partials, z, t, N, gamma, alpha, weight, dz);
     LS_LAUNCHED();
-    double total;
-    sums_to_host(be, b, 1, &total);
-    return total / (double)N;
+    divide(be, sums(be, b, 1), 1, (double)N, out);
 }
 
 __global__ void k_soft_counts(double *partials, const float *z, const float *t, size_t N) {
@@ -80,17 +96,30 @@ __global__ void k_soft_counts(double *partials, const float *z, const float *t, 
     store_partials(partials, 3, a, b, c);
 }
 
-void soft_counts(const ls_backend *be, const float *z, const float *t, size_t N, double *spt, double *sp, double *stt) {
+/* Device counts {sum p t, sum p, sum t} (the backend's results, read by the kernels queued after). */
+const double *soft_counts(const ls_backend *be, const float *z, const float *t, size_t N) {
     unsigned b = nblocks(N);
     k_soft_counts<<<b, kThreads, 0, stream(be)>>>(st(be)->partials, z, t, N);
     LS_LAUNCHED();
-    double r[3];
-    sums_to_host(be, b, 3, r);
-    *spt = r[0], *sp = r[1], *stt = r[2];
+    return sums(be, b, 3);
 }
 
-__global__ void k_tversky_grad(const float *z, const float *t, size_t N, double a, double b, double num, double den,
+/* Tversky's numerator and denominator from the counts, in cpu_tversky's operations. */
+__device__ inline void tversky_terms(const double *c, double a, double b, double s, double *num, double *den) {
+    double tp = c[0], fp = c[1] - tp, fn = c[2] - tp;
+    *num = tp + s, *den = tp + a * fp + b * fn + s;
+}
+
+__global__ void k_tversky_value(const double *c, double a, double b, double s, double *out) {
+    double num, den;
+    tversky_terms(c, a, b, s, &num, &den);
+    out[0] = 1 - num / den;
+}
+
+__global__ void k_tversky_grad(const float *z, const float *t, size_t N, double a, double b, double s, const double *c,
                                float weight, float *dz) {
+    double num, den;
+    tversky_terms(c, a, b, s, &num, &den);
     LS_GRID_STRIDE(i, N) {
         double p = sigmoid(z[i]), y = t[i];
         double dnum = y, dden = y + a * (1 - y) - b * y;
@@ -99,20 +128,25 @@ __global__ void k_tversky_grad(const float *z, const float *t, size_t N, double 
     }
 }
 
-double cu_tversky(const ls_backend *be, const float *z, const float *t, size_t N, float a, float b, float s,
-                  float weight, float *dz) {
-    double tp, sp, stt;
-    soft_counts(be, z, t, N, &tp, &sp, &stt);
-    double fp = sp - tp, fn = stt - tp, num = tp + s, den = tp + a * fp + b * fn + s;
+void cu_tversky(const ls_backend *be, const float *z, const float *t, size_t N, float a, float b, float s,
+                float weight, float *dz, double *out) {
+    const double *c = soft_counts(be, z, t, N);
     if (N) {
-        k_tversky_grad<<<nblocks(N), kThreads, 0, stream(be)>>>(z, t, N, a, b, num, den, weight, dz);
+        k_tversky_grad<<<nblocks(N), kThreads, 0, stream(be)>>>(z, t, N, a, b, s, c, weight, dz);
         LS_LAUNCHED();
     }
-    return 1 - num / den;
+    k_tversky_value<<<1, 1, 0, stream(be)>>>(c, a, b, s, out);
+    LS_LAUNCHED();
 }
 
-__global__ void k_log_iou_grad(const float *z, const float *t, size_t N, double inter, double uni, double s,
-                               float weight, float *dz) {
+__global__ void k_log_iou_value(const double *c, double s, double *out) {
+    double inter = c[0], uni = c[1] + c[2] - inter;
+    out[0] = log(uni + s) - log(inter + s);
+}
+
+__global__ void k_log_iou_grad(const float *z, const float *t, size_t N, const double *c, double s, float weight,
+                               float *dz) {
+    double inter = c[0], uni = c[1] + c[2] - inter;
     LS_GRID_STRIDE(i, N) {
         double p = sigmoid(z[i]), y = t[i];
         double dp = (1 - y) / (uni + s) - y / (inter + s);
@@ -120,15 +154,15 @@ __global__ void k_log_iou_grad(const float *z, const float *t, size_t N, double 
     }
 }
 
-double cu_log_iou(const ls_backend *be, const float *z, const float *t, size_t N, float s, float weight, float *dz) {
-    double inter, sp, stt;
-    soft_counts(be, z, t, N, &inter, &sp, &stt);
-    double uni = sp + stt - inter;
+void cu_log_iou(const ls_backend *be, const float *z, const float *t, size_t N, float s, float weight, float *dz,
+                double *out) {
+    const double *c = soft_counts(be, z, t, N);
     if (N) {
-        k_log_iou_grad<<<nblocks(N), kThreads, 0, stream(be)>>>(z, t, N, inter, uni, (double)s, weight, dz);
+        k_log_iou_grad<<<nblocks(N), kThreads, 0, stream(be)>>>(z, t, N, c, (double)s, weight, dz);
         LS_LAUNCHED();
     }
-    return log(uni + s) - log(inter + s);
+    k_log_iou_value<<<1, 1, 0, stream(be)>>>(c, (double)s, out);
+    LS_LAUNCHED();
 }
 
 __global__ void k_entropy(double *partials, const float *z, size_t N, float eta, float weight, float *dz) {
@@ -145,14 +179,15 @@ __global__ void k_entropy(double *partials, const float *z, size_t N, float eta,
     store_partials(partials, 1, total, 0, 0);
 }
 
-double cu_entropy(const ls_backend *be, const float *z, size_t N, float eta, float weight, float *dz) {
-    if (!N) return 0;
+void cu_entropy(const ls_backend *be, const float *z, size_t N, float eta, float weight, float *dz, double *out) {
+    if (!N) {
+        LS_CK(cudaMemsetAsync(out, 0, sizeof(double), stream(be)));
+        return;
+    }
     unsigned b = nblocks(N);
     k_entropy<<<b, kThreads, 0, stream(be)>>>(st(be)->partials, z, N, eta, weight, dz);
     LS_LAUNCHED();
-    double total;
-    sums_to_host(be, b, 1, &total);
-    return total / (double)N;
+    divide(be, sums(be, b, 1), 1, (double)N, out);
 }
 
 /* ---- contrastive term (cpu_loss.c's cpu_cd_term, same workspace layout) */
@@ -204,8 +239,8 @@ __global__ void k_cd_rows(double *partials, const float *xf, const float *xc, fl
     if (threadIdx.x == 0) partials[2 * h] = loss, partials[2 * h + 1] = sim;
 }
 
-double cu_cd_term(const ls_backend *be, const float *fx, const float *fy, int C, const float *gx, const float *gy,
-                  int D, int P, float b, float weight, float *dgx, float *dgy, float *mean_sim, float *ws) {
+void cu_cd_term(const ls_backend *be, const float *fx, const float *fy, int C, const float *gx, const float *gy,
+                int D, int P, float b, float weight, float *dgx, float *dgy, double *out, float *ws) {
     size_t PP = (size_t)P * P;
     float *nfx = ws, *nfy = nfx + (size_t)C * P, *ngx = nfy + (size_t)C * P, *ngy = ngx + (size_t)D * P;
     float *xf = ngy + (size_t)D * P, *xc = xf + PP, *dx = xc + PP, *dngx = dx + PP, *dngy = dngx + (size_t)D * P;
@@ -231,10 +266,7 @@ double cu_cd_term(const ls_backend *be, const float *fx, const float *fy, int C,
     LS_LAUNCHED();
     k_normalize_backward<<<cb, 128, 0, s>>>(ngy, dngy, normy, D, P, weight, dgy);
     LS_LAUNCHED();
-    double r[2];
-    sums_to_host(be, (unsigned)P, 2, r);
-    if (mean_sim) *mean_sim = (float)(r[1] / (double)PP);
-    return r[0] / (double)PP;
+    divide(be, sums(be, (unsigned)P, 2), 2, (double)PP, out);
 }
 
 /* ---- RAdam */
@@ -306,15 +338,15 @@ __global__ void k_dino_grad(double *partials, const float *q, const float *logp,
     store_partials(partials, 1, acc, 0, 0);
 }
 
-double cu_dino_loss(const ls_backend *be, const float *s, const float *t, const float *c, int B, int ns, int nt, int K,
-                    float tau_s, float tau_t, float *ds, float *ws) {
+void cu_dino_loss(const ls_backend *be, const float *s, const float *t, const float *c, int B, int ns, int nt, int K,
+                  float tau_s, float tau_t, float *ds, float *ws, double *out) {
     float *q = ws, *logp = ws + (size_t)nt * B * K;
     int rows_t = nt * B, rows_s = ns * B, npairs = 0;
     for (int i = 0; i < nt; i++)
         for (int v = 0; v < ns; v++) npairs += v != i;
     unsigned th = lscuda::row_threads(K);
     cudaStream_t strm = stream(be);
-    double total = 0;
+    if (rows_s <= 0 || !npairs) LS_CK(cudaMemsetAsync(out, 0, sizeof(double), strm));
     if (rows_t > 0) {
         k_dino_softmax<<<(unsigned)rows_t, th, 0, strm>>>(t, c, K, 1.0 / tau_t, q, nullptr);
         LS_LAUNCHED();
@@ -326,9 +358,8 @@ double cu_dino_loss(const ls_backend *be, const float *s, const float *t, const 
         k_dino_grad<<<(unsigned)rows_s, th, 0, strm>>>(st(be)->partials, q, logp, ds, B, nt, K,
                                             1.0 / ((double)tau_s * B * npairs));
         LS_LAUNCHED();
-        sums_to_host(be, (unsigned)rows_s, 1, &total);
+        if (npairs) divide(be, sums(be, (unsigned)rows_s, 1), 1, (double)B * npairs, out);
     }
-    return npairs ? total / ((double)B * npairs) : 0;
 }
 
 /* A 32x8 block per 32 columns of t[rows, K], summing in double in a fixed order (as dense.cu's column sums). */
