@@ -299,6 +299,21 @@ static void augment_intensity(float *img, float *tmp, int S, ls_rng *r, const ls
 
 /* ------------------------------------------------------------------ the trainer */
 
+/* One batch item: its scan and slice, and the extra slices its contrastive terms pair it with. */
+typedef struct {
+    int scan, slice;
+    int extra[3], nextra, npos; /* slices of the same scan: positives first, then the negative */
+    int pos[3];                 /* where stage_batch put them among the batch's extra slices */
+} item;
+
+/* One batch built on the host, in memory the device copies from directly (pinned on CUDA). There are two,
+ * so the host builds batch i+1 while the device runs batch i. */
+typedef struct {
+    item it[256];
+    int B, E; /* items, extra slices */
+    float *feat, *img, *tgt, *extra, *keep[LS_DEC_STAGES];
+} staged;
+
 typedef struct {
     ls_train_config cfg;
     const ls_backend *be;
@@ -313,8 +328,9 @@ typedef struct {
     ls_plateau sched;
     double best_dice;
     char *log;       /* the epoch lines so far, each ending in '\n' */
-    /* batch buffers: host (h_*) and backend memory (d_*) */
-    float *h_feat, *h_img, *h_tgt, *h_extra, *h_keep[LS_DEC_STAGES], *h_logits, *scratch, *tmp;
+    /* batch buffers: host (sets, h_*) and backend memory (d_*) */
+    staged set[2];
+    float *h_logits, *scratch, *tmp;
     float *d_feat, *d_img, *d_tgt, *d_dz, *d_dcodes, *d_extra, *d_dextra, *d_cdws;
     /* A step's loss values: written by the loss ops into d_scal (backend memory), copied to h_scal once at
      * the step's end. Slots 0-3 the segmentation losses, then two per contrastive term (loss, mean
@@ -323,13 +339,6 @@ typedef struct {
     int *cd_kind;
     ls_arena io, acts, head;
 } trainer;
-
-/* One batch item: its scan and slice, and the extra slices its contrastive terms pair it with. */
-typedef struct {
-    int scan, slice;
-    int extra[3], nextra, npos; /* slices of the same scan: positives first, then the negative */
-    int pos[3];                 /* where train_step put them among the batch's extra slices */
-} item;
 
 static ls_status trainer_buffers(trainer *T, ls_error *err) {
     const ls_backend *be = T->be;
@@ -341,16 +350,22 @@ static ls_status trainer_buffers(trainer *T, ls_error *err) {
         int n = (int)(s->ras.geom.dim[0] * s->ras.geom.dim[1]);
         if (n > maxnx) maxnx = n;
     }
-    T->h_feat = ls_calloc((size_t)B * fs, sizeof(float), err);
-    T->h_img = ls_calloc((size_t)B * is, sizeof(float), err);
-    T->h_tgt = ls_calloc((size_t)B * is, sizeof(float), err);
-    T->h_extra = ls_calloc((size_t)E * fs, sizeof(float), err);
     T->h_logits = ls_calloc((size_t)B * is, sizeof(float), err);
     T->scratch = ls_calloc((size_t)maxnx, sizeof(float), err);
     T->tmp = ls_calloc(is > fs ? is : fs, sizeof(float), err);
-    if (!T->h_feat || !T->h_img || !T->h_tgt || !T->h_extra || !T->h_logits || !T->scratch || !T->tmp) return LS_ERR_NOMEM;
-    for (int s = 0; s < LS_DEC_STAGES; s++)
-        if (!(T->h_keep[s] = ls_calloc((size_t)B * T->cfg.widths[s], sizeof(float), err))) return LS_ERR_NOMEM;
+    if (!T->h_logits || !T->scratch || !T->tmp) return LS_ERR_NOMEM;
+    size_t keep = 0;
+    for (int s = 0; s < LS_DEC_STAGES; s++) keep += (size_t)B * T->cfg.widths[s];
+    size_t set = (size_t)B * (fs + 2 * is) + (size_t)E * fs + keep;
+    for (int k = 0; k < 2; k++) {
+        staged *st = &T->set[k];
+        if (!(st->feat = be->mem->host_alloc(be, set * sizeof(float))))
+            return ls_fail(err, LS_ERR_NOMEM, "cannot allocate %zu MB of host batch buffers", set * sizeof(float) >> 20);
+        memset(st->feat, 0, set * sizeof(float));
+        st->img = st->feat + (size_t)B * fs, st->tgt = st->img + (size_t)B * is, st->extra = st->tgt + (size_t)B * is;
+        float *p = st->extra + (size_t)E * fs;
+        for (int s = 0; s < LS_DEC_STAGES; s++) st->keep[s] = p, p += (size_t)B * T->cfg.widths[s];
+    }
     size_t cdws = ls_cd_workspace(T->C, T->K, T->P), nscal = 4 + 2 * (size_t)(B + E);
     size_t io = (size_t)B * (fs + 3 * is + ks) + (size_t)E * (fs + ks) + cdws + 2 * nscal + 16 * 11;
     LS_TRY(ls_arena_init(&T->io, be, io * sizeof(float), err));
@@ -378,9 +393,10 @@ static void trainer_free(trainer *T) {
     for (int i = 0; i < T->ntrain; i++) scan_free(&T->train[i]);
     for (int i = 0; i < T->nval; i++) scan_free(&T->val[i]);
     free(T->train), free(T->val);
-    free(T->h_feat), free(T->h_img), free(T->h_tgt), free(T->h_extra), free(T->h_logits), free(T->scratch), free(T->tmp);
+    for (int k = 0; k < 2; k++)
+        if (T->set[k].feat) be->mem->host_free(be, T->set[k].feat);
+    free(T->h_logits), free(T->scratch), free(T->tmp);
     free(T->h_scal), free(T->cd_w), free(T->cd_kind);
-    for (int s = 0; s < LS_DEC_STAGES; s++) free(T->h_keep[s]);
     ls_arena_free(&T->io), ls_arena_free(&T->acts), ls_arena_free(&T->head);
     if (T->adam_m) be->mem->free(be, T->adam_m);
     if (T->adam_v) be->mem->free(be, T->adam_v);
@@ -442,31 +458,41 @@ static int contrastive(trainer *T, const item *it, int B, const float *codes, co
     return n;
 }
 
-/* One optimiser step on the items of a batch: everything is queued on the backend, and the loss values come
- * back in one copy at the end (no wait between forward and backward on a GPU). */
-static void train_step(trainer *T, item *it, int B, ls_rng *r, batch_losses *bl) {
-    const ls_backend *be = T->be;
+/* Builds the batch of st->it[0..B) on the host: items (augmented), their extra slices, dropout masks. All of
+ * the batch's random draws happen here, in the order of a plain loop. */
+static void stage_batch(trainer *T, staged *st, int B, ls_rng *r) {
     const ls_train_config *c = &T->cfg;
-    size_t fs = (size_t)T->C * T->P, is = (size_t)T->S * T->S, ks = (size_t)T->K * T->P;
+    size_t fs = (size_t)T->C * T->P, is = (size_t)T->S * T->S;
+    item *it = st->it;
     int E = 0;
     for (int b = 0; b < B; b++) {
         const scan *s = &T->train[it[b].scan];
         warp w;
         warp_draw(&w, r, c);
-        build_item(T, s, it[b].slice, &w, c->augment ? r : NULL, T->h_feat + b * fs, T->h_img + b * is, T->h_tgt + b * is);
+        build_item(T, s, it[b].slice, &w, c->augment ? r : NULL, st->feat + b * fs, st->img + b * is, st->tgt + b * is);
         for (int e = 0; e < it[b].nextra; e++) {
             int k = it[b].extra[e];
-            memcpy(T->h_extra + (size_t)E * fs, s->f.data + (size_t)k * fs, fs * sizeof(float));
+            memcpy(st->extra + (size_t)E * fs, s->f.data + (size_t)k * fs, fs * sizeof(float));
             it[b].pos[e] = E++;
         }
     }
-    for (int st = 0; st < LS_DEC_STAGES; st++) /* Dropout2d masks */
-        for (int i = 0; i < B * c->widths[st]; i++)
-            T->h_keep[st][i] = ls_rng_uniform(r) < c->dropout ? 0.0f : 1.0f / (1.0f - c->dropout);
-    be->mem->to_device(be, T->d_feat, T->h_feat, B * fs * sizeof(float));
-    be->mem->to_device(be, T->d_img, T->h_img, B * is * sizeof(float));
-    be->mem->to_device(be, T->d_tgt, T->h_tgt, B * is * sizeof(float));
-    if (E) be->mem->to_device(be, T->d_extra, T->h_extra, (size_t)E * fs * sizeof(float));
+    for (int k = 0; k < LS_DEC_STAGES; k++) /* Dropout2d masks */
+        for (int i = 0; i < B * c->widths[k]; i++)
+            st->keep[k][i] = ls_rng_uniform(r) < c->dropout ? 0.0f : 1.0f / (1.0f - c->dropout);
+    st->B = B, st->E = E;
+}
+
+/* Queues one optimiser step on a staged batch: copies in, forward, losses (values into d_scal), backward,
+ * RAdam. Nothing waits; returns the number of contrastive terms. */
+static int queue_step(trainer *T, staged *st) {
+    const ls_backend *be = T->be;
+    const ls_train_config *c = &T->cfg;
+    int B = st->B, E = st->E;
+    size_t fs = (size_t)T->C * T->P, is = (size_t)T->S * T->S, ks = (size_t)T->K * T->P;
+    be->mem->to_device(be, T->d_feat, st->feat, B * fs * sizeof(float));
+    be->mem->to_device(be, T->d_img, st->img, B * is * sizeof(float));
+    be->mem->to_device(be, T->d_tgt, st->tgt, B * is * sizeof(float));
+    if (E) be->mem->to_device(be, T->d_extra, st->extra, (size_t)E * fs * sizeof(float));
     be->mem->zero(be, T->model.grads, T->model.nparams * sizeof(float));
     be->mem->zero(be, T->d_dz, B * is * sizeof(float));
     be->mem->zero(be, T->d_dcodes, B * ks * sizeof(float));
@@ -474,7 +500,7 @@ static void train_step(trainer *T, item *it, int B, ls_rng *r, batch_losses *bl)
 
     ls_model_acts a, ha;
     ls_arena_reset(&T->acts), ls_arena_reset(&T->head);
-    ls_model_forward(&T->model, &T->acts, &a, T->d_feat, T->d_img, B, 1, T->h_keep);
+    ls_model_forward(&T->model, &T->acts, &a, T->d_feat, T->d_img, B, 1, st->keep);
     if (E) ls_model_head_forward(&T->model, &T->head, &ha, T->d_extra, E);
     size_t N = B * is;
     double *v = T->d_scal;
@@ -482,13 +508,19 @@ static void train_step(trainer *T, item *it, int B, ls_rng *r, batch_losses *bl)
     be->loss->tversky(be, a.logits, T->d_tgt, N, c->tversky_a, c->tversky_b, 1.0f, c->w_tversky, T->d_dz, v + 1);
     be->loss->log_iou(be, a.logits, T->d_tgt, N, 1.0f, c->w_log_iou, T->d_dz, v + 2);
     be->loss->entropy(be, a.logits, N, c->entropy_eta, c->w_entropy, T->d_dz, v + 3);
-    int nterms = c->w_cd > 0 ? contrastive(T, it, B, a.codes, E ? ha.codes : NULL) : 0;
+    int nterms = c->w_cd > 0 ? contrastive(T, st->it, B, a.codes, E ? ha.codes : NULL) : 0;
     ls_model_backward(&T->model, &T->acts, &a, T->d_dz, c->w_cd > 0 ? T->d_dcodes : NULL);
     if (E && c->w_cd > 0) ls_model_head_backward(&T->model, &T->head, &ha, T->d_dextra);
     T->step++;
     be->loss->radam_step(be, T->model.params, T->model.grads, T->adam_m, T->adam_v, T->model.nparams, T->step,
                          (float)T->sched.lr, 0.9f, 0.999f, 1e-8f, c->weight_decay);
-    be->mem->to_host(be, T->h_scal, T->d_scal, (4 + 2 * (size_t)nterms) * sizeof(double));
+    return nterms;
+}
+
+/* Waits for the queued step and adds its loss values (one copy back) to bl. */
+static void collect_step(trainer *T, int nterms, batch_losses *bl) {
+    const ls_train_config *c = &T->cfg;
+    T->be->mem->to_host(T->be, T->h_scal, T->d_scal, (4 + 2 * (size_t)nterms) * sizeof(double));
     const double *h = T->h_scal;
     double cd = 0;
     for (int j = 0; j < nterms; j++) {
@@ -523,16 +555,17 @@ static double validate(trainer *T, double *per_case) {
         double tp = 0, fp = 0, fn = 0;
         for (int k0 = 0; k0 < s->Z; k0 += B) {
             int nb = s->Z - k0 < B ? s->Z - k0 : B;
+            const staged *st = &T->set[0];
             for (int b = 0; b < nb; b++)
-                build_item(T, s, k0 + b, NULL, NULL, T->h_feat + b * fs, T->h_img + b * is, T->h_tgt + b * is);
-            be->mem->to_device(be, T->d_feat, T->h_feat, nb * fs * sizeof(float));
-            be->mem->to_device(be, T->d_img, T->h_img, nb * is * sizeof(float));
+                build_item(T, s, k0 + b, NULL, NULL, st->feat + b * fs, st->img + b * is, st->tgt + b * is);
+            be->mem->to_device(be, T->d_feat, st->feat, nb * fs * sizeof(float));
+            be->mem->to_device(be, T->d_img, st->img, nb * is * sizeof(float));
             ls_model_acts a;
             ls_arena_reset(&T->acts);
             ls_model_forward(&T->model, &T->acts, &a, T->d_feat, T->d_img, nb, 0, NULL);
             be->mem->to_host(be, T->h_logits, a.logits, nb * is * sizeof(float));
             for (size_t i = 0; i < nb * is; i++) {
-                int p = T->h_logits[i] > 0, t = T->h_tgt[i] > 0.5f;
+                int p = T->h_logits[i] > 0, t = T->set[0].tgt[i] > 0.5f;
                 tp += p && t, fp += p && !t, fn += !p && t;
             }
         }
@@ -678,6 +711,12 @@ static ls_status append_log(trainer *T, const char *line) {
     return LS_OK;
 }
 
+/* The items of the B slices at `refs`, staged into st. */
+static void stage_items(trainer *T, staged *st, const slice_ref *refs, int B, ls_rng *r) {
+    for (int i = 0; i < B; i++) make_item(T, refs[i].scan, refs[i].slice, &st->it[i]);
+    stage_batch(T, st, B, r);
+}
+
 static ls_status run_epoch(trainer *T, const char *dir, const ls_train_hooks *hooks, ls_error *err) {
     const ls_train_config *c = &T->cfg;
     ls_rng r = {epoch_seed(c->seed, T->epoch)};
@@ -687,10 +726,13 @@ static ls_status run_epoch(trainer *T, const char *dir, const ls_train_hooks *ho
     int B = c->batch, nb = n / B;
     batch_losses bl = {0};
     double t0 = ls_now();
-    item it[256];
+    /* Batch b+1 is built on the host while the device runs batch b (on the CPU, in turn): the same random
+     * draws in the same order as building each batch just before its step. */
+    if (nb) stage_items(T, &T->set[0], order, B, &r);
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < B; i++) make_item(T, order[b * B + i].scan, order[b * B + i].slice, &it[i]);
-        train_step(T, it, B, &r, &bl);
+        int nterms = queue_step(T, &T->set[b & 1]);
+        if (b + 1 < nb) stage_items(T, &T->set[(b + 1) & 1], order + (size_t)(b + 1) * B, B, &r);
+        collect_step(T, nterms, &bl);
         if (hooks && hooks->batch) {
             double d = b + 1;
             ls_train_status st = {T->epoch + 1, c->epochs, b + 1, nb, B, bl.loss / d, bl.focal / d, bl.tversky / d,
