@@ -106,3 +106,16 @@ void ls_arena_free(ls_arena *a) {
     if (a->base) a->be->mem->free(a->be, a->base);
     memset(a, 0, sizeof *a);
 }
+
+ls_status ls_pipeline_run(const ls_backend *be, int n, const ls_pipeline *p, ls_error *err) {
+    ls_status s = n > 0 ? p->prep(p->ctx, 0, 0, err) : LS_OK;
+    for (int i = 0; !s && i < n; i++) {
+        s = p->queue(p->ctx, i, i & 1, err);
+        if (!s && i + 1 < n) s = p->prep(p->ctx, i + 1, (i + 1) & 1, err);
+        if (!s && i > 0) s = p->finish(p->ctx, i - 1, (i - 1) & 1, err);
+        be->mem->sync(be);
+    }
+    if (!s && n > 0) s = p->finish(p->ctx, n - 1, (n - 1) & 1, err);
+    be->mem->sync(be);
+    return s;
+}

@@ -123,80 +123,115 @@ static void unprep_batch(const host_side *h, int k0, int nb, float *logit, float
     }
 }
 
+/* The slice loop's state: batches of `batch` slices through teacher and decoder, in a two-set pipeline. */
+typedef struct {
+    host_side h;
+    ls_teacher *t;
+    ls_model *m;
+    int batch, dbatch, Z;
+    size_t f_per;
+    float *host[2];           /* per set: teacher inputs, decoder images, logits (batch slices each) */
+    float *dev_in, *dev_feat, *dev_img;
+    ls_arena va, ma;
+    float th, *prob_ras;
+    uint8_t *mask_ras;
+    ls_progress_fn progress;
+    void *pctx;
+    ls_segment_result *r;
+} slice_loop;
+
+static int batch_size(const slice_loop *L, int i) { return L->Z - i * L->batch < L->batch ? L->Z - i * L->batch : L->batch; }
+static float *set_in(const slice_loop *L, int set) { return L->host[set]; }
+static float *set_img(const slice_loop *L, int set) { return L->host[set] + (size_t)L->batch * L->h.in_per; }
+static float *set_logit(const slice_loop *L, int set) { return set_img(L, set) + (size_t)L->batch * L->h.img_per; }
+
+static ls_status loop_prep(void *ctx, int i, int set, ls_error *err) {
+    (void)err;
+    slice_loop *L = ctx;
+    double t0 = ls_now();
+    prep_batch(&L->h, i * L->batch, batch_size(L, i), set_in(L, set), set_img(L, set));
+    L->r->seconds_resample += ls_now() - t0;
+    return LS_OK;
+}
+
+static ls_status loop_queue(void *ctx, int i, int set, ls_error *err) {
+    slice_loop *L = ctx;
+    const ls_backend *be = L->m->be;
+    int nb = batch_size(L, i), S = L->h.S;
+    double t0 = ls_now();
+    be->mem->to_device(be, L->dev_in, set_in(L, set), (size_t)nb * L->h.in_per * sizeof(float));
+    be->mem->to_device(be, L->dev_img, set_img(L, set), (size_t)nb * L->h.img_per * sizeof(float));
+    ls_arena_reset(&L->va);
+    LS_TRY(ls_vit_forward(&L->t->vit, &L->va, L->dev_in, nb, S, S, L->dev_feat, NULL, err));
+    double t1 = ls_now();
+    L->r->seconds_teacher += t1 - t0;
+    for (int d0 = 0; d0 < nb; d0 += L->dbatch) {
+        int nd = nb - d0 < L->dbatch ? nb - d0 : L->dbatch;
+        ls_model_acts acts;
+        ls_arena_reset(&L->ma);
+        ls_model_forward(L->m, &L->ma, &acts, L->dev_feat + (size_t)d0 * L->f_per, L->dev_img + (size_t)d0 * L->h.img_per,
+                         nd, 0, NULL);
+        be->mem->to_host_async(be, set_logit(L, set) + (size_t)d0 * L->h.img_per, acts.logits,
+                               (size_t)nd * L->h.img_per * sizeof(float));
+    }
+    L->r->seconds_decoder += ls_now() - t1;
+    return LS_OK;
+}
+
+static ls_status loop_finish(void *ctx, int i, int set, ls_error *err) {
+    (void)err;
+    slice_loop *L = ctx;
+    int k0 = i * L->batch, nb = batch_size(L, i);
+    double t0 = ls_now();
+    unprep_batch(&L->h, k0, nb, set_logit(L, set), L->th, L->prob_ras, L->mask_ras);
+    L->r->seconds_resample += ls_now() - t0;
+    if (L->progress) L->progress(L->pctx, k0 + nb, L->Z);
+    return LS_OK;
+}
+
 /* Every RAS slice thresholded at th into mask_ras, and its probabilities into prob_ras unless that is NULL
- * (both x fastest, like the volume).
- *
- * A software pipeline over batches of slices with two sets of host buffers (pinned on CUDA): while the
- * device runs batch i (copies in, teacher, decoder, logits out, all queued on its stream), the host
- * resamples batch i+1 into the other set and maps batch i-1's logits back; then it waits for batch i.
- * On the CPU the ops run as they are called, so the order is the plain one. */
+ * (both x fastest, like the volume), through ls_pipeline_run: while the device runs batch i (copies in,
+ * teacher, decoder, logits out), the host resamples batch i+1 and maps batch i-1 back. Host buffers come
+ * from mem->host_alloc (pinned on CUDA, so the copies overlap the host's work). */
 static ls_status predict(const ls_volume *ras, const ls_prep *prep, ls_teacher *t, ls_model *m, int batch,
                          ls_progress_fn progress, void *pctx, float th, float *prob_ras, uint8_t *mask_ras,
                          ls_segment_result *r, ls_error *err) {
     const ls_backend *be = m->be;
     const ls_vit_config *vc = &t->vit.cfg;
-    int S = t->input_size, g = S / vc->patch, Sd = ls_model_out_side(&m->cfg), Z = (int)ras->geom.dim[2];
+    int S = t->input_size, g = S / vc->patch, Sd = ls_model_out_side(&m->cfg);
     if (m->cfg.grid != g || m->cfg.feat_dim != vc->dim)
         return ls_fail(err, LS_ERR_INPUT, "model expects %d teacher channels on a %dx%d grid; the teacher gives %d on %dx%d",
                        m->cfg.feat_dim, m->cfg.grid, m->cfg.grid, vc->dim, g, g);
-    int dbatch = be->device == LS_DEV_CPU ? CPU_DECODER_BATCH : batch;
-    if (batch < dbatch) batch = dbatch;
-    host_side h = {.ras = ras, .prep = prep, .S = S, .Sd = Sd, .nth = be->nthreads > 0 ? be->nthreads : 1,
-                   .in_per = (size_t)3 * S * S, .img_per = (size_t)Sd * Sd,
-                   .plane = (size_t)ras->geom.dim[0] * (size_t)ras->geom.dim[1]};
-    size_t f_per = (size_t)vc->dim * g * g, set = (size_t)batch * (h.in_per + 2 * h.img_per);
-    h.scratch = ls_calloc((size_t)h.nth * 2 * h.plane, sizeof(float), err);
-    float *host[2] = {be->mem->host_alloc(be, set * sizeof(float)), be->mem->host_alloc(be, set * sizeof(float))};
-    ls_arena va = {0}, ma = {0}, io = {0};
-    ls_status s = h.scratch && host[0] && host[1] ? LS_OK : ls_fail(err, LS_ERR_NOMEM, "cannot allocate %zu MB of host buffers",
-                                                                    2 * set * sizeof(float) >> 20);
-    if (!s) s = ls_arena_init(&va, be, ls_vit_arena_floats(vc, batch, S, S) * sizeof(float), err);
-    if (!s) s = ls_arena_init(&ma, be, ls_model_arena_floats(&m->cfg, dbatch) * sizeof(float), err);
-    if (!s) s = ls_arena_init(&io, be, ((size_t)batch * (h.in_per + f_per + h.img_per) + 64) * sizeof(float), err);
-    float *dev_in = s ? NULL : ls_arena_floats(&io, (size_t)batch * h.in_per);
-    float *dev_feat = s ? NULL : ls_arena_floats(&io, (size_t)batch * f_per);
-    float *dev_img = s ? NULL : ls_arena_floats(&io, (size_t)batch * h.img_per);
-    double t0 = ls_now(), tw;
-    if (!s) prep_batch(&h, 0, Z < batch ? Z : batch, host[0], host[0] + (size_t)batch * h.in_per);
-    r->seconds_resample += ls_now() - t0;
-    for (int i = 0, k0 = 0; !s && k0 < Z; i++, k0 += batch) {
-        int nb = Z - k0 < batch ? Z - k0 : batch, next = k0 + batch, prev = k0 - batch;
-        float *in = host[i & 1], *img = in + (size_t)batch * h.in_per, *logit = img + (size_t)batch * h.img_per;
-        tw = ls_now();
-        be->mem->to_device(be, dev_in, in, (size_t)nb * h.in_per * sizeof(float));
-        be->mem->to_device(be, dev_img, img, (size_t)nb * h.img_per * sizeof(float));
-        ls_arena_reset(&va);
-        s = ls_vit_forward(&t->vit, &va, dev_in, nb, S, S, dev_feat, NULL, err);
-        r->seconds_teacher += ls_now() - tw;
-        tw = ls_now();
-        for (int d0 = 0; !s && d0 < nb; d0 += dbatch) {
-            int nd = nb - d0 < dbatch ? nb - d0 : dbatch;
-            ls_model_acts acts;
-            ls_arena_reset(&ma);
-            ls_model_forward(m, &ma, &acts, dev_feat + (size_t)d0 * f_per, dev_img + (size_t)d0 * h.img_per, nd, 0, NULL);
-            be->mem->to_host_async(be, logit + (size_t)d0 * h.img_per, acts.logits, (size_t)nd * h.img_per * sizeof(float));
-        }
-        r->seconds_decoder += ls_now() - tw;
-        tw = ls_now();
-        float *other = host[(i + 1) & 1];
-        if (next < Z) prep_batch(&h, next, Z - next < batch ? Z - next : batch, other, other + (size_t)batch * h.in_per);
-        if (prev >= 0) unprep_batch(&h, prev, batch, other + (size_t)batch * (h.in_per + h.img_per), th, prob_ras, mask_ras);
-        r->seconds_resample += ls_now() - tw;
-        be->mem->sync(be);
-        if (!s && progress) progress(pctx, k0 + nb, Z);
+    slice_loop L = {.t = t, .m = m, .dbatch = be->device == LS_DEV_CPU ? CPU_DECODER_BATCH : batch,
+                    .Z = (int)ras->geom.dim[2], .f_per = (size_t)vc->dim * g * g, .th = th, .prob_ras = prob_ras,
+                    .mask_ras = mask_ras, .progress = progress, .pctx = pctx, .r = r};
+    L.batch = batch < L.dbatch ? L.dbatch : batch;
+    L.h = (host_side){.ras = ras, .prep = prep, .S = S, .Sd = Sd, .nth = be->nthreads > 0 ? be->nthreads : 1,
+                      .in_per = (size_t)3 * S * S, .img_per = (size_t)Sd * Sd,
+                      .plane = (size_t)ras->geom.dim[0] * (size_t)ras->geom.dim[1]};
+    size_t set = (size_t)L.batch * (L.h.in_per + 2 * L.h.img_per);
+    L.h.scratch = ls_calloc((size_t)L.h.nth * 2 * L.h.plane, sizeof(float), err);
+    L.host[0] = be->mem->host_alloc(be, set * sizeof(float)), L.host[1] = be->mem->host_alloc(be, set * sizeof(float));
+    ls_arena io = {0};
+    ls_status s = L.h.scratch && L.host[0] && L.host[1]
+                      ? LS_OK
+                      : ls_fail(err, LS_ERR_NOMEM, "cannot allocate %zu MB of host buffers", 2 * set * sizeof(float) >> 20);
+    if (!s) s = ls_arena_init(&L.va, be, ls_vit_arena_floats(vc, L.batch, S, S) * sizeof(float), err);
+    if (!s) s = ls_arena_init(&L.ma, be, ls_model_arena_floats(&m->cfg, L.dbatch) * sizeof(float), err);
+    if (!s) s = ls_arena_init(&io, be, ((size_t)L.batch * (L.h.in_per + L.f_per + L.h.img_per) + 64) * sizeof(float), err);
+    if (!s) {
+        L.dev_in = ls_arena_floats(&io, (size_t)L.batch * L.h.in_per);
+        L.dev_feat = ls_arena_floats(&io, (size_t)L.batch * L.f_per);
+        L.dev_img = ls_arena_floats(&io, (size_t)L.batch * L.h.img_per);
+        double t0 = ls_now();
+        ls_pipeline p = {loop_prep, loop_queue, loop_finish, &L};
+        s = ls_pipeline_run(be, (L.Z + L.batch - 1) / L.batch, &p, err);
+        r->seconds_predict = ls_now() - t0;
     }
-    if (!s && Z > 0) {
-        int last = (Z - 1) / batch, k0 = last * batch;
-        float *logit = host[last & 1] + (size_t)batch * (h.in_per + h.img_per);
-        tw = ls_now();
-        unprep_batch(&h, k0, Z - k0, logit, th, prob_ras, mask_ras);
-        r->seconds_resample += ls_now() - tw;
-    }
-    r->seconds_predict = ls_now() - t0;
-    be->mem->sync(be);
-    ls_arena_free(&va), ls_arena_free(&ma), ls_arena_free(&io);
-    be->mem->host_free(be, host[0]), be->mem->host_free(be, host[1]);
-    free(h.scratch);
+    ls_arena_free(&L.va), ls_arena_free(&L.ma), ls_arena_free(&io);
+    if (L.host[0]) be->mem->host_free(be, L.host[0]);
+    if (L.host[1]) be->mem->host_free(be, L.host[1]);
+    free(L.h.scratch);
     return s;
 }
 

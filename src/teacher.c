@@ -4,6 +4,7 @@
 #include "teacher.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,37 +67,86 @@ void ls_features_free(ls_features *f) {
     memset(f, 0, sizeof *f);
 }
 
+/* The slice loop of ls_features_compute, in ls_pipeline_run's two sets (pinned on CUDA): while the device
+ * runs batch i, the host resamples batch i+1 (one slice per thread) and stores batch i-1's features. */
+typedef struct {
+    ls_teacher *t;
+    const ls_volume *ras;
+    const ls_prep *prep;
+    int batch, Z, nth;
+    size_t in_per, out_per, plane;
+    float *host[2], *scratch, *dev_in, *dev_out;
+    ls_arena arena;
+    ls_features *out;
+    ls_progress_fn progress;
+    void *pctx;
+} feat_loop;
+
+static int feat_batch(const feat_loop *L, int i) { return L->Z - i * L->batch < L->batch ? L->Z - i * L->batch : L->batch; }
+
+static ls_status feat_prep(void *ctx, int i, int set, ls_error *err) {
+    (void)err;
+    feat_loop *L = ctx;
+    int k0 = i * L->batch, nb = feat_batch(L, i);
+#pragma omp parallel for schedule(static) num_threads(L->nth)
+    for (int b = 0; b < nb; b++)
+        ls_prep_slice(L->prep, L->ras, k0 + b, L->scratch + (size_t)omp_get_thread_num() * L->plane,
+                      L->host[set] + (size_t)b * L->in_per);
+    return LS_OK;
+}
+
+static ls_status feat_queue(void *ctx, int i, int set, ls_error *err) {
+    feat_loop *L = ctx;
+    const ls_backend *be = L->t->vit.be;
+    int nb = feat_batch(L, i), S = L->t->input_size;
+    be->mem->to_device(be, L->dev_in, L->host[set], (size_t)nb * L->in_per * sizeof(float));
+    ls_arena_reset(&L->arena);
+    LS_TRY(ls_vit_forward(&L->t->vit, &L->arena, L->dev_in, nb, S, S, L->dev_out, NULL, err));
+    be->mem->to_host_async(be, L->host[set] + (size_t)L->batch * L->in_per, L->dev_out,
+                           (size_t)nb * L->out_per * sizeof(float));
+    return LS_OK;
+}
+
+static ls_status feat_finish(void *ctx, int i, int set, ls_error *err) {
+    (void)err;
+    feat_loop *L = ctx;
+    int k0 = i * L->batch, nb = feat_batch(L, i);
+    memcpy(L->out->data + (size_t)k0 * L->out_per, L->host[set] + (size_t)L->batch * L->in_per,
+           (size_t)nb * L->out_per * sizeof(float));
+    if (L->progress) L->progress(L->pctx, k0 + nb, L->Z);
+    return LS_OK;
+}
+
 ls_status ls_features_compute(ls_teacher *t, const ls_volume *ras, const ls_prep *prep, int batch,
                               ls_progress_fn progress, void *pctx, ls_features *out, ls_error *err) {
     memset(out, 0, sizeof *out);
     const ls_backend *be = t->vit.be;
     const ls_vit_config *c = &t->vit.cfg;
-    int S = t->input_size, g = S / c->patch, Z = (int)ras->geom.dim[2];
-    if (batch < 1) batch = 1;
-    size_t in_per = (size_t)3 * S * S, out_per = (size_t)c->dim * g * g;
-    out->nslices = Z, out->dim = c->dim, out->gh = out->gw = g;
-    out->data = ls_calloc((size_t)Z * out_per, sizeof(float), err);
-    float *host_in = ls_calloc((size_t)batch * in_per, sizeof(float), err);
-    float *scratch = ls_calloc((size_t)(ras->geom.dim[0] * ras->geom.dim[1]), sizeof(float), err);
-    ls_arena arena = {0}, io = {0};
-    ls_status s = out->data && host_in && scratch ? LS_OK : LS_ERR_NOMEM;
-    if (!s) s = ls_arena_init(&arena, be, ls_vit_arena_floats(c, batch, S, S) * sizeof(float), err);
-    if (!s) s = ls_arena_init(&io, be, ((size_t)batch * (in_per + out_per) + 32) * sizeof(float), err);
-    float *dev_in = s ? NULL : ls_arena_floats(&io, (size_t)batch * in_per);
-    float *dev_out = s ? NULL : ls_arena_floats(&io, (size_t)batch * out_per);
-    for (int k0 = 0; !s && k0 < Z; k0 += batch) {
-        int nb = Z - k0 < batch ? Z - k0 : batch;
-        for (int b = 0; b < nb; b++) ls_prep_slice(prep, ras, k0 + b, scratch, host_in + (size_t)b * in_per);
-        be->mem->to_device(be, dev_in, host_in, (size_t)nb * in_per * sizeof(float));
-        ls_arena_reset(&arena);
-        s = ls_vit_forward(&t->vit, &arena, dev_in, nb, S, S, dev_out, NULL, err);
-        if (!s) be->mem->to_host(be, out->data + (size_t)k0 * out_per, dev_out, (size_t)nb * out_per * sizeof(float));
-        if (!s && progress) progress(pctx, k0 + nb, Z);
+    int S = t->input_size, g = S / c->patch;
+    feat_loop L = {.t = t, .ras = ras, .prep = prep, .batch = batch < 1 ? 1 : batch, .Z = (int)ras->geom.dim[2],
+                   .nth = be->nthreads > 0 ? be->nthreads : 1, .in_per = (size_t)3 * S * S,
+                   .out_per = (size_t)c->dim * g * g, .plane = (size_t)(ras->geom.dim[0] * ras->geom.dim[1]),
+                   .out = out, .progress = progress, .pctx = pctx};
+    out->nslices = L.Z, out->dim = c->dim, out->gh = out->gw = g;
+    out->data = ls_calloc((size_t)L.Z * L.out_per, sizeof(float), err);
+    size_t set = (size_t)L.batch * (L.in_per + L.out_per);
+    L.host[0] = be->mem->host_alloc(be, set * sizeof(float)), L.host[1] = be->mem->host_alloc(be, set * sizeof(float));
+    L.scratch = ls_calloc((size_t)L.nth * L.plane, sizeof(float), err);
+    ls_arena io = {0};
+    ls_status s = out->data && L.host[0] && L.host[1] && L.scratch ? LS_OK : LS_ERR_NOMEM;
+    if (!s) s = ls_arena_init(&L.arena, be, ls_vit_arena_floats(c, L.batch, S, S) * sizeof(float), err);
+    if (!s) s = ls_arena_init(&io, be, ((size_t)L.batch * (L.in_per + L.out_per) + 32) * sizeof(float), err);
+    if (!s) {
+        L.dev_in = ls_arena_floats(&io, (size_t)L.batch * L.in_per);
+        L.dev_out = ls_arena_floats(&io, (size_t)L.batch * L.out_per);
+        ls_pipeline p = {feat_prep, feat_queue, feat_finish, &L};
+        s = ls_pipeline_run(be, (L.Z + L.batch - 1) / L.batch, &p, err);
     }
-    ls_arena_free(&arena);
+    ls_arena_free(&L.arena);
     ls_arena_free(&io);
-    free(host_in);
-    free(scratch);
+    if (L.host[0]) be->mem->host_free(be, L.host[0]);
+    if (L.host[1]) be->mem->host_free(be, L.host[1]);
+    free(L.scratch);
     if (s) ls_features_free(out);
     return s;
 }
