@@ -85,13 +85,16 @@ else
   fail "bench/network cuda failed"
 fi
 
-echo "== networks with TF32 GEMMs (LIVSEG_CUDA_TF32=1): outside the fp32 parity bounds; the real scans below check the masks"
-if LIVSEG_CUDA_TF32=1 timeout 150 build-cuda/bench/network cuda > "$LOG/network_tf32.txt" 2>&1; then
-  while read -r _ k v; do R[tf32_$k]=$v; done < <(grep '^network ' "$LOG/network_tf32.txt" | grep -v '^network inputs')
-  grep '^network ' "$LOG/network_tf32.txt"
-else
-  cat "$LOG/network_tf32.txt"; fail "bench/network cuda with TF32 failed"
-fi
+for p in tf32 bf16; do
+  P=$(echo "$p" | tr a-z A-Z)
+  echo "== networks with $P GEMMs (LIVSEG_CUDA_$P=1): outside the fp32 parity bounds; the real scans below check the masks"
+  if env "LIVSEG_CUDA_$P=1" timeout 150 build-cuda/bench/network cuda > "$LOG/network_$p.txt" 2>&1; then
+    while read -r _ k v; do R[${p}_$k]=$v; done < <(grep '^network ' "$LOG/network_$p.txt" | grep -v '^network inputs')
+    grep '^network ' "$LOG/network_$p.txt"
+  else
+    cat "$LOG/network_$p.txt"; fail "bench/network cuda with $P failed"
+  fi
+done
 
 echo "== segment end to end: livseg segment --device cuda on a synthetic 512x512x${SLICES} CT"
 if build-cuda/bench/network --make-inputs "$WORK" "$SLICES" > "$LOG/inputs.txt" 2>&1; then
@@ -129,10 +132,11 @@ if [ -f "$DATA/manifest.csv" ]; then
   for row in $scans; do
     IFS=, read -r case img lab <<< "$row"
     [ -f "$DATA/$img" ] || continue
-    for dev in cuda cpu tf32; do  # tf32: --device cuda with LIVSEG_CUDA_TF32=1
+    for dev in cuda cpu tf32 bf16; do  # tf32, bf16: --device cuda with LIVSEG_CUDA_TF32=1 or LIVSEG_CUDA_BF16=1
       t=$(now)
-      if ! env $([ "$dev" = tf32 ] && echo LIVSEG_CUDA_TF32=1) timeout 180 build-cuda/livseg segment "$DATA/$img" \
-           -o "$WORK/${case}_$dev.nii.gz" --device "${dev/tf32/cuda}" -q > "$LOG/seg_${case}_$dev.txt" 2>&1; then
+      prec=$(case $dev in tf32) echo LIVSEG_CUDA_TF32=1 ;; bf16) echo LIVSEG_CUDA_BF16=1 ;; *) echo LIVSEG_NONE=1 ;; esac)
+      if ! env "$prec" timeout 180 build-cuda/livseg segment "$DATA/$img" \
+           -o "$WORK/${case}_$dev.nii.gz" --device "$([ "$dev" = cpu ] && echo cpu || echo cuda)" -q > "$LOG/seg_${case}_$dev.txt" 2>&1; then
         cat "$LOG/seg_${case}_$dev.txt"; fail "livseg segment --device $dev on $case failed"; continue 2
       fi
       echo "  $case $dev: $(elapsed "$t") s"
@@ -143,10 +147,13 @@ if [ -f "$DATA/manifest.csv" ]; then
         python3 -c "import json,sys; print('%.4f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/g.json")
     d32=$(build-cuda/livseg eval "$WORK/${case}_tf32.nii.gz" "$WORK/${case}_cpu.nii.gz" --json "$WORK/d32.json" > /dev/null 2>&1 &&
         python3 -c "import json,sys; print('%.5f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/d32.json")
-    echo "  $case: Dice CUDA vs CPU mask ${d:-?} (TF32: ${d32:-?}), CUDA mask vs label ${g:-?}"
+    d16=$(build-cuda/livseg eval "$WORK/${case}_bf16.nii.gz" "$WORK/${case}_cpu.nii.gz" --json "$WORK/d16.json" > /dev/null 2>&1 &&
+        python3 -c "import json,sys; print('%.5f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/d16.json")
+    echo "  $case: Dice CUDA vs CPU mask ${d:-?} (TF32: ${d32:-?}, BF16: ${d16:-?}), CUDA mask vs label ${g:-?}"
     awk -v d="${d:-0}" 'BEGIN { exit !(d >= 0.999) }' || fail "$case: CUDA and CPU masks differ (Dice ${d:-?} < 0.999)"
     R[real]="${R[real]:+${R[real]}, }$case ${d:-?}"
     R[real_tf32]="${R[real_tf32]:+${R[real_tf32]}, }$case ${d32:-?}"
+    R[real_bf16]="${R[real_bf16]:+${R[real_bf16]}, }$case ${d16:-?}"
     n_scans=$((n_scans + 1))
   done
   [ "$n_scans" -eq 3 ] || fail "$n_scans of 3 real scans segmented on both devices"
@@ -165,15 +172,18 @@ if [ -f "$DATA/manifest.csv" ]; then
 
   echo "== real-sized scan end to end: btcv_29 resampled to 512x512x300 (bench/host --make-ct), default model, 3 runs"
   if build-cuda/bench/host --make-ct "$DATA" btcv_29 "$WORK/ct512.nii.gz" > "$LOG/ct512.txt" 2>&1; then
-    for run in 1 2 3; do
+    for run in 1 2 3 tf32 bf16; do  # then once each with TF32 and BF16 GEMMs
       t=$(now)
-      if timeout 120 build-cuda/livseg segment "$WORK/ct512.nii.gz" -o "$WORK/ct512_mask.nii.gz" --device cuda \
+      prec=$(case $run in tf32) echo LIVSEG_CUDA_TF32=1 ;; bf16) echo LIVSEG_CUDA_BF16=1 ;; *) echo LIVSEG_NONE=1 ;; esac)
+      if env "$prec" timeout 120 build-cuda/livseg segment "$WORK/ct512.nii.gz" -o "$WORK/ct512_mask.nii.gz" --device cuda \
            --stats "$WORK/ct512_$run.json" -q > "$LOG/ct512_$run.txt" 2>&1; then
         w=$(elapsed "$t")
         st=$(python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['seconds']; print(', '.join('%s %.3f' % (k, v) for k, v in s.items()))" "$WORK/ct512_$run.json" 2>/dev/null || echo "?")
         echo "  run $run: $w s wall; $st"
-        R[e2e_runs]="${R[e2e_runs]:+${R[e2e_runs]} / }$w"
-        R[e2e_stages]=$st
+        case $run in
+          tf32|bf16) R[e2e_$run]="$w s wall; $st" ;;
+          *) R[e2e_runs]="${R[e2e_runs]:+${R[e2e_runs]} / }$w"; R[e2e_stages]=$st ;;
+        esac
       else
         cat "$LOG/ct512_$run.txt"; fail "livseg segment --device cuda on the 512x512x300 CT failed"; break
       fi
@@ -227,15 +237,16 @@ echo
 echo "== summary ($(elapsed "$T0") s; logs in $LOG)"
 printf '| %-44s | %-48s | %s\n' "check" "result" "target"
 printf '| %-44s | %-48s | %s\n' "CUDA build" "$(v build)" ""
-printf '| %-44s | %-48s | %s\n' "parity test_ops_cuda" "$(v parity)" "15 passed, 0 failed, 0 skipped"
+printf '| %-44s | %-48s | %s\n' "parity test_ops_cuda" "$(v parity)" "16 passed, 0 failed, 0 skipped"
 printf '| %-44s | %-48s | %s\n' "cuBLAS GEMM 8192^3 fp32 / tf32 / bf16 TFLOP/s" "$(v gemm_fp32) / $(v gemm_tf32) / $(v gemm_bf16)" ""
 printf '| %-44s | %-48s | %s\n' "ViT-S/16 224 batch 8: slices/s, TFLOP/s" "$(v vits16_224_slices_per_s), $(v vits16_224_tflops) ($(ratio vits16_224_tflops gemm_fp32) of fp32, $(ratio vits16_224_tflops gemm_bf16) of bf16 GEMM)" ""
 printf '| %-44s | %-48s | %s\n' "ViT-B/8 224 batch 8: slices/s, TFLOP/s" "$(v vitb8_224_slices_per_s), $(v vitb8_224_tflops) ($(ratio vitb8_224_tflops gemm_fp32) of fp32, $(ratio vitb8_224_tflops gemm_bf16) of bf16 GEMM)" ""
 printf '| %-44s | %-48s | %s\n' "decoder 448 batch 8: slices/s, TFLOP/s" "$(v decoder_448_slices_per_s), $(v decoder_448_tflops) ($(ratio decoder_448_tflops gemm_fp32) of fp32, $(ratio decoder_448_tflops gemm_bf16) of bf16 GEMM)" ""
 printf '| %-44s | %-48s | %s\n' "network for 300 slices (teacher+decoder), ms" "$(v volume300_ms)" "< 150 ms"
 printf '| %-44s | %-48s | %s\n' "  with TF32: ViT-S/16 slices/s; 300 slices, ms" "$(v tf32_vits16_224_slices_per_s); $(v tf32_volume300_ms)" "< 150 ms"
+printf '| %-44s | %-48s | %s\n' "  with BF16: ViT-S/16 slices/s; 300 slices, ms" "$(v bf16_vits16_224_slices_per_s); $(v bf16_volume300_ms)" "< 150 ms"
 printf '| %-44s | %-48s | %s\n' "shipped default decoder (224) slices/s" "$(v decoder_shipped_224_slices_per_s), $(v decoder_shipped_tflops) TFLOP/s" ""
-printf '| %-44s | %-48s | %s\n' "network 300 slices, shipped model, ms" "$(v volume300_shipped_ms); TF32: $(v tf32_volume300_shipped_ms)" "< 150 ms"
+printf '| %-44s | %-48s | %s\n' "network 300 slices, shipped model, ms" "$(v volume300_shipped_ms); TF32: $(v tf32_volume300_shipped_ms); BF16: $(v bf16_volume300_shipped_ms)" "< 150 ms"
 printf '| %-44s | %-48s | %s\n' "training step head+decoder batch 8, ms" "$(v train_step_batch8_ms)" ""
 printf '| %-44s | %-48s | %s\n' "livseg segment 512x512x$SLICES --device cuda, s" "$(v seg_cuda)" "< 1 s end to end"
 printf '| %-44s | %-48s | %s\n' "  the same with --batch 32, s" "$(v seg_cuda32)" ""
@@ -243,7 +254,10 @@ printf '| %-44s | %-48s | %s\n' "livseg segment 512x512x$SLICES --device cpu, s"
 printf '| %-44s | %-48s | %s\n' "Dice CUDA mask vs CPU mask (untrained model)" "$(v seg_dice)" ">= 0.999"
 printf '| %-44s | %-48s | %s\n' "Dice CUDA vs CPU mask, default model, real" "$(v real)" ">= 0.999 each"
 printf '| %-44s | %-48s | %s\n' "  the same with TF32" "$(v real_tf32)" "(reported)"
+printf '| %-44s | %-48s | %s\n' "  the same with BF16" "$(v real_bf16)" "(reported)"
 printf '| %-44s | %-48s | %s\n' "segment btcv_29 at 512x512x300 --device cuda" "$(v e2e_runs) s wall (3 runs); last: $(v e2e_stages)" "< 1 s end to end"
+printf '| %-44s | %-48s | %s\n' "  the same with TF32" "$(v e2e_tf32)" "< 1 s end to end"
+printf '| %-44s | %-48s | %s\n' "  the same with BF16" "$(v e2e_bf16)" "< 1 s end to end"
 printf '| %-44s | %-48s | %s\n' "host stages (bench/host, $JOBS threads), s" "$(v host)" ""
 printf '| %-44s | %-48s | %s\n' "features --device cuda vs cpu (btcv_29)" "$(v features)" "rel <= 1e-2"
 printf '| %-44s | %-48s | %s\n' "train --device cuda --preset paper, s/epoch" "$(v train_epoch)" ""

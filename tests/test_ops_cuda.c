@@ -31,7 +31,8 @@
  *          RAdam) with the floor at 5% of the tensor's largest value, as tests/test_model.c: each backend is
  *          within 1e-4 of the float64 answer there, so they are within 2e-4 of each other.
  *
- *   5e-3   of the tensor's largest value: GEMMs on TF32 tensor cores (LIVSEG_CUDA_TF32=1), gemm_tf32 only.
+ *   5e-3   of the tensor's largest value: GEMMs on TF32 tensor cores (LIVSEG_CUDA_TF32=1), gemm_tf32 only;
+ *   2e-2   of the same, GEMMs on bfloat16 tensor cores (LIVSEG_CUDA_BF16=1), gemm_bf16 only.
  *
  * cuBLAS runs in full float32 elsewhere: TF32 would fail the 1e-4 bounds by design, so the test unsets it
  * except for gemm_tf32's own backend.
@@ -198,11 +199,12 @@ TEST(gemm) {
     release();
 }
 
-/* TF32 tensor-core GEMMs (LIVSEG_CUDA_TF32=1) have their own bound: inputs rounded to 10 mantissa bits,
- * so each product is within ~1e-3 relative and a sum of K of them within ~1e-3 of the result's scale.
- * Bound: 5e-3 of the tensor's largest value (the fp32 bound's floor would judge near-zero sums against 1%
- * of it, where TF32's absolute error is ~2% of that). */
+/* Tensor-core GEMMs have their own bounds, against the tensor's largest value (the fp32 bound's floor would
+ * judge near-zero sums against 1% of it, where these errors are larger): inputs rounded to 10 mantissa
+ * bits (TF32, LIVSEG_CUDA_TF32=1; each product within ~1e-3) or to 7 (bfloat16, LIVSEG_CUDA_BF16=1; ~8e-3),
+ * a sum of K such products within about that of the result's scale. */
 #define TF32_SCALE 5e-3
+#define BF16_SCALE 2e-2
 
 static void expect_scale(const char *op, const char *what, const float *d, const float *c, size_t n, double bound) {
     const float *g = down(d, n);
@@ -211,15 +213,15 @@ static void expect_scale(const char *op, const char *what, const float *d, const
     CHECK(e <= bound, "%s %s: max err %.3e of the largest value > %.0e", op, what, e, bound);
 }
 
-TEST(gemm_tf32) {
-    NEED_GPU();
-    ls_backend tf;
+/* ViT-S shapes (a token block times qkv, K = 384, and fc2, K = 1536; one batched) on a backend opened with
+ * environment variable `env` = 1. */
+static void gemm_fast(const char *env, const char *name, double bound) {
+    ls_backend fast;
     ls_error err = {0};
-    setenv("LIVSEG_CUDA_TF32", "1", 1);
-    ls_status s = ls_backend_init(&tf, LS_DEV_CUDA, 0, &err);
-    unsetenv("LIVSEG_CUDA_TF32");
+    setenv(env, "1", 1);
+    ls_status s = ls_backend_init(&fast, LS_DEV_CUDA, 0, &err);
+    unsetenv(env);
     REQUIRE(s == LS_OK, "%s", err.msg);
-    /* ViT-S shapes: a token block times qkv (K = 384) and fc2 (K = 1536). */
     const int shapes[2][3] = {{197, 1152, 384}, {197, 384, 1536}};
     for (int k = 0; k < 2; k++) {
         int M = shapes[k][0], N = shapes[k][1], K = shapes[k][2];
@@ -227,12 +229,31 @@ TEST(gemm_tf32) {
         float *dA = up(A, (size_t)M * K), *dB = up(B, (size_t)N * K), *dC = dzeros((size_t)M * N);
         gpu.mem->sync(&gpu); /* the two backends have their own streams */
         cpu.dense->gemm(&cpu, 0, 1, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
-        tf.dense->gemm(&tf, 0, 1, M, N, K, 1.0f, dA, K, dB, K, 0.0f, dC, N);
-        tf.mem->sync(&tf);
-        expect_scale("gemm tf32", k ? "fc2" : "qkv", dC, C, (size_t)M * N, TF32_SCALE);
+        fast.dense->gemm(&fast, 0, 1, M, N, K, 1.0f, dA, K, dB, K, 0.0f, dC, N);
+        fast.mem->sync(&fast);
+        expect_scale(name, k ? "fc2" : "qkv", dC, C, (size_t)M * N, bound);
     }
-    ls_backend_free(&tf);
+    int M = 49, N = 64, K = 197, batch = 6; /* attention-like: scores times values, per head */
+    size_t sA = (size_t)M * K, sB = (size_t)K * N, sC = (size_t)M * N;
+    float *A = rnd(sA * batch, 1), *B = rnd(sB * batch, 0.1), *C = hzeros(sC * batch);
+    float *dA = up(A, sA * batch), *dB = up(B, sB * batch), *dC = dzeros(sC * batch);
+    gpu.mem->sync(&gpu);
+    cpu.dense->gemm_batched(&cpu, 0, 0, M, N, K, 1.0f, A, K, sA, B, N, sB, 0.0f, C, N, sC, batch);
+    fast.dense->gemm_batched(&fast, 0, 0, M, N, K, 1.0f, dA, K, sA, dB, N, sB, 0.0f, dC, N, sC, batch);
+    fast.mem->sync(&fast);
+    expect_scale(name, "batched", dC, C, sC * batch, bound);
+    ls_backend_free(&fast);
     release();
+}
+
+TEST(gemm_tf32) {
+    NEED_GPU();
+    gemm_fast("LIVSEG_CUDA_TF32", "gemm tf32", TF32_SCALE);
+}
+
+TEST(gemm_bf16) {
+    NEED_GPU();
+    gemm_fast("LIVSEG_CUDA_BF16", "gemm bf16", BF16_SCALE);
 }
 
 TEST(row_ops) {
@@ -908,6 +929,7 @@ int main(void) {
     skip_reason = "no CUDA in this build (make CUDA=1 BUILD=build-cuda)";
 #else
     unsetenv("LIVSEG_CUDA_TF32"); /* full float32 GEMMs: see the header */
+    unsetenv("LIVSEG_CUDA_BF16");
     if (ls_backend_init(&cpu, LS_DEV_CPU, 0, &err) != LS_OK) {
         printf("  cannot open the CPU backend: %s\n", err.msg);
         return 1;
@@ -921,6 +943,7 @@ int main(void) {
     (void)err;
     RUN(gemm);
     RUN(gemm_tf32);
+    RUN(gemm_bf16);
     RUN(row_ops);
     RUN(token_ops);
     RUN(dino_head);

@@ -37,18 +37,29 @@ const char *cublas_name(cublasStatus_t s) {
 
 static cublasOperation_t op(int t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
+/* With LIVSEG_CUDA_BF16=1 float GEMMs go through GemmEx with CUBLAS_COMPUTE_32F_FAST_16BF: float in and out,
+ * products of bfloat16-rounded inputs on tensor cores, float accumulation. */
 void gemm(const ls_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    LS_CB(cublasSgemm(st(be)->blas, op(tb), op(ta), N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc));
+    if (st(be)->bf16)
+        LS_CB(cublasGemmEx(st(be)->blas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta,
+                           C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
+    else
+        LS_CB(cublasSgemm(st(be)->blas, op(tb), op(ta), N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc));
 }
 
 void gemm_strided(const ls_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                   long long sA, const float *B, int ldb, long long sB, float beta, float *C, int ldc, long long sC,
                   int batch) {
     if (M <= 0 || N <= 0 || batch <= 0) return;
-    LS_CB(cublasSgemmStridedBatched(st(be)->blas, op(tb), op(ta), N, M, K, &alpha, B, ldb, sB, A, lda, sA, &beta, C,
-                                    ldc, sC, batch));
+    if (st(be)->bf16)
+        LS_CB(cublasGemmStridedBatchedEx(st(be)->blas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, sB, A,
+                                         CUDA_R_32F, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch,
+                                         CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
+    else
+        LS_CB(cublasSgemmStridedBatched(st(be)->blas, op(tb), op(ta), N, M, K, &alpha, B, ldb, sB, A, lda, sA, &beta, C,
+                                        ldc, sC, batch));
 }
 
 /* One block: out[v] = sum over b < nblocks of partials[b * nv + v], thread-strided then block_sum. */
@@ -155,8 +166,9 @@ extern "C" ls_status ls_cuda_backend_init(ls_backend *be, int nthreads, ls_error
              cudaMallocHost(&s->host, 64 * sizeof(double)) != cudaSuccess)
         why = "cannot allocate the backend's scratch";
     if (!why) {
-        const char *tf = getenv("LIVSEG_CUDA_TF32");
+        const char *tf = getenv("LIVSEG_CUDA_TF32"), *bf = getenv("LIVSEG_CUDA_BF16");
         s->tf32 = tf && !std::strcmp(tf, "1");
+        s->bf16 = bf && !std::strcmp(bf, "1");
         if (cublasSetStream(s->blas, s->stream) != CUBLAS_STATUS_SUCCESS ||
             cublasSetMathMode(s->blas, s->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) !=
                 CUBLAS_STATUS_SUCCESS)

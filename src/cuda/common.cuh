@@ -34,6 +34,7 @@ struct state {
     cudaStream_t stream;
     cublasHandle_t blas;
     int tf32;          /* 1: cuBLAS may use TF32 tensor cores for float GEMMs (LIVSEG_CUDA_TF32=1) */
+    int bf16;          /* 1: float GEMMs with inputs rounded to bfloat16 on tensor cores (LIVSEG_CUDA_BF16=1) */
     double *partials;  /* device, kPartials */
     double *results;   /* device, kResults */
     double *host;      /* pinned host, 64 doubles */
