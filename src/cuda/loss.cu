@@ -2,7 +2,8 @@
  * loss.cu — CUDA implementation of the training op family (ops_loss.h): the losses with their gradients and
  * the RAdam step. Per-element terms are computed in double exactly as cpu_loss.c; sums are block partials in
  * double (the backend's scratch) added in a fixed order by one block, and the loss value is formed on the
- * device into the caller's slot (nothing waits: a training step runs through to its one copy back). The contrastive term's four similarity products are cuBLAS GEMMs.
+ * device into the caller's slot (nothing waits: a training step runs through to its one copy back). The
+ * contrastive term's four similarity products are cuBLAS GEMMs.
  * DINO's ops follow cpu_loss.c the same way: its loss one block per row, the centre's column sums a block
  * per 32 columns, AdamW and the EMA elementwise with the CPU's roundings.
  */
