@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <omp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,18 +284,26 @@ static void blur(float *img, float *tmp, int S, double sigma) {
 }
 
 /* Intensity augmentation of the decoder's input slice (grey values in [0, 1]). */
-static void augment_intensity(float *img, float *tmp, int S, ls_rng *r, const ls_train_config *c) {
+/* An item's intensity augmentation: drawn first (so the heavy work can run on any thread), applied after. */
+typedef struct {
+    double pg, g, ps, a, b, pb, sigma;
+} intensity;
+
+static void intensity_draw(intensity *p, ls_rng *r, const ls_train_config *c) {
     /* Draw every number whether or not it is used, so one augmentation's settings do not shift the others. */
-    double pg = ls_rng_uniform(r), g = exp((2 * ls_rng_uniform(r) - 1) * log(c->aug_gamma > 1 ? c->aug_gamma : 1));
-    double ps = ls_rng_uniform(r), a = 1 + (2 * ls_rng_uniform(r) - 1) * c->aug_scale,
-           b = (2 * ls_rng_uniform(r) - 1) * c->aug_offset;
-    double pb = ls_rng_uniform(r), sigma = ls_rng_uniform(r) * c->aug_blur;
+    p->pg = ls_rng_uniform(r), p->g = exp((2 * ls_rng_uniform(r) - 1) * log(c->aug_gamma > 1 ? c->aug_gamma : 1));
+    p->ps = ls_rng_uniform(r), p->a = 1 + (2 * ls_rng_uniform(r) - 1) * c->aug_scale;
+    p->b = (2 * ls_rng_uniform(r) - 1) * c->aug_offset;
+    p->pb = ls_rng_uniform(r), p->sigma = ls_rng_uniform(r) * c->aug_blur;
+}
+
+static void augment_intensity(float *img, float *tmp, int S, const intensity *p) {
     size_t n = (size_t)S * S;
-    if (pg < 0.5)
-        for (size_t i = 0; i < n; i++) img[i] = img[i] > 0 ? (float)pow(img[i], g) : 0;
-    if (ps < 0.5)
-        for (size_t i = 0; i < n; i++) img[i] = (float)(img[i] * a + b);
-    if (pb < 0.5 && sigma > 0.3) blur(img, tmp, S, sigma);
+    if (p->pg < 0.5)
+        for (size_t i = 0; i < n; i++) img[i] = img[i] > 0 ? (float)pow(img[i], p->g) : 0;
+    if (p->ps < 0.5)
+        for (size_t i = 0; i < n; i++) img[i] = (float)(img[i] * p->a + p->b);
+    if (p->pb < 0.5 && p->sigma > 0.3) blur(img, tmp, S, p->sigma);
 }
 
 /* ------------------------------------------------------------------ the trainer */
@@ -330,7 +339,9 @@ typedef struct {
     char *log;       /* the epoch lines so far, each ending in '\n' */
     /* batch buffers: host (sets, h_*) and backend memory (d_*) */
     staged set[2];
-    float *h_logits, *scratch, *tmp;
+    float *h_logits, *scratch, *tmp; /* scratch, tmp: nth slices each (scratch_n, tmp_n floats) */
+    int nth;
+    size_t scratch_n, tmp_n;
     float *d_feat, *d_img, *d_tgt, *d_dz, *d_dcodes, *d_extra, *d_dextra, *d_cdws;
     /* A step's loss values: written by the loss ops into d_scal (backend memory), copied to h_scal once at
      * the step's end. Slots 0-3 the segmentation losses, then two per contrastive term (loss, mean
@@ -351,8 +362,10 @@ static ls_status trainer_buffers(trainer *T, ls_error *err) {
         if (n > maxnx) maxnx = n;
     }
     T->h_logits = ls_calloc((size_t)B * is, sizeof(float), err);
-    T->scratch = ls_calloc((size_t)maxnx, sizeof(float), err);
-    T->tmp = ls_calloc(is > fs ? is : fs, sizeof(float), err);
+    /* per thread: items are built one per thread */
+    T->nth = be->nthreads > 0 ? be->nthreads : 1, T->scratch_n = (size_t)maxnx, T->tmp_n = is > fs ? is : fs;
+    T->scratch = ls_calloc((size_t)T->nth * T->scratch_n, sizeof(float), err);
+    T->tmp = ls_calloc((size_t)T->nth * T->tmp_n, sizeof(float), err);
     if (!T->h_logits || !T->scratch || !T->tmp) return LS_ERR_NOMEM;
     size_t keep = 0;
     for (int s = 0; s < LS_DEC_STAGES; s++) keep += (size_t)B * T->cfg.widths[s];
@@ -407,24 +420,28 @@ static void trainer_free(trainer *T) {
 }
 
 /* The decoder's inputs for slice k of a scan, augmented per `w` and `r` (r NULL: no augmentation). */
-static void build_item(trainer *T, const scan *s, int k, const warp *w, ls_rng *r, float *feat, float *img, float *tgt) {
+/* Slice k of scan s as a training item (features, grey image, target), warped by w and augmented by aug when
+ * not NULL; `thread` picks the scratch buffers, so items can be built in parallel. */
+static void build_item(trainer *T, const scan *s, int k, const warp *w, const intensity *aug, int thread, float *feat,
+                       float *img, float *tgt) {
     size_t fs = (size_t)T->C * T->P;
     const float *f = s->f.data + (size_t)k * fs;
-    ls_prep_grey(&s->prep, &s->ras, k, T->scratch, img, T->S, T->S);
-    if (tgt) mask_plane(s, k, T->scratch, tgt, T->S);
+    float *scratch = T->scratch + (size_t)thread * T->scratch_n, *tmp = T->tmp + (size_t)thread * T->tmp_n;
+    ls_prep_grey(&s->prep, &s->ras, k, scratch, img, T->S, T->S);
+    if (tgt) mask_plane(s, k, scratch, tgt, T->S);
     if (!w || w->identity) {
         memcpy(feat, f, fs * sizeof(float));
     } else {
         warp_planes(w, f, feat, T->C, T->g, T->g);
-        memcpy(T->tmp, img, (size_t)T->S * T->S * sizeof(float));
-        warp_planes(w, T->tmp, img, 1, T->S, T->S);
+        memcpy(tmp, img, (size_t)T->S * T->S * sizeof(float));
+        warp_planes(w, tmp, img, 1, T->S, T->S);
         if (tgt) {
-            memcpy(T->tmp, tgt, (size_t)T->S * T->S * sizeof(float));
-            warp_planes(w, T->tmp, tgt, 1, T->S, T->S);
+            memcpy(tmp, tgt, (size_t)T->S * T->S * sizeof(float));
+            warp_planes(w, tmp, tgt, 1, T->S, T->S);
             for (size_t i = 0; i < (size_t)T->S * T->S; i++) tgt[i] = tgt[i] >= 0.5f;
         }
     }
-    if (r) augment_intensity(img, T->tmp, T->S, r, &T->cfg);
+    if (aug) augment_intensity(img, tmp, T->S, aug);
 }
 
 typedef struct {
@@ -465,11 +482,18 @@ static void stage_batch(trainer *T, staged *st, int B, ls_rng *r) {
     size_t fs = (size_t)T->C * T->P, is = (size_t)T->S * T->S;
     item *it = st->it;
     int E = 0;
+    warp w[256];
+    intensity aug[256];
+    for (int b = 0; b < B; b++) { /* the draws, in a plain loop's order */
+        warp_draw(&w[b], r, c);
+        if (c->augment) intensity_draw(&aug[b], r, c);
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(T->nth)
+    for (int b = 0; b < B; b++)
+        build_item(T, &T->train[it[b].scan], it[b].slice, &w[b], c->augment ? &aug[b] : NULL, omp_get_thread_num(),
+                   st->feat + b * fs, st->img + b * is, st->tgt + b * is);
     for (int b = 0; b < B; b++) {
         const scan *s = &T->train[it[b].scan];
-        warp w;
-        warp_draw(&w, r, c);
-        build_item(T, s, it[b].slice, &w, c->augment ? r : NULL, st->feat + b * fs, st->img + b * is, st->tgt + b * is);
         for (int e = 0; e < it[b].nextra; e++) {
             int k = it[b].extra[e];
             memcpy(st->extra + (size_t)E * fs, s->f.data + (size_t)k * fs, fs * sizeof(float));
@@ -556,8 +580,10 @@ static double validate(trainer *T, double *per_case) {
         for (int k0 = 0; k0 < s->Z; k0 += B) {
             int nb = s->Z - k0 < B ? s->Z - k0 : B;
             const staged *st = &T->set[0];
+#pragma omp parallel for schedule(static) num_threads(T->nth)
             for (int b = 0; b < nb; b++)
-                build_item(T, s, k0 + b, NULL, NULL, st->feat + b * fs, st->img + b * is, st->tgt + b * is);
+                build_item(T, s, k0 + b, NULL, NULL, omp_get_thread_num(), st->feat + b * fs, st->img + b * is,
+                           st->tgt + b * is);
             be->mem->to_device(be, T->d_feat, st->feat, nb * fs * sizeof(float));
             be->mem->to_device(be, T->d_img, st->img, nb * is * sizeof(float));
             ls_model_acts a;
