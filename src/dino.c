@@ -19,6 +19,7 @@
 #include "fields.h"
 #include "rng.h"
 #include "safetensors.h"
+#include "state.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ configuration */
@@ -668,68 +669,51 @@ static void make_batch(runner *U, const slice_ref *items, int epoch, int it) {
 
 static void path_in(char *out, size_t n, const char *dir, const char *name) { snprintf(out, n, "%s/%s", dir, name); }
 
+/* The tensors of a pretraining state: student and teacher, AdamW's moments, DINO's centre. */
+static int state_tensors(ls_dino *d, ls_state_tensor *t) {
+    size_t nv = d->student.vit.nparams, nh = d->student.head.nparams, K = (size_t)d->cfg.out_dim;
+    t[0] = (ls_state_tensor){"student_vit", d->student.vit.params, nv};
+    t[1] = (ls_state_tensor){"student_head", d->student.head.params, nh};
+    t[2] = (ls_state_tensor){"teacher_vit", d->teacher.vit.params, nv};
+    t[3] = (ls_state_tensor){"teacher_head", d->teacher.head.params, nh};
+    t[4] = (ls_state_tensor){"adam_m_vit", d->m_vit, nv}, t[5] = (ls_state_tensor){"adam_v_vit", d->v_vit, nv};
+    t[6] = (ls_state_tensor){"adam_m_head", d->m_head, nh}, t[7] = (ls_state_tensor){"adam_v_head", d->v_head, nh};
+    t[8] = (ls_state_tensor){"center", d->center, K};
+    return 9;
+}
+
 static ls_status save_state(runner *U, const char *dir, ls_error *err) {
     ls_dino *d = &U->d;
-    const ls_backend *be = d->be;
-    size_t nv = d->student.vit.nparams, nh = d->student.head.nparams, K = (size_t)d->cfg.out_dim;
-    size_t len[9] = {nv, nh, nv, nh, nv, nv, nh, nh, K}, total = 0, off = 0;
-    const float *src[9] = {d->student.vit.params, d->student.head.params, d->teacher.vit.params, d->teacher.head.params,
-                           d->m_vit, d->v_vit, d->m_head, d->v_head, d->center};
-    static const char *names[9] = {"student_vit", "student_head", "teacher_vit", "teacher_head", "adam_m_vit",
-                                   "adam_v_vit", "adam_m_head", "adam_v_head", "center"};
-    for (int i = 0; i < 9; i++) total += len[i];
-    float *h = ls_calloc(total, sizeof(float), err);
-    if (!h) return LS_ERR_NOMEM;
-    ls_st_entry e[9];
-    for (int i = 0; i < 9; i++) {
-        be->mem->to_host(be, h + off, src[i], len[i] * sizeof(float));
-        e[i] = (ls_st_entry){names[i], h + off, 1, {(int64_t)len[i]}, 0};
-        off += len[i];
-    }
+    ls_state_tensor t[9];
+    int nt = state_tensors(d, t);
     char *json = ls_dino_config_json(&d->cfg), v[3][32], path[4200];
     snprintf(v[0], 32, "%d", U->epoch), snprintf(v[1], 32, "%d", d->step), snprintf(v[2], 32, "%d", d->step_last);
     const char *meta[] = {"livseg_dino_state", "1", "config", json, "epoch", v[0], "step", v[1], "step_last", v[2],
                           "log", U->log ? U->log : ""};
     path_in(path, sizeof path, dir, "state.safetensors");
-    ls_status s = ls_st_write(path, e, 9, meta, 6, NULL, err);
-    free(json), free(h);
+    ls_status s = ls_state_write(d->be, path, t, nt, meta, 6, err);
+    free(json);
     return s;
 }
 
 static ls_status state_config(const char *dir, ls_dino_config *c, ls_error *err) {
-    char path[4200];
+    char path[4200], *json;
     path_in(path, sizeof path, dir, "state.safetensors");
-    ls_st_file f;
-    LS_TRY(ls_st_open(path, &f, err));
-    const char *kind = ls_st_meta(&f, "livseg_dino_state"), *json = ls_st_meta(&f, "config");
-    ls_status s = kind && json ? ls_dino_config_from_json(c, json, err)
-                               : ls_fail(err, LS_ERR_INPUT, "%s: not a livseg pretraining state", path);
-    ls_st_close(&f);
+    LS_TRY(ls_state_config(path, "livseg_dino_state", "livseg pretraining state", &json, err));
+    ls_status s = ls_dino_config_from_json(c, json, err);
+    free(json);
     return s;
 }
 
 static ls_status load_state(runner *U, const char *dir, ls_error *err) {
     ls_dino *d = &U->d;
-    const ls_backend *be = d->be;
     char path[4200];
     path_in(path, sizeof path, dir, "state.safetensors");
     ls_st_file f;
     LS_TRY(ls_st_open(path, &f, err));
-    size_t nv = d->student.vit.nparams, nh = d->student.head.nparams, K = (size_t)d->cfg.out_dim;
-    size_t len[9] = {nv, nh, nv, nh, nv, nv, nh, nh, K};
-    float *dst[9] = {d->student.vit.params, d->student.head.params, d->teacher.vit.params, d->teacher.head.params,
-                     d->m_vit, d->v_vit, d->m_head, d->v_head, d->center};
-    static const char *names[9] = {"student_vit", "student_head", "teacher_vit", "teacher_head", "adam_m_vit",
-                                   "adam_v_vit", "adam_m_head", "adam_v_head", "center"};
-    size_t most = nv > nh ? nv : nh;
-    float *h = ls_calloc(most > K ? most : K, sizeof(float), err);
-    ls_status s = h ? LS_OK : LS_ERR_NOMEM;
-    for (int i = 0; !s && i < 9; i++) {
-        int r = ls_st_source(&f, names[i], h, len[i], err);
-        if (r == LS_TENSOR_MISSING) s = ls_fail(err, LS_ERR_INPUT, "%s: tensor '%s' is missing", path, names[i]);
-        else if (r) s = (ls_status)r;
-        else be->mem->to_device(be, dst[i], h, len[i] * sizeof(float));
-    }
+    ls_state_tensor t[9];
+    int nt = state_tensors(d, t);
+    ls_status s = ls_state_read(d->be, &f, path, t, nt, err);
     const char *ep = ls_st_meta(&f, "epoch"), *st = ls_st_meta(&f, "step"), *sl = ls_st_meta(&f, "step_last"),
                *log = ls_st_meta(&f, "log");
     if (!s && (!ep || !st || !sl || !log)) s = ls_fail(err, LS_ERR_INPUT, "%s: pretraining state metadata missing", path);
@@ -738,7 +722,6 @@ static ls_status load_state(runner *U, const char *dir, ls_error *err) {
         U->log = strdup(log);
         ls_vit_params_changed(&d->student.vit), ls_vit_params_changed(&d->teacher.vit);
     }
-    free(h);
     ls_st_close(&f);
     return s;
 }

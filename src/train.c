@@ -19,6 +19,7 @@
 #include "optim.h"
 #include "fields.h"
 #include "rng.h"
+#include "state.h"
 #include "teacher.h"
 #include "util.h"
 #include "volume.h"
@@ -618,17 +619,18 @@ static ls_status save_models(trainer *T, const char *dir, int best, ls_error *er
     return s;
 }
 
+/* The tensors of a training state: weights, RAdam's moments, batch-norm running statistics. */
+static int state_tensors(trainer *T, ls_state_tensor *t) {
+    size_t np = T->model.nparams;
+    t[0] = (ls_state_tensor){"params", T->model.params, np}, t[1] = (ls_state_tensor){"adam_m", T->adam_m, np};
+    t[2] = (ls_state_tensor){"adam_v", T->adam_v, np};
+    t[3] = (ls_state_tensor){"running", T->model.running, T->model.nrunning};
+    return 4;
+}
+
 static ls_status save_state(trainer *T, const char *dir, ls_error *err) {
-    const ls_backend *be = T->be;
-    size_t np = T->model.nparams, nr = T->model.nrunning;
-    float *h = ls_calloc(3 * np + nr + 1, sizeof(float), err);
-    if (!h) return LS_ERR_NOMEM;
-    be->mem->to_host(be, h, T->model.params, np * sizeof(float));
-    be->mem->to_host(be, h + np, T->adam_m, np * sizeof(float));
-    be->mem->to_host(be, h + 2 * np, T->adam_v, np * sizeof(float));
-    be->mem->to_host(be, h + 3 * np, T->model.running, nr * sizeof(float));
-    ls_st_entry e[4] = {{"params", h, 1, {(int64_t)np}, 0}, {"adam_m", h + np, 1, {(int64_t)np}, 0},
-                        {"adam_v", h + 2 * np, 1, {(int64_t)np}, 0}, {"running", h + 3 * np, 1, {(int64_t)nr}, 0}};
+    ls_state_tensor t[4];
+    int nt = state_tensors(T, t);
     char *json = ls_train_config_json(&T->cfg), v[6][64], path[4200];
     snprintf(v[0], 64, "%d", T->epoch), snprintf(v[1], 64, "%d", T->step), snprintf(v[2], 64, "%.17g", T->sched.lr);
     snprintf(v[3], 64, "%.17g", T->sched.best), snprintf(v[4], 64, "%d %d", T->sched.bad_epochs, T->sched.cooldown_left);
@@ -637,58 +639,43 @@ static ls_status save_state(trainer *T, const char *dir, ls_error *err) {
                           "plateau_best", v[3], "plateau_counts", v[4], "best_dice", v[5], "teacher", T->teacher.id,
                           "log", T->log ? T->log : ""};
     path_in(path, sizeof path, dir, "state.safetensors");
-    ls_status s = ls_st_write(path, e, 4, meta, (int)(sizeof meta / sizeof *meta / 2), NULL, err);
-    free(json), free(h);
+    ls_status s = ls_state_write(T->be, path, t, nt, meta, (int)(sizeof meta / sizeof *meta / 2), err);
+    free(json);
     return s;
 }
 
 /* Reads the configuration of a state file (the model and teacher are built from it before the rest). */
 static ls_status state_config(const char *dir, ls_train_config *c, ls_error *err) {
-    char path[4200];
+    char path[4200], *json;
     path_in(path, sizeof path, dir, "state.safetensors");
-    ls_st_file f;
-    LS_TRY(ls_st_open(path, &f, err));
-    const char *kind = ls_st_meta(&f, "livseg_train_state"), *json = ls_st_meta(&f, "config");
-    ls_status s = kind && json ? ls_train_config_from_json(c, json, err)
-                               : ls_fail(err, LS_ERR_INPUT, "%s: not a livseg training state", path);
-    ls_st_close(&f);
+    LS_TRY(ls_state_config(path, "livseg_train_state", "livseg training state", &json, err));
+    ls_status s = ls_train_config_from_json(c, json, err);
+    free(json);
     return s;
 }
 
 static ls_status load_state(trainer *T, const char *dir, ls_error *err) {
-    const ls_backend *be = T->be;
     char path[4200];
     path_in(path, sizeof path, dir, "state.safetensors");
     ls_st_file f;
     LS_TRY(ls_st_open(path, &f, err));
-    size_t np = T->model.nparams, nr = T->model.nrunning;
-    float *h = ls_calloc(3 * np + nr + 1, sizeof(float), err);
-    ls_status s = h ? LS_OK : LS_ERR_NOMEM;
-    const char *names[4] = {"params", "adam_m", "adam_v", "running"};
-    size_t off[4] = {0, np, 2 * np, 3 * np}, len[4] = {np, np, np, nr};
-    for (int i = 0; !s && i < 4; i++) {
-        int r = ls_st_source(&f, names[i], h + off[i], len[i], err);
-        if (r == LS_TENSOR_MISSING) s = ls_fail(err, LS_ERR_INPUT, "%s: tensor '%s' is missing", path, names[i]);
-        else if (r) s = (ls_status)r;
-    }
+    ls_state_tensor t[4];
+    int nt = state_tensors(T, t);
+    ls_status s = LS_OK;
     const char *ep = ls_st_meta(&f, "epoch"), *step = ls_st_meta(&f, "step"), *lr = ls_st_meta(&f, "lr"),
                *pb = ls_st_meta(&f, "plateau_best"), *pc = ls_st_meta(&f, "plateau_counts"),
                *bd = ls_st_meta(&f, "best_dice"), *log = ls_st_meta(&f, "log"), *tid = ls_st_meta(&f, "teacher");
-    if (!s && (!ep || !step || !lr || !pb || !pc || !bd || !log || !tid ||
-               sscanf(pc, "%d %d", &T->sched.bad_epochs, &T->sched.cooldown_left) != 2))
+    if (!ep || !step || !lr || !pb || !pc || !bd || !log || !tid ||
+        sscanf(pc, "%d %d", &T->sched.bad_epochs, &T->sched.cooldown_left) != 2)
         s = ls_fail(err, LS_ERR_INPUT, "%s: training state metadata missing or invalid", path);
     if (!s && strcmp(tid, T->teacher.id))
         s = ls_fail(err, LS_ERR_INPUT, "%s: state was trained with teacher %s, not %s", path, tid, T->teacher.id);
+    if (!s) s = ls_state_read(T->be, &f, path, t, nt, err);
     if (!s) {
         T->epoch = atoi(ep), T->step = atoi(step), T->sched.lr = strtod(lr, NULL), T->sched.best = strtod(pb, NULL);
         T->best_dice = strtod(bd, NULL);
         T->log = strdup(log);
-        be->mem->to_device(be, T->model.params, h, np * sizeof(float));
-        be->mem->to_device(be, T->adam_m, h + np, np * sizeof(float));
-        be->mem->to_device(be, T->adam_v, h + 2 * np, np * sizeof(float));
-        be->mem->to_device(be, T->model.running, h + 3 * np, nr * sizeof(float));
     }
-    free(h);
     ls_st_close(&f);
     return s;
 }
