@@ -71,6 +71,7 @@ ls_status ls_gzip_read(const char *path, void *out, size_t n, ls_error *err) {
 ls_status ls_gzip_write(FILE *f, const void *data, size_t n, int level, const char *path, ls_error *err) {
     size_t pieces = n ? (n + PIECE - 1) / PIECE : 1; /* empty content: one empty member */
     int nth = omp_get_max_threads();
+    if ((size_t)nth > pieces) nth = (int)pieces; /* a header is one piece: one compressor */
     size_t wave = (size_t)nth * 2 < pieces ? (size_t)nth * 2 : pieces;
     struct libdeflate_compressor **c = ls_calloc((size_t)nth, sizeof *c, err);
     size_t *len = ls_calloc(wave, sizeof *len, err);
