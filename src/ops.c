@@ -107,15 +107,29 @@ void ls_arena_free(ls_arena *a) {
     memset(a, 0, sizeof *a);
 }
 
-ls_status ls_pipeline_run(const ls_backend *be, int n, const ls_pipeline *p, ls_error *err) {
-    ls_status s = n > 0 ? p->prep(p->ctx, 0, 0, err) : LS_OK;
+/* Calls f on batch i of the pipeline. */
+static ls_status on_batch(ls_batch_fn f, void *ctx, int i, int batch, int total, float *const set[2], ls_error *err) {
+    int k0 = i * batch, nb = total - k0 < batch ? total - k0 : batch;
+    return f(ctx, k0, nb, set[i & 1], err);
+}
+
+ls_status ls_pipeline_run(const ls_backend *be, int total, int batch, size_t set_floats, const ls_pipeline *p,
+                          ls_error *err) {
+    float *set[2] = {be->mem->host_alloc(be, set_floats * sizeof(float)), be->mem->host_alloc(be, set_floats * sizeof(float))};
+    ls_status s = set[0] && set[1] ? LS_OK
+                                   : ls_fail(err, LS_ERR_NOMEM, "cannot allocate %zu MB of host buffers",
+                                             2 * set_floats * sizeof(float) >> 20);
+    int n = (total + batch - 1) / batch;
+    if (!s && n > 0) s = on_batch(p->prep, p->ctx, 0, batch, total, set, err);
     for (int i = 0; !s && i < n; i++) {
-        s = p->queue(p->ctx, i, i & 1, err);
-        if (!s && i + 1 < n) s = p->prep(p->ctx, i + 1, (i + 1) & 1, err);
-        if (!s && i > 0) s = p->finish(p->ctx, i - 1, (i - 1) & 1, err);
+        s = on_batch(p->queue, p->ctx, i, batch, total, set, err);
+        if (!s && i + 1 < n) s = on_batch(p->prep, p->ctx, i + 1, batch, total, set, err);
+        if (!s && i > 0) s = on_batch(p->finish, p->ctx, i - 1, batch, total, set, err);
         be->mem->sync(be);
     }
-    if (!s && n > 0) s = p->finish(p->ctx, n - 1, (n - 1) & 1, err);
+    if (!s && n > 0) s = on_batch(p->finish, p->ctx, n - 1, batch, total, set, err);
     be->mem->sync(be);
+    for (int k = 0; k < 2; k++)
+        if (set[k]) be->mem->host_free(be, set[k]);
     return s;
 }

@@ -80,18 +80,19 @@ float *ls_arena_floats(ls_arena *a, size_t n); /* LS_ASSERTs on overflow: size a
 void ls_arena_reset(ls_arena *a);
 void ls_arena_free(ls_arena *a);
 
-/* A two-set software pipeline over n batches (segment's and features' slice loops). prep(i, set) fills the
- * host buffers of `set` (0 or 1) for batch i; queue(i, set) queues the batch's device work, its results
- * copied back into the set asynchronously (mem->to_host_async); finish(i, set) uses them, after the wait.
- * While the device runs batch i the host preps batch i+1 and finishes batch i-1, then waits for batch i; on
- * the CPU, where ops run as they are called, that is the plain order. Stops at the first failure. */
+/* A two-set software pipeline over items 0..total-1 in batches of `batch` (segment's and features' slice
+ * loops). It owns two host sets of set_floats floats from mem->host_alloc (pinned on CUDA). For the batch of
+ * nb items from k0: prep fills a set; queue queues the batch's device work, its results copied back into the
+ * set asynchronously (mem->to_host_async); finish uses them, after the wait. While the device runs batch i
+ * the host preps batch i+1 and finishes batch i-1, then waits for batch i; on the CPU, where ops run as they
+ * are called, that is the plain order. Stops at the first failure. */
+typedef ls_status (*ls_batch_fn)(void *ctx, int k0, int nb, float *set, ls_error *err);
 typedef struct {
-    ls_status (*prep)(void *ctx, int i, int set, ls_error *err);
-    ls_status (*queue)(void *ctx, int i, int set, ls_error *err);
-    ls_status (*finish)(void *ctx, int i, int set, ls_error *err);
+    ls_batch_fn prep, queue, finish;
     void *ctx;
 } ls_pipeline;
 
-ls_status ls_pipeline_run(const ls_backend *be, int n, const ls_pipeline *p, ls_error *err);
+ls_status ls_pipeline_run(const ls_backend *be, int total, int batch, size_t set_floats, const ls_pipeline *p,
+                          ls_error *err);
 
 #endif

@@ -123,14 +123,14 @@ static void unprep_batch(const host_side *h, int k0, int nb, float *logit, float
     }
 }
 
-/* The slice loop's state: batches of `batch` slices through teacher and decoder, in a two-set pipeline. */
+/* The slice loop's state: batches of `batch` slices through teacher and decoder, in ls_pipeline_run's two
+ * host sets, each holding a batch's teacher inputs, decoder images and logits. */
 typedef struct {
     host_side h;
     ls_teacher *t;
     ls_model *m;
-    int batch, dbatch, Z;
+    int batch, dbatch;
     size_t f_per;
-    float *host[2];           /* per set: teacher inputs, decoder images, logits (batch slices each) */
     float *dev_in, *dev_feat, *dev_img;
     ls_arena va, ma;
     float th, *prob_ras;
@@ -140,26 +140,25 @@ typedef struct {
     ls_segment_result *r;
 } slice_loop;
 
-static int batch_size(const slice_loop *L, int i) { return L->Z - i * L->batch < L->batch ? L->Z - i * L->batch : L->batch; }
-static float *set_in(const slice_loop *L, int set) { return L->host[set]; }
-static float *set_img(const slice_loop *L, int set) { return L->host[set] + (size_t)L->batch * L->h.in_per; }
-static float *set_logit(const slice_loop *L, int set) { return set_img(L, set) + (size_t)L->batch * L->h.img_per; }
+static float *set_img(const slice_loop *L, float *set) { return set + (size_t)L->batch * L->h.in_per; }
+static float *set_logit(const slice_loop *L, float *set) { return set_img(L, set) + (size_t)L->batch * L->h.img_per; }
 
-static ls_status loop_prep(void *ctx, int i, int set, ls_error *err) {
+static ls_status loop_prep(void *ctx, int k0, int nb, float *set, ls_error *err) {
     (void)err;
     slice_loop *L = ctx;
     double t0 = ls_now();
-    prep_batch(&L->h, i * L->batch, batch_size(L, i), set_in(L, set), set_img(L, set));
+    prep_batch(&L->h, k0, nb, set, set_img(L, set));
     L->r->seconds_resample += ls_now() - t0;
     return LS_OK;
 }
 
-static ls_status loop_queue(void *ctx, int i, int set, ls_error *err) {
+static ls_status loop_queue(void *ctx, int k0, int nb, float *set, ls_error *err) {
+    (void)k0;
     slice_loop *L = ctx;
     const ls_backend *be = L->m->be;
-    int nb = batch_size(L, i), S = L->h.S;
+    int S = L->h.S;
     double t0 = ls_now();
-    be->mem->to_device(be, L->dev_in, set_in(L, set), (size_t)nb * L->h.in_per * sizeof(float));
+    be->mem->to_device(be, L->dev_in, set, (size_t)nb * L->h.in_per * sizeof(float));
     be->mem->to_device(be, L->dev_img, set_img(L, set), (size_t)nb * L->h.img_per * sizeof(float));
     ls_arena_reset(&L->va);
     LS_TRY(ls_vit_forward(&L->t->vit, &L->va, L->dev_in, nb, S, S, L->dev_feat, NULL, err));
@@ -178,21 +177,19 @@ static ls_status loop_queue(void *ctx, int i, int set, ls_error *err) {
     return LS_OK;
 }
 
-static ls_status loop_finish(void *ctx, int i, int set, ls_error *err) {
+static ls_status loop_finish(void *ctx, int k0, int nb, float *set, ls_error *err) {
     (void)err;
     slice_loop *L = ctx;
-    int k0 = i * L->batch, nb = batch_size(L, i);
     double t0 = ls_now();
     unprep_batch(&L->h, k0, nb, set_logit(L, set), L->th, L->prob_ras, L->mask_ras);
     L->r->seconds_resample += ls_now() - t0;
-    if (L->progress) L->progress(L->pctx, k0 + nb, L->Z);
+    if (L->progress) L->progress(L->pctx, k0 + nb, L->h.ras->geom.dim[2]);
     return LS_OK;
 }
 
 /* Every RAS slice thresholded at th into mask_ras, and its probabilities into prob_ras unless that is NULL
  * (both x fastest, like the volume), through ls_pipeline_run: while the device runs batch i (copies in,
- * teacher, decoder, logits out), the host resamples batch i+1 and maps batch i-1 back. Host buffers come
- * from mem->host_alloc (pinned on CUDA, so the copies overlap the host's work). */
+ * teacher, decoder, logits out), the host resamples batch i+1 and maps batch i-1 back. */
 static ls_status predict(const ls_volume *ras, const ls_prep *prep, ls_teacher *t, ls_model *m, int batch,
                          ls_progress_fn progress, void *pctx, float th, float *prob_ras, uint8_t *mask_ras,
                          ls_segment_result *r, ls_error *err) {
@@ -203,19 +200,15 @@ static ls_status predict(const ls_volume *ras, const ls_prep *prep, ls_teacher *
         return ls_fail(err, LS_ERR_INPUT, "model expects %d teacher channels on a %dx%d grid; the teacher gives %d on %dx%d",
                        m->cfg.feat_dim, m->cfg.grid, m->cfg.grid, vc->dim, g, g);
     slice_loop L = {.t = t, .m = m, .dbatch = be->device == LS_DEV_CPU ? CPU_DECODER_BATCH : batch,
-                    .Z = (int)ras->geom.dim[2], .f_per = (size_t)vc->dim * g * g, .th = th, .prob_ras = prob_ras,
-                    .mask_ras = mask_ras, .progress = progress, .pctx = pctx, .r = r};
+                    .f_per = (size_t)vc->dim * g * g, .th = th, .prob_ras = prob_ras, .mask_ras = mask_ras,
+                    .progress = progress, .pctx = pctx, .r = r};
     L.batch = batch < L.dbatch ? L.dbatch : batch;
     L.h = (host_side){.ras = ras, .prep = prep, .S = S, .Sd = Sd, .nth = be->nthreads > 0 ? be->nthreads : 1,
                       .in_per = (size_t)3 * S * S, .img_per = (size_t)Sd * Sd,
                       .plane = (size_t)ras->geom.dim[0] * (size_t)ras->geom.dim[1]};
-    size_t set = (size_t)L.batch * (L.h.in_per + 2 * L.h.img_per);
     L.h.scratch = ls_calloc((size_t)L.h.nth * 2 * L.h.plane, sizeof(float), err);
-    L.host[0] = be->mem->host_alloc(be, set * sizeof(float)), L.host[1] = be->mem->host_alloc(be, set * sizeof(float));
     ls_arena io = {0};
-    ls_status s = L.h.scratch && L.host[0] && L.host[1]
-                      ? LS_OK
-                      : ls_fail(err, LS_ERR_NOMEM, "cannot allocate %zu MB of host buffers", 2 * set * sizeof(float) >> 20);
+    ls_status s = L.h.scratch ? LS_OK : LS_ERR_NOMEM;
     if (!s) s = ls_arena_init(&L.va, be, ls_vit_arena_floats(vc, L.batch, S, S) * sizeof(float), err);
     if (!s) s = ls_arena_init(&L.ma, be, ls_model_arena_floats(&m->cfg, L.dbatch) * sizeof(float), err);
     if (!s) s = ls_arena_init(&io, be, ((size_t)L.batch * (L.h.in_per + L.f_per + L.h.img_per) + 64) * sizeof(float), err);
@@ -225,12 +218,11 @@ static ls_status predict(const ls_volume *ras, const ls_prep *prep, ls_teacher *
         L.dev_img = ls_arena_floats(&io, (size_t)L.batch * L.h.img_per);
         double t0 = ls_now();
         ls_pipeline p = {loop_prep, loop_queue, loop_finish, &L};
-        s = ls_pipeline_run(be, (L.Z + L.batch - 1) / L.batch, &p, err);
+        s = ls_pipeline_run(be, (int)ras->geom.dim[2], L.batch, (size_t)L.batch * (L.h.in_per + 2 * L.h.img_per), &p,
+                            err);
         r->seconds_predict = ls_now() - t0;
     }
     ls_arena_free(&L.va), ls_arena_free(&L.ma), ls_arena_free(&io);
-    if (L.host[0]) be->mem->host_free(be, L.host[0]);
-    if (L.host[1]) be->mem->host_free(be, L.host[1]);
     free(L.h.scratch);
     return s;
 }

@@ -67,53 +67,51 @@ void ls_features_free(ls_features *f) {
     memset(f, 0, sizeof *f);
 }
 
-/* The slice loop of ls_features_compute, in ls_pipeline_run's two sets (pinned on CUDA): while the device
- * runs batch i, the host resamples batch i+1 (one slice per thread) and stores batch i-1's features. */
+/* The slice loop of ls_features_compute, in ls_pipeline_run's two host sets (a batch's teacher inputs, then
+ * its features): while the device runs batch i, the host resamples batch i+1 (one slice per thread) and
+ * stores batch i-1's features. */
 typedef struct {
     ls_teacher *t;
     const ls_volume *ras;
     const ls_prep *prep;
-    int batch, Z, nth;
+    int batch, nth;
     size_t in_per, out_per, plane;
-    float *host[2], *scratch, *dev_in, *dev_out;
+    float *scratch, *dev_in, *dev_out;
     ls_arena arena;
     ls_features *out;
     ls_progress_fn progress;
     void *pctx;
 } feat_loop;
 
-static int feat_batch(const feat_loop *L, int i) { return L->Z - i * L->batch < L->batch ? L->Z - i * L->batch : L->batch; }
+static float *set_out(const feat_loop *L, float *set) { return set + (size_t)L->batch * L->in_per; }
 
-static ls_status feat_prep(void *ctx, int i, int set, ls_error *err) {
+static ls_status feat_prep(void *ctx, int k0, int nb, float *set, ls_error *err) {
     (void)err;
     feat_loop *L = ctx;
-    int k0 = i * L->batch, nb = feat_batch(L, i);
 #pragma omp parallel for schedule(static) num_threads(L->nth)
     for (int b = 0; b < nb; b++)
         ls_prep_slice(L->prep, L->ras, k0 + b, L->scratch + (size_t)omp_get_thread_num() * L->plane,
-                      L->host[set] + (size_t)b * L->in_per);
+                      set + (size_t)b * L->in_per);
     return LS_OK;
 }
 
-static ls_status feat_queue(void *ctx, int i, int set, ls_error *err) {
+static ls_status feat_queue(void *ctx, int k0, int nb, float *set, ls_error *err) {
+    (void)k0;
     feat_loop *L = ctx;
     const ls_backend *be = L->t->vit.be;
-    int nb = feat_batch(L, i), S = L->t->input_size;
-    be->mem->to_device(be, L->dev_in, L->host[set], (size_t)nb * L->in_per * sizeof(float));
+    int S = L->t->input_size;
+    be->mem->to_device(be, L->dev_in, set, (size_t)nb * L->in_per * sizeof(float));
     ls_arena_reset(&L->arena);
     LS_TRY(ls_vit_forward(&L->t->vit, &L->arena, L->dev_in, nb, S, S, L->dev_out, NULL, err));
-    be->mem->to_host_async(be, L->host[set] + (size_t)L->batch * L->in_per, L->dev_out,
-                           (size_t)nb * L->out_per * sizeof(float));
+    be->mem->to_host_async(be, set_out(L, set), L->dev_out, (size_t)nb * L->out_per * sizeof(float));
     return LS_OK;
 }
 
-static ls_status feat_finish(void *ctx, int i, int set, ls_error *err) {
+static ls_status feat_finish(void *ctx, int k0, int nb, float *set, ls_error *err) {
     (void)err;
     feat_loop *L = ctx;
-    int k0 = i * L->batch, nb = feat_batch(L, i);
-    memcpy(L->out->data + (size_t)k0 * L->out_per, L->host[set] + (size_t)L->batch * L->in_per,
-           (size_t)nb * L->out_per * sizeof(float));
-    if (L->progress) L->progress(L->pctx, k0 + nb, L->Z);
+    memcpy(L->out->data + (size_t)k0 * L->out_per, set_out(L, set), (size_t)nb * L->out_per * sizeof(float));
+    if (L->progress) L->progress(L->pctx, k0 + nb, L->out->nslices);
     return LS_OK;
 }
 
@@ -123,29 +121,25 @@ ls_status ls_features_compute(ls_teacher *t, const ls_volume *ras, const ls_prep
     const ls_backend *be = t->vit.be;
     const ls_vit_config *c = &t->vit.cfg;
     int S = t->input_size, g = S / c->patch;
-    feat_loop L = {.t = t, .ras = ras, .prep = prep, .batch = batch < 1 ? 1 : batch, .Z = (int)ras->geom.dim[2],
+    feat_loop L = {.t = t, .ras = ras, .prep = prep, .batch = batch < 1 ? 1 : batch,
                    .nth = be->nthreads > 0 ? be->nthreads : 1, .in_per = (size_t)3 * S * S,
                    .out_per = (size_t)c->dim * g * g, .plane = (size_t)(ras->geom.dim[0] * ras->geom.dim[1]),
                    .out = out, .progress = progress, .pctx = pctx};
-    out->nslices = L.Z, out->dim = c->dim, out->gh = out->gw = g;
-    out->data = ls_calloc((size_t)L.Z * L.out_per, sizeof(float), err);
-    size_t set = (size_t)L.batch * (L.in_per + L.out_per);
-    L.host[0] = be->mem->host_alloc(be, set * sizeof(float)), L.host[1] = be->mem->host_alloc(be, set * sizeof(float));
+    out->nslices = (int)ras->geom.dim[2], out->dim = c->dim, out->gh = out->gw = g;
+    out->data = ls_calloc((size_t)out->nslices * L.out_per, sizeof(float), err);
     L.scratch = ls_calloc((size_t)L.nth * L.plane, sizeof(float), err);
     ls_arena io = {0};
-    ls_status s = out->data && L.host[0] && L.host[1] && L.scratch ? LS_OK : LS_ERR_NOMEM;
+    ls_status s = out->data && L.scratch ? LS_OK : LS_ERR_NOMEM;
     if (!s) s = ls_arena_init(&L.arena, be, ls_vit_arena_floats(c, L.batch, S, S) * sizeof(float), err);
     if (!s) s = ls_arena_init(&io, be, ((size_t)L.batch * (L.in_per + L.out_per) + 32) * sizeof(float), err);
     if (!s) {
         L.dev_in = ls_arena_floats(&io, (size_t)L.batch * L.in_per);
         L.dev_out = ls_arena_floats(&io, (size_t)L.batch * L.out_per);
         ls_pipeline p = {feat_prep, feat_queue, feat_finish, &L};
-        s = ls_pipeline_run(be, (L.Z + L.batch - 1) / L.batch, &p, err);
+        s = ls_pipeline_run(be, out->nslices, L.batch, (size_t)L.batch * (L.in_per + L.out_per), &p, err);
     }
     ls_arena_free(&L.arena);
     ls_arena_free(&io);
-    if (L.host[0]) be->mem->host_free(be, L.host[0]);
-    if (L.host[1]) be->mem->host_free(be, L.host[1]);
     free(L.scratch);
     if (s) ls_features_free(out);
     return s;
