@@ -413,10 +413,9 @@ static int is_gzip(const char *path) {
 /* Reads the voxel bytes of exactly `path` (nifticlib's own loader would look for sibling files with
  * other extensions first, and silently zeroes NaN floats). *base is the buffer to free, *vox the voxels
  * in it: a gzip file is inflated whole from its start (libdeflate, gzip.h), header included. */
-static ls_status read_voxels(const char *path, const nifti_image *nim, void **base, const void **vox, ls_error *err) {
-    size_t nbytes = (size_t)nim->nvox * (size_t)nim->nbyper, skip = 0;
-    int gz = is_gzip(path);
-    if (gz) skip = (size_t)nim->iname_offset;
+static ls_status read_voxels(const char *path, const nifti_image *nim, int gz, void **base, const void **vox,
+                               ls_error *err) {
+    size_t nbytes = (size_t)nim->nvox * (size_t)nim->nbyper, skip = gz ? (size_t)nim->iname_offset : 0;
     unsigned char *buf = ls_calloc(skip + nbytes, 1, err);
     if (!buf) return LS_ERR_NOMEM;
     ls_status s = LS_OK;
@@ -443,7 +442,7 @@ static ls_status read_voxels(const char *path, const nifti_image *nim, void **ba
 }
 
 /* Header checks in the order a user would fix them; fills out->geom and *t. */
-static ls_status check_header(const char *path, const struct stat *st, const void *hdr, int nver,
+static ls_status check_header(const char *path, const struct stat *st, int gz, const void *hdr, int nver,
                               const nifti_image *nim, ls_volume *out, ls_dtype *t, ls_error *err) {
     if (nim->nifti_type == NIFTI_FTYPE_NIFTI1_2 || nim->nifti_type == NIFTI_FTYPE_NIFTI2_2)
         return ls_fail(err, LS_ERR_INPUT, "%s: two-file NIfTI (.hdr/.img) is not supported; convert to .nii.gz", path);
@@ -459,10 +458,10 @@ static ls_status check_header(const char *path, const struct stat *st, const voi
     /* The size must cover the data, or the read would fail late, after allocating for it. Deflate
      * expands at most 1032:1. */
     int64_t need = nim->iname_offset + nim->nvox * nim->nbyper;
-    if (!is_gzip(path) && (int64_t)st->st_size < need)
+    if (!gz && (int64_t)st->st_size < need)
         return ls_fail(err, LS_ERR_INPUT, "%s: file holds %lld bytes but its header needs %lld (truncated?)",
                        path, (long long)st->st_size, (long long)need);
-    if (is_gzip(path) && (int64_t)st->st_size * 1032 + 65536 < need)
+    if (gz && (int64_t)st->st_size * 1032 + 65536 < need)
         return ls_fail(err, LS_ERR_INPUT, "%s: %lld compressed bytes cannot hold the %lld its header needs (truncated?)",
                        path, (long long)st->st_size, (long long)need);
     return LS_OK;
@@ -490,8 +489,9 @@ ls_status ls_volume_read_nifti(const char *path, ls_volume *out, ls_error *err) 
     ls_dtype t = LS_DT_U8;
     void *raw = NULL;
     const void *vox = NULL;
-    ls_status s = check_header(path, &st, hdr, nver, nim, out, &t, err);
-    if (s == LS_OK) s = read_voxels(path, nim, &raw, &vox, err);
+    int gz = is_gzip(path);
+    ls_status s = check_header(path, &st, gz, hdr, nver, nim, out, &t, err);
+    if (s == LS_OK) s = read_voxels(path, nim, gz, &raw, &vox, err);
     if (s == LS_OK) {
         double slope = nim->scl_slope, inter = nim->scl_inter;
         if (slope == 0 || !isfinite(slope) || !isfinite(inter)) slope = 1, inter = 0; /* NIfTI: 0 = none */
