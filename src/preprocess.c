@@ -100,7 +100,7 @@ ls_status ls_percentiles_finite(const float *v, size_t n, const double *q, int n
     uint64_t rank[16], below[16];
     uint32_t top[16], tops[16];
     double frac[8];
-    int nr = 0, ntop = 0, ok = 1;
+    int nr = 0, ntop = 0, ok = 1, slot[16]; /* slot[r]: rank r's bin among tops */
     uint64_t *hist = ls_calloc(17 * HALF, sizeof *hist, err);
     if (!hist) return LS_ERR_NOMEM;
     size_t nf = *nfinite = count_keys(v, n, NULL, 0, hist, &ok, err);
@@ -116,14 +116,13 @@ ls_status ls_percentiles_finite(const float *v, size_t n, const double *q, int n
         int j = 0;
         while (j < ntop && tops[j] != top[r]) j++;
         if (j == ntop) tops[ntop++] = top[r];
+        slot[r] = j;
     }
     if (ok && nr) count_keys(v, n, tops, ntop, hist + HALF, &ok, err);
     float stat[16];
     for (int r = 0; ok && r < nr; r++) {
-        int j = 0;
-        while (tops[j] != top[r]) j++;
         uint64_t unused;
-        stat[r] = key_value(top[r] << 16 | bin_of(hist + HALF * (1 + (size_t)j), rank[r] - below[r], &unused));
+        stat[r] = key_value(top[r] << 16 | bin_of(hist + HALF * (1 + (size_t)slot[r]), rank[r] - below[r], &unused));
     }
     for (int i = 0; ok && nf && i < nq; i++) {
         float a = stat[2 * i], b = stat[2 * i + 1];

@@ -284,8 +284,8 @@ static void blur(float *img, float *tmp, int S, double sigma) {
     }
 }
 
-/* Intensity augmentation of the decoder's input slice (grey values in [0, 1]). */
-/* An item's intensity augmentation: drawn first (so the heavy work can run on any thread), applied after. */
+/* Intensity augmentation of the decoder's input slice (grey values in [0, 1]): drawn first (so the heavy work
+ * can run on any thread), applied after. */
 typedef struct {
     double pg, g, ps, a, b, pb, sigma;
 } intensity;
@@ -420,7 +420,6 @@ static void trainer_free(trainer *T) {
     memset(T, 0, sizeof *T);
 }
 
-/* The decoder's inputs for slice k of a scan, augmented per `w` and `r` (r NULL: no augmentation). */
 /* Slice k of scan s as a training item (features, grey image, target), warped by w and augmented by aug when
  * not NULL; `thread` picks the scratch buffers, so items can be built in parallel. */
 static void build_item(trainer *T, const scan *s, int k, const warp *w, const intensity *aug, int thread, float *feat,
@@ -592,7 +591,7 @@ static double validate(trainer *T, double *per_case) {
             ls_model_forward(&T->model, &T->acts, &a, T->d_feat, T->d_img, nb, 0, NULL);
             be->mem->to_host(be, T->h_logits, a.logits, nb * is * sizeof(float));
             for (size_t i = 0; i < nb * is; i++) {
-                int p = T->h_logits[i] > 0, t = T->set[0].tgt[i] > 0.5f;
+                int p = T->h_logits[i] > 0, t = st->tgt[i] > 0.5f;
                 tp += p && t, fp += p && !t, fn += !p && t;
             }
         }
