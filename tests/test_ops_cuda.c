@@ -12,7 +12,7 @@
  * cancellation leaves ~1e-7 of the scale on them whatever the order of summation). Bounds per op:
  *
  *   0      data movement, single additions and products (patchify, embed_tokens, split/merge_heads,
- *          tokens_to_grid, add, add_bias, relu, dropout2d, concat and their backward copies, DINO's scale):
+ *          tokens_to_grid, add, add_bias, fill_rows, relu, dropout2d, concat and their backward copies, DINO's scale):
  *          IEEE add, multiply and copies are exact.
  *   2e-6   elementwise formulas written in the CPU's order (upsampling, batch-norm eval, RAdam, AdamW, the
  *          teacher EMA): the CUDA build contracts nothing into FMA (--fmad=false), so they are equal unless
@@ -22,9 +22,10 @@
  *          use fastmath.h's polynomial exp and rational erf; softmax's row sum is float on the CPU and
  *          double on the GPU. (With CUDA's expf/erff instead, GELU missed this bound: 1.07e-5 on an H200,
  *          the erf approximations' 4e-7 difference amplified by the cancellation in 1 + erf(x) for x < 0.)
- *   1e-4   GEMMs, convolutions, batch norm training/backward, LayerNorm/softmax/l2norm backward, column sums,
- *          cd_term: float32 products summed in another order (cuBLAS's blocking vs OpenBLAS's), or a dot
- *          product rounded to float before a cancelling subtraction.
+ *   1e-4   GEMMs, attention, convolutions, batch norm training/backward, LayerNorm/softmax/l2norm backward,
+ *          column sums, cd_term: float32 products summed in another order (cuBLAS's blocking vs OpenBLAS's;
+ *          the fused attention's running softmax), or a dot product rounded to float before a cancelling
+ *          subtraction.
  *   1e-6   loss values and sumsq (sums in double on both sides, another order); 1e-5 their gradients dz
  *          and DINO's ds (softmax in double on both sides, rounded to float).
  *   2e-4   the training step (logits, codes, loss, every gradient, running statistics, parameters after
@@ -316,6 +317,10 @@ TEST(row_ops) {
         cpu.dense->add_bias(&cpu, yb, b, rows, n);
         gpu.dense->add_bias(&gpu, dyb, db, rows, n);
         expect("add_bias", "y", dyb, yb, tot, EXACT);
+        float *fr = hzeros(tot), *dfr = dzeros(tot);
+        cpu.dense->fill_rows(&cpu, fr, b, rows, n);
+        gpu.dense->fill_rows(&gpu, dfr, db, rows, n);
+        expect("fill_rows", "y", dfr, fr, tot, EXACT);
         cpu.dense->add(&cpu, yb, x, tot);
         gpu.dense->add(&gpu, dyb, dx, tot);
         expect("add", "y", dyb, yb, tot, EXACT);
@@ -394,6 +399,36 @@ TEST(token_ops) {
         gpu.dense->tokens_to_grid_bwd(&gpu, dgx, ug, uc, B, T, D, gh, gw);
         expect("tokens_to_grid_bwd", mode == 0 ? "both" : mode == 1 ? "grid only" : "cls only", dgx, gx, nx, EXACT);
     }
+    release();
+}
+
+/* The fused attention against the CPU's (per (image, head), scores through OpenBLAS, then softmax and a second
+ * GEMM): q, k, v read in place from qkv[B,T,3,NH,HS], the result in o[B,T,NH*HS]. */
+static void attention_case(int B, int T, int NH, int HS, size_t slots, float scale) {
+    size_t D = (size_t)NH * HS, nqkv = (size_t)B * T * 3 * D, no = (size_t)B * T * D, ns = slots * T * T;
+    float *qkv = rnd(nqkv, 1), *dqkv = up(qkv, nqkv), *o = hzeros(no), *dout = dzeros(no);
+    float *scr = hzeros(ns), *dscr = dzeros(ns);
+    cpu.dense->attention(&cpu, o, qkv, scr, slots, B, T, NH, HS, scale);
+    gpu.dense->attention(&gpu, dout, dqkv, dscr, slots, B, T, NH, HS, scale);
+    char what[64];
+    snprintf(what, sizeof what, "T%d HS%d x%g", T, HS, scale);
+    expect("attention", what, dout, o, no, REDUCE);
+}
+
+/* ViT-S/16 at 224 (T 197, HS 64: the kernel with key tiles ragged at the end), ViT-x/8's token count (785),
+ * a scale that makes the rows peaked (the running maximum grows tile after tile), T below one key tile and
+ * below one block of query rows, every head width the kernel takes (32..128), and two it does not (12, 48:
+ * batched GEMMs through the scratch, 2 heads at a time). */
+TEST(attention) {
+    NEED_GPU();
+    attention_case(2, 197, 6, 64, 4, 0.125f);
+    attention_case(1, 785, 2, 64, 2, 0.125f);
+    attention_case(2, 197, 3, 64, 2, 1.0f);
+    attention_case(3, 5, 2, 32, 2, 0.2f);
+    attention_case(2, 50, 2, 96, 2, 0.1f);
+    attention_case(1, 70, 3, 128, 2, 0.09f);
+    attention_case(2, 33, 3, 12, 2, 0.3f);
+    attention_case(1, 197, 5, 48, 2, 0.15f);
     release();
 }
 
@@ -946,6 +981,7 @@ int main(void) {
     RUN(gemm_bf16);
     RUN(row_ops);
     RUN(token_ops);
+    RUN(attention);
     RUN(dino_head);
     RUN(conv2d);
     RUN(batchnorm);

@@ -3,7 +3,8 @@
  * LayerNorm, softmax and their backward one block per row with the row statistics in double (as
  * cpu_dense.c); layout changes one thread per element; column sums (bias and LayerNorm parameter
  * gradients) one block per 32 columns, in double and in a fixed order, so they are deterministic. DINO's
- * l2norm and its backward are row ops too (norms and dot products in double).
+ * l2norm and its backward are row ops too (norms and dot products in double). Attention is fused (one
+ * flash-style kernel per layer, scores never stored) for head widths 32, 64, 96 and 128.
  */
 #include "common.cuh"
 #include "fastmath.h"
@@ -204,6 +205,127 @@ void cu_tokens_to_grid(const ls_backend *be, float *grid, const float *x, int B,
     if (!total) return;
     k_tokens_to_grid<<<blocks_for(total), kThreads, 0, stream(be)>>>(grid, x, B, T, D);
     LS_LAUNCHED();
+}
+
+/* y[r,:] = row[:]: the bias as the C of the GEMM that follows (beta = 1). */
+__global__ void k_fill_rows(float *y, const float *row, size_t total, size_t n) {
+    LS_GRID_STRIDE(i, total) y[i] = row[i % n];
+}
+
+void cu_fill_rows(const ls_backend *be, float *y, const float *row, size_t rows, int n) {
+    size_t total = rows * (size_t)n;
+    if (!total) return;
+    k_fill_rows<<<blocks_for(total), kThreads, 0, stream(be)>>>(y, row, total, (size_t)n);
+    LS_LAUNCHED();
+}
+
+/* ------------------------------------------------------------------ fused attention
+ * Flash-style, one warp per query row: keys and values pass through shared memory kAttnKeys (= 32, a key per
+ * lane) at a time, and each row keeps a running maximum m, normaliser l and output (HS / 32 values per lane),
+ * rescaled by exp(m_old - m_new) when the maximum grows, so the T x T scores never reach global memory and
+ * the split/merge copies of the unfused path are not made. A block serves kAttnWarps x kAttnRows query rows
+ * of one (image, head) pair (blockIdx.y). The exponential is the CPU softmax's (fastmath.h); the sums run in
+ * float in another order than the CPU's GEMMs, so results agree to rounding (the parity test's bound). */
+constexpr int kAttnWarps = 4, kAttnRows = 4, kAttnKeys = 32;
+
+template <int W> /* HS = 32 W */
+__global__ void __launch_bounds__(kAttnWarps * 32)
+    k_attention(float *o, const float *qkv, int T, int NH, int pair0, float scale) {
+    constexpr int HS = 32 * W;
+    __shared__ float ks[kAttnKeys][HS + 1]; /* + 1: lane j reads row j at one column, no bank conflicts */
+    __shared__ float vs[kAttnKeys][HS];
+    __shared__ float qs[kAttnWarps][kAttnRows][HS];
+    const unsigned all = 0xffffffffu;
+    int pair = pair0 + (int)blockIdx.y, b = pair / NH, h = pair % NH, D = NH * HS, ld = 3 * D;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const float *base = qkv + (size_t)b * T * ld + h * HS; /* q of token 0; its k at + D, v at + 2D */
+    int row0 = (blockIdx.x * kAttnWarps + warp) * kAttnRows;
+    for (int r = 0; r < kAttnRows; r++)
+        for (int d = lane; d < HS; d += 32) qs[warp][r][d] = row0 + r < T ? base[(size_t)(row0 + r) * ld + d] : 0.0f;
+    float m[kAttnRows], l[kAttnRows], acc[kAttnRows][W];
+#pragma unroll
+    for (int r = 0; r < kAttnRows; r++) {
+        m[r] = -INFINITY, l[r] = 0.0f;
+        for (int w = 0; w < W; w++) acc[r][w] = 0.0f;
+    }
+    for (int k0 = 0; k0 < T; k0 += kAttnKeys) {
+        __syncthreads(); /* every warp is done with the previous tile */
+        for (int i = threadIdx.x; i < kAttnKeys * HS; i += blockDim.x) {
+            int j = i / HS, d = i % HS, in = k0 + j < T;
+            const float *kr = base + (size_t)(in ? k0 + j : 0) * ld + D + d;
+            ks[j][d] = in ? kr[0] : 0.0f;
+            vs[j][d] = in ? kr[D] : 0.0f;
+        }
+        __syncthreads();
+        int valid = k0 + lane < T; /* lane 0 always is: the tile's maximum is finite */
+#pragma unroll
+        for (int r = 0; r < kAttnRows; r++) {
+            float s = 0.0f;
+#pragma unroll 8
+            for (int d = 0; d < HS; d++) s += qs[warp][r][d] * ks[lane][d];
+            s = valid ? scale * s : -INFINITY;
+            float mt = s;
+            for (int off = 16; off > 0; off >>= 1) mt = fmaxf(mt, __shfl_xor_sync(all, mt, off));
+            float mn = fmaxf(m[r], mt);
+            float p = valid ? exp_neg(s - mn) : 0.0f, corr = exp_neg(m[r] - mn); /* first tile: l, acc are 0 */
+            float ps = p;
+            for (int off = 16; off > 0; off >>= 1) ps += __shfl_xor_sync(all, ps, off);
+            l[r] = l[r] * corr + ps, m[r] = mn;
+#pragma unroll
+            for (int w = 0; w < W; w++) acc[r][w] *= corr;
+#pragma unroll 8
+            for (int j = 0; j < kAttnKeys; j++) {
+                float pj = __shfl_sync(all, p, j);
+#pragma unroll
+                for (int w = 0; w < W; w++) acc[r][w] += pj * vs[j][lane + 32 * w];
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < kAttnRows; r++)
+        if (row0 + r < T)
+            for (int w = 0; w < W; w++) o[((size_t)b * T + row0 + r) * D + h * HS + lane + 32 * w] = acc[r][w] / l[r];
+}
+
+template <int W>
+void attention_fused(const ls_backend *be, float *o, const float *qkv, int B, int T, int NH, float scale) {
+    unsigned tiles = (unsigned)((T + kAttnWarps * kAttnRows - 1) / (kAttnWarps * kAttnRows));
+    int pairs = B * NH;
+    for (int p0 = 0; p0 < pairs; p0 += 65535) { /* gridDim.y's limit */
+        unsigned np = (unsigned)(pairs - p0 < 65535 ? pairs - p0 : 65535);
+        k_attention<W><<<dim3(tiles, np), kAttnWarps * 32, 0, stream(be)>>>(o, qkv, T, NH, p0, scale);
+        LS_LAUNCHED();
+    }
+}
+
+/* Head widths the kernel does not take: per image, up to `slots` heads at once, scores into scratch by a
+ * strided-batched GEMM (q and k read in place at leading dimension 3D, heads HS apart), softmax, and a second
+ * GEMM into the heads' columns of o. */
+void attention_gemm(const ls_backend *be, float *o, const float *qkv, float *scratch, size_t slots, int B, int T,
+                    int NH, int HS, float scale) {
+    int D = NH * HS, ld = 3 * D, chunk = slots < (size_t)NH ? (int)slots : NH;
+    long long tt = (long long)T * T;
+    for (int b = 0; b < B; b++)
+        for (int h0 = 0; h0 < NH; h0 += chunk) {
+            int n = NH - h0 < chunk ? NH - h0 : chunk;
+            const float *q = qkv + (size_t)b * T * ld + h0 * HS, *k = q + D, *v = q + 2 * D;
+            lscuda::gemm_strided(be, 0, 1, T, T, HS, scale, q, ld, HS, k, ld, HS, 0.0f, scratch, T, tt, n);
+            cu_softmax(be, scratch, (size_t)n * T, T, 1.0f);
+            lscuda::gemm_strided(be, 0, 0, T, HS, T, 1.0f, scratch, T, tt, v, ld, HS, 0.0f,
+                                 o + (size_t)b * T * D + h0 * HS, D, HS, n);
+        }
+}
+
+void cu_attention(const ls_backend *be, float *o, const float *qkv, float *scratch, size_t slots, int B, int T,
+                  int NH, int HS, float scale) {
+    if (B <= 0 || T <= 0) return;
+    switch (HS) {
+    case 32: attention_fused<1>(be, o, qkv, B, T, NH, scale); break;
+    case 64: attention_fused<2>(be, o, qkv, B, T, NH, scale); break;
+    case 96: attention_fused<3>(be, o, qkv, B, T, NH, scale); break;
+    case 128: attention_fused<4>(be, o, qkv, B, T, NH, scale); break;
+    default: attention_gemm(be, o, qkv, scratch, slots ? slots : 1, B, T, NH, HS, scale);
+    }
 }
 
 /* ================================================================== backward */
@@ -438,10 +560,10 @@ extern const ls_ops_dense ls_cuda_dense = {
     cu_gemm_batched,
     cu_layernorm,
     cu_softmax,
-    nullptr, /* attention: the unfused path (gemm_batched + softmax) runs instead */
+    cu_attention,
     cu_bias_gelu,
     cu_add_bias,
-    nullptr, /* fill_rows: biases are added after the gemm instead */
+    cu_fill_rows,
     cu_patchify,
     cu_embed_tokens,
     cu_split_heads,
