@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -95,6 +96,43 @@ TEST(train_and_experiment_usage) {
     }
 }
 
+/* A numeric option that does not parse, or is out of range, is one line naming the option and exit 2 before
+ * anything is read or written (atoi had turned "abc" into 0: --threshold abc thresholded at 0). */
+TEST(numeric_options) {
+    char e[4096], args[1600];
+    const char *dir = test_tmpdir();
+    const char *bad[][2] = {
+        {"segment IN -o OUT --batch 0", "--batch"},
+        {"segment IN -o OUT --batch 8x", "--batch"},
+        {"segment IN -o OUT --threshold abc", "--threshold"},
+        {"segment IN -o OUT --threshold 1.5", "--threshold"},
+        {"segment IN -o OUT --threads -1", "--threads"},
+        {"features --batch 0 IN", "--batch"},
+        {"features --size 2x IN", "--size"},
+        {"features --seed -3 IN", "--seed"},
+        {"train IN -o OUT --threads many", "--threads"},
+        {"experiment IN -o OUT --test x --threads 1.5", "--threads"},
+        {"pretrain IN -o OUT --until soon", "--until"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char cmd[400], *p;
+        snprintf(cmd, sizeof cmd, "%s", bad[i][0]);
+        args[0] = 0;
+        for (char *tok = strtok_r(cmd, " ", &p); tok; tok = strtok_r(NULL, " ", &p)) {
+            char piece[700];
+            if (!strcmp(tok, "IN")) snprintf(piece, sizeof piece, "%s/in.nii.gz ", dir);
+            else if (!strcmp(tok, "OUT")) snprintf(piece, sizeof piece, "%s/numeric-out ", dir);
+            else snprintf(piece, sizeof piece, "%s ", tok);
+            strcat(args, piece);
+        }
+        int rc = run(args, e, sizeof e);
+        CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, bad[i][1]), "livseg %s: exit %d, stderr: %s", bad[i][0], rc, e);
+    }
+    char out[700];
+    snprintf(out, sizeof out, "%s/numeric-out", dir);
+    CHECK(access(out, F_OK) != 0, "%s was created", out);
+}
+
 TEST(info_on_all_shared_data) {
     const char *data = test_data_dir();
     if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
@@ -159,6 +197,7 @@ int main(int argc, char **argv) {
     RUN(help_and_usage);
     RUN(bad_input_one_line);
     RUN(train_and_experiment_usage);
+    RUN(numeric_options);
     RUN(info_on_all_shared_data);
     RUN(eval_pairs_and_ttest);
     return test_summary();

@@ -9,6 +9,7 @@
 #define LS_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "livseg.h"
 #include "train.h"
@@ -25,6 +26,13 @@ typedef struct {
     size_t off, size;
 } cli_option;
 int cli_set_option(void *settings, const cli_option *o, const char *v);
+
+/* A numeric option's value `v` (option `opt` of subcommand `cmd`): the whole string must be an integer in
+ * [lo, hi] (cli_int), a finite number in [lo, hi] (cli_float) or an unsigned 64-bit integer (cli_u64).
+ * Otherwise prints one line naming the option and the value and returns 0 (the caller exits 2). */
+int cli_int(const char *cmd, const char *opt, const char *v, long lo, long hi, int *out);
+int cli_float(const char *cmd, const char *opt, const char *v, double lo, double hi, float *out);
+int cli_u64(const char *cmd, const char *opt, const char *v, uint64_t *out);
 
 /* 1 when argv[i] is -h or --help. */
 int cli_is_help(const char *arg);

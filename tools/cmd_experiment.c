@@ -85,7 +85,9 @@ static int parse(int argc, char **argv, ls_train_config *c, exp_opts *o, int *do
         if (!strcmp(a, "-o") || !strcmp(a, "--out")) o->out = v;
         else if (!strcmp(a, "--test")) o->test = v;
         else if (!strcmp(a, "--device")) o->device = v;
-        else if (!strcmp(a, "--threads")) o->threads = atoi(v);
+        else if (!strcmp(a, "--threads")) {
+            if (!cli_int("experiment", a, v, 0, 4096, &o->threads)) return 2;
+        }
         else return fprintf(stderr, "livseg experiment: unknown option '%s' (see --help)\n", a), 2;
     }
     if (!o->manifest || !o->out || !o->test) {

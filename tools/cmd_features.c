@@ -37,7 +37,7 @@ static void features_usage(FILE *f) {
 typedef struct {
     const char *cache, *teacher, *arch, *modality, *device;
     int size, batch, threads, quiet;
-    unsigned long long seed;
+    uint64_t seed;
 } features_opts;
 
 /* Parses options; returns the index of the first input, or -1 (usage printed, *rc set). */
@@ -58,11 +58,15 @@ static int parse(int argc, char **argv, features_opts *o, int *rc) {
         else if (!strcmp(a, "--arch")) o->arch = v;
         else if (!strcmp(a, "--modality")) o->modality = v;
         else if (!strcmp(a, "--device")) o->device = v;
-        else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--size")) o->size = atoi(v);
-        else if (!strcmp(a, "--batch")) o->batch = atoi(v);
-        else if (!strcmp(a, "--threads")) o->threads = atoi(v);
-        else break;
+        else if (!strcmp(a, "--seed")) {
+            if (!cli_u64("features", a, v, &o->seed)) return *rc = 2, -1;
+        } else if (!strcmp(a, "--size")) {
+            if (!cli_int("features", a, v, 1, 8192, &o->size)) return *rc = 2, -1;
+        } else if (!strcmp(a, "--batch")) {
+            if (!cli_int("features", a, v, 1, 4096, &o->batch)) return *rc = 2, -1;
+        } else if (!strcmp(a, "--threads")) {
+            if (!cli_int("features", a, v, 0, 4096, &o->threads)) return *rc = 2, -1;
+        } else break;
         i++;
     }
     if (i >= argc || argv[i][0] == '-') {

@@ -141,8 +141,11 @@ int cmd_pretrain(int argc, char **argv) {
             if (ls_dino_config_preset(&c, v, &err)) return bad("unknown preset", v);
         } else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--device")) device = v;
-        else if (!strcmp(a, "--threads")) threads = atoi(v);
-        else if (!strcmp(a, "--until")) until = atoi(v);
+        else if (!strcmp(a, "--threads")) {
+            if (!cli_int("pretrain", a, v, 0, 4096, &threads)) return 2;
+        } else if (!strcmp(a, "--until")) {
+            if (!cli_int("pretrain", a, v, 0, 1000000, &until)) return 2;
+        }
         else return bad("unknown option", a);
     }
     if (!manifest) return bad("no manifest given", "");

@@ -36,7 +36,7 @@ static void segment_usage(FILE *f) {
             "  --threshold P       probability threshold (default 0.5)\n"
             "  --no-largest        keep every connected component, not only the largest\n"
             "  --no-fill           do not fill holes\n"
-            "  --batch N           slices per teacher call (default 8)\n"
+            "  --batch N           slices per teacher call (default 8 on the CPU, 32 on a GPU)\n"
             "  --threads N         CPU threads (default: all cores)\n"
             "  --device D          cpu (default) or cuda\n"
             "  -q, --quiet         no progress bar\n\n"
@@ -52,7 +52,7 @@ typedef struct {
 
 static int parse(int argc, char **argv, seg_args *a) {
     const char *env = getenv("LIVSEG_MODEL");
-    *a = (seg_args){.model = env && *env ? env : DEFAULT_MODEL, .modality = "auto", .device = "cpu", .batch = 8,
+    *a = (seg_args){.model = env && *env ? env : DEFAULT_MODEL, .modality = "auto", .device = "cpu", .batch = 0,
                     .largest = 1, .fill = 1, .threshold = 0.5f};
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -74,9 +74,13 @@ static int parse(int argc, char **argv, seg_args *a) {
         else if (!strcmp(s, "--preview")) a->preview = argv[++i];
         else if (!strcmp(s, "--modality")) a->modality = argv[++i];
         else if (!strcmp(s, "--device")) a->device = argv[++i];
-        else if (!strcmp(s, "--threshold")) a->threshold = (float)atof(argv[++i]);
-        else if (!strcmp(s, "--batch")) a->batch = atoi(argv[++i]);
-        else if (!strcmp(s, "--threads")) a->threads = atoi(argv[++i]);
+        else if (!strcmp(s, "--threshold")) {
+            if (!cli_float("segment", s, argv[++i], 0, 1, &a->threshold)) return 2;
+        } else if (!strcmp(s, "--batch")) {
+            if (!cli_int("segment", s, argv[++i], 1, 4096, &a->batch)) return 2;
+        } else if (!strcmp(s, "--threads")) {
+            if (!cli_int("segment", s, argv[++i], 0, 4096, &a->threads)) return 2;
+        }
         else if (s[0] == '-' || a->input) {
             fprintf(stderr, "livseg segment: unexpected argument '%s' (see livseg segment --help)\n", s);
             return 2;

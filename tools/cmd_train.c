@@ -157,7 +157,9 @@ static int parse(int argc, char **argv, ls_train_config *c, run_opts *r, int *do
         i++;
         if (!strcmp(a, "-o") || !strcmp(a, "--out")) r->out = v;
         else if (!strcmp(a, "--device")) r->device = v;
-        else if (!strcmp(a, "--threads")) r->threads = atoi(v);
+        else if (!strcmp(a, "--threads")) {
+            if (!cli_int("train", a, v, 0, 4096, &r->threads)) return 2;
+        }
         else return bad("train", "unknown option", a);
     }
     if (!r->manifest) return bad("train", "no manifest given", "");

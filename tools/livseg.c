@@ -1,6 +1,8 @@
 /*
  * livseg.c — the `livseg` command: dispatches to the subcommands in tools/cmd_*.c.
  */
+#include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +62,41 @@ int cli_set_option(void *settings, const cli_option *o, const char *v) {
     if (!*v || *end || x < 0) return 0;
     if (o->kind == 'i') *(int *)p = (int)x;
     else *(uint64_t *)p = (uint64_t)x;
+    return 1;
+}
+
+int cli_int(const char *cmd, const char *opt, const char *v, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || errno || x < lo || x > hi) {
+        fprintf(stderr, "livseg %s: %s takes a whole number from %ld to %ld, not '%s'\n", cmd, opt, lo, hi, v);
+        return 0;
+    }
+    *out = (int)x;
+    return 1;
+}
+
+int cli_float(const char *cmd, const char *opt, const char *v, double lo, double hi, float *out) {
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || !isfinite(x) || x < lo || x > hi) {
+        fprintf(stderr, "livseg %s: %s takes a number from %g to %g, not '%s'\n", cmd, opt, lo, hi, v);
+        return 0;
+    }
+    *out = (float)x;
+    return 1;
+}
+
+int cli_u64(const char *cmd, const char *opt, const char *v, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (!*v || *v == '-' || *end || errno) {
+        fprintf(stderr, "livseg %s: %s takes a whole number from 0 to 2^64-1, not '%s'\n", cmd, opt, v);
+        return 0;
+    }
+    *out = (uint64_t)x;
     return 1;
 }
 
