@@ -5,7 +5,10 @@
  * segmentation losses, backward, RAdam; batch 8). Reports slices/s, TFLOP/s (FLOPs counted on paper: ViT as
  * bench/vit.c, convolutions 2*Ci*Co*K*K*H*W per image, nothing else) and the network time for a 300-slice
  * volume; then the same for the head + decoder of the shipped models/default.safetensors (its configuration,
- * random weights; run from the repository root), the model `livseg segment` uses by default. Random weights: speed does not depend on them. Not a test.
+ * random weights; run from the repository root), the model `livseg segment` uses by default. Also ViT-S/16
+ * with the backend's fused attention switched off (the kernel's gain, same run) and, on CUDA, ViT-S/16 and
+ * the shipped decoder at batch 32 (segment's default batch on a GPU). Random weights: speed does not depend
+ * on them. Not a test.
  *
  * usage: build-cuda/bench/network cuda|cpu [threads]
  *        build-cuda/bench/network --make-inputs DIR SLICES
@@ -217,6 +220,17 @@ int main(int argc, char **argv) {
     ls_model_config_default(&cfg, 384, 14);
     int rc = time_vit(&be, "vits16", B, 224, iters, &vs, &vs_tf);
     if (!rc) rc = time_vit(&be, "vitb8", B, 224, iters, &vb, &vb_tf);
+    /* The same ViT-S/16 with the backend's fused attention switched off (split_heads, batched GEMMs,
+     * softmax, merge_heads: what the CUDA backend ran before it had one), for the fused kernel's gain in the
+     * same run; and at batch 32, segment's default on a GPU. */
+    ls_ops_dense unfused_ops = *be.dense;
+    unfused_ops.attention = NULL;
+    ls_backend unfused = be;
+    unfused.dense = &unfused_ops;
+    int gpu = dev == LS_DEV_CUDA, have_fused = be.dense->attention != NULL;
+    double vu = 0, vu_tf = 0, v32 = 0, v32_tf = 0, d32 = 0, d32_tf = 0, d32_train;
+    if (!rc && have_fused) rc = time_vit(&unfused, "vits16", B, 224, iters, &vu, &vu_tf);
+    if (!rc && gpu) rc = time_vit(&be, "vits16", 32, 224, iters, &v32, &v32_tf);
     if (!rc) rc = time_model(&be, cfg, B, iters, &es, &es_tf, &ts);
     /* The shipped default model's head + decoder (its configuration; random weights), when present. */
     ls_model shipped;
@@ -226,10 +240,14 @@ int main(int argc, char **argv) {
         cfg = shipped.cfg;
         ls_model_free(&shipped);
         rc = time_model(&be, cfg, B, iters, &ds, &ds_tf, &dts);
+        if (!rc && gpu) rc = time_model(&be, cfg, 32, iters, &d32, &d32_tf, &d32_train);
     }
     if (rc) return rc;
     printf("networks on %s, batch %d, best of %d\n", ls_device_name(dev), B, iters);
     printf("network vits16_224_slices_per_s %.1f\nnetwork vits16_224_tflops %.2f\n", B / vs, vs_tf);
+    if (have_fused)
+        printf("network vits16_224_unfused_slices_per_s %.1f\nnetwork vits16_224_unfused_tflops %.2f\n", B / vu, vu_tf);
+    if (gpu) printf("network vits16_224_b32_slices_per_s %.1f\nnetwork vits16_224_b32_tflops %.2f\n", 32 / v32, v32_tf);
     printf("network vitb8_224_slices_per_s %.1f\nnetwork vitb8_224_tflops %.2f\n", B / vb, vb_tf);
     printf("network decoder_448_slices_per_s %.1f\nnetwork decoder_448_tflops %.2f\n", B / es, es_tf);
     printf("network train_step_batch8_ms %.1f\n", 1e3 * ts);
@@ -238,6 +256,7 @@ int main(int argc, char **argv) {
         int side = ls_model_out_side(&cfg);
         printf("network decoder_shipped_%d_slices_per_s %.1f\nnetwork decoder_shipped_tflops %.2f\n", side, B / ds, ds_tf);
         printf("network volume300_shipped_ms %.1f\n", 1e3 * 300.0 * (vs + ds) / B);
+        if (gpu) printf("network volume300_shipped_b32_ms %.1f\n", 1e3 * 300.0 * (v32 + d32) / 32);
     }
     ls_backend_free(&be);
     return 0;
