@@ -53,7 +53,7 @@ ls_status ls_train_config_preset(ls_train_config *c, const char *name, ls_error 
 /* Every setting, for JSON in both directions (fields.h). */
 #define FLD(n, k) LS_FIELD(ls_train_config, n, k)
 static const ls_field fields[] = {
-    FLD(datasets, 's'), FLD(val_split, 'i'), FLD(limit, 'i'), FLD(slices_per_epoch, 'i'), FLD(cache_dir, 's'),
+    FLD(datasets, 's'), FLD(val_split, 'i'), FLD(limit, 'i'), FLD(slices_per_epoch, 'i'), FLD(balance, 'i'), FLD(cache_dir, 's'),
     FLD(arch, 's'), FLD(teacher, 's'), FLD(teacher_seed, 'u'), FLD(input_size, 'i'), FLD(head_hidden, 'i'),
     FLD(code_dim, 'i'), FLD(widths, 'w'), FLD(skip_width, 'i'), FLD(up_stages, 'i'), FLD(dropout, 'f'),
     FLD(epochs, 'i'), FLD(batch, 'i'), FLD(patience, 'i'), FLD(lr, 'f'), FLD(weight_decay, 'f'), FLD(lr_factor, 'f'),
@@ -692,24 +692,61 @@ static uint64_t epoch_seed(uint64_t seed, int epoch) {
     return ls_rng_next(&r);
 }
 
-typedef struct {
-    int scan, slice;
-} slice_ref;
-
-/* The epoch's slices in a seeded order (Fisher-Yates over all training slices). */
-static slice_ref *epoch_order(const trainer *T, ls_rng *r, int *n, ls_error *err) {
-    int total = 0;
-    for (int i = 0; i < T->ntrain; i++) total += T->train[i].Z;
-    slice_ref *o = ls_calloc((size_t)total, sizeof *o, err);
-    if (!o) return NULL;
-    for (int i = 0, k = 0; i < T->ntrain; i++)
-        for (int z = 0; z < T->train[i].Z; z++) o[k].scan = i, o[k++].slice = z;
-    for (int i = total - 1; i > 0; i--) {
+static void shuffle(ls_slice_ref *o, int n, ls_rng *r) { /* Fisher-Yates */
+    for (int i = n - 1; i > 0; i--) {
         int j = (int)(ls_rng_next(r) % (uint64_t)(i + 1));
-        slice_ref t = o[i];
+        ls_slice_ref t = o[i];
         o[i] = o[j], o[j] = t;
     }
-    *n = T->cfg.slices_per_epoch && T->cfg.slices_per_epoch < total ? T->cfg.slices_per_epoch : total;
+}
+
+/* The slices of the scans of dataset d (-1: of all), in scan order; returns how many. */
+static int list_slices(const int *Z, const int *ds, int nscans, int d, ls_slice_ref *o) {
+    int k = 0;
+    for (int i = 0; i < nscans; i++)
+        if (d < 0 || ds[i] == d)
+            for (int z = 0; z < Z[i]; z++) o[k].scan = i, o[k++].slice = z;
+    return k;
+}
+
+int ls_train_epoch_order(const int *Z, const int *ds, int nscans, int per_epoch, int balance, ls_rng *r, ls_slice_ref *o,
+                         ls_slice_ref *tmp) {
+    int total = 0, nd = 0;
+    for (int i = 0; i < nscans; i++) total += Z[i], nd = ds[i] + 1 > nd ? ds[i] + 1 : nd;
+    int n = per_epoch && per_epoch < total ? per_epoch : total;
+    if (!balance) {
+        shuffle(o, list_slices(Z, ds, nscans, -1, o), r);
+        return n;
+    }
+    int k = 0;
+    for (int d = 0; d < nd; d++) {
+        int have = list_slices(Z, ds, nscans, d, tmp), want = n / nd + (d < n % nd);
+        shuffle(tmp, have, r);
+        for (int j = 0; have && j < want; j++) o[k++] = tmp[j % have];
+    }
+    shuffle(o, k, r);
+    return k;
+}
+
+/* The epoch's slices: ls_train_epoch_order over the training scans, their datasets numbered in order of
+ * first appearance; *n of them. */
+static ls_slice_ref *epoch_order(const trainer *T, ls_rng *r, int *n, ls_error *err) {
+    int total = 0, nt = T->ntrain;
+    for (int i = 0; i < nt; i++) total += T->train[i].Z;
+    ls_slice_ref *o = ls_calloc((size_t)total, sizeof *o, err), *tmp = ls_calloc((size_t)total, sizeof *tmp, err);
+    int *Z = ls_calloc((size_t)nt, sizeof *Z, err), *ds = ls_calloc((size_t)nt, sizeof *ds, err);
+    if (o && tmp && Z && ds) {
+        for (int i = 0, nd = 0; i < nt; i++) {
+            Z[i] = T->train[i].Z, ds[i] = nd;
+            for (int j = 0; j < i && ds[i] == nd; j++)
+                if (!strcmp(T->train[j].c->dataset, T->train[i].c->dataset)) ds[i] = ds[j];
+            nd += ds[i] == nd;
+        }
+        *n = ls_train_epoch_order(Z, ds, nt, T->cfg.slices_per_epoch, T->cfg.balance, r, o, tmp);
+    } else {
+        free(o), o = NULL;
+    }
+    free(tmp), free(Z), free(ds);
     return o;
 }
 
@@ -724,7 +761,7 @@ static ls_status append_log(trainer *T, const char *line) {
 }
 
 /* The items of the B slices at `refs`, staged into st. */
-static void stage_items(trainer *T, staged *st, const slice_ref *refs, int B, ls_rng *r) {
+static void stage_items(trainer *T, staged *st, const ls_slice_ref *refs, int B, ls_rng *r) {
     for (int i = 0; i < B; i++) make_item(T, refs[i].scan, refs[i].slice, &st->it[i]);
     stage_batch(T, st, B, r);
 }
@@ -733,7 +770,7 @@ static ls_status run_epoch(trainer *T, const char *dir, const ls_train_hooks *ho
     const ls_train_config *c = &T->cfg;
     ls_rng r = {epoch_seed(c->seed, T->epoch)};
     int n;
-    slice_ref *order = epoch_order(T, &r, &n, err);
+    ls_slice_ref *order = epoch_order(T, &r, &n, err);
     if (!order) return LS_ERR_NOMEM;
     int B = c->batch, nb = n / B;
     batch_losses bl = {0};

@@ -4,7 +4,7 @@
  * head's codes, optimised with RAdam under ReduceLROnPlateau on the validation Dice.
  *
  * One epoch visits the training slices in a seeded random order (or a seeded random subset of
- * `slices_per_epoch` of them), `batch` at a time; an incomplete last batch is dropped (batch norm on one
+ * `slices_per_epoch` of them; with `balance`, the same number from each training dataset), `batch` at a time; an incomplete last batch is dropped (batch norm on one
  * or two slices is noise). Each batch item is a (scan, slice i) pair; its contrastive terms pair slice i
  * with itself (b_self), with its positives i-1 and i+1 (those inside the scan; b_plus) and with its
  * negative (i + Z/2) mod Z of the same scan (b_minus; skipped when that is i itself, a 1-slice scan).
@@ -32,6 +32,7 @@
 
 #include "manifest.h"
 #include "model.h"
+#include "rng.h"
 #include "teacher.h"
 
 typedef struct {
@@ -40,6 +41,8 @@ typedef struct {
     int val_split;           /* cases held out per dataset for validation (the last ones) */
     int limit;               /* at most this many training cases per dataset (0: all) */
     int slices_per_epoch;    /* 0: every training slice each epoch */
+    int balance;             /* 1: each dataset gives an equal share of an epoch's slices (default 0: every
+                              * slice is equally likely, so the dataset with the most slices dominates) */
     char cache_dir[1024];
     /* teacher */
     char arch[16];
@@ -104,5 +107,18 @@ ls_status ls_train(const ls_train_config *c, const ls_manifest *m, const char *o
 ls_status ls_train_tokens(const ls_manifest *m, const int *cases, int ncases, ls_teacher *t, const char *cache_dir,
                           int slice_stride, const ls_train_hooks *hooks, float **X, uint8_t **y, int64_t *n, int *dim,
                           ls_error *err);
+
+/* A slice of a training scan. */
+typedef struct {
+    int scan, slice;
+} ls_slice_ref;
+
+/* One epoch's slices in a seeded order (exposed for tests), for nscans scans of Z[i] slices from dataset ds[i]
+ * (0, 1, ... in order of first appearance): every slice listed scan by scan and shuffled, the first
+ * n = per_epoch of them visited (0, or more than there are: all); or with `balance`, each of the nd datasets
+ * gives n / nd (the first n % nd one more) of its own slices, shuffled and repeated when it has fewer, and the
+ * n are shuffled together. o and tmp hold sum(Z) entries each; returns n. */
+int ls_train_epoch_order(const int *Z, const int *ds, int nscans, int per_epoch, int balance, ls_rng *r,
+                         ls_slice_ref *o, ls_slice_ref *tmp);
 
 #endif

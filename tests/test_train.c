@@ -59,11 +59,43 @@ static int same_file_bytes(const char *a, const char *b) {
     return same;
 }
 
+/* The epoch's slices: without balance a permutation of every slice (its first per_epoch visited); with
+ * balance each dataset's share within one of n / nd, every slice of the smaller dataset visited before any
+ * repeats (it has fewer slices than its share here), no slice of the larger twice. */
+TEST(epoch_order) {
+    const int Z[] = {40, 35, 5, 3, 50, 4}, ds[] = {0, 0, 1, 1, 0, 2}; /* 125, 8 and 4 slices */
+    int ns = 6, total = 137;
+    ls_slice_ref o[137], tmp[137];
+    ls_rng r = {42};
+    int n = ls_train_epoch_order(Z, ds, ns, 0, 0, &r, o, tmp);
+    int seen[6][50] = {{0}};
+    CHECK(n == total, "unbalanced, all slices: n = %d", n);
+    for (int k = 0; k < n; k++) seen[o[k].scan][o[k].slice]++;
+    for (int i = 0; i < ns; i++)
+        for (int z = 0; z < Z[i]; z++) CHECK(seen[i][z] == 1, "scan %d slice %d visited %d times", i, z, seen[i][z]);
+    CHECK(ls_train_epoch_order(Z, ds, ns, 30, 0, &r, o, tmp) == 30, "unbalanced, 30 per epoch");
+
+    n = ls_train_epoch_order(Z, ds, ns, 30, 1, &r, o, tmp);
+    CHECK(n == 30, "balanced: n = %d", n);
+    int per[3] = {0}, rep[6][50] = {{0}};
+    for (int k = 0; k < n; k++) per[ds[o[k].scan]]++, rep[o[k].scan][o[k].slice]++;
+    CHECK(per[0] == 10 && per[1] == 10 && per[2] == 10, "shares %d %d %d of 30", per[0], per[1], per[2]);
+    for (int i = 0; i < ns; i++)
+        for (int z = 0; z < Z[i]; z++) {
+            int lo = ds[i] == 0 ? 0 : ds[i] == 1 ? 1 : 2, hi = ds[i] == 0 ? 1 : ds[i] == 1 ? 2 : 3;
+            CHECK(rep[i][z] >= lo && rep[i][z] <= hi, "scan %d slice %d visited %d times", i, z, rep[i][z]);
+        }
+    n = ls_train_epoch_order(Z, ds, ns, 31, 1, &r, o, tmp);
+    memset(per, 0, sizeof per);
+    for (int k = 0; k < n; k++) per[ds[o[k].scan]]++;
+    CHECK(n == 31 && per[0] == 11 && per[1] == 10 && per[2] == 10, "31: shares %d %d %d", per[0], per[1], per[2]);
+}
+
 TEST(config_json_round_trip) {
     ls_train_config a, b;
     ls_error err = {0};
     REQUIRE(ls_train_config_preset(&a, "paper", &err) == LS_OK, "%s", err.msg);
-    a.seed = 12345678901ull, a.b_minus = 0.375f, a.augment = 0;
+    a.seed = 12345678901ull, a.b_minus = 0.375f, a.augment = 0, a.balance = 1;
     snprintf(a.datasets, sizeof a.datasets, "btcv,chaos_t2");
     char *j = ls_train_config_json(&a);
     REQUIRE(ls_train_config_from_json(&b, j, &err) == LS_OK, "%s", err.msg);
@@ -232,6 +264,7 @@ int main(void) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
+    RUN(epoch_order);
     RUN(config_json_round_trip);
     RUN(bad_settings_are_errors);
     RUN(one_and_two_slice_scans);

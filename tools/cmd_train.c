@@ -26,6 +26,9 @@ static void train_usage(FILE *f) {
             "  --val-split N          last N cases of each dataset are held out for validation (default %d)\n"
             "  --limit N              use at most N training cases per dataset (default: all)\n"
             "  --slices-per-epoch N   a random N training slices per epoch (default %d; 0: all)\n"
+            "  --balance              the same number of each epoch's slices from every dataset of --train\n"
+            "                         (default: every slice equally likely; the dataset with most slices\n"
+            "                         dominates, e.g. BTCV's CT over CHAOS's MR about 6 to 1)\n"
             "  --cache DIR            feature cache (default %s)\n"
             "teacher:\n"
             "  --teacher FILE         teacher weights (.safetensors); default a random-initialised teacher\n"
@@ -111,6 +114,7 @@ int train_option(const char *cmd, ls_train_config *c, int argc, char **argv, int
     const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
     if (!strcmp(a, "--no-contrastive")) return c->w_cd = 0, 1;
     if (!strcmp(a, "--no-augment")) return c->augment = 0, 1;
+    if (!strcmp(a, "--balance")) return c->balance = 1, 1;
     const option *o = NULL;
     for (size_t k = 0; k < sizeof options / sizeof *options; k++)
         if (!strcmp(a, options[k].name)) o = &options[k];
