@@ -53,8 +53,8 @@ ls_status ls_train_config_preset(ls_train_config *c, const char *name, ls_error 
 /* Every setting, for JSON in both directions (fields.h). */
 #define FLD(n, k) LS_FIELD(ls_train_config, n, k)
 static const ls_field fields[] = {
-    FLD(datasets, 's'), FLD(val_split, 'i'), FLD(limit, 'i'), FLD(slices_per_epoch, 'i'), FLD(balance, 'i'), FLD(cache_dir, 's'),
-    FLD(arch, 's'), FLD(teacher, 's'), FLD(teacher_seed, 'u'), FLD(input_size, 'i'), FLD(head_hidden, 'i'),
+    FLD(datasets, 's'), FLD(val_split, 'i'), FLD(limit, 'i'), FLD(slices_per_epoch, 'i'), FLD(balance, 'i'),
+    FLD(cache_dir, 's'), FLD(arch, 's'), FLD(teacher, 's'), FLD(teacher_seed, 'u'), FLD(input_size, 'i'), FLD(head_hidden, 'i'),
     FLD(code_dim, 'i'), FLD(widths, 'w'), FLD(skip_width, 'i'), FLD(up_stages, 'i'), FLD(dropout, 'f'),
     FLD(epochs, 'i'), FLD(batch, 'i'), FLD(patience, 'i'), FLD(lr, 'f'), FLD(weight_decay, 'f'), FLD(lr_factor, 'f'),
     FLD(w_focal, 'f'), FLD(focal_gamma, 'f'), FLD(focal_alpha, 'f'), FLD(w_tversky, 'f'), FLD(tversky_a, 'f'),
@@ -709,8 +709,8 @@ static int list_slices(const int *Z, const int *ds, int nscans, int d, ls_slice_
     return k;
 }
 
-int ls_train_epoch_order(const int *Z, const int *ds, int nscans, int per_epoch, int balance, ls_rng *r, ls_slice_ref *o,
-                         ls_slice_ref *tmp) {
+int ls_train_epoch_order(const int *Z, const int *ds, int nscans, int per_epoch, int balance, ls_rng *r,
+                         ls_slice_ref *o, ls_slice_ref *tmp) {
     int total = 0, nd = 0;
     for (int i = 0; i < nscans; i++) total += Z[i], nd = ds[i] + 1 > nd ? ds[i] + 1 : nd;
     int n = per_epoch && per_epoch < total ? per_epoch : total;
