@@ -416,14 +416,16 @@ static void attention_case(int B, int T, int NH, int HS, size_t slots, float sca
 }
 
 /* ViT-S/16 at 224 (T 197, HS 64: the kernel with key tiles ragged at the end), ViT-x/8's token count (785),
- * a scale that makes the rows peaked (the running maximum grows tile after tile), T below one key tile and
+ * a scale that makes the rows peaked (logits of SD 4: the running maximum grows tile after tile; a float32
+ * emulation of the kernel put it 3e-5 from the CPU's order there, 7e-5 at SD 8, where both are 1.4e-4 from
+ * float64), T below one key tile and
  * below one block of query rows, every head width the kernel takes (32..128), and two it does not (12, 48:
  * batched GEMMs through the scratch, 2 heads at a time). */
 TEST(attention) {
     NEED_GPU();
     attention_case(2, 197, 6, 64, 4, 0.125f);
     attention_case(1, 785, 2, 64, 2, 0.125f);
-    attention_case(2, 197, 3, 64, 2, 1.0f);
+    attention_case(2, 197, 3, 64, 2, 0.5f);
     attention_case(3, 5, 2, 32, 2, 0.2f);
     attention_case(2, 50, 2, 96, 2, 0.1f);
     attention_case(1, 70, 3, 128, 2, 0.09f);

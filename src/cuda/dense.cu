@@ -220,21 +220,23 @@ void cu_fill_rows(const ls_backend *be, float *y, const float *row, size_t rows,
 }
 
 /* ------------------------------------------------------------------ fused attention
- * Flash-style, one warp per query row: keys and values pass through shared memory kAttnKeys (= 32, a key per
- * lane) at a time, and each row keeps a running maximum m, normaliser l and output (HS / 32 values per lane),
- * rescaled by exp(m_old - m_new) when the maximum grows, so the T x T scores never reach global memory and
- * the split/merge copies of the unfused path are not made. A block serves kAttnWarps x kAttnRows query rows
- * of one (image, head) pair (blockIdx.y). The exponential is the CPU softmax's (fastmath.h); the sums run in
- * float in another order than the CPU's GEMMs, so results agree to rounding (the parity test's bound). */
+ * Flash-style, one warp per kAttnRows query rows: keys and values pass through shared memory kAttnKeys
+ * (= 32, a key per lane) at a time, and each row keeps a running maximum m, normaliser l and output (HS / 32
+ * values per lane), rescaled by exp(m_old - m_new) when the maximum grows, so the T x T scores never reach
+ * global memory and the split/merge copies of the unfused path are not made. A block serves
+ * kAttnWarps x kAttnRows query rows of one (image, head) pair (blockIdx.y). The warp's rows share every
+ * shared-memory read: a lane's key is read as float4s once for the four rows' scores, a value row once for
+ * their outputs. The exponential is the CPU softmax's (fastmath.h); the sums run in float in another order
+ * than the CPU's GEMMs, so results agree to rounding (the parity test's bound). */
 constexpr int kAttnWarps = 4, kAttnRows = 4, kAttnKeys = 32;
 
 template <int W> /* HS = 32 W */
 __global__ void __launch_bounds__(kAttnWarps * 32)
     k_attention(float *o, const float *qkv, int T, int NH, int pair0, float scale) {
-    constexpr int HS = 32 * W;
-    __shared__ float ks[kAttnKeys][HS + 1]; /* + 1: lane j reads row j at one column, no bank conflicts */
-    __shared__ float vs[kAttnKeys][HS];
-    __shared__ float qs[kAttnWarps][kAttnRows][HS];
+    constexpr int HS = 32 * W, KP = HS + 4; /* KP: a key row padded so 8 lanes' float4s hit 32 banks */
+    __shared__ __align__(16) float ks[kAttnKeys][KP];
+    __shared__ __align__(16) float vs[kAttnKeys][HS];
+    __shared__ __align__(16) float qs[kAttnWarps][kAttnRows][HS];
     const unsigned all = 0xffffffffu;
     int pair = pair0 + (int)blockIdx.y, b = pair / NH, h = pair % NH, D = NH * HS, ld = 3 * D;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -246,10 +248,11 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 #pragma unroll
     for (int r = 0; r < kAttnRows; r++) {
         m[r] = -INFINITY, l[r] = 0.0f;
+#pragma unroll
         for (int w = 0; w < W; w++) acc[r][w] = 0.0f;
     }
     for (int k0 = 0; k0 < T; k0 += kAttnKeys) {
-        __syncthreads(); /* every warp is done with the previous tile */
+        __syncthreads(); /* every warp is done with the previous tile (and, the first time, wrote its q rows) */
         for (int i = threadIdx.x; i < kAttnKeys * HS; i += blockDim.x) {
             int j = i / HS, d = i % HS, in = k0 + j < T;
             const float *kr = base + (size_t)(in ? k0 + j : 0) * ld + D + d;
@@ -257,34 +260,50 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
             vs[j][d] = in ? kr[D] : 0.0f;
         }
         __syncthreads();
+        float s[kAttnRows], p[kAttnRows];
+#pragma unroll
+        for (int r = 0; r < kAttnRows; r++) s[r] = 0.0f;
+#pragma unroll 4
+        for (int d = 0; d < HS; d += 4) { /* scores: this lane's key against the warp's rows */
+            float4 k4 = *reinterpret_cast<const float4 *>(&ks[lane][d]);
+#pragma unroll
+            for (int r = 0; r < kAttnRows; r++) {
+                float4 q4 = *reinterpret_cast<const float4 *>(&qs[warp][r][d]);
+                s[r] += q4.x * k4.x, s[r] += q4.y * k4.y, s[r] += q4.z * k4.z, s[r] += q4.w * k4.w;
+            }
+        }
         int valid = k0 + lane < T; /* lane 0 always is: the tile's maximum is finite */
 #pragma unroll
         for (int r = 0; r < kAttnRows; r++) {
-            float s = 0.0f;
-#pragma unroll 8
-            for (int d = 0; d < HS; d++) s += qs[warp][r][d] * ks[lane][d];
-            s = valid ? scale * s : -INFINITY;
-            float mt = s;
+            float x = valid ? scale * s[r] : -INFINITY, mt = x;
             for (int off = 16; off > 0; off >>= 1) mt = fmaxf(mt, __shfl_xor_sync(all, mt, off));
-            float mn = fmaxf(m[r], mt);
-            float p = valid ? exp_neg(s - mn) : 0.0f, corr = exp_neg(m[r] - mn); /* first tile: l, acc are 0 */
-            float ps = p;
+            float mn = fmaxf(m[r], mt), corr = exp_neg(m[r] - mn); /* first tile: l and acc are 0 */
+            p[r] = valid ? exp_neg(x - mn) : 0.0f;
+            float ps = p[r];
             for (int off = 16; off > 0; off >>= 1) ps += __shfl_xor_sync(all, ps, off);
             l[r] = l[r] * corr + ps, m[r] = mn;
 #pragma unroll
             for (int w = 0; w < W; w++) acc[r][w] *= corr;
-#pragma unroll 8
-            for (int j = 0; j < kAttnKeys; j++) {
-                float pj = __shfl_sync(all, p, j);
+        }
+#pragma unroll 4
+        for (int j = 0; j < kAttnKeys; j++) { /* outputs: value row j, weighted by each row's p_j */
+            float v[W];
 #pragma unroll
-                for (int w = 0; w < W; w++) acc[r][w] += pj * vs[j][lane + 32 * w];
+            for (int w = 0; w < W; w++) v[w] = vs[j][lane + 32 * w];
+#pragma unroll
+            for (int r = 0; r < kAttnRows; r++) {
+                float pj = __shfl_sync(all, p[r], j);
+#pragma unroll
+                for (int w = 0; w < W; w++) acc[r][w] += pj * v[w];
             }
         }
     }
 #pragma unroll
-    for (int r = 0; r < kAttnRows; r++)
-        if (row0 + r < T)
-            for (int w = 0; w < W; w++) o[((size_t)b * T + row0 + r) * D + h * HS + lane + 32 * w] = acc[r][w] / l[r];
+    for (int r = 0; r < kAttnRows; r++) {
+        if (row0 + r >= T) continue;
+#pragma unroll
+        for (int w = 0; w < W; w++) o[((size_t)b * T + row0 + r) * D + h * HS + lane + 32 * w] = acc[r][w] / l[r];
+    }
 }
 
 template <int W>
