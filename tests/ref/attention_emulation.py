@@ -1,6 +1,7 @@
 """A float32 numpy emulation of the CUDA fused attention kernel's arithmetic (src/cuda/dense.cu, k_attention):
-key tiles of 32, four query rows per warp, the running maximum and normaliser, exp with fastmath.h's clamp at -87 (libm's exp, not its polynomial),
-scores summed over the head dimension in order, outputs summed over a tile's keys in order. It checks the
+key tiles of 32, four query rows per warp, the running maximum and normaliser, exp with fastmath.h's clamp
+at -87 (libm's exp, not its polynomial), scores summed over the head dimension in order, outputs summed over
+a tile's keys in order. It checks the
 algorithm and its rounding where no GPU is at hand (docs/gpu.md), not the CUDA code: tests/test_ops_cuda.c does
 that on a GPU. Exits 1 when the emulation is further than 1e-4 (1% floor, as the parity test) from float64
 attention at ViT scales, or from the CPU op's order of operations at logits of SD 4.
