@@ -17,11 +17,6 @@
 /* Slices per decoder pass on the CPU, where two keep the arena of 448x448 activations small. On a GPU
  * the decoder takes the teacher's whole batch (fewer, larger launches). */
 #define CPU_DECODER_BATCH 2
-/* Slices per teacher call when the caller leaves it to the device. On an H200, 32 instead of 8 cut the
- * teacher from 0.36 to 0.28 s and the decoder from 0.48 to 0.35 s for 300 slices (docs/gpu.md); on the CPU
- * a larger batch only grows the arena. */
-#define CPU_BATCH 8
-#define GPU_BATCH 32
 
 void ls_segment_opts_default(ls_segment_opts *o) {
     *o = (ls_segment_opts){.modality = -1, .threshold = 0.5f, .keep_largest = 1, .fill_holes = 1, .batch = 0, .keep_prob = 1};
@@ -204,7 +199,7 @@ static ls_status predict(const ls_volume *ras, const ls_prep *prep, ls_teacher *
     if (m->cfg.grid != g || m->cfg.feat_dim != vc->dim)
         return ls_fail(err, LS_ERR_INPUT, "model expects %d teacher channels on a %dx%d grid; the teacher gives %d on %dx%d",
                        m->cfg.feat_dim, m->cfg.grid, m->cfg.grid, vc->dim, g, g);
-    if (batch <= 0) batch = be->device == LS_DEV_CPU ? CPU_BATCH : GPU_BATCH;
+    batch = ls_teacher_batch(t, batch);
     slice_loop L = {.t = t, .m = m, .dbatch = be->device == LS_DEV_CPU ? CPU_DECODER_BATCH : batch,
                     .f_per = (size_t)vc->dim * g * g, .th = th, .prob_ras = prob_ras, .mask_ras = mask_ras,
                     .progress = progress, .pctx = pctx, .r = r};

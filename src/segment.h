@@ -15,7 +15,7 @@ typedef struct {
     float threshold;       /* on the probability, default 0.5 */
     int keep_largest;      /* keep the largest 3-D connected component (default 1) */
     int fill_holes;        /* fill 3-D holes and holes in each axial slice (default 1) */
-    int batch;             /* slices per teacher call; 0 (the default): 8 on the CPU, 32 on a GPU */
+    int batch;             /* slices per teacher call; 0 (the default): the device's (ls_teacher_batch) */
     int keep_prob;         /* also put the probabilities on the input's grid, r->prob (default 1) */
 } ls_segment_opts;
 

@@ -115,13 +115,18 @@ static ls_status feat_finish(void *ctx, int k0, int nb, float *set, ls_error *er
     return LS_OK;
 }
 
+int ls_teacher_batch(const ls_teacher *t, int requested) {
+    if (requested > 0) return requested;
+    return t->vit.be->device == LS_DEV_CPU ? 8 : 32;
+}
+
 ls_status ls_features_compute(ls_teacher *t, const ls_volume *ras, const ls_prep *prep, int batch,
                               ls_progress_fn progress, void *pctx, ls_features *out, ls_error *err) {
     memset(out, 0, sizeof *out);
     const ls_backend *be = t->vit.be;
     const ls_vit_config *c = &t->vit.cfg;
     int S = t->input_size, g = S / c->patch;
-    feat_loop L = {.t = t, .ras = ras, .prep = prep, .batch = batch < 1 ? 1 : batch,
+    feat_loop L = {.t = t, .ras = ras, .prep = prep, .batch = ls_teacher_batch(t, batch),
                    .nth = be->nthreads > 0 ? be->nthreads : 1, .in_per = (size_t)3 * S * S,
                    .out_per = (size_t)c->dim * g * g, .plane = (size_t)(ras->geom.dim[0] * ras->geom.dim[1]),
                    .out = out, .progress = progress, .pctx = pctx};

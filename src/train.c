@@ -147,7 +147,7 @@ static ls_status scan_load(scan *s, const ls_case *c, ls_teacher *t, const char 
     if (!st) st = ls_prep_init(&s->prep, &s->ras, c->modality, t->input_size, t->input_size, err);
     prep_ctx pc = {hooks, c->id};
     int hit;
-    if (!st) st = ls_features_cached(t, &s->ras, &s->prep, cache_dir, 8, prep_progress, &pc, &s->f, &hit, err);
+    if (!st) st = ls_features_cached(t, &s->ras, &s->prep, cache_dir, 0, prep_progress, &pc, &s->f, &hit, err);
     s->Z = (int)s->ras.geom.dim[2];
     if (st) scan_free(s);
     return st;

@@ -28,7 +28,7 @@ static void features_usage(FILE *f) {
             "  --seed N           seed of the random-initialised teacher (default 0)\n"
             "  --size PIXELS      square teacher input, a multiple of the patch size (default 224)\n"
             "  --modality M       ct, mr or auto (default auto: CT when values reach -100 HU or below)\n"
-            "  --batch N          slices per teacher call (default 8)\n"
+            "  --batch N          slices per teacher call (default 8 on the CPU, 32 on a GPU)\n"
             "  --threads N        CPU threads (default: all cores)\n"
             "  --device D         cpu (default) or cuda\n"
             "  -q, --quiet        no progress bar\n");
@@ -42,7 +42,7 @@ typedef struct {
 
 /* Parses options; returns the index of the first input, or -1 (usage printed, *rc set). */
 static int parse(int argc, char **argv, features_opts *o, int *rc) {
-    *o = (features_opts){"livseg-cache", NULL, "vits16", "auto", "cpu", 224, 8, 0, 0, 0};
+    *o = (features_opts){"livseg-cache", NULL, "vits16", "auto", "cpu", 224, 0, 0, 0, 0};
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
