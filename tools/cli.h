@@ -19,7 +19,7 @@ int cli_report(const ls_error *err);
 
 /* An option that takes a value and sets one field of a settings struct (kind: i int, u uint64, f float,
  * s string of at most size-1 characters), and the setter shared by train and pretrain: 0 when the value
- * does not parse (or is negative, for integers). */
+ * does not parse (or, for integers, is negative or beyond int, or 2^63-1 for u). */
 typedef struct {
     const char *name;
     char kind;
@@ -28,11 +28,11 @@ typedef struct {
 int cli_set_option(void *settings, const cli_option *o, const char *v);
 
 /* A numeric option's value `v` (option `opt` of subcommand `cmd`): the whole string must be an integer in
- * [lo, hi] (cli_int), a finite number in [lo, hi] (cli_float) or an unsigned 64-bit integer (cli_u64).
- * Otherwise prints one line naming the option and the value and returns 0 (the caller exits 2). */
+ * [lo, hi] (cli_int), a finite number in [lo, hi] (cli_float) or a seed, 0 to 2^63-1 as cli_set_option's
+ * 'u' (cli_seed). Otherwise prints one line naming the option and the value and returns 0 (the caller exits 2). */
 int cli_int(const char *cmd, const char *opt, const char *v, long lo, long hi, int *out);
 int cli_float(const char *cmd, const char *opt, const char *v, double lo, double hi, float *out);
-int cli_u64(const char *cmd, const char *opt, const char *v, uint64_t *out);
+int cli_seed(const char *cmd, const char *opt, const char *v, uint64_t *out);
 
 /* 1 when argv[i] is -h or --help. */
 int cli_is_help(const char *arg);

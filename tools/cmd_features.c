@@ -59,7 +59,7 @@ static int parse(int argc, char **argv, features_opts *o, int *rc) {
         else if (!strcmp(a, "--modality")) o->modality = v;
         else if (!strcmp(a, "--device")) o->device = v;
         else if (!strcmp(a, "--seed")) {
-            if (!cli_u64("features", a, v, &o->seed)) return *rc = 2, -1;
+            if (!cli_seed("features", a, v, &o->seed)) return *rc = 2, -1;
         } else if (!strcmp(a, "--size")) {
             if (!cli_int("features", a, v, 1, 8192, &o->size)) return *rc = 2, -1;
         } else if (!strcmp(a, "--batch")) {

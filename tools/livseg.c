@@ -2,6 +2,7 @@
  * livseg.c — the `livseg` command: dispatches to the subcommands in tools/cmd_*.c.
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -47,6 +48,14 @@ int cli_report(const ls_error *err) {
     return err->code ? (int)err->code : 1;
 }
 
+/* The whole of v as an integer in [lo, hi]; 0 when it is anything else (overflow included). */
+static int parse_integer(const char *v, long long lo, long long hi, long long *x) {
+    char *end;
+    errno = 0;
+    *x = strtoll(v, &end, 10);
+    return *v && !*end && !errno && *x >= lo && *x <= hi;
+}
+
 int cli_set_option(void *settings, const cli_option *o, const char *v) {
     char *p = (char *)settings + o->off, *end;
     if (o->kind == 's') {
@@ -58,18 +67,16 @@ int cli_set_option(void *settings, const cli_option *o, const char *v) {
         *(float *)p = strtof(v, &end);
         return *v && !*end;
     }
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || x < 0) return 0;
+    long long x;
+    if (!parse_integer(v, 0, o->kind == 'i' ? INT_MAX : LLONG_MAX, &x)) return 0;
     if (o->kind == 'i') *(int *)p = (int)x;
     else *(uint64_t *)p = (uint64_t)x;
     return 1;
 }
 
 int cli_int(const char *cmd, const char *opt, const char *v, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
+    long long x;
+    if (!parse_integer(v, lo, hi, &x)) {
         fprintf(stderr, "livseg %s: %s takes a whole number from %ld to %ld, not '%s'\n", cmd, opt, lo, hi, v);
         return 0;
     }
@@ -88,12 +95,10 @@ int cli_float(const char *cmd, const char *opt, const char *v, double lo, double
     return 1;
 }
 
-int cli_u64(const char *cmd, const char *opt, const char *v, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (!*v || *v == '-' || *end || errno) {
-        fprintf(stderr, "livseg %s: %s takes a whole number from 0 to 2^64-1, not '%s'\n", cmd, opt, v);
+int cli_seed(const char *cmd, const char *opt, const char *v, uint64_t *out) {
+    long long x;
+    if (!parse_integer(v, 0, LLONG_MAX, &x)) {
+        fprintf(stderr, "livseg %s: %s takes a whole number from 0 to %lld, not '%s'\n", cmd, opt, LLONG_MAX, v);
         return 0;
     }
     *out = (uint64_t)x;
