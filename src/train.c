@@ -54,8 +54,9 @@ ls_status ls_train_config_preset(ls_train_config *c, const char *name, ls_error 
 #define FLD(n, k) LS_FIELD(ls_train_config, n, k)
 static const ls_field fields[] = {
     FLD(datasets, 's'), FLD(val_split, 'i'), FLD(limit, 'i'), FLD(slices_per_epoch, 'i'), FLD(balance, 'i'),
-    FLD(cache_dir, 's'), FLD(arch, 's'), FLD(teacher, 's'), FLD(teacher_seed, 'u'), FLD(input_size, 'i'), FLD(head_hidden, 'i'),
-    FLD(code_dim, 'i'), FLD(widths, 'w'), FLD(skip_width, 'i'), FLD(up_stages, 'i'), FLD(dropout, 'f'),
+    FLD(cache_dir, 's'), FLD(arch, 's'), FLD(teacher, 's'), FLD(teacher_seed, 'u'), FLD(input_size, 'i'),
+    FLD(head_hidden, 'i'), FLD(code_dim, 'i'), FLD(widths, 'w'), FLD(skip_width, 'i'), FLD(up_stages, 'i'),
+    FLD(dropout, 'f'),
     FLD(epochs, 'i'), FLD(batch, 'i'), FLD(patience, 'i'), FLD(lr, 'f'), FLD(weight_decay, 'f'), FLD(lr_factor, 'f'),
     FLD(w_focal, 'f'), FLD(focal_gamma, 'f'), FLD(focal_alpha, 'f'), FLD(w_tversky, 'f'), FLD(tversky_a, 'f'),
     FLD(tversky_b, 'f'), FLD(w_log_iou, 'f'), FLD(w_entropy, 'f'), FLD(entropy_eta, 'f'), FLD(w_cd, 'f'),
