@@ -51,7 +51,7 @@ typedef struct {
 
 struct ls_backend {
     ls_device device;
-    int nthreads;      /* CPU worker threads (OpenMP and BLAS) */
+    int nthreads;      /* CPU worker threads (OpenMP and BLAS), at least 1 */
     void *impl;        /* backend-private state (CUDA stream, cuBLAS handle) */
     const ls_ops_mem *mem;
     const ls_ops_dense *dense;

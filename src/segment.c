@@ -204,7 +204,7 @@ static ls_status predict(const ls_volume *ras, const ls_prep *prep, ls_teacher *
                     .f_per = (size_t)vc->dim * g * g, .th = th, .prob_ras = prob_ras, .mask_ras = mask_ras,
                     .progress = progress, .pctx = pctx, .r = r};
     L.batch = batch < L.dbatch ? L.dbatch : batch;
-    L.h = (host_side){.ras = ras, .prep = prep, .S = S, .Sd = Sd, .nth = be->nthreads > 0 ? be->nthreads : 1,
+    L.h = (host_side){.ras = ras, .prep = prep, .S = S, .Sd = Sd, .nth = be->nthreads,
                       .in_per = (size_t)3 * S * S, .img_per = (size_t)Sd * Sd,
                       .plane = (size_t)ras->geom.dim[0] * (size_t)ras->geom.dim[1]};
     L.h.scratch = ls_calloc((size_t)L.h.nth * 2 * L.h.plane, sizeof(float), err);

@@ -127,7 +127,7 @@ ls_status ls_features_compute(ls_teacher *t, const ls_volume *ras, const ls_prep
     const ls_vit_config *c = &t->vit.cfg;
     int S = t->input_size, g = S / c->patch;
     feat_loop L = {.t = t, .ras = ras, .prep = prep, .batch = ls_teacher_batch(t, batch),
-                   .nth = be->nthreads > 0 ? be->nthreads : 1, .in_per = (size_t)3 * S * S,
+                   .nth = be->nthreads, .in_per = (size_t)3 * S * S,
                    .out_per = (size_t)c->dim * g * g, .plane = (size_t)(ras->geom.dim[0] * ras->geom.dim[1]),
                    .out = out, .progress = progress, .pctx = pctx};
     out->nslices = (int)ras->geom.dim[2], out->dim = c->dim, out->gh = out->gw = g;

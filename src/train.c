@@ -365,7 +365,7 @@ static ls_status trainer_buffers(trainer *T, ls_error *err) {
     }
     T->h_logits = ls_calloc((size_t)B * is, sizeof(float), err);
     /* per thread: items are built one per thread */
-    T->nth = be->nthreads > 0 ? be->nthreads : 1, T->scratch_n = (size_t)maxnx, T->tmp_n = is > fs ? is : fs;
+    T->nth = be->nthreads, T->scratch_n = (size_t)maxnx, T->tmp_n = is > fs ? is : fs;
     T->scratch = ls_calloc((size_t)T->nth * T->scratch_n, sizeof(float), err);
     T->tmp = ls_calloc((size_t)T->nth * T->tmp_n, sizeof(float), err);
     if (!T->h_logits || !T->scratch || !T->tmp) return LS_ERR_NOMEM;
