@@ -141,7 +141,7 @@ float ls_percentile(const float *v, size_t n, double q) {
 
 ls_status ls_prep_init(ls_prep *p, const ls_volume *ras, ls_modality m, int H, int W, ls_error *err) {
     memset(p, 0, sizeof *p);
-    p->modality = m, p->H = H, p->W = W;
+    p->modality = m, p->H = H, p->W = W, p->gamma = 1;
     if (H < 1 || W < 1) return ls_fail(err, LS_ERR_INPUT, "teacher input size %dx%d is not positive", H, W);
     if (m == LS_MOD_CT) {
         p->lo = LS_CT_WINDOW_LO, p->hi = LS_CT_WINDOW_HI;
@@ -188,6 +188,8 @@ void ls_prep_grey(const ls_prep *p, const ls_volume *ras, int64_t k, float *img,
             float v = (s[(size_t)(ny - 1 - r) * nx + (nx - 1 - c)] - p->lo) * scale;
             img[(size_t)r * nx + c] = v > 0 ? (v < 1 ? v : 1) : 0; /* NaN -> 0, like background */
         }
+    if (p->gamma != 1)
+        for (size_t i = 0; i < (size_t)nx * ny; i++) img[i] = powf(img[i], p->gamma);
     ls_resize_bilinear(img, ny, nx, out, H, W);
 }
 

@@ -6,6 +6,8 @@
  *    and scaled to [0, 1].
  *  - MR: the volume's 0.5th and 99.5th percentiles (numpy's linear interpolation) clip and scale to
  *    [0, 1]; MR has no absolute scale, so each volume is normalised on its own.
+ *  - Gamma: grey values g in [0, 1] become g^gamma (1 unless training sets it: teacher-side intensity
+ *    augmentation, train.h; applied before the resize).
  *  - Orientation: slices come from a volume in RAS voxel order and are shown radiologically, as the
  *    preview does: image row 0 is anterior, column 0 the patient's right.
  *  - Resize: bilinear, PyTorch's F.interpolate(mode="bilinear", align_corners=False, antialias=False),
@@ -26,6 +28,7 @@ typedef enum { LS_MOD_CT = 0, LS_MOD_MR = 1 } ls_modality;
 typedef struct {
     ls_modality modality;
     float lo, hi;   /* intensities mapped to 0 and 1 */
+    float gamma;    /* grey g -> g^gamma (ls_prep_init sets 1) */
     int H, W;       /* teacher input size */
 } ls_prep;
 
@@ -39,7 +42,7 @@ const char *ls_modality_name(ls_modality m);
  * window), else MR. Callers let the user override it. */
 ls_modality ls_modality_guess(const ls_volume *v);
 
-/* Sets the window: fixed for CT, the volume's percentiles for MR. */
+/* Sets the window: fixed for CT, the volume's percentiles for MR; gamma 1. */
 ls_status ls_prep_init(ls_prep *p, const ls_volume *ras, ls_modality m, int H, int W, ls_error *err);
 
 /* Slice k of a RAS volume as grey values in [0, 1], displayed and resized to out[H, W]; `scratch` holds

@@ -35,7 +35,7 @@ void ls_train_config_default(ls_train_config *c) {
         .w_log_iou = 1, .w_entropy = 0.005f, .entropy_eta = 2,
         .w_cd = 1, .b_self = 0.18f, .b_plus = 0.12f, .b_minus = 0.46f, .w_self = 0.67f, .w_plus = 0.25f, .w_minus = 0.63f,
         .augment = 1, .aug_rotate_deg = 10, .aug_zoom = 0.1f, .aug_shift = 0.1f, .aug_gamma = 1.5f, .aug_scale = 0.1f,
-        .aug_offset = 0.1f, .aug_blur = 1.0f, .seed = 1};
+        .aug_offset = 0.1f, .aug_blur = 1.0f, .teacher_gamma = 1.8f, .seed = 1};
 }
 
 ls_status ls_train_config_preset(ls_train_config *c, const char *name, ls_error *err) {
@@ -62,7 +62,8 @@ static const ls_field fields[] = {
     FLD(tversky_b, 'f'), FLD(w_log_iou, 'f'), FLD(w_entropy, 'f'), FLD(entropy_eta, 'f'), FLD(w_cd, 'f'),
     FLD(b_self, 'f'), FLD(b_plus, 'f'), FLD(b_minus, 'f'), FLD(w_self, 'f'), FLD(w_plus, 'f'), FLD(w_minus, 'f'),
     FLD(augment, 'i'), FLD(aug_rotate_deg, 'f'), FLD(aug_zoom, 'f'), FLD(aug_shift, 'f'), FLD(aug_gamma, 'f'),
-    FLD(aug_scale, 'f'), FLD(aug_offset, 'f'), FLD(aug_blur, 'f'), FLD(seed, 'u'),
+    FLD(aug_scale, 'f'), FLD(aug_offset, 'f'), FLD(aug_blur, 'f'), FLD(teacher_variants, 'i'), FLD(teacher_gamma, 'f'),
+    FLD(seed, 'u'),
 };
 #define NFIELDS ((int)(sizeof fields / sizeof *fields))
 
@@ -88,6 +89,9 @@ static ls_status config_check(const ls_train_config *c, ls_error *err) {
         return ls_fail(err, LS_ERR_INPUT, "lr must be positive, weight decay not negative, lr factor in (0, 1)");
     if (c->code_dim < 1 || c->skip_width < 1 || c->head_hidden < 0 || !(c->dropout >= 0 && c->dropout < 1))
         return ls_fail(err, LS_ERR_INPUT, "model widths must be positive and dropout in [0, 1)");
+    if (c->teacher_variants < 0 || c->teacher_variants > LS_TRAIN_MAX_VARIANTS || (c->teacher_variants && !(c->teacher_gamma > 1)))
+        return ls_fail(err, LS_ERR_INPUT, "teacher variants %d, gamma %g: expected 0 to %d variants and a gamma above 1",
+                       c->teacher_variants, c->teacher_gamma, LS_TRAIN_MAX_VARIANTS);
     for (int s = 0; s < LS_DEC_STAGES; s++)
         if (c->widths[s] < 1) return ls_fail(err, LS_ERR_INPUT, "decoder width %d of stage %d is not positive", c->widths[s], s);
     return LS_OK;
@@ -95,19 +99,27 @@ static ls_status config_check(const ls_train_config *c, ls_error *err) {
 
 /* ------------------------------------------------------------------ training data */
 
+float ls_train_variant_gamma(const ls_train_config *c, int v) {
+    if (v < 1 || v > c->teacher_variants) return 1;
+    int m = (c->teacher_variants + 1) / 2, k = (v + 1) / 2;
+    return powf(c->teacher_gamma, (v & 1 ? -1.0f : 1.0f) * (float)k / (float)m);
+}
+
+/* A training scan. Variant 0 is the scan as segment sees it; variants 1..nvar differ by the grey values'
+ * gamma (ls_train_variant_gamma), each with its own teacher features. */
 typedef struct {
     const ls_case *c;
     ls_volume ras;   /* the image in RAS order */
     uint8_t *mask;   /* the label on the same grid, 0/1 */
-    ls_prep prep;
-    ls_features f;   /* [Z, C, g, g] */
-    int Z;
+    ls_prep prep[1 + LS_TRAIN_MAX_VARIANTS];
+    ls_features f[1 + LS_TRAIN_MAX_VARIANTS]; /* [Z, C, g, g] each */
+    int Z, nvar;
 } scan;
 
 static void scan_free(scan *s) {
     ls_volume_free(&s->ras);
     free(s->mask);
-    ls_features_free(&s->f);
+    for (int v = 0; v <= s->nvar; v++) ls_features_free(&s->f[v]);
     memset(s, 0, sizeof *s);
 }
 
@@ -121,8 +133,9 @@ static void prep_progress(void *ctx, int64_t done, int64_t total) {
     if (p->hooks && p->hooks->prepare) p->hooks->prepare(p->hooks->ctx, p->id, done, total);
 }
 
-/* Reads a case's image and label into RAS order and gets the teacher's features of every slice. */
-static ls_status scan_load(scan *s, const ls_case *c, ls_teacher *t, const char *cache_dir,
+/* Reads a case's image and label into RAS order and gets the teacher's features of every slice, of the scan
+ * and of its gamma variants 1..nvar of configuration cfg (none when cfg is NULL). */
+static ls_status scan_load(scan *s, const ls_case *c, ls_teacher *t, const char *cache_dir, const ls_train_config *cfg,
                            const ls_train_hooks *hooks, ls_error *err) {
     memset(s, 0, sizeof *s);
     s->c = c;
@@ -145,11 +158,18 @@ static ls_status scan_load(scan *s, const ls_case *c, ls_teacher *t, const char 
     if (!st && !(s->mask = ls_calloc(n, 1, err))) st = LS_ERR_NOMEM;
     for (size_t i = 0; !st && i < n; i++) s->mask[i] = lab_ras.data[i] > 0.5f;
     ls_volume_free(&lab_ras);
-    if (!st) st = ls_prep_init(&s->prep, &s->ras, c->modality, t->input_size, t->input_size, err);
-    prep_ctx pc = {hooks, c->id};
-    int hit;
-    if (!st) st = ls_features_cached(t, &s->ras, &s->prep, cache_dir, 0, prep_progress, &pc, &s->f, &hit, err);
+    if (!st) st = ls_prep_init(&s->prep[0], &s->ras, c->modality, t->input_size, t->input_size, err);
     s->Z = (int)s->ras.geom.dim[2];
+    char id[300];
+    prep_ctx pc = {hooks, id};
+    int nvar = cfg ? cfg->teacher_variants : 0, hit;
+    for (int v = 0; !st && v <= nvar; v++) {
+        s->prep[v] = s->prep[0];
+        s->prep[v].gamma = cfg ? ls_train_variant_gamma(cfg, v) : 1;
+        snprintf(id, sizeof id, v ? "%s, gamma %.2f" : "%s", c->id, s->prep[v].gamma);
+        st = ls_features_cached(t, &s->ras, &s->prep[v], cache_dir, 0, prep_progress, &pc, &s->f[v], &hit, err);
+        if (!st) s->nvar = v;
+    }
     if (st) scan_free(s);
     return st;
 }
@@ -167,7 +187,7 @@ static void mask_plane(const scan *s, int k, float *scratch, float *out, int S) 
 /* Appends one scan's tokens (every slice_stride-th slice) to the growing arrays of ls_train_tokens. */
 static ls_status scan_tokens(const scan *s, int S, int slice_stride, float **X, uint8_t **y, int64_t *n, int64_t *cap,
                              ls_error *err) {
-    const ls_features *f = &s->f;
+    const ls_features *f = &s->f[0];
     int g = f->gh, D = f->dim, P = S / g;
     int64_t per = (int64_t)g * g, want = *n + ((int64_t)s->Z + slice_stride - 1) / slice_stride * per;
     if (want > *cap) {
@@ -208,8 +228,8 @@ ls_status ls_train_tokens(const ls_manifest *m, const int *cases, int ncases, ls
     ls_status st = LS_OK;
     for (int i = 0; !st && i < ncases; i++) {
         scan s;
-        if ((st = scan_load(&s, &m->cases[cases[i]], t, cache_dir, hooks, err))) break;
-        *dim = s.f.dim;
+        if ((st = scan_load(&s, &m->cases[cases[i]], t, cache_dir, NULL, hooks, err))) break;
+        *dim = s.f[0].dim;
         st = scan_tokens(&s, t->input_size, slice_stride, X, y, n, &cap, err);
         scan_free(&s);
     }
@@ -312,7 +332,7 @@ static void augment_intensity(float *img, float *tmp, int S, const intensity *p)
 
 /* One batch item: its scan and slice, and the extra slices its contrastive terms pair it with. */
 typedef struct {
-    int scan, slice;
+    int scan, slice, variant;
     int extra[3], nextra, npos; /* slices of the same scan: positives first, then the negative */
     int pos[3];                 /* where stage_batch put them among the batch's extra slices */
 } item;
@@ -421,14 +441,14 @@ static void trainer_free(trainer *T) {
     memset(T, 0, sizeof *T);
 }
 
-/* Slice k of scan s as a training item (features, grey image, target), warped by w and augmented by aug when
- * not NULL; `thread` picks the scratch buffers, so items can be built in parallel. */
-static void build_item(trainer *T, const scan *s, int k, const warp *w, const intensity *aug, int thread, float *feat,
-                       float *img, float *tgt) {
+/* Slice k of variant v of scan s as a training item (features, grey image, target), warped by w and augmented
+ * by aug when not NULL; `thread` picks the scratch buffers, so items can be built in parallel. */
+static void build_item(trainer *T, const scan *s, int k, int v, const warp *w, const intensity *aug, int thread,
+                       float *feat, float *img, float *tgt) {
     size_t fs = (size_t)T->C * T->P;
-    const float *f = s->f.data + (size_t)k * fs;
+    const float *f = s->f[v].data + (size_t)k * fs;
     float *scratch = T->scratch + (size_t)thread * T->scratch_n, *tmp = T->tmp + (size_t)thread * T->tmp_n;
-    ls_prep_grey(&s->prep, &s->ras, k, scratch, img, T->S, T->S);
+    ls_prep_grey(&s->prep[v], &s->ras, k, scratch, img, T->S, T->S);
     if (tgt) mask_plane(s, k, scratch, tgt, T->S);
     if (!w || w->identity) {
         memcpy(feat, f, fs * sizeof(float));
@@ -491,13 +511,13 @@ static void stage_batch(trainer *T, staged *st, int B, ls_rng *r) {
     }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(T->nth)
     for (int b = 0; b < B; b++)
-        build_item(T, &T->train[it[b].scan], it[b].slice, &w[b], c->augment ? &aug[b] : NULL, omp_get_thread_num(),
-                   st->feat + b * fs, st->img + b * is, st->tgt + b * is);
+        build_item(T, &T->train[it[b].scan], it[b].slice, it[b].variant, &w[b], c->augment ? &aug[b] : NULL,
+                   omp_get_thread_num(), st->feat + b * fs, st->img + b * is, st->tgt + b * is);
     for (int b = 0; b < B; b++) {
         const scan *s = &T->train[it[b].scan];
         for (int e = 0; e < it[b].nextra; e++) {
             int k = it[b].extra[e];
-            memcpy(st->extra + (size_t)E * fs, s->f.data + (size_t)k * fs, fs * sizeof(float));
+            memcpy(st->extra + (size_t)E * fs, s->f[it[b].variant].data + (size_t)k * fs, fs * sizeof(float));
             it[b].pos[e] = E++;
         }
     }
@@ -560,7 +580,7 @@ static void collect_step(trainer *T, int nterms, batch_losses *bl) {
 /* Items of one batch: positives i-1 and i+1 inside the scan, the negative (i + Z/2) mod Z unless it is i. */
 static void make_item(const trainer *T, int scan_i, int k, item *it) {
     int Z = T->train[scan_i].Z;
-    it->scan = scan_i, it->slice = k, it->nextra = 0, it->npos = 0;
+    it->scan = scan_i, it->slice = k, it->variant = 0, it->nextra = 0, it->npos = 0;
     if (T->cfg.w_cd <= 0) return;
     if (k > 0) it->extra[it->nextra++] = k - 1;
     if (k + 1 < Z) it->extra[it->nextra++] = k + 1;
@@ -583,7 +603,7 @@ static double validate(trainer *T, double *per_case) {
             const staged *st = &T->set[0];
 #pragma omp parallel for schedule(static) num_threads(T->nth)
             for (int b = 0; b < nb; b++)
-                build_item(T, s, k0 + b, NULL, NULL, omp_get_thread_num(), st->feat + b * fs, st->img + b * is,
+                build_item(T, s, k0 + b, 0, NULL, NULL, omp_get_thread_num(), st->feat + b * fs, st->img + b * is,
                            st->tgt + b * is);
             be->mem->to_device(be, T->d_feat, st->feat, nb * fs * sizeof(float));
             be->mem->to_device(be, T->d_img, st->img, nb * is * sizeof(float));
@@ -761,15 +781,20 @@ static ls_status append_log(trainer *T, const char *line) {
     return LS_OK;
 }
 
-/* The items of the B slices at `refs`, staged into st. */
-static void stage_items(trainer *T, staged *st, const ls_slice_ref *refs, int B, ls_rng *r) {
-    for (int i = 0; i < B; i++) make_item(T, refs[i].scan, refs[i].slice, &st->it[i]);
+/* The items of the B slices at `refs`, staged into st. Variants come from their own stream vr, so the other
+ * draws are those of a run without variants. */
+static void stage_items(trainer *T, staged *st, const ls_slice_ref *refs, int B, ls_rng *r, ls_rng *vr) {
+    for (int i = 0; i < B; i++) {
+        make_item(T, refs[i].scan, refs[i].slice, &st->it[i]);
+        int nv = T->train[refs[i].scan].nvar;
+        if (nv) st->it[i].variant = (int)(ls_rng_next(vr) % (uint64_t)(nv + 1));
+    }
     stage_batch(T, st, B, r);
 }
 
 static ls_status run_epoch(trainer *T, const char *dir, const ls_train_hooks *hooks, ls_error *err) {
     const ls_train_config *c = &T->cfg;
-    ls_rng r = {epoch_seed(c->seed, T->epoch)};
+    ls_rng r = {epoch_seed(c->seed, T->epoch)}, vr = {epoch_seed(c->seed ^ 0x76617269616e7473ull, T->epoch)};
     int n;
     ls_slice_ref *order = epoch_order(T, &r, &n, err);
     if (!order) return LS_ERR_NOMEM;
@@ -778,10 +803,10 @@ static ls_status run_epoch(trainer *T, const char *dir, const ls_train_hooks *ho
     double t0 = ls_now();
     /* Batch b+1 is built on the host while the device runs batch b (on the CPU, in turn): the same random
      * draws in the same order as building each batch just before its step. */
-    if (nb) stage_items(T, &T->set[0], order, B, &r);
+    if (nb) stage_items(T, &T->set[0], order, B, &r, &vr);
     for (int b = 0; b < nb; b++) {
         int nterms = queue_step(T, &T->set[b & 1]);
-        if (b + 1 < nb) stage_items(T, &T->set[(b + 1) & 1], order + (size_t)(b + 1) * B, B, &r);
+        if (b + 1 < nb) stage_items(T, &T->set[(b + 1) & 1], order + (size_t)(b + 1) * B, B, &r, &vr);
         collect_step(T, nterms, &bl);
         if (hooks && hooks->batch) {
             double d = b + 1;
@@ -837,9 +862,9 @@ static ls_status load_scans(trainer *T, const ls_manifest *m, const ls_train_hoo
         if (!T->train || !T->val) s = LS_ERR_NOMEM;
     }
     for (int i = 0; !s && i < nt; i++)
-        if (!(s = scan_load(&T->train[i], &m->cases[tr[i]], &T->teacher, T->cfg.cache_dir, hooks, err))) T->ntrain++;
+        if (!(s = scan_load(&T->train[i], &m->cases[tr[i]], &T->teacher, T->cfg.cache_dir, &T->cfg, hooks, err))) T->ntrain++;
     for (int i = 0; !s && i < nv; i++)
-        if (!(s = scan_load(&T->val[i], &m->cases[va[i]], &T->teacher, T->cfg.cache_dir, hooks, err))) T->nval++;
+        if (!(s = scan_load(&T->val[i], &m->cases[va[i]], &T->teacher, T->cfg.cache_dir, NULL, hooks, err))) T->nval++;
     free(tr), free(va);
     return s;
 }

@@ -13,7 +13,11 @@
  * Augmentation (on by default) draws per item: a small affine warp (rotation, zoom, shift) applied alike
  * to the decoder's input slice, the target and the feature grid; and intensity changes (gamma, scale,
  * shift, Gaussian blur) of the decoder's input slice. The teacher's features come from the cache, so
- * they see the geometry of the augmentation but not its intensities.
+ * they see the geometry of the augmentation but not those intensities. With `teacher_variants` V > 0, each
+ * training scan also comes in V gamma variants (grey g -> g^gamma before the teacher and the decoder alike,
+ * gammas from ls_train_variant_gamma), each with its own cached features; every item (with its positives
+ * and negative) is drawn from the scan or one of its variants, all equally likely, from a stream of its
+ * own, so the run's other draws are those of the same run without variants. Validation sees the scans.
  *
  * Determinism: everything random is drawn from splitmix64 streams derived from (seed, epoch), so the same
  * configuration, data and thread count give the same weights bit for bit, and a run resumed from its
@@ -63,8 +67,16 @@ typedef struct {
     /* augmentation */
     int augment;
     float aug_rotate_deg, aug_zoom, aug_shift, aug_gamma, aug_scale, aug_offset, aug_blur;
+    int teacher_variants;    /* gamma variants per training scan that the teacher sees (0 to LS_TRAIN_MAX_VARIANTS) */
+    float teacher_gamma;     /* their largest gamma G (> 1) */
     uint64_t seed;
 } ls_train_config;
+
+#define LS_TRAIN_MAX_VARIANTS 4
+
+/* Gamma of teacher variant v (1..teacher_variants; 1 for anything else): G^(-k/m) for odd v and G^(k/m)
+ * for even v, k = (v+1)/2, m = ceil(V/2); V = 2 gives 1/G and G. */
+float ls_train_variant_gamma(const ls_train_config *c, int v);
 
 /* The CPU preset (the default): see docs/training.md. */
 void ls_train_config_default(ls_train_config *c);

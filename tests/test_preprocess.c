@@ -82,6 +82,28 @@ TEST(ct_window_orientation_channels) {
     free(v.data);
 }
 
+/* A gamma other than 1 (training's teacher variants) maps each grey value g to g^gamma before the resize;
+ * at the slice's own size the resize is the identity, so every pixel is exactly powf(g, gamma). */
+TEST(gamma_curve) {
+    ls_volume v;
+    marker_volume(&v, -1000, 275);
+    for (int i = 0; i < 600; i++) v.data[i] = -125.0f + (float)(i % 41) * 10.0f; /* greys 0, 0.025, .., 1 */
+    ls_prep p;
+    ls_error err = {0};
+    REQUIRE(ls_prep_init(&p, &v, LS_MOD_CT, 10, 20, &err) == LS_OK && p.gamma == 1, "%s gamma %g", err.msg, p.gamma);
+    float scratch[200], plain[200], bright[200];
+    ls_prep_grey(&p, &v, 1, scratch, plain, 10, 20);
+    p.gamma = 0.5f;
+    ls_prep_grey(&p, &v, 1, scratch, bright, 10, 20);
+    int bad = 0, lifted = 0;
+    for (int i = 0; i < 200; i++) {
+        bad += bright[i] != powf(plain[i], 0.5f);
+        lifted += bright[i] > plain[i];
+    }
+    CHECK(bad == 0 && lifted > 100, "%d pixels differ from g^0.5; %d of 200 brighter", bad, lifted);
+    free(v.data);
+}
+
 TEST(mr_percentile_window) {
     ls_volume v;
     marker_volume(&v, 100, 900);
@@ -170,6 +192,7 @@ TEST(percentiles_exact) {
 int main(void) {
     RUN(resize_and_percentiles_match_reference);
     RUN(ct_window_orientation_channels);
+    RUN(gamma_curve);
     RUN(mr_percentile_window);
     RUN(percentiles_exact);
     RUN(mr_nan_voxels);

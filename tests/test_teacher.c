@@ -47,16 +47,20 @@ TEST(cache_roundtrip) {
     REQUIRE(ls_features_compute(&t, &v, &p, 1, NULL, NULL, &c, &err) == LS_OK, "%s", err.msg);
     double e = test_max_rel_err(a.data, c.data, 5 * 384 * 4, 0.1);
     CHECK(e < 1e-3, "cached vs direct: %.2e", e);
-    /* Another teacher, window or volume: another entry. */
-    char p1[4096], p2[4096], p3[4096], p4[4096];
+    /* Another teacher, window, gamma or volume: another entry. */
+    char p1[4096], p2[4096], p3[4096], p4[4096], p5[4096];
     ls_features_cache_path(cache, &t, &v, &p, p1, sizeof p1, &err);
     ls_features_cache_path(cache, &t2, &v, &p, p2, sizeof p2, &err);
     ls_prep pm = p;
     pm.modality = LS_MOD_MR, pm.lo = 0, pm.hi = 100;
     ls_features_cache_path(cache, &t, &v, &pm, p3, sizeof p3, &err);
+    ls_prep pg = p;
+    pg.gamma = 0.5f; /* a teacher variant of training */
+    ls_features_cache_path(cache, &t, &v, &pg, p5, sizeof p5, &err);
     v.data[17] += 1;
     ls_features_cache_path(cache, &t, &v, &p, p4, sizeof p4, &err);
-    CHECK(strcmp(p1, p2) && strcmp(p1, p3) && strcmp(p1, p4), "cache keys collide: %s %s %s %s", p1, p2, p3, p4);
+    CHECK(strcmp(p1, p2) && strcmp(p1, p3) && strcmp(p1, p4) && strcmp(p1, p5), "cache keys collide: %s %s %s %s %s", p1,
+          p2, p3, p4, p5);
     ls_features_free(&a), ls_features_free(&b), ls_features_free(&c);
     free(v.data);
     /* A one-slice volume works. */

@@ -10,6 +10,7 @@
  *    byte-identical models;
  *  - the configuration round-trips through JSON, and bad settings or a missing state are one-line errors.
  */
+#include <dirent.h>
 #include <math.h>
 #include <string.h>
 
@@ -220,41 +221,99 @@ static void write_scan(const char *img, const char *lab, int nz) {
     ls_volume_free(&v), ls_volume_free(&m);
 }
 
-/* Scans of one and two slices: the negative (i + Z/2) mod Z is i itself for Z = 1 and must be skipped;
- * for Z = 2 it is the other slice. Training and validation must run and write a model. */
-TEST(one_and_two_slice_scans) {
+/* A manifest of three synthetic scans of nz[i] slices (dataset "tiny"; the last validates) in the test
+ * directory, and a training configuration small enough for them. */
+static void tiny_setup(const char *name, const int nz[3], ls_manifest *m, ls_train_config *c) {
     const char *dir = test_tmpdir();
-    char manifest[600], text[8192], img[3][700], lab[3][700], out[700];
-    int nz[3] = {1, 2, 1};
+    char manifest[600], text[8192], img[700], lab[700];
     snprintf(text, sizeof text, "case,dataset,modality,image,label\n");
     for (int i = 0; i < 3; i++) {
-        snprintf(img[i], sizeof img[i], "%s/tiny%d.nii.gz", dir, i);
-        snprintf(lab[i], sizeof lab[i], "%s/tiny%d_liver.nii.gz", dir, i);
-        write_scan(img[i], lab[i], nz[i]);
+        snprintf(img, sizeof img, "%s/%s%d.nii.gz", dir, name, i);
+        snprintf(lab, sizeof lab, "%s/%s%d_liver.nii.gz", dir, name, i);
+        write_scan(img, lab, nz[i]);
         size_t l = strlen(text);
-        snprintf(text + l, sizeof text - l, "t%d,tiny,CT,%s,%s\n", i, img[i], lab[i]);
+        snprintf(text + l, sizeof text - l, "t%d,tiny,CT,%s,%s\n", i, img, lab);
     }
-    snprintf(manifest, sizeof manifest, "%s/tiny.csv", dir);
+    snprintf(manifest, sizeof manifest, "%s/%s.csv", dir, name);
     FILE *f = fopen(manifest, "w");
     fputs(text, f);
     fclose(f);
-    ls_manifest m;
     ls_error err = {0};
-    REQUIRE(ls_manifest_read(manifest, &m, &err) == LS_OK, "%s", err.msg);
-    ls_train_config c;
-    ls_train_config_default(&c);
-    snprintf(c.datasets, sizeof c.datasets, "tiny");
-    snprintf(c.cache_dir, sizeof c.cache_dir, "%s/tinycache", dir);
-    c.val_split = 1, c.input_size = 32, c.batch = 2, c.epochs = 2, c.up_stages = 2, c.code_dim = 8;
+    if (ls_manifest_read(manifest, m, &err)) fprintf(stderr, "tiny_setup: %s\n", err.msg);
+    ls_train_config_default(c);
+    snprintf(c->datasets, sizeof c->datasets, "tiny");
+    snprintf(c->cache_dir, sizeof c->cache_dir, "%s/%scache", dir, name);
+    c->val_split = 1, c->input_size = 32, c->batch = 2, c->epochs = 2, c->up_stages = 2, c->code_dim = 8;
     int w[LS_DEC_STAGES] = {8, 8, 8, 8, 8};
-    memcpy(c.widths, w, sizeof w);
-    c.skip_width = 4;
-    snprintf(out, sizeof out, "%s/tiny_run", dir);
+    memcpy(c->widths, w, sizeof w);
+    c->skip_width = 4;
+}
+
+/* Scans of one and two slices: the negative (i + Z/2) mod Z is i itself for Z = 1 and must be skipped;
+ * for Z = 2 it is the other slice. Training and validation must run and write a model. */
+TEST(one_and_two_slice_scans) {
+    char out[700];
+    int nz[3] = {1, 2, 1};
+    ls_manifest m;
+    ls_train_config c;
+    tiny_setup("tiny", nz, &m, &c);
+    REQUIRE(m.n == 3, "tiny manifest: %d cases", m.n);
+    snprintf(out, sizeof out, "%s/tiny_run", test_tmpdir());
     epoch_log l = {0};
     ls_train_hooks h = {&l, NULL, NULL, on_epoch};
+    ls_error err = {0};
     REQUIRE(ls_train(&c, &m, out, 0, &be, &h, &err) == LS_OK, "%s", err.msg);
     CHECK(l.n == 2 && field(l.line[1], "val_dice") >= 0 && field(l.line[1], "sim_minus") > -1,
           "epoch lines: %s", l.n ? l.line[l.n - 1] : "(none)");
+    ls_manifest_free(&m);
+}
+
+static int count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += strstr(e->d_name, ".safetensors") != NULL;
+    if (d) closedir(d);
+    return n;
+}
+
+/* Teacher variants: their gammas; bad settings refused; with two, every training scan gets two more
+ * feature cache entries (validation none), the run is deterministic and differs from one without. */
+TEST(teacher_variants) {
+    ls_train_config c;
+    ls_train_config_default(&c);
+    c.teacher_gamma = 2, c.teacher_variants = 2;
+    CHECK(ls_train_variant_gamma(&c, 0) == 1 && ls_train_variant_gamma(&c, 1) == 0.5f &&
+              ls_train_variant_gamma(&c, 2) == 2 && ls_train_variant_gamma(&c, 3) == 1,
+          "V = 2: %g %g %g %g", ls_train_variant_gamma(&c, 0), ls_train_variant_gamma(&c, 1),
+          ls_train_variant_gamma(&c, 2), ls_train_variant_gamma(&c, 3));
+    c.teacher_variants = 3;
+    CHECK(fabsf(ls_train_variant_gamma(&c, 1) - sqrtf(0.5f)) < 1e-6f && fabsf(ls_train_variant_gamma(&c, 2) - sqrtf(2)) < 1e-6f &&
+              ls_train_variant_gamma(&c, 3) == 0.5f,
+          "V = 3: %g %g %g", ls_train_variant_gamma(&c, 1), ls_train_variant_gamma(&c, 2), ls_train_variant_gamma(&c, 3));
+
+    int nz[3] = {3, 4, 2};
+    ls_manifest m;
+    tiny_setup("variants", nz, &m, &c);
+    char out[3][700];
+    for (int i = 0; i < 3; i++) snprintf(out[i], sizeof out[i], "%s/variants_run%d", test_tmpdir(), i);
+    ls_error err = {0};
+    c.teacher_variants = LS_TRAIN_MAX_VARIANTS + 1;
+    CHECK(ls_train(&c, &m, out[0], 0, &be, NULL, &err) == LS_ERR_INPUT && strstr(err.msg, "variants"), "%d variants: %s",
+          c.teacher_variants, err.msg);
+    c.teacher_variants = 2, c.teacher_gamma = 1;
+    CHECK(ls_train(&c, &m, out[0], 0, &be, NULL, &err) == LS_ERR_INPUT && strstr(err.msg, "gamma"), "gamma 1: %s",
+          err.msg);
+    c.teacher_gamma = 1.8f;
+    REQUIRE(ls_train(&c, &m, out[0], 0, &be, NULL, &err) == LS_OK, "%s", err.msg);
+    int entries = count_entries(c.cache_dir);
+    CHECK(entries == 2 * 3 + 1, "%d feature cache entries for 2 training scans x 3 and 1 validation scan", entries);
+    REQUIRE(ls_train(&c, &m, out[1], 0, &be, NULL, &err) == LS_OK, "%s", err.msg);
+    c.teacher_variants = 0;
+    REQUIRE(ls_train(&c, &m, out[2], 0, &be, NULL, &err) == LS_OK, "%s", err.msg);
+    char f[3][2200];
+    for (int i = 0; i < 3; i++) snprintf(f[i], sizeof f[i], "%s/last.safetensors", out[i]);
+    CHECK(same_file_bytes(f[0], f[1]), "two runs with variants differ");
+    CHECK(!same_file_bytes(f[0], f[2]), "variants changed nothing");
     ls_manifest_free(&m);
 }
 
@@ -268,6 +327,7 @@ int main(void) {
     RUN(config_json_round_trip);
     RUN(bad_settings_are_errors);
     RUN(one_and_two_slice_scans);
+    RUN(teacher_variants);
     RUN(learns_and_resumes_exactly);
     ls_backend_free(&be);
     return test_summary();

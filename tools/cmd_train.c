@@ -64,6 +64,12 @@ static void train_usage(FILE *f) {
             "  --aug-scale F          intensity scale within 1 +- F (default %g)\n"
             "  --aug-offset F         intensity offset within +-F of the [0, 1] range (default %g)\n"
             "  --aug-blur SIGMA       largest Gaussian blur in pixels (default %g)\n"
+            "  --teacher-variants N   also train on N gamma variants of every training scan (0-%d, default %d):\n"
+            "                         grey g -> g^gamma, which the teacher sees too (its features of each\n"
+            "                         variant are cached like the scan's); items are drawn from the scan and\n"
+            "                         its variants alike. For MR whose organs sit darker or brighter in the\n"
+            "                         intensity window than in the training data\n"
+            "  --teacher-gamma G      the variants' gammas span [1/G, G] (default %g; 2 variants: 1/G and G)\n"
             "run:\n"
             "  -o, --out DIR          output directory (created if absent)\n"
             "  --resume               continue the run in DIR from its state file (its settings are kept;\n"
@@ -77,7 +83,8 @@ static void train_usage(FILE *f) {
             d.patience, d.weight_decay, d.code_dim, d.widths[0], d.widths[1], d.widths[2], d.widths[3], d.widths[4],
             d.skip_width, d.up_stages, 1 << d.up_stages, d.dropout, d.w_focal, d.w_tversky, d.w_log_iou, d.w_entropy,
             d.w_cd, d.b_self, d.b_plus, d.b_minus, d.aug_rotate_deg, d.aug_zoom, d.aug_shift, d.aug_gamma, d.aug_scale,
-            d.aug_offset, d.aug_blur, (unsigned long long)d.seed);
+            d.aug_offset, d.aug_blur, LS_TRAIN_MAX_VARIANTS, d.teacher_variants, d.teacher_gamma,
+            (unsigned long long)d.seed);
 }
 
 typedef struct {
@@ -100,7 +107,8 @@ static const option options[] = {
     OPT("--b-plus", b_plus, 'f'), OPT("--b-minus", b_minus, 'f'), OPT("--seed", seed, 'u'),
     OPT("--aug-rotate", aug_rotate_deg, 'f'), OPT("--aug-zoom", aug_zoom, 'f'), OPT("--aug-shift", aug_shift, 'f'),
     OPT("--aug-gamma", aug_gamma, 'f'), OPT("--aug-scale", aug_scale, 'f'), OPT("--aug-offset", aug_offset, 'f'),
-    OPT("--aug-blur", aug_blur, 'f'),
+    OPT("--aug-blur", aug_blur, 'f'), OPT("--teacher-variants", teacher_variants, 'i'),
+    OPT("--teacher-gamma", teacher_gamma, 'f'),
 };
 
 /* Sets an option's field from its text; 0 when the value does not parse. */
