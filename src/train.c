@@ -119,7 +119,7 @@ typedef struct {
 static void scan_free(scan *s) {
     ls_volume_free(&s->ras);
     free(s->mask);
-    for (int v = 0; v <= s->nvar; v++) ls_features_free(&s->f[v]);
+    for (int v = 0; v <= LS_TRAIN_MAX_VARIANTS; v++) ls_features_free(&s->f[v]); /* also a half-loaded variant's */
     memset(s, 0, sizeof *s);
 }
 
