@@ -105,15 +105,15 @@ float ls_train_variant_gamma(const ls_train_config *c, int v) {
     return powf(c->teacher_gamma, (v & 1 ? -1.0f : 1.0f) * (float)k / (float)m);
 }
 
-/* A training scan. Variant 0 is the scan as segment sees it; variants 1..nvar differ by the grey values'
- * gamma (ls_train_variant_gamma), each with its own teacher features. */
+/* A training scan. Variant 0 is the scan as segment sees it; variants 1..teacher_variants (training scans
+ * only) differ by the grey values' gamma (ls_train_variant_gamma), each with its own teacher features. */
 typedef struct {
     const ls_case *c;
     ls_volume ras;   /* the image in RAS order */
     uint8_t *mask;   /* the label on the same grid, 0/1 */
     ls_prep prep[1 + LS_TRAIN_MAX_VARIANTS];
     ls_features f[1 + LS_TRAIN_MAX_VARIANTS]; /* [Z, C, g, g] each */
-    int Z, nvar;
+    int Z;
 } scan;
 
 static void scan_free(scan *s) {
@@ -134,7 +134,7 @@ static void prep_progress(void *ctx, int64_t done, int64_t total) {
 }
 
 /* Reads a case's image and label into RAS order and gets the teacher's features of every slice, of the scan
- * and of its gamma variants 1..nvar of configuration cfg (none when cfg is NULL). */
+ * and of its gamma variants 1..teacher_variants of configuration cfg (none when cfg is NULL). */
 static ls_status scan_load(scan *s, const ls_case *c, ls_teacher *t, const char *cache_dir, const ls_train_config *cfg,
                            const ls_train_hooks *hooks, ls_error *err) {
     memset(s, 0, sizeof *s);
@@ -168,7 +168,6 @@ static ls_status scan_load(scan *s, const ls_case *c, ls_teacher *t, const char 
         s->prep[v].gamma = cfg ? ls_train_variant_gamma(cfg, v) : 1;
         snprintf(id, sizeof id, v ? "%s, gamma %.2f" : "%s", c->id, s->prep[v].gamma);
         st = ls_features_cached(t, &s->ras, &s->prep[v], cache_dir, 0, prep_progress, &pc, &s->f[v], &hit, err);
-        if (!st) s->nvar = v;
     }
     if (st) scan_free(s);
     return st;
@@ -784,9 +783,9 @@ static ls_status append_log(trainer *T, const char *line) {
 /* The items of the B slices at `refs`, staged into st. Variants come from their own stream vr, so the other
  * draws are those of a run without variants. */
 static void stage_items(trainer *T, staged *st, const ls_slice_ref *refs, int B, ls_rng *r, ls_rng *vr) {
+    int nv = T->cfg.teacher_variants; /* every training scan has them all (scan_load) */
     for (int i = 0; i < B; i++) {
         make_item(T, refs[i].scan, refs[i].slice, &st->it[i]);
-        int nv = T->train[refs[i].scan].nvar;
         if (nv) st->it[i].variant = (int)(ls_rng_next(vr) % (uint64_t)(nv + 1));
     }
     stage_batch(T, st, B, r);

@@ -222,8 +222,8 @@ static void write_scan(const char *img, const char *lab, int nz) {
 }
 
 /* A manifest of three synthetic scans of nz[i] slices (dataset "tiny"; the last validates) in the test
- * directory, and a training configuration small enough for them. */
-static void tiny_setup(const char *name, const int nz[3], ls_manifest *m, ls_train_config *c) {
+ * directory, and a training configuration small enough for them; 0 when the manifest reads back. */
+static int tiny_setup(const char *name, const int nz[3], ls_manifest *m, ls_train_config *c) {
     const char *dir = test_tmpdir();
     char manifest[600], text[8192], img[700], lab[700];
     snprintf(text, sizeof text, "case,dataset,modality,image,label\n");
@@ -239,7 +239,8 @@ static void tiny_setup(const char *name, const int nz[3], ls_manifest *m, ls_tra
     fputs(text, f);
     fclose(f);
     ls_error err = {0};
-    if (ls_manifest_read(manifest, m, &err)) fprintf(stderr, "tiny_setup: %s\n", err.msg);
+    ls_status st = ls_manifest_read(manifest, m, &err);
+    if (st) fprintf(stderr, "tiny_setup: %s\n", err.msg);
     ls_train_config_default(c);
     snprintf(c->datasets, sizeof c->datasets, "tiny");
     snprintf(c->cache_dir, sizeof c->cache_dir, "%s/%scache", dir, name);
@@ -247,6 +248,7 @@ static void tiny_setup(const char *name, const int nz[3], ls_manifest *m, ls_tra
     int w[LS_DEC_STAGES] = {8, 8, 8, 8, 8};
     memcpy(c->widths, w, sizeof w);
     c->skip_width = 4;
+    return st;
 }
 
 /* Scans of one and two slices: the negative (i + Z/2) mod Z is i itself for Z = 1 and must be skipped;
@@ -256,8 +258,7 @@ TEST(one_and_two_slice_scans) {
     int nz[3] = {1, 2, 1};
     ls_manifest m;
     ls_train_config c;
-    tiny_setup("tiny", nz, &m, &c);
-    REQUIRE(m.n == 3, "tiny manifest: %d cases", m.n);
+    REQUIRE(tiny_setup("tiny", nz, &m, &c) == 0 && m.n == 3, "tiny manifest");
     snprintf(out, sizeof out, "%s/tiny_run", test_tmpdir());
     epoch_log l = {0};
     ls_train_hooks h = {&l, NULL, NULL, on_epoch};
@@ -293,7 +294,7 @@ TEST(teacher_variants) {
 
     int nz[3] = {3, 4, 2};
     ls_manifest m;
-    tiny_setup("variants", nz, &m, &c);
+    REQUIRE(tiny_setup("variants", nz, &m, &c) == 0 && m.n == 3, "variants manifest");
     char out[3][700];
     for (int i = 0; i < 3; i++) snprintf(out[i], sizeof out[i], "%s/variants_run%d", test_tmpdir(), i);
     ls_error err = {0};
