@@ -258,14 +258,12 @@ static void cpu_ema(const ls_backend *be, float *t, const float *s, size_t n, fl
     for (size_t i = 0; i < n; i++) t[i] = mom * t[i] + a * s[i];
 }
 
-static double cpu_sumsq(const ls_backend *be, const float *x, size_t n) {
-    double s = 0;
-    (void)be; /* one thread: the same sum whatever the thread count (norms decide clipping) */
+static void cpu_clip_norm(const ls_backend *be, float *x, size_t n, float max_norm) {
+    double s = 0; /* one thread: the same sum whatever the thread count (the norm decides clipping) */
     for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-    return s;
-}
-
-static void cpu_scale(const ls_backend *be, float *x, size_t n, float a) {
+    double c = max_norm / (sqrt(s) + 1e-6);
+    if (c >= 1) return;
+    float a = (float)c;
 #pragma omp parallel for simd schedule(static) num_threads(be->nthreads)
     for (size_t i = 0; i < n; i++) x[i] *= a;
 }
@@ -282,6 +280,5 @@ const ls_ops_loss ls_cpu_loss = {
     .center_update = cpu_center_update,
     .adamw_step = cpu_adamw_step,
     .ema = cpu_ema,
-    .sumsq = cpu_sumsq,
-    .scale = cpu_scale,
+    .clip_norm = cpu_clip_norm,
 };

@@ -285,7 +285,7 @@ ls_status ls_dino_init(ls_dino *d, const ls_dino_config *c, const ls_backend *be
     memset(d, 0, sizeof *d);
     d->cfg = *c, d->be = be;
     if (!be->dense->l2norm || !be->dense->l2norm_bwd || !be->loss->dino_loss || !be->loss->adamw_step ||
-        !be->loss->center_update || !be->loss->ema || !be->loss->sumsq || !be->loss->scale)
+        !be->loss->center_update || !be->loss->ema || !be->loss->clip_norm)
         return ls_fail(err, LS_ERR_UNSUPPORTED, "the %s backend lacks DINO's ops (pretrain with --device cpu)",
                        ls_device_name(be->device));
     ls_status s = ls_dino_config_check(c, err);
@@ -357,8 +357,8 @@ void ls_dino_schedule(const ls_dino_config *c, int niter, int epoch, int it, ls_
     s->freeze_last_layer = epoch < c->freeze_last_layer;
 }
 
-ls_status ls_dino_step(ls_dino *d, const float *globals, const float *locals, const ls_dino_sched *s, double *loss,
-                       ls_error *err) {
+ls_status ls_dino_queue_step(ls_dino *d, const float *globals, const float *locals, const ls_dino_sched *s,
+                             ls_error *err) {
     const ls_backend *be = d->be;
     const ls_dino_config *c = &d->cfg;
     ls_vit *sv = &d->student.vit;
@@ -379,13 +379,9 @@ ls_status ls_dino_step(ls_dino *d, const float *globals, const float *locals, co
         LS_TRY(ls_vit_forward_train(sv, &d->arena, &al, d->d_local, NL * B, L, L, NULL, d->cls_s + (size_t)2 * B * D,
                                     err));
     ls_dino_head_forward(&d->student.head, &d->harena, &ha, d->cls_s, R, d->logit_s);
-    double l;
     be->loss->dino_loss(be, d->logit_s, d->logit_t, d->center, B, NC, 2, K, c->student_temp, s->teacher_temp, d->dlogit,
                         d->loss_ws, d->d_loss);
     be->loss->center_update(be, d->center, d->logit_t, (size_t)2 * B, K, c->center_momentum);
-    be->mem->to_host(be, &l, d->d_loss, sizeof l); /* waits: a non-finite loss stops the step here */
-    if (loss) *loss = l;
-    if (!isfinite(l)) return ls_fail(err, LS_ERR_INPUT, "DINO loss is not finite (%g): lower the learning rate", l);
     /* backward */
     be->mem->zero(be, sv->grads, sv->nparams * sizeof(float));
     be->mem->zero(be, d->student.head.grads, d->student.head.nparams * sizeof(float));
@@ -400,10 +396,7 @@ ls_status ls_dino_step(ls_dino *d, const float *globals, const float *locals, co
     for (int i = 0; i < d->ntensors; i++) {
         const ls_dino_tensor *t = &d->tensors[i];
         if (t->last_layer && s->freeze_last_layer) continue;
-        if (c->clip_grad > 0) {
-            double norm = sqrt(be->loss->sumsq(be, t->g, t->n)), coef = c->clip_grad / (norm + 1e-6);
-            if (coef < 1) be->loss->scale(be, t->g, t->n, (float)coef);
-        }
+        if (c->clip_grad > 0) be->loss->clip_norm(be, t->g, t->n, c->clip_grad);
         be->loss->adamw_step(be, t->p, t->g, t->m, t->v, t->n, t->last_layer ? d->step_last : d->step, s->lr, 0.9f,
                              0.999f, 1e-8f, t->decay ? s->weight_decay : 0.0f);
     }
@@ -411,6 +404,20 @@ ls_status ls_dino_step(ls_dino *d, const float *globals, const float *locals, co
     be->loss->ema(be, d->teacher.head.params, d->student.head.params, d->student.head.nparams, s->momentum);
     ls_vit_params_changed(sv), ls_vit_params_changed(&d->teacher.vit);
     return LS_OK;
+}
+
+ls_status ls_dino_collect(ls_dino *d, double *loss, ls_error *err) {
+    double l;
+    d->be->mem->to_host(d->be, &l, d->d_loss, sizeof l);
+    if (loss) *loss = l;
+    if (!isfinite(l)) return ls_fail(err, LS_ERR_INPUT, "DINO loss is not finite (%g): lower the learning rate", l);
+    return LS_OK;
+}
+
+ls_status ls_dino_step(ls_dino *d, const float *globals, const float *locals, const ls_dino_sched *s, double *loss,
+                       ls_error *err) {
+    LS_TRY(ls_dino_queue_step(d, globals, locals, s, err));
+    return ls_dino_collect(d, loss, err);
 }
 
 /* ------------------------------------------------------------------ teacher export */
@@ -633,21 +640,27 @@ static void make_crop(const float *src, int S, ls_rng *r, int O, double smin, do
 
 /* ------------------------------------------------------------------ the run */
 
+/* The crops of one iteration, in host_alloc memory (pinned on CUDA). */
+typedef struct {
+    float *global, *local;
+} crop_set;
+
 typedef struct {
     ls_dino d;
     dscan *scans;
     int nscans;
     int epoch;  /* completed epochs */
     char *log;
-    float *h_global, *h_local, *tmp;
+    crop_set set[2]; /* iteration i's crops in set[i & 1]: the host cuts i + 1's while the device runs i */
+    float *tmp;
 } runner;
 
 typedef struct {
     int scan, slice;
 } slice_ref;
 
-/* The crops of iteration `it` of `epoch`: item b's crop v from stream (seed, epoch, it, b, v). */
-static void make_batch(runner *U, const slice_ref *items, int epoch, int it) {
+/* The crops of iteration `it` of `epoch` into cs: item b's crop v from stream (seed, epoch, it, b, v). */
+static void make_batch(runner *U, crop_set *cs, const slice_ref *items, int epoch, int it) {
     const ls_dino_config *c = &U->d.cfg;
     int B = c->batch, G = c->global_size, L = c->local_size, NC = 2 + c->nlocal, S = c->source_size;
     size_t gs = (size_t)3 * G * G, lsz = (size_t)3 * L * L, M = (size_t)(G > L ? G : L), tsz = 2 * M * M;
@@ -660,10 +673,10 @@ static void make_batch(runner *U, const slice_ref *items, int epoch, int it) {
         float *tmp = U->tmp + (size_t)k * tsz;
         if (v < 2)
             make_crop(src, S, &r, G, c->global_scale_min, 1.0, v == 0 ? 1.0 : 0.1, v == 1 ? 0.2 : 0.0,
-                      U->h_global + ((size_t)v * B + b) * gs, tmp);
+                      cs->global + ((size_t)v * B + b) * gs, tmp);
         else
             make_crop(src, S, &r, L, c->local_scale_min, c->local_scale_max, 0.5, 0.0,
-                      U->h_local + ((size_t)(v - 2) * B + b) * lsz, tmp);
+                      cs->local + ((size_t)(v - 2) * B + b) * lsz, tmp);
     }
 }
 
@@ -755,11 +768,14 @@ static ls_status run_epoch(runner *U, const char *dir, const ls_dino_hooks *hook
     double t0 = ls_now(), sum = 0;
     ls_dino_sched s = {0};
     ls_status st = LS_OK;
+    if (nb) make_batch(U, &U->set[0], order, U->epoch, 0);
     for (int it = 0; !st && it < nb; it++) {
-        make_batch(U, order + (size_t)it * c->batch, U->epoch, it);
         ls_dino_schedule(c, nb, U->epoch, it, &s);
-        double l;
-        st = ls_dino_step(d, U->h_global, U->h_local, &s, &l, err);
+        const crop_set *cs = &U->set[it & 1];
+        st = ls_dino_queue_step(d, cs->global, cs->local, &s, err);
+        if (!st && it + 1 < nb) make_batch(U, &U->set[(it + 1) & 1], order + (size_t)(it + 1) * c->batch, U->epoch, it + 1);
+        double l = 0;
+        if (!st) st = ls_dino_collect(d, &l, err);
         sum += l;
         if (!st && hooks && hooks->iter) {
             ls_dino_status ds = {U->epoch + 1, c->epochs, it + 1, nb, sum / (it + 1),
@@ -799,9 +815,10 @@ static ls_status run_epoch(runner *U, const char *dir, const ls_dino_hooks *hook
     return st;
 }
 
-static void runner_free(runner *U) {
+static void runner_free(runner *U, const ls_backend *be) {
     for (int i = 0; i < U->nscans; i++) free(U->scans[i].grey);
-    free(U->scans), free(U->log), free(U->h_global), free(U->h_local), free(U->tmp);
+    free(U->scans), free(U->log), free(U->tmp);
+    for (int k = 0; k < 2; k++) be->mem->host_free(be, U->set[k].global), be->mem->host_free(be, U->set[k].local);
     ls_dino_free(&U->d);
     memset(U, 0, sizeof *U);
 }
@@ -830,14 +847,17 @@ ls_status ls_dino_pretrain(const ls_dino_config *c, const ls_manifest *m, const 
         s = ls_fail(err, LS_ERR_INPUT, "%d slices per epoch: fewer than one batch of %d", per_epoch, cfg.batch);
     int B = cfg.batch, NC = 2 + cfg.nlocal, G = cfg.global_size, L = cfg.local_size;
     if (!s) {
-        U.h_global = ls_calloc((size_t)2 * B * 3 * G * G, sizeof(float), err);
-        U.h_local = ls_calloc((size_t)(cfg.nlocal ? cfg.nlocal : 1) * B * 3 * L * L, sizeof(float), err);
+        for (int k = 0; k < 2; k++) {
+            U.set[k].global = be->mem->host_alloc(be, (size_t)2 * B * 3 * G * G * sizeof(float));
+            U.set[k].local = be->mem->host_alloc(be, (size_t)(cfg.nlocal ? cfg.nlocal : 1) * B * 3 * L * L * sizeof(float));
+            if (!U.set[k].global || !U.set[k].local) s = ls_fail(err, LS_ERR_NOMEM, "cannot allocate the crops' buffers");
+        }
         U.tmp = ls_calloc((size_t)B * NC * 2 * (G > L ? G : L) * (G > L ? G : L), sizeof(float), err);
-        if (!U.h_global || !U.h_local || !U.tmp) s = LS_ERR_NOMEM;
+        if (!U.tmp) s = LS_ERR_NOMEM;
     }
     if (!s && resume) s = load_state(&U, out_dir, err);
     while (!s && U.epoch < until) s = run_epoch(&U, out_dir, hooks, err);
     free(idx);
-    runner_free(&U);
+    runner_free(&U, be);
     return s;
 }

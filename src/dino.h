@@ -157,9 +157,18 @@ void ls_dino_free(ls_dino *d);
 void ls_dino_schedule(const ls_dino_config *c, int niter, int epoch, int it, ls_dino_sched *s);
 
 /* One iteration on crops in host memory: globals[2B, 3, G, G] and locals[nlocal*B, 3, L, L], crop-major
- * (crop v of item b is row v*B + b). *loss receives the DINO loss. */
+ * (crop v of item b is row v*B + b). *loss receives the DINO loss. ls_dino_step = ls_dino_queue_step, then
+ * ls_dino_collect. */
 ls_status ls_dino_step(ls_dino *d, const float *globals, const float *locals, const ls_dino_sched *s, double *loss,
                        ls_error *err);
+/* Queues the whole iteration, update included, and returns without waiting for the device (on CUDA the crops
+ * must stay unchanged until ls_dino_collect: give mem->host_alloc buffers, so their copies run while the
+ * host works). */
+ls_status ls_dino_queue_step(ls_dino *d, const float *globals, const float *locals, const ls_dino_sched *s,
+                             ls_error *err);
+/* Waits for the queued iteration and brings its loss back: LS_ERR_INPUT when it is not finite (the update
+ * has been applied by then, as the loss is only known after it: the run must stop without saving). */
+ls_status ls_dino_collect(ls_dino *d, double *loss, ls_error *err);
 
 /* Writes the teacher's ViT (timm names, F32, "arch" metadata) to `path`, or as STEM-0000i-of-0000M shards
  * of < 16 MiB when larger; *first receives the file to give ls_teacher_open (may be NULL). */

@@ -59,10 +59,9 @@ typedef struct {
                        float lr, float beta1, float beta2, float eps, float weight_decay);
     /* t = mom t + (1 - mom) s over n values (the teacher's EMA of the student). */
     void (*ema)(const ls_backend *be, float *t, const float *s, size_t n, float mom);
-    /* sum of x^2 over n values, in double (gradient norms for clipping); returned on the host (it waits). */
-    double (*sumsq)(const ls_backend *be, const float *x, size_t n);
-    /* x *= a over n values. */
-    void (*scale)(const ls_backend *be, float *x, size_t n, float a);
+    /* DINO's clip_gradients for one tensor: x *= c when c = max_norm / (||x|| + 1e-6) < 1, the norm summed
+     * in double and c rounded to float. The norm stays on the device (nothing waits). */
+    void (*clip_norm)(const ls_backend *be, float *x, size_t n, float max_norm);
 } ls_ops_loss;
 
 /* Floats of scratch cd_term needs. */

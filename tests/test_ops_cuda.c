@@ -12,12 +12,12 @@
  * cancellation leaves ~1e-7 of the scale on them whatever the order of summation). Bounds per op:
  *
  *   0      data movement, single additions and products (patchify, embed_tokens, split/merge_heads,
- *          tokens_to_grid, add, add_bias, fill_rows, relu, dropout2d, concat and their backward copies, DINO's scale):
+ *          tokens_to_grid, add, add_bias, fill_rows, relu, dropout2d, concat and their backward copies):
  *          IEEE add, multiply and copies are exact.
  *   2e-6   elementwise formulas written in the CPU's order (upsampling, batch-norm eval, RAdam, AdamW, the
  *          teacher EMA): the CUDA build contracts nothing into FMA (--fmad=false), so they are equal unless
- *          the compilers differ; l2norm and its norms, DINO's centre update (a sum in double in another
- *          order, rounded to float, then one product or update: a few ulps).
+ *          the compilers differ; l2norm and its norms, DINO's centre update and gradient clipping (a sum in
+ *          double in another order, rounded to float, then one product or update: a few ulps).
  *   1e-5   transcendental row/element ops (softmax, GELU and its backward, LayerNorm forward): both backends
  *          use fastmath.h's polynomial exp and rational erf; softmax's row sum is float on the CPU and
  *          double on the GPU. (With CUDA's expf/erff instead, GELU missed this bound: 1.07e-5 on an H200,
@@ -26,7 +26,7 @@
  *          column sums, cd_term: float32 products summed in another order (cuBLAS's blocking vs OpenBLAS's;
  *          the fused attention's running softmax), or a dot product rounded to float before a cancelling
  *          subtraction.
- *   1e-6   loss values and sumsq (sums in double on both sides, another order); 1e-5 their gradients dz
+ *   1e-6   loss values (sums in double on both sides, another order); 1e-5 their gradients dz
  *          and DINO's ds (softmax in double on both sides, rounded to float).
  *   2e-4   the training step (logits, codes, loss, every gradient, running statistics, parameters after
  *          RAdam) with the floor at 5% of the tensor's largest value, as tests/test_model.c: each backend is
@@ -741,16 +741,21 @@ TEST(dino_training) {
     gpu.loss->ema(&gpu, ut, us, n, 0.5f);
     expect("ema", "t", ut, t, n, ELEM);
 
-    const size_t sizes[] = {1, 1000, ((size_t)1 << 20) + 7}; /* one element to many partial-sum blocks */
-    for (int k = 0; k < 3; k++) {
-        float *x = rnd(sizes[k], 1), *ux = up(x, sizes[k]);
-        expect_scalar("sumsq", gpu.loss->sumsq(&gpu, ux, sizes[k]), cpu.loss->sumsq(&cpu, x, sizes[k]), LOSS);
-    }
-    CHECK(gpu.loss->sumsq(&gpu, us, 0) == 0, "sumsq of no values is not 0");
-
-    cpu.loss->scale(&cpu, s, n, 0.37f);
-    gpu.loss->scale(&gpu, us, n, 0.37f);
-    expect("scale", "x", us, s, n, EXACT);
+    /* clip_norm: one element to many partial-sum blocks, each below and above the bound (norm ~ sqrt(n)) */
+    const size_t sizes[] = {1, 1000, ((size_t)1 << 20) + 7};
+    for (int k = 0; k < 3; k++)
+        for (int above = 0; above < 2; above++) {
+            size_t nk = sizes[k];
+            float *x = rnd(nk, 1), *ux = up(x, nk), *x0 = hzeros(nk), bound = (float)sqrt((double)nk) * (above ? 0.5f : 4.0f);
+            memcpy(x0, x, nk * sizeof(float));
+            cpu.loss->clip_norm(&cpu, x, nk, bound);
+            gpu.loss->clip_norm(&gpu, ux, nk, bound);
+            if (nk > 1) /* one N(0,1) value may fall on either side */
+                CHECK((memcmp(x, x0, nk * sizeof(float)) != 0) == above, "clip_norm: n %zu bound %g %s", nk,
+                      (double)bound, above ? "not clipped" : "clipped");
+            expect("clip_norm", "x", ux, x, nk, ELEM);
+        }
+    gpu.loss->clip_norm(&gpu, us, 0, 1.0f); /* no values: nothing to launch */
     release();
 }
 

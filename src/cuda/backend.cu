@@ -77,12 +77,6 @@ void finish_sums(const ls_backend *be, const double *partials, int nblocks, int 
     LS_LAUNCHED();
 }
 
-void fetch(const ls_backend *be, double *host, const double *dev, int n) {
-    LS_CK(cudaMemcpyAsync(st(be)->host, dev, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost, stream(be)));
-    LS_CK(cudaStreamSynchronize(stream(be)));
-    std::memcpy(host, st(be)->host, (size_t)n * sizeof(double));
-}
-
 }  // namespace lscuda
 
 namespace {
@@ -137,7 +131,6 @@ const ls_ops_mem cuda_mem = {cu_alloc,  cu_free, cu_to_device,  cu_to_host,  cu_
                              cu_zero,   cu_sync, cu_host_alloc, cu_host_free, cu_to_host_async};
 
 void destroy(lscuda::state *s) {
-    if (s->host) cudaFreeHost(s->host);
     if (s->partials) cudaFree(s->partials);
     if (s->results) cudaFree(s->results);
     if (s->blas) cublasDestroy(s->blas);
@@ -162,8 +155,7 @@ extern "C" ls_status ls_cuda_backend_init(ls_backend *be, int nthreads, ls_error
     if (cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking) != cudaSuccess) why = "cannot create a CUDA stream";
     else if (cublasCreate(&s->blas) != CUBLAS_STATUS_SUCCESS) why = "cannot create a cuBLAS handle";
     else if (cudaMalloc(&s->partials, lscuda::kPartials * sizeof(double)) != cudaSuccess ||
-             cudaMalloc(&s->results, lscuda::kResults * sizeof(double)) != cudaSuccess ||
-             cudaMallocHost(&s->host, 64 * sizeof(double)) != cudaSuccess)
+             cudaMalloc(&s->results, lscuda::kResults * sizeof(double)) != cudaSuccess)
         why = "cannot allocate the backend's scratch";
     if (!why) {
         const char *tf = getenv("LIVSEG_CUDA_TF32"), *bf = getenv("LIVSEG_CUDA_BF16");

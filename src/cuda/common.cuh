@@ -24,9 +24,9 @@ extern "C" {
 
 namespace lscuda {
 
-/* Scratch the ops keep for reductions: partial sums per block, per-channel results, a pinned host slot for
- * scalars that come back (losses). Allocated once in ls_cuda_backend_init; ops on one stream run in order,
- * so reusing it from op to op is safe. */
+/* Scratch the ops keep for reductions: partial sums per block, per-channel and per-row results (a loss's
+ * value before it reaches the caller's slot, a gradient's norm). Allocated once in ls_cuda_backend_init;
+ * ops on one stream run in order, so reusing it from op to op is safe. */
 constexpr size_t kPartials = size_t(1) << 19; /* doubles: per-block partial sums */
 constexpr size_t kResults = size_t(1) << 16;  /* doubles: per-channel / per-row results */
 
@@ -37,7 +37,6 @@ struct state {
     int bf16;          /* 1: float GEMMs with inputs rounded to bfloat16 on tensor cores (LIVSEG_CUDA_BF16=1) */
     double *partials;  /* device, kPartials */
     double *results;   /* device, kResults */
-    double *host;      /* pinned host, 64 doubles */
 };
 
 inline state *st(const ls_backend *be) { return static_cast<state *>(be->impl); }
@@ -135,9 +134,6 @@ void gemm_strided(const ls_backend *be, int ta, int tb, int M, int N, int K, flo
 /* Sums `nv` values per block written as partials[block * nv + v] by a kernel with `nblocks` blocks, into
  * out[v] (device), in a fixed order. */
 void finish_sums(const ls_backend *be, const double *partials, int nblocks, int nv, double *out);
-
-/* Copies n doubles of device results to the host (waits for the stream). */
-void fetch(const ls_backend *be, double *host, const double *dev, int n);
 
 }  // namespace lscuda
 

@@ -56,11 +56,6 @@ void divide(const ls_backend *be, const double *a, int nv, double n, double *out
     LS_LAUNCHED();
 }
 
-/* Sums nv values over the blocks of the last kernel and brings them to the host (waits: sumsq only). */
-void sums_to_host(const ls_backend *be, unsigned blocks, int nv, double *out) {
-    lscuda::fetch(be, out, sums(be, blocks, nv), nv);
-}
-
 __global__ void k_focal(double *partials, const float *z, const float *t, size_t N, float gamma, float alpha,
                         float weight, float *dz) {
     double total = 0;
@@ -423,23 +418,20 @@ __global__ void k_sumsq(double *partials, const float *x, size_t n) {
     store_partials(partials, 1, s, 0, 0);
 }
 
-double cu_sumsq(const ls_backend *be, const float *x, size_t n) {
-    if (!n) return 0;
-    unsigned b = nblocks(n);
-    k_sumsq<<<b, kThreads, 0, stream(be)>>>(st(be)->partials, x, n);
-    LS_LAUNCHED();
-    double total;
-    sums_to_host(be, b, 1, &total);
-    return total;
-}
-
-__global__ void k_scale(float *x, size_t n, float a) {
+/* x *= c where c = max_norm / (sqrt(*sumsq) + 1e-6) < 1; every thread forms c from the device's sum. */
+__global__ void k_clip(float *x, size_t n, const double *sumsq, float max_norm) {
+    double c = max_norm / (sqrt(*sumsq) + 1e-6);
+    if (c >= 1) return;
+    float a = (float)c;
     LS_GRID_STRIDE(i, n) x[i] *= a;
 }
 
-void cu_scale(const ls_backend *be, float *x, size_t n, float a) {
+void cu_clip_norm(const ls_backend *be, float *x, size_t n, float max_norm) {
     if (!n) return;
-    k_scale<<<lscuda::blocks_for(n), kThreads, 0, stream(be)>>>(x, n, a);
+    unsigned b = nblocks(n);
+    k_sumsq<<<b, kThreads, 0, stream(be)>>>(st(be)->partials, x, n);
+    LS_LAUNCHED();
+    k_clip<<<lscuda::blocks_for(n), kThreads, 0, stream(be)>>>(x, n, sums(be, b, 1), max_norm);
     LS_LAUNCHED();
 }
 
@@ -449,5 +441,5 @@ void cu_scale(const ls_backend *be, float *x, size_t n, float a) {
 extern const ls_ops_loss ls_cuda_loss = {
     cu_focal, cu_tversky, cu_log_iou, cu_entropy, cu_cd_term, cu_radam_step,
     /* DINO pretraining */
-    cu_dino_loss, cu_center_update, cu_adamw_step, cu_ema, cu_sumsq, cu_scale,
+    cu_dino_loss, cu_center_update, cu_adamw_step, cu_ema, cu_clip_norm,
 };
