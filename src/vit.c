@@ -232,7 +232,8 @@ ls_status ls_vit_load(ls_vit *m, const ls_backend *be, const ls_vit_config *cfg,
 
 void ls_vit_free(ls_vit *m) {
     if (m->params && m->be) m->be->mem->free(m->be, m->params);
-    if (m->pos_resized && m->be) m->be->mem->free(m->be, m->pos_resized);
+    for (int k = 0; k < LS_VIT_POS_GRIDS && m->be; k++)
+        m->be->mem->free(m->be, m->pos_grids[k].interp), m->be->mem->free(m->be, m->pos_grids[k].table);
     if (m->grads && m->be) m->be->mem->free(m->be, m->grads);
     free(m->blocks);
     memset(m, 0, sizeof *m);
@@ -281,70 +282,58 @@ void ls_bicubic_resize(const float *in, int C, int ih, int iw, float *out, int o
     }
 }
 
-/* The transpose of ls_bicubic_resize: the same taps and weights, scattered instead of gathered (what
- * torch's upsample_bicubic2d_backward does, border clamping included). din += R^T dout. */
-void ls_bicubic_resize_adjoint(const float *dout, int C, int ih, int iw, float *din, int oh, int ow) {
-    for (int y = 0; y < oh; y++) {
-        double wy[4];
-        int y0 = bicubic_taps(y, ih, oh, wy);
-        for (int x = 0; x < ow; x++) {
-            double wx[4];
-            int x0 = bicubic_taps(x, iw, ow, wx);
-            for (int c = 0; c < C; c++) {
-                float *plane = din + (size_t)c * ih * iw;
-                double g = dout[((size_t)c * oh + y) * ow + x];
-                for (int i = 0; i < 4; i++) {
-                    int yy = y0 - 1 + i;
-                    yy = yy < 0 ? 0 : yy >= ih ? ih - 1 : yy;
-                    for (int j = 0; j < 4; j++) {
-                        int xx = x0 - 1 + j;
-                        xx = xx < 0 ? 0 : xx >= iw ? iw - 1 : xx;
-                        plane[(size_t)yy * iw + xx] += (float)(wy[i] * wx[j] * g);
-                    }
-                }
-            }
-        }
+/* Slot p for the gh x gw grid: the resize of the trained G x G table as a matrix (ls_bicubic_resize of the
+ * G*G one-hot planes), and the resized table's buffer, to be computed. */
+static ls_status pos_build(const ls_vit *m, ls_vit_pos *p, int gh, int gw, ls_error *err) {
+    const ls_backend *be = m->be;
+    size_t GG = (size_t)m->cfg.pos_grid * m->cfg.pos_grid, N = (size_t)gh * gw;
+    be->mem->free(be, p->interp), be->mem->free(be, p->table);
+    memset(p, 0, sizeof *p);
+    p->interp = be->mem->alloc(be, GG * N * sizeof(float));
+    p->table = be->mem->alloc(be, (1 + N) * m->cfg.dim * sizeof(float));
+    float *basis = ls_calloc(GG * GG, sizeof(float), err), *mat = ls_calloc(GG * N, sizeof(float), err);
+    ls_status s = basis && mat ? LS_OK : LS_ERR_NOMEM;
+    if (!s && (!p->interp || !p->table)) s = ls_fail(err, LS_ERR_NOMEM, "cannot allocate position embeddings");
+    if (!s) {
+        for (size_t i = 0; i < GG; i++) basis[i * GG + i] = 1;
+        ls_bicubic_resize(basis, (int)GG, m->cfg.pos_grid, m->cfg.pos_grid, mat, gh, gw);
+        be->mem->to_device(be, p->interp, mat, GG * N * sizeof(float));
+        be->mem->sync(be); /* mat goes before the copy may have read it */
+        p->gh = gh, p->gw = gw, p->stale = 1;
     }
+    free(basis), free(mat);
+    return s;
 }
 
-/* Position embeddings for a gh x gw grid: the trained table when it matches, else resized once and
- * kept until the grid changes (or ls_vit_params_changed drops it). */
+ls_status ls_vit_pos_grid(ls_vit *m, int gh, int gw, ls_vit_pos **out, ls_error *err) {
+    ls_vit_pos *p = NULL;
+    for (int k = 0; k < LS_VIT_POS_GRIDS; k++)
+        if (m->pos_grids[k].gh == gh && m->pos_grids[k].gw == gw) p = &m->pos_grids[k];
+    if (!p) {
+        p = &m->pos_grids[m->pos_next];
+        m->pos_next = (m->pos_next + 1) % LS_VIT_POS_GRIDS;
+        LS_TRY(pos_build(m, p, gh, gw, err));
+    }
+    if (p->stale) { /* the class row as it is, the patch rows through the resize */
+        const ls_backend *be = m->be;
+        int G = m->cfg.pos_grid, D = m->cfg.dim, N = gh * gw;
+        be->mem->copy(be, p->table, m->pos, (size_t)D * sizeof(float));
+        be->dense->gemm(be, 1, 0, N, D, G * G, 1.0f, p->interp, N, m->pos + D, D, 0.0f, p->table + D, D);
+        p->stale = 0;
+    }
+    *out = p;
+    return LS_OK;
+}
+
 ls_status ls_vit_positions(ls_vit *m, int gh, int gw, const float **pos, ls_error *err) {
-    int G = m->cfg.pos_grid, D = m->cfg.dim;
-    if (gh == G && gw == G) {
+    if (gh == m->cfg.pos_grid && gw == m->cfg.pos_grid) {
         *pos = m->pos;
         return LS_OK;
     }
-    if (m->pos_resized && m->pos_gh == gh && m->pos_gw == gw) {
-        *pos = m->pos_resized;
-        return LS_OK;
-    }
-    const ls_backend *be = m->be;
-    size_t T = 1 + (size_t)gh * gw;
-    float *table = ls_calloc((1 + (size_t)G * G) * D, sizeof(float), err);
-    float *chw = ls_calloc((size_t)G * G * D, sizeof(float), err);
-    float *rs = ls_calloc((size_t)gh * gw * D, sizeof(float), err);
-    float *outh = ls_calloc(T * D, sizeof(float), err);
-    ls_status s = table && chw && rs && outh ? LS_OK : LS_ERR_NOMEM;
-    if (!s) {
-        be->mem->to_host(be, table, m->pos, (1 + (size_t)G * G) * D * sizeof(float));
-        for (int t = 0; t < G * G; t++) /* [T,D] -> [D,G,G] */
-            for (int d = 0; d < D; d++) chw[(size_t)d * G * G + t] = table[(size_t)(1 + t) * D + d];
-        ls_bicubic_resize(chw, D, G, G, rs, gh, gw);
-        memcpy(outh, table, (size_t)D * sizeof(float));
-        for (int t = 0; t < gh * gw; t++)
-            for (int d = 0; d < D; d++) outh[(size_t)(1 + t) * D + d] = rs[(size_t)d * gh * gw + t];
-        if (m->pos_resized) be->mem->free(be, m->pos_resized);
-        m->pos_resized = be->mem->alloc(be, T * D * sizeof(float));
-        if (!m->pos_resized) s = ls_fail(err, LS_ERR_NOMEM, "cannot allocate position embeddings");
-        else {
-            be->mem->to_device(be, m->pos_resized, outh, T * D * sizeof(float));
-            m->pos_gh = gh, m->pos_gw = gw;
-            *pos = m->pos_resized;
-        }
-    }
-    free(table), free(chw), free(rs), free(outh);
-    return s;
+    ls_vit_pos *p;
+    LS_TRY(ls_vit_pos_grid(m, gh, gw, &p, err));
+    *pos = p->table;
+    return LS_OK;
 }
 
 /* ------------------------------------------------------------------ forward */

@@ -35,6 +35,16 @@ typedef struct {
     float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
 } ls_vit_block;
 
+/* Position embeddings for a grid other than the trained one (gh x gw, N = gh * gw positions): the bicubic
+ * resize as a matrix, built on the host when the grid is first seen, and the table it gives, recomputed on
+ * the backend (one GEMM) after the weights change. */
+typedef struct {
+    float *interp; /* [G*G, N]: row i, trained position i's weight in each resized one */
+    float *table;  /* [1 + N, D] */
+    int gh, gw, stale;
+} ls_vit_pos;
+#define LS_VIT_POS_GRIDS 2
+
 typedef struct {
     ls_vit_config cfg;
     const ls_backend *be;
@@ -43,8 +53,8 @@ typedef struct {
     float *grads;  /* NULL until ls_vit_alloc_grads: one gradient per weight, the layout of params */
     float *cls, *pos, *patch_w, *patch_b, *norm_w, *norm_b;
     ls_vit_block *blocks;
-    float *pos_resized; /* position embeddings for the last grid seen, [T, D] */
-    int pos_gh, pos_gw;
+    ls_vit_pos pos_grids[LS_VIT_POS_GRIDS]; /* the last grids other than the trained one (DINO: two crop sizes) */
+    int pos_next;                           /* the slot a new grid takes */
 } ls_vit;
 
 /* Loads weights by their timm names (cls_token, pos_embed, patch_embed.proj.weight, blocks.N.*, norm.*)
@@ -73,8 +83,8 @@ ls_status ls_vit_forward(ls_vit *m, ls_arena *arena, const float *images, int B,
 /* Allocates m->grads (nparams floats of backend memory), zeroed. Zero it again (be->mem->zero) per step. */
 ls_status ls_vit_alloc_grads(ls_vit *m, ls_error *err);
 
-/* Tells the model its weights changed (an optimiser step): drops the cached resized position embeddings,
- * which ls_vit_forward would otherwise keep using. */
+/* Tells the model its weights changed (an optimiser step): the resized position embeddings are recomputed
+ * at the next forward (ls_vit_forward would otherwise keep using the cached ones). */
 void ls_vit_params_changed(ls_vit *m);
 
 /* What a training forward keeps for the backward, carved from the arena (see vit_train.c). */
@@ -108,7 +118,5 @@ ls_status ls_vit_backward(ls_vit *m, ls_arena *arena, const ls_vit_acts *a, cons
 /* PyTorch's bicubic resize (align_corners=False, A = -0.75, border-clamped taps, no antialiasing) of a
  * [C, ih, iw] grid to [C, oh, ow], on the host. Exposed for tests. */
 void ls_bicubic_resize(const float *in, int C, int ih, int iw, float *out, int oh, int ow);
-/* Its transpose (the backward of the resize): din[C,ih,iw] += R^T dout[C,oh,ow]. */
-void ls_bicubic_resize_adjoint(const float *dout, int C, int ih, int iw, float *din, int oh, int ow);
 
 #endif

@@ -54,8 +54,7 @@ ls_status ls_vit_alloc_grads(ls_vit *m, ls_error *err) {
 }
 
 void ls_vit_params_changed(ls_vit *m) {
-    if (m->pos_resized) m->be->mem->free(m->be, m->pos_resized);
-    m->pos_resized = NULL, m->pos_gh = m->pos_gw = 0;
+    for (int k = 0; k < LS_VIT_POS_GRIDS; k++) m->pos_grids[k].stale = 1;
 }
 
 static float *grad_of(const ls_vit *m, const float *param) { return m->grads + (param - m->params); }
@@ -224,29 +223,17 @@ static void attn_branch_backward(ls_vit *m, const ls_vit_acts *a, int l, const v
     op->add(be, s->dx, a->h, btd);
 }
 
-/* The resized table's gradient dpos[T,D] (backend memory) back onto the trained table: the class row
- * directly, the patch rows through the transpose of the bicubic resize. On the host, like the resize. */
+/* The resized table's gradient dpos[T,D] back onto the trained table: the class row directly, the patch
+ * rows through the transpose of the resize's matrix (the forward's, or rebuilt if two other grids came since). */
 static ls_status pos_backward(ls_vit *m, const float *dpos, int gh, int gw, ls_error *err) {
     const ls_backend *be = m->be;
-    int G = m->cfg.pos_grid, D = m->cfg.dim;
-    size_t T = 1 + (size_t)gh * gw, N = (size_t)gh * gw, GG = (size_t)G * G, ntab = (1 + GG) * D;
-    float *dres = ls_calloc(T * D, sizeof(float), err), *chw = ls_calloc(N * D, sizeof(float), err);
-    float *dgrid = ls_calloc(GG * D, sizeof(float), err), *tab = ls_calloc(ntab, sizeof(float), err);
-    ls_status s = dres && chw && dgrid && tab ? LS_OK : LS_ERR_NOMEM;
-    if (!s) {
-        float *gpos = grad_of(m, m->pos);
-        be->mem->to_host(be, dres, dpos, T * D * sizeof(float));
-        be->mem->to_host(be, tab, gpos, ntab * sizeof(float));
-        for (size_t t = 0; t < N; t++) /* [N,D] -> [D,gh,gw] */
-            for (int d = 0; d < D; d++) chw[(size_t)d * N + t] = dres[(1 + t) * D + d];
-        ls_bicubic_resize_adjoint(chw, D, G, G, dgrid, gh, gw);
-        for (int d = 0; d < D; d++) tab[d] += dres[d];
-        for (size_t t = 0; t < GG; t++)
-            for (int d = 0; d < D; d++) tab[(1 + t) * D + d] += dgrid[(size_t)d * GG + t];
-        be->mem->to_device(be, gpos, tab, ntab * sizeof(float));
-    }
-    free(dres), free(chw), free(dgrid), free(tab);
-    return s;
+    int G = m->cfg.pos_grid, D = m->cfg.dim, N = gh * gw;
+    ls_vit_pos *p;
+    LS_TRY(ls_vit_pos_grid(m, gh, gw, &p, err));
+    float *gpos = grad_of(m, m->pos);
+    be->dense->add(be, gpos, dpos, (size_t)D);
+    be->dense->gemm(be, 0, 0, G * G, D, N, 1.0f, p->interp, N, dpos + D, D, 1.0f, gpos + D, D);
+    return LS_OK;
 }
 
 /* Embedding: x = [cls; cols W^T + b] + pos. s->dx = dL/dx on entry. */

@@ -2,7 +2,7 @@
  * test_vit_backward.c — the ViT training pass (vit_train.c: ls_vit_forward_train, ls_vit_backward) against
  * PyTorch autograd (tests/ref/vit_bwd_ref.py, float64, fresh random weights, inputs and upstream gradients
  * every run, seed printed): a depth-2, width-64, 4-head, patch-8 ViT, batch 2, at 32x48 (a 4x6 token grid
- * from a 5x5 position table: the bicubic resize and its transpose) and at 40x40 (the native grid). For
+ * from a 5x5 position table: the bicubic resize and its transpose, as a matrix) and at 40x40 (the native grid). For
  * L = sum(features * dF) + sum(cls * dC), and for the class token's term alone (DINO's loss, dF = NULL):
  * the forward outputs, the gradient of every weight tensor and of the input image.
  *
@@ -16,7 +16,8 @@
  *
  * Needing no PyTorch: the training forward equals ls_vit_forward bit for bit, central finite differences
  * of L on a tiny ViT agree with the backward for weights of every tensor and for image pixels, and the
- * bicubic adjoint passes the dot-product test <R x, y> = <x, R^T y>.
+ * resized position table (a GEMM with the resize's matrix) equals ls_bicubic_resize of the table and follows
+ * the weights when told they changed.
  */
 #include <time.h>
 
@@ -24,6 +25,7 @@
 #include "rng.h"
 #include "test.h"
 #include "vit.h"
+#include "vit_internal.h"
 
 typedef struct {
     const char *name;
@@ -316,30 +318,56 @@ TEST(finite_differences) {
     ls_backend_free(&be);
 }
 
-/* <R x, y> = <x, R^T y> for the bicubic resize up, down and mixed, in double. */
-TEST(bicubic_adjoint) {
-    static const int shapes[][4] = {{5, 5, 4, 6}, {3, 3, 7, 2}, {14, 14, 16, 20}};
-    ls_rng rng = {7};
-    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-        int ih = shapes[s][0], iw = shapes[s][1], oh = shapes[s][2], ow = shapes[s][3], C = 2;
-        size_t ni = (size_t)C * ih * iw, no = (size_t)C * oh * ow;
-        float *x = malloc(ni * sizeof(float)), *rx = malloc(no * sizeof(float));
-        float *y = malloc(no * sizeof(float)), *rty = calloc(ni, sizeof(float));
-        for (size_t i = 0; i < ni; i++) x[i] = (float)ls_rng_normal(&rng);
-        for (size_t i = 0; i < no; i++) y[i] = (float)ls_rng_normal(&rng);
-        ls_bicubic_resize(x, C, ih, iw, rx, oh, ow);
-        ls_bicubic_resize_adjoint(y, C, ih, iw, rty, oh, ow);
-        double a = 0, b = 0, mag = 0;
-        for (size_t i = 0; i < no; i++) a += (double)rx[i] * y[i], mag += fabs((double)rx[i] * y[i]);
-        for (size_t i = 0; i < ni; i++) b += (double)x[i] * rty[i];
-        CHECK(fabs(a - b) <= 1e-6 * mag, "%dx%d -> %dx%d: <Rx,y> %.9g vs <x,R^T y> %.9g", ih, iw, oh, ow, a, b);
-        free(x), free(rx), free(y), free(rty);
+/* The resize of the table on the host, [1 + oh*ow, D], for comparison with ls_vit_positions. */
+static void host_positions(const ls_vit *m, int oh, int ow, float *out) {
+    int G = m->cfg.pos_grid, D = m->cfg.dim, N = oh * ow;
+    float *chw = malloc((size_t)G * G * D * sizeof(float)), *rs = malloc((size_t)N * D * sizeof(float));
+    for (int t = 0; t < G * G; t++)
+        for (int d = 0; d < D; d++) chw[(size_t)d * G * G + t] = m->pos[(size_t)(1 + t) * D + d];
+    ls_bicubic_resize(chw, D, G, G, rs, oh, ow);
+    memcpy(out, m->pos, (size_t)D * sizeof(float));
+    for (int t = 0; t < N; t++)
+        for (int d = 0; d < D; d++) out[(size_t)(1 + t) * D + d] = rs[(size_t)d * N + t];
+    free(chw), free(rs);
+}
+
+/* ls_vit_positions (the resize as a matrix, a GEMM) against ls_bicubic_resize of the table, up and down,
+ * across grid changes; after the weights change it keeps the cached table until ls_vit_params_changed. */
+TEST(positions_follow_weights) {
+    ls_backend be;
+    ls_error err = {0};
+    REQUIRE(ls_backend_init(&be, LS_DEV_CPU, 1, &err) == LS_OK, "%s", err.msg);
+    ls_vit m;
+    ls_vit_config cfg = config_of(1, 16, 2, 4, 5);
+    ls_rng rng = {424242};
+    REQUIRE(ls_vit_load(&m, &be, &cfg, random_source, &rng, &err) == LS_OK, "%s", err.msg);
+    static const int grids[][2] = {{4, 6}, {7, 3}, {4, 6}, {2, 2}};
+    float want[(1 + 7 * 6) * 16];
+    const float *pos;
+    for (int k = 0; k < 4; k++) {
+        int oh = grids[k][0], ow = grids[k][1];
+        size_t n = (size_t)(1 + oh * ow) * 16;
+        REQUIRE(ls_vit_positions(&m, oh, ow, &pos, &err) == LS_OK, "%s", err.msg);
+        host_positions(&m, oh, ow, want);
+        double e = test_max_rel_err(pos, want, n, 0.1);
+        CHECK(e <= 1e-6, "%dx%d: resized table max rel err %.3e", oh, ow, e);
+        for (size_t i = 0; i < (size_t)(1 + 5 * 5) * 16; i++) m.pos[i] += 0.5f; /* an optimiser step */
+        REQUIRE(ls_vit_positions(&m, oh, ow, &pos, &err) == LS_OK, "%s", err.msg);
+        CHECK(test_max_rel_err(pos, want, n, 0.1) <= 1e-6, "%dx%d: the cached table changed without notice", oh, ow);
+        ls_vit_params_changed(&m);
+        REQUIRE(ls_vit_positions(&m, oh, ow, &pos, &err) == LS_OK, "%s", err.msg);
+        host_positions(&m, oh, ow, want);
+        e = test_max_rel_err(pos, want, n, 0.1);
+        CHECK(e <= 1e-6, "%dx%d after the weights changed: max rel err %.3e", oh, ow, e);
     }
+    REQUIRE(ls_vit_positions(&m, 5, 5, &pos, &err) == LS_OK && pos == m.pos, "the native grid is not the table");
+    ls_vit_free(&m);
+    ls_backend_free(&be);
 }
 
 int main(void) {
     RUN(backward_matches_pytorch);
     RUN(finite_differences);
-    RUN(bicubic_adjoint);
+    RUN(positions_follow_weights);
     return test_summary();
 }
