@@ -237,7 +237,7 @@ echo
 echo "== summary ($(elapsed "$T0") s; logs in $LOG)"
 printf '| %-44s | %-48s | %s\n' "check" "result" "target"
 printf '| %-44s | %-48s | %s\n' "CUDA build" "$(v build)" ""
-printf '| %-44s | %-48s | %s\n' "parity test_ops_cuda" "$(v parity)" "17 passed, 0 failed, 0 skipped"
+printf '| %-44s | %-48s | %s\n' "parity test_ops_cuda" "$(v parity)" "18 passed, 0 failed, 0 skipped"
 printf '| %-44s | %-48s | %s\n' "cuBLAS GEMM 8192^3 fp32 / tf32 / bf16 TFLOP/s" "$(v gemm_fp32) / $(v gemm_tf32) / $(v gemm_bf16)" ""
 printf '| %-44s | %-48s | %s\n' "ViT-S/16 224 batch 8: slices/s, TFLOP/s" "$(v vits16_224_slices_per_s), $(v vits16_224_tflops) ($(ratio vits16_224_tflops gemm_fp32) of fp32, $(ratio vits16_224_tflops gemm_bf16) of bf16 GEMM)" ""
 printf '| %-44s | %-48s | %s\n' "  unfused attention (before); batch 32 fused" "$(v vits16_224_unfused_slices_per_s); $(v vits16_224_b32_slices_per_s) slices/s" ""

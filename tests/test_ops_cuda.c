@@ -1,8 +1,8 @@
 /*
  * test_ops_cuda.c — the CUDA backend against the CPU backend, op by op (every op of ops_dense.h, ops_nn.h
  * and ops_loss.h, forward and backward), then one whole training step of head + decoder (model.c forward,
- * the five losses, backward, RAdam) on both, the pinned host memory, and ls_segment_volume's pipelined
- * slice loop against the CPU's. Fresh random inputs every run; the seed is printed, and
+ * the five losses, backward, RAdam) on both, a whole ViT's forward and backward (resized position tables
+ * included), the pinned host memory, and ls_segment_volume's pipelined slice loop against the CPU's. Fresh random inputs every run; the seed is printed, and
  * LS_SEED=N repeats a run.
  *
  * Without CUDA in the build, or without a CUDA device, every test SKIPs saying which.
@@ -47,6 +47,7 @@
 #include "rng.h"
 #include "test.h"
 #include "util.h"
+#include "vit.h"
 
 static const char *skip_reason; /* set when there is nothing to compare against */
 static ls_backend cpu, gpu;
@@ -887,6 +888,76 @@ TEST(training_step_parity) {
     one_step(4, 3, ls_rng_next(&rng)); /* a CPU preset's: the first stages keep the token grid */
 }
 
+/* ------------------------------------------------------------ the ViT, whole */
+
+/* Weights for vit_training: LayerNorm weights near 1, the rest N(0, 0.3) (the position table included, so
+ * its resize shows in the features). */
+static int vit_source(void *ctx, const char *name, float *dst, size_t n, ls_error *err) {
+    (void)err;
+    int ln_w = strstr(name, "norm") && strstr(name, "weight");
+    for (size_t i = 0; i < n; i++) dst[i] = (float)((ln_w ? 1.0 : 0.0) + (ln_w ? 0.1 : 0.3) * ls_rng_normal(ctx));
+    return LS_OK;
+}
+
+/* One ViT (depth 2, width 128, 2 heads of 64: the fused attention's width; patch 8, a 5x5 table) on both
+ * backends with the same weights, batch 2, at the trained grid and at grids the table is resized to (a GEMM
+ * with the resize's matrix; its gradient through the transpose), one of them again after a weight change
+ * (the cached matrix, the table recomputed): the inference forward, then the training forward and
+ * backward. Features, class tokens and every gradient at the training step's bound, the position table's
+ * gradient at the GEMMs'. */
+TEST(vit_training) {
+    NEED_GPU();
+    ls_error err = {0};
+    ls_vit_config c = {.depth = 2, .dim = 128, .heads = 2, .patch = 8, .mlp_hidden = 512, .pos_grid = 5, .eps = 1e-6f};
+    snprintf(c.name, sizeof c.name, "custom");
+    ls_vit mc, mg;
+    uint64_t seed = ls_rng_next(&rng);
+    ls_rng r1 = {seed}, r2 = {seed};
+    REQUIRE(ls_vit_load(&mc, &cpu, &c, vit_source, &r1, &err) == LS_OK, "%s", err.msg);
+    REQUIRE(ls_vit_load(&mg, &gpu, &c, vit_source, &r2, &err) == LS_OK, "%s", err.msg);
+    REQUIRE(ls_vit_alloc_grads(&mc, &err) == LS_OK && ls_vit_alloc_grads(&mg, &err) == LS_OK, "%s", err.msg);
+    static const int sizes[][2] = {{40, 40}, {32, 48}, {24, 24}, {32, 48}};
+    int B = 2, D = c.dim;
+    size_t npos = (size_t)(1 + c.pos_grid * c.pos_grid) * D, off = (size_t)(mc.pos - mc.params);
+    for (int k = 0; k < 4; k++) {
+        int H = sizes[k][0], W = sizes[k][1];
+        char what[64];
+        snprintf(what, sizeof what, "vit %dx%d", H, W);
+        if (k == 3) { /* an optimiser step's worth of change, then the notice */
+            float *dp = rnd(mc.nparams, 0.01);
+            cpu.dense->add(&cpu, mc.params, dp, mc.nparams);
+            gpu.dense->add(&gpu, mg.params, up(dp, mc.nparams), mc.nparams);
+            ls_vit_params_changed(&mc), ls_vit_params_changed(&mg);
+        }
+        size_t nin = (size_t)B * 3 * H * W, nf = (size_t)B * D * (H / 8) * (W / 8), nc = (size_t)B * D;
+        size_t arena = ls_vit_train_arena_floats(&c, B, H, W) * sizeof(float);
+        ls_arena ac, ag;
+        REQUIRE(ls_arena_init(&ac, &cpu, arena, &err) == LS_OK && ls_arena_init(&ag, &gpu, arena, &err) == LS_OK, "%s",
+                err.msg);
+        float *img = rnd(nin, 1), *dimg = up(img, nin), *fc = hzeros(nf), *fg = dzeros(nf);
+        float *cc = hzeros(nc), *cg = dzeros(nc), *dF = rnd(nf, 1), *dC = rnd(nc, 1);
+        REQUIRE(ls_vit_forward(&mc, &ac, img, B, H, W, fc, NULL, &err) == LS_OK, "%s", err.msg);
+        REQUIRE(ls_vit_forward(&mg, &ag, dimg, B, H, W, fg, NULL, &err) == LS_OK, "%s", err.msg);
+        expect(what, "inference", fg, fc, nf, REDUCE);
+        ls_vit_acts xc, xg;
+        ls_arena_reset(&ac), ls_arena_reset(&ag);
+        REQUIRE(ls_vit_forward_train(&mc, &ac, &xc, img, B, H, W, fc, cc, &err) == LS_OK, "%s", err.msg);
+        REQUIRE(ls_vit_forward_train(&mg, &ag, &xg, dimg, B, H, W, fg, cg, &err) == LS_OK, "%s", err.msg);
+        expect(what, "features", fg, fc, nf, REDUCE);
+        expect(what, "cls", cg, cc, nc, REDUCE);
+        cpu.mem->zero(&cpu, mc.grads, mc.nparams * sizeof(float));
+        gpu.mem->zero(&gpu, mg.grads, mg.nparams * sizeof(float));
+        REQUIRE(ls_vit_backward(&mc, &ac, &xc, dF, dC, NULL, &err) == LS_OK, "%s", err.msg);
+        REQUIRE(ls_vit_backward(&mg, &ag, &xg, up(dF, nf), up(dC, nc), NULL, &err) == LS_OK, "%s", err.msg);
+        snprintf(what, sizeof what, "vit %dx%d gradients", H, W);
+        step_expect(what, mg.grads, mc.grads, mc.nparams);
+        expect(what, "pos_embed", mg.grads + off, mc.grads + off, npos, REDUCE);
+        ls_arena_free(&ac), ls_arena_free(&ag);
+    }
+    ls_vit_free(&mc), ls_vit_free(&mg);
+    release();
+}
+
 /* ------------------------------------------------------------ host memory and the segment pipeline */
 
 /* Pinned host buffers: to the device, back with the asynchronous copy, read after sync. */
@@ -998,6 +1069,7 @@ int main(void) {
     RUN(radam);
     RUN(dino_training);
     RUN(training_step_parity);
+    RUN(vit_training);
     RUN(host_memory);
     RUN(segment_pipeline);
 #ifdef LS_WITH_CUDA
