@@ -85,14 +85,15 @@ else
   fail "bench/network cuda failed"
 fi
 
-for p in tf32 bf16; do
-  P=$(echo "$p" | tr a-z A-Z)
-  echo "== networks with $P GEMMs (LIVSEG_CUDA_$P=1): outside the fp32 parity bounds; the real scans below check the masks"
-  if env "LIVSEG_CUDA_$P=1" timeout 150 build-cuda/bench/network cuda > "$LOG/network_$p.txt" 2>&1; then
+# The tensor-core modes: cuBLAS's TF32, TF32 with operands rounded to nearest first, bfloat16.
+prec_env() { case $1 in tf32) echo LIVSEG_CUDA_TF32=1 ;; tf32rn) echo LIVSEG_CUDA_TF32=rn ;; bf16) echo LIVSEG_CUDA_BF16=1 ;; *) echo LIVSEG_NONE=1 ;; esac; }
+for p in tf32 tf32rn bf16; do
+  echo "== networks with $(prec_env $p): outside the fp32 parity bounds; the real scans below check the masks"
+  if env "$(prec_env $p)" timeout 150 build-cuda/bench/network cuda > "$LOG/network_$p.txt" 2>&1; then
     while read -r _ k v; do R[${p}_$k]=$v; done < <(grep '^network ' "$LOG/network_$p.txt" | grep -v '^network inputs')
     grep '^network ' "$LOG/network_$p.txt"
   else
-    cat "$LOG/network_$p.txt"; fail "bench/network cuda with $P failed"
+    cat "$LOG/network_$p.txt"; fail "bench/network cuda with $(prec_env $p) failed"
   fi
 done
 
@@ -132,10 +133,9 @@ if [ -f "$DATA/manifest.csv" ]; then
   for row in $scans; do
     IFS=, read -r case img lab <<< "$row"
     [ -f "$DATA/$img" ] || continue
-    for dev in cuda cpu tf32 bf16; do  # tf32, bf16: --device cuda with LIVSEG_CUDA_TF32=1 or LIVSEG_CUDA_BF16=1
+    for dev in cuda cpu tf32 tf32rn bf16; do  # the last three: --device cuda in a tensor-core mode (prec_env)
       t=$(now)
-      prec=$(case $dev in tf32) echo LIVSEG_CUDA_TF32=1 ;; bf16) echo LIVSEG_CUDA_BF16=1 ;; *) echo LIVSEG_NONE=1 ;; esac)
-      if ! env "$prec" timeout 180 build-cuda/livseg segment "$DATA/$img" \
+      if ! env "$(prec_env $dev)" timeout 180 build-cuda/livseg segment "$DATA/$img" \
            -o "$WORK/${case}_$dev.nii.gz" --device "$([ "$dev" = cpu ] && echo cpu || echo cuda)" -q > "$LOG/seg_${case}_$dev.txt" 2>&1; then
         cat "$LOG/seg_${case}_$dev.txt"; fail "livseg segment --device $dev on $case failed"; continue 2
       fi
@@ -145,15 +145,14 @@ if [ -f "$DATA/manifest.csv" ]; then
         python3 -c "import json,sys; print('%.5f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/d.json")
     g=$(build-cuda/livseg eval "$WORK/${case}_cuda.nii.gz" "$DATA/$lab" --json "$WORK/g.json" > /dev/null 2>&1 &&
         python3 -c "import json,sys; print('%.4f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/g.json")
-    d32=$(build-cuda/livseg eval "$WORK/${case}_tf32.nii.gz" "$WORK/${case}_cpu.nii.gz" --json "$WORK/d32.json" > /dev/null 2>&1 &&
-        python3 -c "import json,sys; print('%.5f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/d32.json")
-    d16=$(build-cuda/livseg eval "$WORK/${case}_bf16.nii.gz" "$WORK/${case}_cpu.nii.gz" --json "$WORK/d16.json" > /dev/null 2>&1 &&
-        python3 -c "import json,sys; print('%.5f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/d16.json")
-    echo "  $case: Dice CUDA vs CPU mask ${d:-?} (TF32: ${d32:-?}, BF16: ${d16:-?}), CUDA mask vs label ${g:-?}"
+    for p in tf32 tf32rn bf16; do
+      dp=$(build-cuda/livseg eval "$WORK/${case}_$p.nii.gz" "$WORK/${case}_cpu.nii.gz" --json "$WORK/d_$p.json" > /dev/null 2>&1 &&
+           python3 -c "import json,sys; print('%.5f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/d_$p.json")
+      R[real_$p]="${R[real_$p]:+${R[real_$p]}, }$case ${dp:-?}"
+    done
+    echo "  $case: Dice CUDA vs CPU mask ${d:-?}, CUDA mask vs label ${g:-?}; tensor-core modes vs CPU: tf32 ${R[real_tf32]##* }, tf32rn ${R[real_tf32rn]##* }, bf16 ${R[real_bf16]##* }"
     awk -v d="${d:-0}" 'BEGIN { exit !(d >= 0.999) }' || fail "$case: CUDA and CPU masks differ (Dice ${d:-?} < 0.999)"
     R[real]="${R[real]:+${R[real]}, }$case ${d:-?}"
-    R[real_tf32]="${R[real_tf32]:+${R[real_tf32]}, }$case ${d32:-?}"
-    R[real_bf16]="${R[real_bf16]:+${R[real_bf16]}, }$case ${d16:-?}"
     n_scans=$((n_scans + 1))
   done
   [ "$n_scans" -eq 3 ] || fail "$n_scans of 3 real scans segmented on both devices"
@@ -172,16 +171,15 @@ if [ -f "$DATA/manifest.csv" ]; then
 
   echo "== real-sized scan end to end: btcv_29 resampled to 512x512x300 (bench/host --make-ct), default model, 3 runs"
   if build-cuda/bench/host --make-ct "$DATA" btcv_29 "$WORK/ct512.nii.gz" > "$LOG/ct512.txt" 2>&1; then
-    for run in 1 2 3 tf32 bf16; do  # then once each with TF32 and BF16 GEMMs
+    for run in 1 2 3 tf32 tf32rn bf16; do  # then once in each tensor-core mode
       t=$(now)
-      prec=$(case $run in tf32) echo LIVSEG_CUDA_TF32=1 ;; bf16) echo LIVSEG_CUDA_BF16=1 ;; *) echo LIVSEG_NONE=1 ;; esac)
-      if env "$prec" timeout 120 build-cuda/livseg segment "$WORK/ct512.nii.gz" -o "$WORK/ct512_mask.nii.gz" --device cuda \
+      if env "$(prec_env $run)" timeout 120 build-cuda/livseg segment "$WORK/ct512.nii.gz" -o "$WORK/ct512_mask.nii.gz" --device cuda \
            --stats "$WORK/ct512_$run.json" -q > "$LOG/ct512_$run.txt" 2>&1; then
         w=$(elapsed "$t")
         st=$(python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['seconds']; print(', '.join('%s %.3f' % (k, v) for k, v in s.items()))" "$WORK/ct512_$run.json" 2>/dev/null || echo "?")
         echo "  run $run: $w s wall; $st"
         case $run in
-          tf32|bf16) R[e2e_$run]="$w s wall; $st" ;;
+          tf32|tf32rn|bf16) R[e2e_$run]="$w s wall; $st" ;;
           *) R[e2e_runs]="${R[e2e_runs]:+${R[e2e_runs]} / }$w"; R[e2e_stages]=$st ;;
         esac
       else
@@ -237,7 +235,7 @@ echo
 echo "== summary ($(elapsed "$T0") s; logs in $LOG)"
 printf '| %-44s | %-48s | %s\n' "check" "result" "target"
 printf '| %-44s | %-48s | %s\n' "CUDA build" "$(v build)" ""
-printf '| %-44s | %-48s | %s\n' "parity test_ops_cuda" "$(v parity)" "18 passed, 0 failed, 0 skipped"
+printf '| %-44s | %-48s | %s\n' "parity test_ops_cuda" "$(v parity)" "19 passed, 0 failed, 0 skipped"
 printf '| %-44s | %-48s | %s\n' "cuBLAS GEMM 8192^3 fp32 / tf32 / bf16 TFLOP/s" "$(v gemm_fp32) / $(v gemm_tf32) / $(v gemm_bf16)" ""
 printf '| %-44s | %-48s | %s\n' "ViT-S/16 224 batch 8: slices/s, TFLOP/s" "$(v vits16_224_slices_per_s), $(v vits16_224_tflops) ($(ratio vits16_224_tflops gemm_fp32) of fp32, $(ratio vits16_224_tflops gemm_bf16) of bf16 GEMM)" ""
 printf '| %-44s | %-48s | %s\n' "  unfused attention (before); batch 32 fused" "$(v vits16_224_unfused_slices_per_s); $(v vits16_224_b32_slices_per_s) slices/s" ""
@@ -245,10 +243,11 @@ printf '| %-44s | %-48s | %s\n' "ViT-B/8 224 batch 8: slices/s, TFLOP/s" "$(v vi
 printf '| %-44s | %-48s | %s\n' "decoder 448 batch 8: slices/s, TFLOP/s" "$(v decoder_448_slices_per_s), $(v decoder_448_tflops) ($(ratio decoder_448_tflops gemm_fp32) of fp32, $(ratio decoder_448_tflops gemm_bf16) of bf16 GEMM)" ""
 printf '| %-44s | %-48s | %s\n' "network for 300 slices (teacher+decoder), ms" "$(v volume300_ms)" "< 150 ms"
 printf '| %-44s | %-48s | %s\n' "  with TF32: ViT-S/16 slices/s; 300 slices, ms" "$(v tf32_vits16_224_slices_per_s); $(v tf32_volume300_ms)" "< 150 ms"
+printf '| %-44s | %-48s | %s\n' "  with TF32 rn: ViT-S/16 slices/s; 300 slices, ms" "$(v tf32rn_vits16_224_slices_per_s); $(v tf32rn_volume300_ms)" "< 150 ms"
 printf '| %-44s | %-48s | %s\n' "  with BF16: ViT-S/16 slices/s; 300 slices, ms" "$(v bf16_vits16_224_slices_per_s); $(v bf16_volume300_ms)" "< 150 ms"
 printf '| %-44s | %-48s | %s\n' "shipped default decoder (224) slices/s" "$(v decoder_shipped_224_slices_per_s), $(v decoder_shipped_tflops) TFLOP/s" ""
-printf '| %-44s | %-48s | %s\n' "network 300 slices, shipped model, ms" "$(v volume300_shipped_ms); TF32: $(v tf32_volume300_shipped_ms); BF16: $(v bf16_volume300_shipped_ms)" "< 150 ms"
-printf '| %-44s | %-48s | %s\n' "  the same at batch 32 (segment's), ms" "$(v volume300_shipped_b32_ms); TF32: $(v tf32_volume300_shipped_b32_ms); BF16: $(v bf16_volume300_shipped_b32_ms)" "< 150 ms"
+printf '| %-44s | %-48s | %s\n' "network 300 slices, shipped model, ms" "$(v volume300_shipped_ms); TF32: $(v tf32_volume300_shipped_ms); rn: $(v tf32rn_volume300_shipped_ms); BF16: $(v bf16_volume300_shipped_ms)" "< 150 ms"
+printf '| %-44s | %-48s | %s\n' "  the same at batch 32 (segment's), ms" "$(v volume300_shipped_b32_ms); TF32: $(v tf32_volume300_shipped_b32_ms); rn: $(v tf32rn_volume300_shipped_b32_ms); BF16: $(v bf16_volume300_shipped_b32_ms)" "< 150 ms"
 printf '| %-44s | %-48s | %s\n' "training step head+decoder batch 8, ms" "$(v train_step_batch8_ms)" ""
 printf '| %-44s | %-48s | %s\n' "livseg segment 512x512x$SLICES --device cuda, s" "$(v seg_cuda)" "< 1 s end to end"
 printf '| %-44s | %-48s | %s\n' "  the same with --batch 8, s" "$(v seg_cuda8)" ""
@@ -256,9 +255,11 @@ printf '| %-44s | %-48s | %s\n' "livseg segment 512x512x$SLICES --device cpu, s"
 printf '| %-44s | %-48s | %s\n' "Dice CUDA mask vs CPU mask (untrained model)" "$(v seg_dice)" ">= 0.999"
 printf '| %-44s | %-48s | %s\n' "Dice CUDA vs CPU mask, default model, real" "$(v real)" ">= 0.999 each"
 printf '| %-44s | %-48s | %s\n' "  the same with TF32" "$(v real_tf32)" "(reported)"
+printf '| %-44s | %-48s | %s\n' "  the same with TF32, operands rounded (rn)" "$(v real_tf32rn)" ">= 0.999 each to be the default"
 printf '| %-44s | %-48s | %s\n' "  the same with BF16" "$(v real_bf16)" "(reported)"
 printf '| %-44s | %-48s | %s\n' "segment btcv_29 at 512x512x300 --device cuda" "$(v e2e_runs) s wall (3 runs); last: $(v e2e_stages)" "< 1 s end to end"
 printf '| %-44s | %-48s | %s\n' "  the same with TF32" "$(v e2e_tf32)" "< 1 s end to end"
+printf '| %-44s | %-48s | %s\n' "  the same with TF32 rn" "$(v e2e_tf32rn)" "< 1 s end to end"
 printf '| %-44s | %-48s | %s\n' "  the same with BF16" "$(v e2e_bf16)" "< 1 s end to end"
 printf '| %-44s | %-48s | %s\n' "host stages (bench/host, $JOBS threads), s" "$(v host)" ""
 printf '| %-44s | %-48s | %s\n' "features --device cuda vs cpu (btcv_29)" "$(v features)" "rel <= 1e-2"

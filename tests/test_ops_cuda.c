@@ -33,6 +33,8 @@
  *          within 1e-4 of the float64 answer there, so they are within 2e-4 of each other.
  *
  *   5e-3   of the tensor's largest value: GEMMs on TF32 tensor cores (LIVSEG_CUDA_TF32=1), gemm_tf32 only;
+ *   1e-4   LIVSEG_CUDA_TF32=rn against the CPU's GEMM of operands rounded to TF32 the same way (products of
+ *          TF32 values are exact in float), gemm_tf32_rounding;
  *   2e-2   of the same, GEMMs on bfloat16 tensor cores (LIVSEG_CUDA_BF16=1), gemm_bf16 only.
  *
  * cuBLAS runs in full float32 elsewhere: TF32 would fail the 1e-4 bounds by design, so the test unsets it
@@ -251,6 +253,58 @@ static void gemm_fast(const char *env, const char *name, double bound) {
 TEST(gemm_tf32) {
     NEED_GPU();
     gemm_fast("LIVSEG_CUDA_TF32", "gemm tf32", TF32_SCALE);
+}
+
+/* Host copy of n floats rounded to TF32 (10 mantissa bits): to nearest, ties to even, or toward zero. */
+static float *tf32_of(const float *x, size_t n, int nearest) {
+    float *r = hkeep(malloc((n ? n : 1) * sizeof(float)));
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], sizeof u);
+        if ((u & 0x7f800000u) != 0x7f800000u) u = (u + (nearest ? 0xfffu + ((u >> 13) & 1u) : 0)) & ~0x1fffu;
+        memcpy(&r[i], &u, sizeof u);
+    }
+    return r;
+}
+
+/* TF32 GEMMs against the CPU's on operands rounded on the host: LIVSEG_CUDA_TF32=rn rounds them to nearest
+ * itself (held to the float32 GEMM bound against operands rounded so; products of TF32 values are exact in
+ * float). For =1, which rounding cuBLAS applies is printed (the reference rounded the same way agrees to
+ * float32 summation error, ~1e-6; the others differ by ~1e-3): bench/precision shows what it does to masks.
+ * Shapes: ViT-S's qkv, and a batch of 1x1 convolutions (one weight at stride 0, as nn.cu runs them). */
+TEST(gemm_tf32_rounding) {
+    NEED_GPU();
+    static const char *const modes[] = {"1", "rn"};
+    for (int md = 0; md < 2; md++) {
+        ls_backend fast;
+        ls_error err = {0};
+        setenv("LIVSEG_CUDA_TF32", modes[md], 1);
+        ls_status st = ls_backend_init(&fast, LS_DEV_CUDA, 0, &err);
+        unsetenv("LIVSEG_CUDA_TF32");
+        REQUIRE(st == LS_OK, "%s", err.msg);
+        for (int k = 0; k < 2; k++) {
+            int M = k ? 64 : 197, N = k ? 196 : 1152, K = 384, batch = k ? 4 : 1;
+            size_t sA = k ? 0 : (size_t)M * K, sB = (size_t)K * N, sC = (size_t)M * N, na = (size_t)M * K + sA * (batch - 1);
+            float *A = rnd(na, 1), *B = rnd(sB * batch, 0.05), *dC = dzeros(sC * batch), *ref[3];
+            for (int r = 0; r < 3; r++) { /* operands as they are, rounded to nearest, toward zero */
+                const float *a = r ? tf32_of(A, na, r == 1) : A, *b = r ? tf32_of(B, sB * batch, r == 1) : B;
+                ref[r] = hzeros(sC * batch);
+                cpu.dense->gemm_batched(&cpu, 0, 0, M, N, K, 1.0f, a, K, sA, b, N, sB, 0.0f, ref[r], N, sC, batch);
+            }
+            gpu.mem->sync(&gpu); /* the two backends have their own streams */
+            fast.dense->gemm_batched(&fast, 0, 0, M, N, K, 1.0f, up(A, na), K, sA, up(B, sB * batch), N, sB, 0.0f, dC, N,
+                                     sC, batch);
+            fast.mem->sync(&fast);
+            const float *g = down(dC, sC * batch);
+            double e[3];
+            for (int r = 0; r < 3; r++) e[r] = rel_err(g, ref[r], sC * batch, 0.01);
+            printf("  LIVSEG_CUDA_TF32=%-2s %-6s max rel err against operands as they are %.2e, rounded to nearest "
+                   "%.2e, toward zero %.2e\n", modes[md], k ? "conv1x1" : "qkv", e[0], e[1], e[2]);
+            if (md == 1) CHECK(e[1] <= REDUCE, "TF32=rn %s: %.3e from the GEMM of rounded operands", k ? "conv1x1" : "qkv", e[1]);
+        }
+        ls_backend_free(&fast);
+    }
+    release();
 }
 
 TEST(gemm_bf16) {
@@ -1057,6 +1111,7 @@ int main(void) {
     RUN(gemm);
     RUN(gemm_tf32);
     RUN(gemm_bf16);
+    RUN(gemm_tf32_rounding);
     RUN(row_ops);
     RUN(token_ops);
     RUN(attention);

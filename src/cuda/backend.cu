@@ -5,7 +5,8 @@
  *
  * The op families live in dense.cu, nn.cu and loss.cu. GEMMs run in full float32 unless the environment
  * sets LIVSEG_CUDA_TF32=1 (TF32 tensor cores: faster, about 1e-3 relative error, outside the parity bounds
- * of tests/test_ops_cuda.c).
+ * of tests/test_ops_cuda.c; =rn rounds the operands to TF32 to nearest first, whatever cuBLAS's own
+ * conversion does) or LIVSEG_CUDA_BF16=1.
  */
 #include <cstdlib>
 #include <cstring>
@@ -37,11 +38,47 @@ const char *cublas_name(cublasStatus_t s) {
 
 static cublasOperation_t op(int t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
+/* x to TF32 (10 mantissa bits), to nearest with ties to even, as a float the tensor cores read exactly. */
+__global__ void k_round_tf32(float *out, const float *in, size_t n) {
+    LS_GRID_STRIDE(i, n) {
+        unsigned u = __float_as_uint(in[i]);
+        if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu; /* not inf, NaN */
+        out[i] = __uint_as_float(u);
+    }
+}
+
+/* Elements from the first to the last one a GEMM operand reads: `batch` matrices (stride s; 0: one shared)
+ * of `rows` rows of `cols` at leading dimension ld. */
+static size_t span(int rows, int cols, int ld, long long s, int batch) {
+    return (size_t)(batch - 1) * (size_t)s + (size_t)(rows - 1) * (size_t)ld + (size_t)cols;
+}
+
+/* LIVSEG_CUDA_TF32=rn: *A (na elements) and *B (nb) replaced by rounded copies in the backend's scratch,
+ * which grows when a GEMM needs more (the first batch of a run sizes it). */
+static void round_operands(const ls_backend *be, const float **A, size_t na, const float **B, size_t nb) {
+    state *s = st(be);
+    size_t off = (na + 63) / 64 * 64; /* B 256-byte aligned */
+    if (off + nb > s->rounded_cap) {
+        LS_CK(cudaStreamSynchronize(s->stream)); /* queued GEMMs may still read the old copies */
+        if (s->rounded) LS_CK(cudaFree(s->rounded));
+        s->rounded = nullptr, s->rounded_cap = 0;
+        LS_CK(cudaMalloc(&s->rounded, (off + nb) * sizeof(float)));
+        s->rounded_cap = off + nb;
+    }
+    k_round_tf32<<<blocks_for(na), kThreads, 0, s->stream>>>(s->rounded, *A, na);
+    LS_LAUNCHED();
+    k_round_tf32<<<blocks_for(nb), kThreads, 0, s->stream>>>(s->rounded + off, *B, nb);
+    LS_LAUNCHED();
+    *A = s->rounded, *B = s->rounded + off;
+}
+
 /* With LIVSEG_CUDA_BF16=1 float GEMMs go through GemmEx with CUBLAS_COMPUTE_32F_FAST_16BF: float in and out,
  * products of bfloat16-rounded inputs on tensor cores, float accumulation. */
 void gemm(const ls_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
+    if (st(be)->tf32_round && K > 0)
+        round_operands(be, &A, span(ta ? K : M, ta ? M : K, lda, 0, 1), &B, span(tb ? N : K, tb ? K : N, ldb, 0, 1));
     if (st(be)->bf16)
         LS_CB(cublasGemmEx(st(be)->blas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta,
                            C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
@@ -53,6 +90,9 @@ void gemm_strided(const ls_backend *be, int ta, int tb, int M, int N, int K, flo
                   long long sA, const float *B, int ldb, long long sB, float beta, float *C, int ldc, long long sC,
                   int batch) {
     if (M <= 0 || N <= 0 || batch <= 0) return;
+    if (st(be)->tf32_round && K > 0)
+        round_operands(be, &A, span(ta ? K : M, ta ? M : K, lda, sA, batch), &B,
+                       span(tb ? N : K, tb ? K : N, ldb, sB, batch));
     if (st(be)->bf16)
         LS_CB(cublasGemmStridedBatchedEx(st(be)->blas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, sB, A,
                                          CUDA_R_32F, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch,
@@ -131,6 +171,7 @@ const ls_ops_mem cuda_mem = {cu_alloc,  cu_free, cu_to_device,  cu_to_host,  cu_
                              cu_zero,   cu_sync, cu_host_alloc, cu_host_free, cu_to_host_async};
 
 void destroy(lscuda::state *s) {
+    if (s->rounded) cudaFree(s->rounded);
     if (s->partials) cudaFree(s->partials);
     if (s->results) cudaFree(s->results);
     if (s->blas) cublasDestroy(s->blas);
@@ -159,7 +200,8 @@ extern "C" ls_status ls_cuda_backend_init(ls_backend *be, int nthreads, ls_error
         why = "cannot allocate the backend's scratch";
     if (!why) {
         const char *tf = getenv("LIVSEG_CUDA_TF32"), *bf = getenv("LIVSEG_CUDA_BF16");
-        s->tf32 = tf && !std::strcmp(tf, "1");
+        s->tf32_round = tf && !std::strcmp(tf, "rn");
+        s->tf32 = s->tf32_round || (tf && !std::strcmp(tf, "1"));
         s->bf16 = bf && !std::strcmp(bf, "1");
         if (cublasSetStream(s->blas, s->stream) != CUBLAS_STATUS_SUCCESS ||
             cublasSetMathMode(s->blas, s->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) !=

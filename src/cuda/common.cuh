@@ -33,10 +33,13 @@ constexpr size_t kResults = size_t(1) << 16;  /* doubles: per-channel / per-row 
 struct state {
     cudaStream_t stream;
     cublasHandle_t blas;
-    int tf32;          /* 1: cuBLAS may use TF32 tensor cores for float GEMMs (LIVSEG_CUDA_TF32=1) */
+    int tf32;          /* 1: cuBLAS may use TF32 tensor cores for float GEMMs (LIVSEG_CUDA_TF32=1 or rn) */
+    int tf32_round;    /* 1: GEMM operands rounded to TF32 to nearest first (LIVSEG_CUDA_TF32=rn) */
     int bf16;          /* 1: float GEMMs with inputs rounded to bfloat16 on tensor cores (LIVSEG_CUDA_BF16=1) */
     double *partials;  /* device, kPartials */
     double *results;   /* device, kResults */
+    float *rounded;    /* device: tf32_round's copies of a GEMM's operands, grown to the largest pair */
+    size_t rounded_cap;
 };
 
 inline state *st(const ls_backend *be) { return static_cast<state *>(be->impl); }
