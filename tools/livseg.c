@@ -38,7 +38,12 @@ static void usage(FILE *f) {
     for (int i = 0; i < ncommands; i++) fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
     fprintf(f,
             "\nInputs are NIfTI files (.nii, .nii.gz) or DICOM series directories.\n"
-            "Run `livseg COMMAND --help` for a command's options.\n");
+            "Run `livseg COMMAND --help` for a command's options.\n"
+            "\nenvironment:\n"
+            "  LIVSEG_MODEL         segment's default model (else models/default.safetensors)\n"
+            "  LIVSEG_CUDA_TF32=1   --device cuda: GEMMs on TF32 tensor cores (faster, ~1e-3 relative error;\n"
+            "                       =rn rounds their operands to nearest first); LIVSEG_CUDA_BF16=1: bfloat16\n"
+            "                       (~1e-2). Off by default: docs/gpu.md has their effect on the masks.\n");
 }
 
 int cli_report(const ls_error *err) {
