@@ -65,10 +65,35 @@ static void layout(ls_model *m, float *params, float *running, size_t *np, size_
     *np = p, *nr = r;
 }
 
+/* Far above any ViT's width (ViT-g: 1536) and any decoder's, and low enough that a corrupt configuration
+ * cannot ask for gigabytes: a layer holds at most 8192^2 * 9 weights, the output side at most 256 << 5. */
+#define MAX_CHANNELS 8192
+#define MAX_GRID 256
+
+/* `where` names the configuration in messages (a file, or "model"). */
+static ls_status config_check(const ls_model_config *c, const char *where, ls_error *err) {
+    const char *names[] = {"feat_dim", "head_hidden", "code_dim", "skip_width", "widths[0]", "widths[1]", "widths[2]",
+                           "widths[3]", "widths[4]"};
+    int v[] = {c->feat_dim, c->head_hidden, c->code_dim, c->skip_width, c->widths[0], c->widths[1], c->widths[2],
+               c->widths[3], c->widths[4]};
+    for (int i = 0; i < 9; i++)
+        if (v[i] < 1 || v[i] > MAX_CHANNELS)
+            return ls_fail(err, LS_ERR_INPUT, "%s: %s %d is not within 1..%d", where, names[i], v[i], MAX_CHANNELS);
+    if (c->grid < 1 || c->grid > MAX_GRID)
+        return ls_fail(err, LS_ERR_INPUT, "%s: grid %d is not within 1..%d", where, c->grid, MAX_GRID);
+    if (c->up_stages < 1 || c->up_stages > LS_DEC_STAGES)
+        return ls_fail(err, LS_ERR_INPUT, "%s: decoder up_stages %d is not within 1..%d", where, c->up_stages,
+                       LS_DEC_STAGES);
+    if (!(c->dropout >= 0 && c->dropout < 1) || !(c->bn_eps > 0 && c->bn_eps < 1) ||
+        !(c->bn_momentum >= 0 && c->bn_momentum <= 1))
+        return ls_fail(err, LS_ERR_INPUT, "%s: dropout %g, bn_eps %g or bn_momentum %g out of range", where,
+                       (double)c->dropout, (double)c->bn_eps, (double)c->bn_momentum);
+    return LS_OK;
+}
+
 ls_status ls_model_init(ls_model *m, const ls_backend *be, const ls_model_config *cfg, uint64_t seed, ls_error *err) {
     memset(m, 0, sizeof *m);
-    if (cfg->up_stages < 1 || cfg->up_stages > LS_DEC_STAGES)
-        return ls_fail(err, LS_ERR_INPUT, "decoder up_stages %d is not within 1..%d", cfg->up_stages, LS_DEC_STAGES);
+    LS_TRY(config_check(cfg, "model", err));
     m->cfg = *cfg;
     m->be = be;
     layer_shapes(cfg, m->layer);
@@ -406,6 +431,24 @@ ls_status ls_model_save(const ls_model *m, const ls_model_info *info, const char
     return s;
 }
 
+/* Every tensor of configuration c is in the file with its number of elements. */
+static ls_status tensors_present(const ls_st_file *f, const ls_model_config *c, const char *path, ls_error *err) {
+    ls_conv_layer L[LS_MODEL_LAYERS];
+    layer_shapes(c, L);
+    for (int l = 0; l < LS_MODEL_LAYERS; l++)
+        for (int part = 0; part < (has_bn(l) ? 6 : 2); part++) {
+            char name[48];
+            tensor_name(l, part, name, sizeof name);
+            const ls_st_tensor *t = ls_st_find(f, name);
+            size_t want = part_len(&L[l], part);
+            if (!t) return ls_fail(err, LS_ERR_INPUT, "%s: tensor '%s' is missing", path, name);
+            if (t->numel != want)
+                return ls_fail(err, LS_ERR_INPUT, "%s: tensor '%s' has %zu elements, expected %zu", path, name, t->numel,
+                               want);
+        }
+    return LS_OK;
+}
+
 static int meta_int(const ls_st_file *f, const char *key, int *out) {
     const char *v = ls_st_meta(f, key);
     char *end;
@@ -416,6 +459,7 @@ static int meta_int(const ls_st_file *f, const char *key, int *out) {
 }
 
 ls_status ls_model_load(ls_model *m, ls_model_info *info, const ls_backend *be, const char *path, ls_error *err) {
+    memset(m, 0, sizeof *m); /* a failure before ls_model_init frees nothing */
     ls_st_file f;
     LS_TRY(ls_st_open(path, &f, err));
     ls_model_config c = {0};
@@ -438,6 +482,8 @@ ls_status ls_model_load(ls_model *m, ls_model_info *info, const ls_backend *be, 
             s = ls_fail(err, LS_ERR_INPUT, "%s: invalid up_stages metadata", path);
         snprintf(info->teacher_id, sizeof info->teacher_id, "%s", teacher);
         snprintf(info->teacher_arch, sizeof info->teacher_arch, "%s", arch);
+        if (!s) s = config_check(&c, path, err);
+        if (!s) s = tensors_present(&f, &c, path, err); /* before allocating what the configuration asks */
         if (!s) s = ls_model_init(m, be, &c, 0, err);
     }
     float *hp = NULL, *hr = NULL;

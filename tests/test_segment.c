@@ -6,6 +6,7 @@
  * missing model and a 2-slice input behave as documented.
  */
 #include <math.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "dino.h"
@@ -60,21 +61,28 @@ static void make_teacher(const char *path, uint64_t seed, char *id) {
     ls_backend_free(&be);
 }
 
+/* A small model (24 teacher channels on a 2x2 grid) saved as F32 to path; *a keeps it, *info its metadata. */
+static ls_status small_model_file(ls_backend *be, const char *path, ls_model *a, ls_model_info *info, ls_error *err) {
+    ls_model_config c;
+    ls_model_config_default(&c, 24, 2);
+    c.head_hidden = 10, c.code_dim = 6;
+    *info = (ls_model_info){.input_size = 32};
+    snprintf(info->teacher_id, sizeof info->teacher_id, "vits16:random:seed=3");
+    snprintf(info->teacher_arch, sizeof info->teacher_arch, "vits16");
+    ls_status st = ls_model_init(a, be, &c, 7, err);
+    return st ? st : ls_model_save(a, info, path, 0, err);
+}
+
 TEST(model_file_roundtrip) {
     ls_backend be;
     ls_error err = {0};
     REQUIRE(ls_backend_init(&be, LS_DEV_CPU, 2, &err) == LS_OK, "%s", err.msg);
-    ls_model_config c;
-    ls_model_config_default(&c, 24, 2);
-    c.head_hidden = 10, c.code_dim = 6;
     ls_model a, b;
-    REQUIRE(ls_model_init(&a, &be, &c, 7, &err) == LS_OK, "%s", err.msg);
-    ls_model_info info = {.input_size = 32}, back;
-    snprintf(info.teacher_id, sizeof info.teacher_id, "vits16:random:seed=3");
-    snprintf(info.teacher_arch, sizeof info.teacher_arch, "vits16");
+    ls_model_info info, back;
     char path[600];
     snprintf(path, sizeof path, "%s/m32.safetensors", test_tmpdir());
-    REQUIRE(ls_model_save(&a, &info, path, 0, &err) == LS_OK, "%s", err.msg);
+    REQUIRE(small_model_file(&be, path, &a, &info, &err) == LS_OK, "%s", err.msg);
+    const ls_model_config c = a.cfg;
     REQUIRE(ls_model_load(&b, &back, &be, path, &err) == LS_OK, "%s", err.msg);
     CHECK(b.nparams == a.nparams && memcmp(a.params, b.params, a.nparams * sizeof(float)) == 0, "F32 weights changed");
     CHECK(memcmp(a.running, b.running, a.nrunning * sizeof(float)) == 0, "running statistics changed");
@@ -103,6 +111,75 @@ TEST(model_file_roundtrip) {
     REQUIRE(ls_st_write(path, &e, 1, NULL, 0, NULL, &err) == LS_OK, "%s", err.msg);
     CHECK(ls_model_load(&b, &back, &be, path, &err) == LS_ERR_INPUT && strstr(err.msg, "not a livseg model"), "%s", err.msg);
     ls_model_free(&a);
+    ls_backend_free(&be);
+}
+
+/* Copies model file src to dst with metadata `key` set to `value` (the header's length fixed up). */
+static int patch_meta(const char *src, const char *dst, const char *key, const char *value) {
+    FILE *f = fopen(src, "rb");
+    if (!f) return 0;
+    static char buf[1 << 20], out[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    uint64_t hl;
+    memcpy(&hl, buf, 8);
+    char pat[80];
+    snprintf(pat, sizeof pat, "\"%s\":\"", key);
+    char *at = strstr(buf + 8, pat);
+    if (!at || at >= buf + 8 + hl) return 0;
+    char *v = at + strlen(pat), *end = strchr(v, '"');
+    size_t pre = (size_t)(v - buf), post = n - (size_t)(end - buf), vl = strlen(value);
+    memcpy(out, buf, pre), memcpy(out + pre, value, vl), memcpy(out + pre + vl, end, post);
+    uint64_t nl = hl + vl - (size_t)(end - v);
+    memcpy(out, &nl, 8);
+    f = fopen(dst, "wb");
+    if (!f) return 0;
+    fwrite(out, 1, pre + vl + post, f);
+    return fclose(f) == 0;
+}
+
+/* Model files are untrusted input: a configuration out of bounds, or one asking for more weights than the
+ * file holds, is one line naming the file and the field, found before anything of that size is allocated
+ * (a width of -5 crashed the loader, and feat_dim 30000 took 10 GB and 22 s to refuse): peak memory may
+ * not grow by what the configurations ask. */
+TEST(corrupt_model_metadata) {
+    ls_backend be;
+    ls_error err = {0};
+    REQUIRE(ls_backend_init(&be, LS_DEV_CPU, 2, &err) == LS_OK, "%s", err.msg);
+    ls_model a, b;
+    ls_model_info info, back;
+    char path[600], bad[640];
+    snprintf(path, sizeof path, "%s/good.safetensors", test_tmpdir());
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", test_tmpdir());
+    REQUIRE(small_model_file(&be, path, &a, &info, &err) == LS_OK, "%s", err.msg);
+    ls_model_free(&a);
+    static const char *const cases[][3] = {
+        {"widths", "-5,48,32,16,16", "widths[0] -5 is not within"},
+        {"widths", "64,48,32,16,0", "widths[4] 0 is not within"},
+        {"feat_dim", "30000", "feat_dim 30000 is not within"},
+        {"grid", "1000000", "not a livseg model"}, /* beyond what a number there may be at all */
+        {"grid", "300", "grid 300 is not within"},
+        {"up_stages", "6", "up_stages 6 is not within"},
+        {"dropout", "nan", "out of range"},
+        {"head_hidden", "8192", "tensor 'head1.weight' has 240 elements, expected 196608"},
+        {"feat_dim", "8192", "tensor 'head1.weight' has 240 elements, expected 81920"},
+    };
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    long peak0 = ru.ru_maxrss;
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        REQUIRE(patch_meta(path, bad, cases[k][0], cases[k][1]), "cannot patch %s", cases[k][0]);
+        ls_status s = ls_model_load(&b, &back, &be, bad, &err);
+        if (s == LS_OK) ls_model_free(&b);
+        CHECK(s == LS_ERR_INPUT && strstr(err.msg, bad) && strstr(err.msg, cases[k][2]), "%s=%s: %s", cases[k][0],
+              cases[k][1], s ? err.msg : "loaded");
+    }
+    /* head_hidden and code_dim 8192 ask for 2 x 8192^2 weights (512 MB) that the file does not hold */
+    REQUIRE(patch_meta(path, bad, "head_hidden", "8192") && patch_meta(bad, bad, "code_dim", "8192"), "cannot patch");
+    CHECK(ls_model_load(&b, &back, &be, bad, &err) == LS_ERR_INPUT && strstr(err.msg, "expected"), "%s", err.msg);
+    getrusage(RUSAGE_SELF, &ru);
+    CHECK(ru.ru_maxrss - peak0 < 100 * 1024, "refusing the files raised the peak memory by %ld MB",
+          (ru.ru_maxrss - peak0) / 1024);
     ls_backend_free(&be);
 }
 
@@ -218,6 +295,7 @@ int main(int argc, char **argv) {
     (void)argc;
     test_livseg_path(argv[0], livseg, sizeof livseg);
     RUN(model_file_roundtrip);
+    RUN(corrupt_model_metadata);
     RUN(segment_command);
     RUN(shipped_models);
     return test_summary();
