@@ -36,6 +36,12 @@ ls_status ls_teacher_open(ls_teacher *t, const ls_backend *be, const char *weigh
         LS_TRY(ls_st_set_open_model(weights, &f, err));
         const char *meta_arch = ls_st_set_meta(&f, "arch");
         ls_status s = ls_vit_config_preset(meta_arch && strcmp(meta_arch, "custom") ? meta_arch : arch, &cfg, err);
+        size_t held = 0; /* a file is untrusted: its architecture may not ask for more weights than it holds */
+        for (int i = 0; i < f.nfiles; i++)
+            for (int k = 0; k < f.files[i].ntensors; k++) held += f.files[i].tensors[k].numel;
+        if (!s && ls_vit_nparams(&cfg) > held)
+            s = ls_fail(err, LS_ERR_INPUT, "%s: architecture %s has %zu weights, the file holds %zu", weights, cfg.name,
+                        ls_vit_nparams(&cfg), held);
         if (!s) s = ls_vit_load(&t->vit, be, &cfg, ls_st_set_source, &f, err);
         if (!s) {
             const char *base = strrchr(weights, '/');

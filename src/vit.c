@@ -60,7 +60,7 @@ static size_t block_floats(const ls_vit_config *c) {
     return 4 * D /* ln1, ln2 */ + 3 * D * D + 3 * D + D * D + D + Hd * D + Hd + D * Hd + D;
 }
 
-static size_t total_floats(const ls_vit_config *c) {
+size_t ls_vit_nparams(const ls_vit_config *c) {
     size_t D = (size_t)c->dim, P = (size_t)c->patch, G = (size_t)c->pos_grid;
     return D + (1 + G * G) * D + D * 3 * P * P + D + 2 * D + (size_t)c->depth * block_floats(c);
 }
@@ -197,7 +197,7 @@ ls_status ls_vit_load(ls_vit *m, const ls_backend *be, const ls_vit_config *cfg,
     m->be = be;
     if (cfg->dim % cfg->heads || cfg->depth < 1 || cfg->patch < 1 || cfg->pos_grid < 1)
         return ls_fail(err, LS_ERR_INPUT, "teacher config %s: inconsistent dims", cfg->name);
-    m->nparams = total_floats(cfg);
+    m->nparams = ls_vit_nparams(cfg);
     m->blocks = ls_calloc((size_t)cfg->depth, sizeof *m->blocks, err);
     float *host = ls_calloc(m->nparams, sizeof(float), err);
     if (!m->blocks || !host) {

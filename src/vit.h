@@ -63,6 +63,8 @@ typedef struct {
 ls_status ls_vit_load(ls_vit *m, const ls_backend *be, const ls_vit_config *cfg, ls_tensor_source src, void *ctx,
                       ls_error *err);
 void ls_vit_free(ls_vit *m);
+/* Weights of a configuration (m->nparams once loaded). */
+size_t ls_vit_nparams(const ls_vit_config *cfg);
 
 /* timm's and DINO's initialisation as a tensor source for ls_vit_load (ctx: an ls_rng, advanced): weights
  * (cls, pos and DINO's prototypes included) normal(0, 0.02) truncated to +-2 std by redrawing, biases 0,

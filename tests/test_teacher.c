@@ -2,13 +2,14 @@
  * test_teacher.c — the teacher over whole volumes and the feature cache: every slice goes through
  * preprocessing and the ViT exactly once per call, the cache answers a second call with the same
  * numbers, and a different teacher, window or volume gets a different entry. The teachers shipped in
- * models/ load with the content keys the documentation quotes.
+ * models/ load with the content keys the documentation quotes; corrupt teacher files are refused.
  */
 #include <math.h>
 
 #include <omp.h>
 
 #include "rng.h"
+#include "safetensors.h"
 #include "teacher.h"
 #include "test.h"
 
@@ -139,9 +140,34 @@ TEST(random_init_matches_sequential_draws) {
     free(x), free(y);
 }
 
+/* Teacher files are untrusted: an architecture asking for more weights than the file holds (d64w4096h1p1:
+ * 13 G of them, 52 GB to allocate) is refused naming the file, before anything is allocated; a file with
+ * the weights but a tensor of the wrong size names the tensor. */
+TEST(teacher_file_errors) {
+    ls_backend be;
+    ls_error err = {0};
+    REQUIRE(ls_backend_init(&be, LS_DEV_CPU, 1, &err) == LS_OK, "%s", err.msg);
+    char path[600];
+    snprintf(path, sizeof path, "%s/teacher_bad.safetensors", test_tmpdir());
+    static float w[4096];
+    ls_st_entry e = {"cls_token", w, 3, {1, 1, 4096}, 0};
+    static const char *const meta[][2] = {{"arch", "d64w4096h1p1"}, {"arch", "d1w8h1p8g1"}};
+    static const char *const want[] = {"the file holds 4096", "tensor 'cls_token'"};
+    for (int k = 0; k < 2; k++) {
+        REQUIRE(ls_st_write(path, &e, 1, meta[k], 1, NULL, &err) == LS_OK, "%s", err.msg);
+        ls_teacher t;
+        ls_status s = ls_teacher_open(&t, &be, path, "vits16", 0, 224, &err);
+        if (s == LS_OK) ls_teacher_close(&t);
+        CHECK(s == LS_ERR_INPUT && strstr(err.msg, path) && strstr(err.msg, want[k]), "%s: %s", meta[k][1],
+              s ? err.msg : "opened");
+    }
+    ls_backend_free(&be);
+}
+
 int main(void) {
     RUN(cache_roundtrip);
     RUN(shipped_teachers);
     RUN(random_init_matches_sequential_draws);
+    RUN(teacher_file_errors);
     return test_summary();
 }
