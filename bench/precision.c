@@ -116,7 +116,7 @@ int main(int argc, char **argv) {
     ls_model m;
     ls_model_info info;
     ls_teacher t;
-    if (ls_model_load(&m, &info, &emu, model, &err) || ls_segment_teacher(&t, &emu, &info, NULL, model, &err)) {
+    if (ls_model_load(&m, &info, &emu, model, &err) || ls_segment_teacher(&t, &emu, &m, &info, NULL, model, &err)) {
         fprintf(stderr, "bench/precision: %s\n", err.msg);
         return 2;
     }

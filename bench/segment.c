@@ -63,7 +63,7 @@ int main(int argc, char **argv) {
     ls_status st = ls_backend_init(&be, LS_DEV_CPU, threads, &err);
     if (!st && mf) {
         st = ls_model_load(&m, &info, &be, model, &err);
-        if (!st) st = ls_segment_teacher(&t, &be, &info, NULL, model, &err);
+        if (!st) st = ls_segment_teacher(&t, &be, &m, &info, NULL, model, &err);
     } else if (!st) {
         model = "untrained, CPU preset shape";
         ls_train_config tc;

@@ -62,14 +62,29 @@ static int teacher_beside(const char *id, const char *model_path, char *out, siz
     return access(out, R_OK) == 0;
 }
 
-ls_status ls_segment_teacher(ls_teacher *t, const ls_backend *be, const ls_model_info *info, const char *teacher_path,
-                             const char *model_path, ls_error *err) {
+/* Whether a teacher of configuration vc at input side S gives what model configuration mc takes. */
+static ls_status teacher_fits(const ls_model_config *mc, const ls_vit_config *vc, int S, ls_error *err) {
+    int g = S / vc->patch;
+    if (mc->grid != g || mc->feat_dim != vc->dim)
+        return ls_fail(err, LS_ERR_INPUT, "model expects %d teacher channels on a %dx%d grid; the teacher gives %d on %dx%d",
+                       mc->feat_dim, mc->grid, mc->grid, vc->dim, g, g);
+    return LS_OK;
+}
+
+ls_status ls_segment_teacher(ls_teacher *t, const ls_backend *be, const ls_model *m, const ls_model_info *info,
+                             const char *teacher_path, const char *model_path, ls_error *err) {
     unsigned long long seed;
     char arch[16], beside[4096];
     if (sscanf(info->teacher_id, "%15[^:]:random:seed=%llu", arch, &seed) == 2) {
         if (teacher_path)
             return ls_fail(err, LS_ERR_INPUT, "%s: model was trained with the random teacher %s; --teacher %s does not apply",
                            model_path, info->teacher_id, teacher_path);
+        ls_vit_config vc; /* checked before the weights are drawn: the model file is untrusted */
+        if (ls_vit_config_preset(arch, &vc, err) || teacher_fits(&m->cfg, &vc, info->input_size, err)) {
+            char why[sizeof err->msg];
+            snprintf(why, sizeof why, "%s", err->msg);
+            return ls_fail(err, LS_ERR_INPUT, "%s: %.900s", model_path, why);
+        }
         return ls_teacher_open(t, be, NULL, arch, seed, info->input_size, err);
     }
     if (!teacher_path && teacher_beside(info->teacher_id, model_path, beside, sizeof beside)) teacher_path = beside;
@@ -196,9 +211,7 @@ static ls_status predict(const ls_volume *ras, const ls_prep *prep, ls_teacher *
     const ls_backend *be = m->be;
     const ls_vit_config *vc = &t->vit.cfg;
     int S = t->input_size, g = S / vc->patch, Sd = ls_model_out_side(&m->cfg);
-    if (m->cfg.grid != g || m->cfg.feat_dim != vc->dim)
-        return ls_fail(err, LS_ERR_INPUT, "model expects %d teacher channels on a %dx%d grid; the teacher gives %d on %dx%d",
-                       m->cfg.feat_dim, m->cfg.grid, m->cfg.grid, vc->dim, g, g);
+    LS_TRY(teacher_fits(&m->cfg, vc, S, err));
     batch = ls_teacher_batch(t, batch);
     slice_loop L = {.t = t, .m = m, .dbatch = be->device == LS_DEV_CPU ? CPU_DECODER_BATCH : batch,
                     .f_per = (size_t)vc->dim * g * g, .th = th, .prob_ras = prob_ras, .mask_ras = mask_ras,

@@ -45,11 +45,12 @@ ls_status ls_segment_write_mask(const char *path, const ls_segment_result *r, co
 /* r->mask as a float volume on the input's grid (for the metrics, which take volumes). */
 ls_status ls_segment_mask_volume(const ls_segment_result *r, ls_volume *out, ls_error *err);
 
-/* Opens the teacher a model was trained with: a random initialisation is rebuilt from its id; a file
- * teacher is `teacher_path`, or when that is NULL the file of the id's name in model_path's directory;
- * its architecture and content key must match the model's (else LS_ERR_INPUT naming both). */
-ls_status ls_segment_teacher(ls_teacher *t, const ls_backend *be, const ls_model_info *info, const char *teacher_path,
-                             const char *model_path, ls_error *err);
+/* Opens the teacher model m (loaded from model_path with `info`) was trained with: a random initialisation
+ * is rebuilt from its id, once its architecture is known to fit m; a file teacher is `teacher_path`, or when
+ * that is NULL the file of the id's name in model_path's directory; its architecture and content key must
+ * match the model's (else LS_ERR_INPUT naming both). */
+ls_status ls_segment_teacher(ls_teacher *t, const ls_backend *be, const ls_model *m, const ls_model_info *info,
+                             const char *teacher_path, const char *model_path, ls_error *err);
 
 ls_status ls_segment_volume(const ls_volume *input, ls_teacher *t, ls_model *m, const ls_segment_opts *o,
                             ls_progress_fn progress, void *pctx, ls_segment_result *r, ls_error *err);

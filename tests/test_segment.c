@@ -140,8 +140,8 @@ static int patch_meta(const char *src, const char *dst, const char *key, const c
 
 /* Model files are untrusted input: a configuration out of bounds, or one asking for more weights than the
  * file holds, is one line naming the file and the field, found before anything of that size is allocated
- * (a width of -5 crashed the loader, and feat_dim 30000 took 10 GB and 22 s to refuse): peak memory may
- * not grow by what the configurations ask. */
+ * (a width of -5 crashed the loader, and feat_dim 30000 took 10 GB and 22 s to refuse), and so is a random
+ * teacher that does not fit the model: peak memory may not grow by what the configurations ask. */
 TEST(corrupt_model_metadata) {
     ls_backend be;
     ls_error err = {0};
@@ -177,6 +177,15 @@ TEST(corrupt_model_metadata) {
     /* head_hidden and code_dim 8192 ask for 2 x 8192^2 weights (512 MB) that the file does not hold */
     REQUIRE(patch_meta(path, bad, "head_hidden", "8192") && patch_meta(bad, bad, "code_dim", "8192"), "cannot patch");
     CHECK(ls_model_load(&b, &back, &be, bad, &err) == LS_ERR_INPUT && strstr(err.msg, "expected"), "%s", err.msg);
+    /* a random teacher of 13 G weights (52 GB) for a model that takes 24 channels: refused before drawing */
+    REQUIRE(patch_meta(path, bad, "teacher", "d64w4096h1p1:random:seed=0"), "cannot patch the teacher id");
+    REQUIRE(ls_model_load(&b, &back, &be, bad, &err) == LS_OK, "%s", err.msg);
+    ls_teacher t;
+    ls_status st = ls_segment_teacher(&t, &be, &b, &back, NULL, bad, &err);
+    if (st == LS_OK) ls_teacher_close(&t);
+    CHECK(st == LS_ERR_INPUT && strstr(err.msg, bad) && strstr(err.msg, "model expects 24 teacher channels"), "%s",
+          st ? err.msg : "opened");
+    ls_model_free(&b);
     getrusage(RUSAGE_SELF, &ru);
     CHECK(ru.ru_maxrss - peak0 < 100 * 1024, "refusing the files raised the peak memory by %ld MB",
           (ru.ru_maxrss - peak0) / 1024);

@@ -163,7 +163,7 @@ static ls_status run_variant(const ls_train_config *c, const ls_manifest *m, con
     ls_model_info info;
     ls_teacher t;
     LS_TRY(ls_model_load(&model, &info, be, best, err));
-    ls_status s = ls_segment_teacher(&t, be, &info, c->teacher[0] ? c->teacher : NULL, best, err);
+    ls_status s = ls_segment_teacher(&t, be, &model, &info, c->teacher[0] ? c->teacher : NULL, best, err);
     for (int i = 0; !s && i < nt; i++) {
         const ls_case *cs = &m->cases[tests[i]];
         snprintf(pred, sizeof pred, "%s/%s.nii.gz", pred_dir, cs->id);

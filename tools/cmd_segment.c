@@ -167,7 +167,7 @@ int cmd_segment(int argc, char **argv) {
     ls_teacher t;
     ls_segment_result r = {0};
     if (!s) s = ls_model_load(&m, &info, &be, a.model, &err);
-    if (!s && (s = ls_segment_teacher(&t, &be, &info, a.teacher, a.model, &err)) != LS_OK) ls_model_free(&m);
+    if (!s && (s = ls_segment_teacher(&t, &be, &m, &info, a.teacher, a.model, &err)) != LS_OK) ls_model_free(&m);
     int loaded = !s;
     if (threaded) pthread_join(th, NULL);
     else read_input(&rd);
