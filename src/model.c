@@ -449,6 +449,17 @@ static ls_status tensors_present(const ls_st_file *f, const ls_model_config *c, 
     return LS_OK;
 }
 
+/* "w0,w1,w2,w3,w4" (integers; config_check bounds them) into w; 0 when it is not that. */
+static int parse_widths(const char *v, int *w) {
+    for (int i = 0; i < LS_DEC_STAGES; i++) {
+        char *end;
+        long x = strtol(v, &end, 10);
+        if (end == v || x < -1000000 || x > 1000000 || *end != (i + 1 < LS_DEC_STAGES ? ',' : '\0')) return 0;
+        w[i] = (int)x, v = end + 1;
+    }
+    return 1;
+}
+
 static int meta_int(const ls_st_file *f, const char *key, int *out) {
     const char *v = ls_st_meta(f, key);
     char *end;
@@ -468,7 +479,7 @@ ls_status ls_model_load(ls_model *m, ls_model_info *info, const ls_backend *be, 
                *arch = ls_st_meta(&f, "teacher_arch"), *widths = ls_st_meta(&f, "widths");
     memset(info, 0, sizeof *info);
     if (!kind || strcmp(kind, "1") || !teacher || !arch || !widths ||
-        sscanf(widths, "%d,%d,%d,%d,%d", &c.widths[0], &c.widths[1], &c.widths[2], &c.widths[3], &c.widths[4]) != 5 ||
+        !parse_widths(widths, c.widths) ||
         !meta_int(&f, "feat_dim", &c.feat_dim) || !meta_int(&f, "head_hidden", &c.head_hidden) ||
         !meta_int(&f, "code_dim", &c.code_dim) || !meta_int(&f, "grid", &c.grid) ||
         !meta_int(&f, "skip_width", &c.skip_width) || !meta_int(&f, "input_size", &info->input_size))

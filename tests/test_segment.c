@@ -156,6 +156,8 @@ TEST(corrupt_model_metadata) {
     static const char *const cases[][3] = {
         {"widths", "-5,48,32,16,16", "widths[0] -5 is not within"},
         {"widths", "64,48,32,16,0", "widths[4] 0 is not within"},
+        {"widths", "99999999999,48,32,16,16", "not a livseg model"},
+        {"widths", "64,48,32,16", "not a livseg model"},
         {"feat_dim", "30000", "feat_dim 30000 is not within"},
         {"grid", "1000000", "not a livseg model"}, /* beyond what a number there may be at all */
         {"grid", "300", "grid 300 is not within"},
