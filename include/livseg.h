@@ -81,6 +81,9 @@ size_t ls_volume_nvox(const ls_volume *v);
 /* Reads a NIfTI-1/NIfTI-2 file (.nii or .nii.gz) or a DICOM series directory. */
 ls_status ls_volume_read(const char *path, ls_volume *out, ls_error *err);
 ls_status ls_volume_read_nifti(const char *path, ls_volume *out, ls_error *err);
+/* A DICOM series is parsed in a forked child process (a malformed file cannot take the caller down): call
+ * it while no other thread of the process may hold a lock the child needs (the allocator's), e.g. before
+ * starting threads of one's own; a fork at the wrong moment leaves the child, and the call, waiting. */
 ls_status ls_volume_read_dicom(const char *dir, ls_volume *out, ls_error *err);
 
 /* Writes `v` as NIfTI-1 (.nii or .nii.gz, from the name) with its geom verbatim, converting the data

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "preview.h"
@@ -119,8 +120,10 @@ static int write_stats(const seg_args *a, const ls_segment_result *r, const char
     return st ? cli_report(&err) : 0;
 }
 
-/* The input is read on its own thread while the backend starts and the model and teacher load (on CUDA,
- * context creation and weight upload take as long as the read). */
+/* A NIfTI input is read on its own thread while the backend starts and the model and teacher load (on
+ * CUDA, context creation and weight upload take as long as the read). A DICOM series is read first, alone:
+ * its reader forks, and a child forked while another thread holds a lock (the allocator's) waits forever
+ * (seen under ASan: the model loading on the main thread, the child stuck in malloc). */
 typedef struct {
     const char *path;
     int threads;
@@ -157,8 +160,11 @@ int cmd_segment(int argc, char **argv) {
     ls_device dev;
     if (ls_device_parse(a.device, &dev, &err)) return cli_report(&err);
     reader rd = {.path = a.input, .threads = a.threads};
+    struct stat sb;
+    int series = stat(a.input, &sb) == 0 && S_ISDIR(sb.st_mode);
+    if (series) read_input(&rd);
     pthread_t th;
-    int threaded = pthread_create(&th, NULL, read_input, &rd) == 0;
+    int threaded = !series && pthread_create(&th, NULL, read_input, &rd) == 0;
     ls_backend be;
     ls_status s = ls_backend_init(&be, dev, a.threads, &err);
     int have_be = !s;
@@ -170,7 +176,7 @@ int cmd_segment(int argc, char **argv) {
     if (!s && (s = ls_segment_teacher(&t, &be, &m, &info, a.teacher, a.model, &err)) != LS_OK) ls_model_free(&m);
     int loaded = !s;
     if (threaded) pthread_join(th, NULL);
-    else read_input(&rd);
+    else if (!series) read_input(&rd);
     /* Errors in the order the work was asked for: device, model, then input. */
     if (!s && rd.status) s = rd.status, err = rd.err;
     ls_volume in = rd.vol;
