@@ -98,6 +98,10 @@ ls_status ls_model_init(ls_model *m, const ls_backend *be, const ls_model_config
     m->be = be;
     layer_shapes(cfg, m->layer);
     layout(m, NULL, NULL, &m->nparams, &m->nrunning);
+    double need = 4.0 * (double)m->nparams * sizeof(float); /* weights, gradients, a host copy or two moments */
+    if (need > (double)ls_machine_bytes())
+        return ls_fail(err, LS_ERR_NOMEM, "a model of %zu weights needs %.1f GB with its gradients and optimiser "
+                       "state; this machine has %.1f GB", m->nparams, need / 1e9, ls_machine_bytes() / 1e9);
     float *hp = ls_calloc(m->nparams, sizeof(float), err), *hr = ls_calloc(m->nrunning, sizeof(float), err);
     if (!hp || !hr) {
         free(hp), free(hr);

@@ -24,6 +24,7 @@ static void *cpu_alloc(const ls_backend *be, size_t bytes) {
     (void)be;
     void *p = NULL;
     size_t n = (bytes + 63) / 64 * 64;
+    if (n > ls_machine_bytes()) return NULL; /* it could never be touched (util.h) */
     return posix_memalign(&p, 64, n ? n : 64) == 0 ? p : NULL;
 }
 static void cpu_free(const ls_backend *be, void *p) { (void)be; free(p); }
@@ -85,8 +86,10 @@ ls_status ls_arena_init(ls_arena *a, const ls_backend *be, size_t bytes, ls_erro
     memset(a, 0, sizeof *a);
     a->be = be;
     a->base = be->mem->alloc(be, bytes);
-    if (!a->base) return ls_fail(err, LS_ERR_NOMEM, "cannot allocate a %zu-byte %s arena", bytes,
-                                 ls_device_name(be->device));
+    if (!a->base)
+        return ls_fail(err, LS_ERR_NOMEM, "cannot allocate %.2f GB of %s memory for the network's activations (this "
+                       "machine has %.1f GB): a smaller --batch or model", bytes / 1e9, ls_device_name(be->device),
+                       ls_machine_bytes() / 1e9);
     a->cap = bytes;
     return LS_OK;
 }

@@ -59,6 +59,10 @@ void *ls_xmalloc_at(size_t n, const char *file, int line);
 /* Seconds on a monotonic clock. */
 double ls_now(void);
 
+/* The machine's memory in bytes (SIZE_MAX when unknown): Linux grants more (overcommit), and the process
+ * dies in the OOM killer once it touches it, so allocations that could never fit are refused up front. */
+size_t ls_machine_bytes(void);
+
 /* Atomic output: write everything to the temporary path from ls_atomic_begin, then ls_atomic_commit
  * renames it over `path` (or ls_atomic_abort removes it). The temporary lives in the same directory
  * and keeps the final suffix (".nii.gz" etc.) so libraries that choose a format by name still do. */
