@@ -513,8 +513,8 @@ ls_status ls_model_load(ls_model *m, ls_model_info *info, const ls_backend *be, 
             float *dev = part_ptr(&m->layer[l], part);
             float *host = part < 4 ? hp + (dev - m->params) : hr + (dev - m->running);
             int r = ls_st_source(&f, name, host, part_len(&m->layer[l], part), err);
-            if (r == LS_TENSOR_MISSING) s = ls_fail(err, LS_ERR_INPUT, "%s: tensor '%s' is missing", path, name);
-            else if (r) s = (ls_status)r;
+            LS_ASSERT(r != LS_TENSOR_MISSING); /* tensors_present found every one */
+            if (r) s = (ls_status)r;
         }
     if (!s) {
         be->mem->to_device(be, m->params, hp, m->nparams * sizeof(float));
