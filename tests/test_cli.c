@@ -191,6 +191,33 @@ TEST(eval_pairs_and_ttest) {
     CHECK(run(args, e, sizeof e) == 2 && count_lines(e) == 1 && strstr(e, "grid"), "grid mismatch: %s", e);
 }
 
+/* eval reads masks and pair lists; an output naming one of them is refused and the input left as it was. */
+TEST(eval_never_writes_over_an_input) {
+    const char *data = test_data_dir();
+    if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
+    const char *dir = test_tmpdir();
+    char mask[600], csv[600], args[4096], e[4096];
+    snprintf(mask, sizeof mask, "%s/mask.nii.gz", dir);
+    snprintf(args, sizeof args, "cp %s/btcv/btcv_03_liver.nii.gz %s", data, mask);
+    CHECK(system(args) == 0, "cannot copy a mask into %s", dir);
+    struct stat before, after;
+    stat(mask, &before);
+    snprintf(csv, sizeof csv, "%s/pairs.csv", dir);
+    FILE *f = fopen(csv, "w");
+    fprintf(f, "case,pred,ref\nsame,mask.nii.gz,mask.nii.gz\n");
+    fclose(f);
+    snprintf(args, sizeof args, "eval %s %s --json %s", mask, mask, mask);
+    CHECK(run(args, e, sizeof e) == 2 && count_lines(e) == 1 && strstr(e, "over the input"), "--json PRED: %s", e);
+    snprintf(args, sizeof args, "eval --pairs %s --csv %s", csv, mask);
+    CHECK(run(args, e, sizeof e) == 2 && count_lines(e) == 1 && strstr(e, "over the input"), "--csv a pair's mask: %s", e);
+    snprintf(args, sizeof args, "eval --pairs %s --json %s", csv, csv);
+    CHECK(run(args, e, sizeof e) == 2 && count_lines(e) == 1 && strstr(e, csv), "--json PAIRS.csv: %s", e);
+    stat(mask, &after);
+    CHECK(after.st_size == before.st_size && after.st_mtime == before.st_mtime, "the mask was rewritten");
+    snprintf(args, sizeof args, "eval %s %s", mask, mask);
+    CHECK(run(args, e, sizeof e) == 0, "the mask no longer reads: %s", e);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     test_livseg_path(argv[0], livseg, sizeof livseg);
@@ -200,5 +227,6 @@ int main(int argc, char **argv) {
     RUN(numeric_options);
     RUN(info_on_all_shared_data);
     RUN(eval_pairs_and_ttest);
+    RUN(eval_never_writes_over_an_input);
     return test_summary();
 }

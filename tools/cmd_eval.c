@@ -28,8 +28,17 @@ static void eval_usage(FILE *f) {
             "the distances are undefined (null), left out of the mean and std (their count is shown).\n\n"
             "PAIRS.csv has a header line and the columns case,pred,ref (paths relative to the CSV's\n"
             "directory or absolute). --csv writes one line per case; --ttest pairs two such files by case\n"
-            "and prints the paired t-test's p-value for a metric. Outputs are written atomically.\n"
+            "and prints the paired t-test's p-value for a metric. Outputs are written atomically, never over\n"
+            "an input.\n"
             "Exit status 2 on bad input (unreadable file, different grids), with one line saying which.\n");
+}
+
+/* eval only reads its inputs, but `--json A.nii.gz` would replace A: an output naming an input is one
+ * line and exit 2, before anything is written. */
+static int over_input(const char *out, const char *in) {
+    if (!out || !in || (strcmp(out, in) != 0 && !ls_same_file(out, in))) return 0;
+    fprintf(stderr, "livseg: %s: refusing to write over the input %s\n", out, in);
+    return 2;
 }
 
 typedef struct {
@@ -106,6 +115,7 @@ static void resolve(const char *csv, const char *p, char *out, size_t n) {
 }
 
 static int eval_pairs(const char *csv, const char *out_csv, const char *out_json) {
+    if (over_input(out_csv, csv) || over_input(out_json, csv) || over_input(out_json, out_csv)) return 2;
     FILE *f = fopen(csv, "r");
     if (!f) {
         fprintf(stderr, "livseg: %s: cannot open\n", csv);
@@ -133,6 +143,10 @@ static int eval_pairs(const char *csv, const char *out_csv, const char *out_json
         }
         char pp[4096], rp[4096];
         resolve(csv, fld[1], pp, sizeof pp), resolve(csv, fld[2], rp, sizeof rp);
+        if (over_input(out_csv, pp) || over_input(out_csv, rp) || over_input(out_json, pp) || over_input(out_json, rp)) {
+            rc = 2;
+            break;
+        }
         snprintf(rows[n].id, sizeof rows[n].id, "%s", fld[0]);
         if ((rc = eval_pair(pp, rp, &rows[n].m))) break;
         print_row(rows[n].id, &rows[n].m);
@@ -251,6 +265,7 @@ int cmd_eval(int argc, char **argv) {
         eval_usage(stderr);
         return 2;
     }
+    if (over_input(out_json, pos[0]) || over_input(out_json, pos[1])) return 2;
     ls_metrics m;
     int rc = eval_pair(pos[0], pos[1], &m);
     if (rc) return rc;
