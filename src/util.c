@@ -111,6 +111,13 @@ ls_status ls_atomic_commit(ls_atomic *a, ls_error *err) {
 
 void ls_atomic_abort(ls_atomic *a) { unlink(a->tmp_path); }
 
+ls_status ls_output_check(const char *path, ls_error *err) {
+    ls_atomic a;
+    LS_TRY(ls_atomic_begin(&a, path, NULL, err));
+    ls_atomic_abort(&a);
+    return LS_OK;
+}
+
 ls_status ls_write_file_atomic(const char *path, const void *buf, size_t n, const char *protect,
                                ls_error *err) {
     ls_atomic a;

@@ -74,6 +74,10 @@ ls_status ls_atomic_begin(ls_atomic *a, const char *path, const char *protect, l
 ls_status ls_atomic_commit(ls_atomic *a, ls_error *err);
 void ls_atomic_abort(ls_atomic *a);
 
+/* Checks, before long work, that `path` can be written as an output: not a directory, its directory
+ * exists and takes a new file (a temporary is created there and removed). Same errors as ls_atomic_begin. */
+ls_status ls_output_check(const char *path, ls_error *err);
+
 /* Writes a whole buffer to `path` atomically. */
 ls_status ls_write_file_atomic(const char *path, const void *buf, size_t n, const char *protect,
                                ls_error *err);

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dino.h"
 #include "metrics.h"
@@ -275,6 +276,17 @@ TEST(segment_command) {
     /* Never over the input. */
     snprintf(args, sizeof args, "segment %s/mask0.nii.gz -o %s/mask0.nii.gz --model %s -q", dir, dir, model);
     CHECK(run(args, e, sizeof e) == 2 && strstr(e, "input"), "overwrite input: %s", e);
+    /* Outputs are checked before the work: over the model, one file for two outputs, a directory that
+     * does not exist. One line each, and nothing written. */
+    char z[700];
+    snprintf(z, sizeof z, "%s/z.nii.gz", dir);
+    snprintf(args, sizeof args, "segment %s/%s -o %s --stats %s --model %s -q", data, vol, z, model, model);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "over the input") && strstr(e, model), "--stats MODEL: %s", e);
+    snprintf(args, sizeof args, "segment %s/%s -o %s --prob %s --model %s -q", data, vol, z, z, model);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "both -o and --prob"), "-o X --prob X: %s", e);
+    snprintf(args, sizeof args, "segment %s/%s -o %s --preview %s/no/such/dir/p.png --model %s -q", data, vol, z, dir, model);
+    CHECK(run(args, e, sizeof e) == 3 && strstr(e, "p.png") && strstr(e, "cannot create"), "missing directory: %s", e);
+    CHECK(access(z, F_OK) != 0, "%s was written although an output was refused", z);
 }
 
 /* The models shipped in models/ (run from the repository root): each segments btcv_29, a BTCV scan held

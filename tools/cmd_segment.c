@@ -42,7 +42,7 @@ static void segment_usage(FILE *f) {
             "  --device D          cpu (default) or cuda\n"
             "  -q, --quiet         no progress bar\n\n"
             "Exit status 0 on success, 2 on bad input (one line on stderr says which file and why);\n"
-            "outputs are written atomically and never over the input.\n");
+            "every output is checked before the work starts, and written atomically, never over an input.\n");
 }
 
 typedef struct {
@@ -120,6 +120,32 @@ static int write_stats(const seg_args *a, const ls_segment_result *r, const char
     return st ? cli_report(&err) : 0;
 }
 
+static int same_path(const char *a, const char *b) { return a && b && (!strcmp(a, b) || ls_same_file(a, b)); }
+
+/* Every output is checked before the work (which takes seconds to minutes): writable, not an input (the
+ * scan, the model, the teacher), not given for two outputs. What fails later still writes nothing
+ * partial: each output is atomic. */
+static int check_outputs(const seg_args *a) {
+    const char *out[] = {a->output, a->prob, a->stats, a->preview}, *opt[] = {"-o", "--prob", "--stats", "--preview"};
+    const char *in[] = {a->input, a->model, a->teacher};
+    for (int i = 0; i < 4; i++) {
+        if (!out[i]) continue;
+        for (int j = 0; j < i; j++)
+            if (same_path(out[i], out[j])) {
+                fprintf(stderr, "livseg: %s: given for both %s and %s\n", out[i], opt[j], opt[i]);
+                return 2;
+            }
+        for (int k = 0; k < 3; k++)
+            if (same_path(out[i], in[k])) {
+                fprintf(stderr, "livseg: %s: refusing to write over the input\n", out[i]);
+                return 2;
+            }
+        ls_error err = {0};
+        if (ls_output_check(out[i], &err)) return cli_report(&err);
+    }
+    return 0;
+}
+
 /* A NIfTI input is read on its own thread while the backend starts and the model and teacher load (on
  * CUDA, context creation and weight upload take as long as the read). A DICOM series is read first, alone:
  * its reader forks, and a child forked while another thread holds a lock (the allocator's) waits forever
@@ -145,7 +171,7 @@ static void *read_input(void *p) {
 int cmd_segment(int argc, char **argv) {
     seg_args a;
     int rc = parse(argc, argv, &a);
-    if (rc >= 0) return rc;
+    if (rc >= 0 || (rc = check_outputs(&a))) return rc;
     double t_start = ls_now();
     ls_error err = {0};
     ls_segment_opts o;
