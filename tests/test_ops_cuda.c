@@ -291,9 +291,9 @@ TEST(gemm_tf32_rounding) {
                 ref[r] = hzeros(sC * batch);
                 cpu.dense->gemm_batched(&cpu, 0, 0, M, N, K, 1.0f, a, K, sA, b, N, sB, 0.0f, ref[r], N, sC, batch);
             }
-            gpu.mem->sync(&gpu); /* the two backends have their own streams */
-            fast.dense->gemm_batched(&fast, 0, 0, M, N, K, 1.0f, up(A, na), K, sA, up(B, sB * batch), N, sB, 0.0f, dC, N,
-                                     sC, batch);
+            float *dA = up(A, na), *dB = up(B, sB * batch); /* queued on gpu's stream: */
+            gpu.mem->sync(&gpu); /* fast has its own, and must not read them before they land */
+            fast.dense->gemm_batched(&fast, 0, 0, M, N, K, 1.0f, dA, K, sA, dB, N, sB, 0.0f, dC, N, sC, batch);
             fast.mem->sync(&fast);
             const float *g = down(dC, sC * batch);
             double e[3];
