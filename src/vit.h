@@ -105,7 +105,8 @@ typedef struct {
 /* Floats of arena a training forward plus its backward of B images of HxW need. */
 size_t ls_vit_train_arena_floats(const ls_vit_config *cfg, int B, int H, int W);
 
-/* The forward of ls_vit_forward (same kernels, same result bit for bit) keeping activations in `a`.
+/* The forward of ls_vit_forward keeping activations in `a` (unfused attention, biases added after the GEMMs:
+ * the same result to float32 rounding, not bit for bit).
  * features[B,D,gh,gw] and cls[B,D] (the class token after the final LayerNorm) are written when not NULL.
  * The resized position embeddings are recomputed from the current weights on every call. */
 ls_status ls_vit_forward_train(ls_vit *m, ls_arena *arena, ls_vit_acts *a, const float *images, int B, int H, int W,

@@ -1,8 +1,8 @@
 /*
  * vit_train.c — training the teacher (see vit.h): a forward that keeps what the backward needs, and the
  * backward, which adds the gradient of every weight into m->grads. Written over the backend ops like
- * vit.c; the only host work is the transpose of the position-embedding resize (a small table, once per
- * step).
+ * vit.c, with no host work: the resized position embeddings and their gradient are GEMMs with the
+ * resize's matrix (vit.c's position slots).
  *
  * Memory: the forward keeps, per block and token, 7 D + mlp_hidden floats (x_in, q, k, v, att, x_mid,
  * pre). What is cheap to redo is recomputed in the backward instead of kept: the LayerNorm outputs, the

@@ -3,7 +3,7 @@
  * accuracy on a held-out BTCV scan: model files round-trip; `livseg segment` writes a mask, a
  * probability map, stats and a preview whose grids equal the input's exactly (NIfTI in two orientations
  * and a DICOM series); model/teacher mismatches, a file teacher found beside its model (or renamed), a
- * missing model and a 2-slice input behave as documented.
+ * missing model and outputs that cannot or must not be written behave as documented.
  */
 #include <math.h>
 #include <sys/resource.h>

@@ -14,7 +14,7 @@
  * floor with the tensor keeps the bound relative to what float32 can resolve; for gradients of order 1 it
  * is the plain floor. PyTorch's float32 gradients are measured against the same answer and printed beside.
  *
- * Needing no PyTorch: the training forward equals ls_vit_forward bit for bit, central finite differences
+ * Needing no PyTorch: the training forward equals ls_vit_forward to 1e-5, central finite differences
  * of L on a tiny ViT agree with the backward for weights of every tensor and for image pixels, and the
  * resized position table (a GEMM with the resize's matrix) equals ls_bicubic_resize of the table and follows
  * the weights when told they changed.
@@ -265,7 +265,7 @@ static double central_diff(tiny_vit *t, float *x, float h) {
 
 /* A depth-2, width-16 ViT, 8x12 input (a 2x3 grid resized from 3x3): every weight tensor gets 3 probes
  * (first, middle, last element), plus 8 image pixels. The training forward must also reproduce
- * ls_vit_forward bit for bit. */
+ * ls_vit_forward to float32 rounding. */
 TEST(finite_differences) {
     ls_backend be;
     ls_error err = {0};
