@@ -826,8 +826,9 @@ static void runner_free(runner *U, const ls_backend *be) {
 ls_status ls_dino_pretrain(const ls_dino_config *c, const ls_manifest *m, const char *out_dir, int resume, int until,
                            const ls_backend *be, const ls_dino_hooks *hooks, ls_error *err) {
     ls_dino_config cfg = *c;
-    LS_TRY(ls_make_dir(out_dir, "output", err));
-    if (resume) LS_TRY(state_config(out_dir, &cfg, err));
+    int created;
+    LS_TRY(ls_run_dir_open(out_dir, "state.safetensors", resume, &created, err));
+    if (resume && state_config(out_dir, &cfg, err)) return err->code;
     if (until <= 0 || until > cfg.epochs) until = cfg.epochs;
     runner U;
     memset(&U, 0, sizeof U);
@@ -859,5 +860,6 @@ ls_status ls_dino_pretrain(const ls_dino_config *c, const ls_manifest *m, const 
     while (!s && U.epoch < until) s = run_epoch(&U, out_dir, hooks, err);
     free(idx);
     runner_free(&U, be);
+    if (s) ls_run_dir_abandon(out_dir, created);
     return s;
 }

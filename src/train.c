@@ -94,6 +94,22 @@ static ls_status config_check(const ls_train_config *c, ls_error *err) {
                        c->teacher_variants, c->teacher_gamma, LS_TRAIN_MAX_VARIANTS);
     for (int s = 0; s < LS_DEC_STAGES; s++)
         if (c->widths[s] < 1) return ls_fail(err, LS_ERR_INPUT, "decoder width %d of stage %d is not positive", c->widths[s], s);
+    /* A NaN weight or range trains a model of NaNs without a word; a negative weight maximises a loss. */
+    const struct { const char *name; float v, lo, hi; } f[] = {
+        {"focal weight", c->w_focal, 0, 1e6f}, {"focal gamma", c->focal_gamma, 0, 100}, {"focal alpha", c->focal_alpha, 0, 1},
+        {"tversky weight", c->w_tversky, 0, 1e6f}, {"tversky a", c->tversky_a, 0, 1e6f}, {"tversky b", c->tversky_b, 0, 1e6f},
+        {"log-IoU weight", c->w_log_iou, 0, 1e6f}, {"entropy weight", c->w_entropy, 0, 1e6f},
+        {"entropy eta", c->entropy_eta, 0, 1e6f}, {"contrastive weight", c->w_cd, 0, 1e6f},
+        {"b_self", c->b_self, -10, 10}, {"b_plus", c->b_plus, -10, 10}, {"b_minus", c->b_minus, -10, 10},
+        {"w_self", c->w_self, 0, 1e6f}, {"w_plus", c->w_plus, 0, 1e6f}, {"w_minus", c->w_minus, 0, 1e6f},
+        {"lr", c->lr, 0, 10}, {"weight decay", c->weight_decay, 0, 10},
+        {"rotation (degrees)", c->aug_rotate_deg, 0, 180}, {"zoom", c->aug_zoom, 0, 0.9f}, {"shift", c->aug_shift, 0, 1},
+        {"gamma (1: off)", c->aug_gamma, 1, 10}, {"intensity scale", c->aug_scale, 0, 0.9f},
+        {"intensity offset", c->aug_offset, 0, 1}, {"blur sigma", c->aug_blur, 0, 10},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++)
+        if (!(f[i].v >= f[i].lo && f[i].v <= f[i].hi))
+            return ls_fail(err, LS_ERR_INPUT, "%s %g: expected a number from %g to %g", f[i].name, f[i].v, f[i].lo, f[i].hi);
     return LS_OK;
 }
 
@@ -561,8 +577,9 @@ static int queue_step(trainer *T, staged *st) {
     return nterms;
 }
 
-/* Waits for the queued step and adds its loss values (one copy back) to bl. */
-static void collect_step(trainer *T, int nterms, batch_losses *bl) {
+/* Waits for the queued step and adds its loss values (one copy back) to bl. A loss that is not finite
+ * stops the run: the weights are ruined, and nothing of the epoch has been saved yet. */
+static ls_status collect_step(trainer *T, int nterms, batch_losses *bl, ls_error *err) {
     const ls_train_config *c = &T->cfg;
     T->be->mem->to_host(T->be, T->h_scal, T->d_scal, (4 + 2 * (size_t)nterms) * sizeof(double));
     const double *h = T->h_scal;
@@ -572,8 +589,13 @@ static void collect_step(trainer *T, int nterms, batch_losses *bl) {
         int k = T->cd_kind[j];
         cd += T->cd_w[j] * l, bl->cd += T->cd_w[j] * l, bl->sim[k] += (float)h[5 + 2 * j], bl->nsim[k]++;
     }
+    double loss = c->w_focal * h[0] + c->w_tversky * h[1] + c->w_log_iou * h[2] + c->w_entropy * h[3] + cd;
+    if (!isfinite(loss))
+        return ls_fail(err, LS_ERR_INPUT, "training diverged at epoch %d, step %d (loss %g): try a lower lr (now %g); "
+                       "the files of epoch %d are kept", T->epoch + 1, T->step, loss, T->sched.lr, T->epoch);
     bl->focal += h[0], bl->tversky += h[1], bl->log_iou += h[2], bl->entropy += h[3];
-    bl->loss += c->w_focal * h[0] + c->w_tversky * h[1] + c->w_log_iou * h[2] + c->w_entropy * h[3] + cd;
+    bl->loss += loss;
+    return LS_OK;
 }
 
 /* Items of one batch: positives i-1 and i+1 inside the scan, the negative (i + Z/2) mod Z unless it is i. */
@@ -670,6 +692,32 @@ static ls_status state_config(const char *dir, ls_train_config *c, ls_error *err
     LS_TRY(ls_state_config(path, "livseg_train_state", "livseg training state", &json, err));
     ls_status s = ls_train_config_from_json(c, json, err);
     free(json);
+    return s;
+}
+
+/* LS_TRAIN_RESUME_SAME: the run in dir was started with the settings in `want`, apart from the number of
+ * epochs and where features are cached; else the first setting that differs is named. */
+static ls_status same_settings(const ls_train_config *have, const ls_train_config *want, const char *dir, ls_error *err) {
+    ls_train_config a = *have, b = *want;
+    a.epochs = b.epochs, a.cache_dir[0] = b.cache_dir[0] = 0;
+    char *ja = ls_train_config_json(&a), *jb = ls_train_config_json(&b);
+    json_t *oa = ja ? json_loads(ja, 0, NULL) : NULL, *ob = jb ? json_loads(jb, 0, NULL) : NULL;
+    ls_status s = oa && ob ? LS_OK : ls_fail(err, LS_ERR_NOMEM, "cannot compare training settings");
+    const char *key;
+    json_t *va;
+    if (!s) json_object_foreach(oa, key, va) {
+        json_t *vb = json_object_get(ob, key);
+        if (!json_equal(va, vb)) {
+            char *x = json_dumps(va, JSON_ENCODE_ANY | JSON_REAL_PRECISION(6)),
+                 *y = json_dumps(vb, JSON_ENCODE_ANY | JSON_REAL_PRECISION(6));
+            s = ls_fail(err, LS_ERR_INPUT, "%s: holds a run with other settings (%s %s, asked for %s); give another -o",
+                        dir, key, x ? x : "?", y ? y : "?");
+            free(x), free(y);
+            break;
+        }
+    }
+    json_decref(oa), json_decref(ob);
+    free(ja), free(jb);
     return s;
 }
 
@@ -806,7 +854,10 @@ static ls_status run_epoch(trainer *T, const char *dir, const ls_train_hooks *ho
     for (int b = 0; b < nb; b++) {
         int nterms = queue_step(T, &T->set[b & 1]);
         if (b + 1 < nb) stage_items(T, &T->set[(b + 1) & 1], order + (size_t)(b + 1) * B, B, &r, &vr);
-        collect_step(T, nterms, &bl);
+        if (collect_step(T, nterms, &bl, err)) {
+            free(order);
+            return err->code;
+        }
         if (hooks && hooks->batch) {
             double d = b + 1;
             ls_train_status st = {T->epoch + 1, c->epochs, b + 1, nb, B, bl.loss / d, bl.focal / d, bl.tversky / d,
@@ -889,15 +940,20 @@ ls_status ls_train(const ls_train_config *c, const ls_manifest *m, const char *o
     trainer T;
     memset(&T, 0, sizeof T);
     T.be = be, T.cfg = *c;
-    LS_TRY(ls_make_dir(out_dir, "output", err));
+    int created;
+    if (!resume) LS_TRY(config_check(c, err));
+    LS_TRY(ls_run_dir_open(out_dir, "state.safetensors", resume, &created, err));
+    ls_status s = LS_OK;
     if (resume) {
-        LS_TRY(state_config(out_dir, &T.cfg, err));
+        s = state_config(out_dir, &T.cfg, err);
         T.cfg.epochs = c->epochs;
+        if (!s && resume == LS_TRAIN_RESUME_SAME) s = same_settings(&T.cfg, c, out_dir, err);
     }
-    if (T.cfg.batch > 256) return ls_fail(err, LS_ERR_INPUT, "batch %d is larger than 256", T.cfg.batch);
-    ls_status s = trainer_init(&T, m, hooks, err);
+    if (!s && T.cfg.batch > 256) s = ls_fail(err, LS_ERR_INPUT, "batch %d is larger than 256", T.cfg.batch);
+    if (!s) s = trainer_init(&T, m, hooks, err);
     if (!s && resume) s = load_state(&T, out_dir, err);
     while (!s && T.epoch < T.cfg.epochs) s = run_epoch(&T, out_dir, hooks, err);
     trainer_free(&T);
+    if (s) ls_run_dir_abandon(out_dir, created);
     return s;
 }

@@ -106,9 +106,15 @@ typedef struct {
     void (*epoch)(void *ctx, const char *json);
 } ls_train_hooks;
 
-/* Trains on the manifest's cases per `c`, writing into out_dir (created if absent). With `resume`, the
- * configuration, weights, optimiser state and log come from out_dir/state.safetensors and training
- * continues after its last epoch up to c->epochs (the only setting a resume takes from `c`). */
+/* Trains on the manifest's cases per `c`, writing into out_dir (created if absent; a new run, resume 0, is
+ * refused where out_dir holds one). With resume LS_TRAIN_RESUME, the configuration, weights, optimiser
+ * state and log come from out_dir/state.safetensors and training continues after its last epoch up to
+ * c->epochs (the only setting a resume takes from `c`); LS_TRAIN_RESUME_SAME continues only a run whose
+ * settings are `c`'s (apart from epochs and the cache directory). A loss that is not finite stops the run
+ * (the last epoch's files stay). A directory this call created is removed again if it fails before
+ * writing anything there. */
+#define LS_TRAIN_RESUME 1
+#define LS_TRAIN_RESUME_SAME 2
 ls_status ls_train(const ls_train_config *c, const ls_manifest *m, const char *out_dir, int resume,
                    const ls_backend *be, const ls_train_hooks *hooks, ls_error *err);
 

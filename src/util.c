@@ -164,7 +164,29 @@ ls_status ls_read_file(const char *path, size_t max_bytes, char **buf, size_t *n
 }
 
 ls_status ls_make_dir(const char *dir, const char *what, ls_error *err) {
-    if (mkdir(dir, 0777) && errno != EEXIST)
+    struct stat st;
+    if (mkdir(dir, 0777) == 0) return LS_OK;
+    if (errno != EEXIST)
         return ls_fail(err, LS_ERR_IO, "%s: cannot create the %s directory: %s", dir, what, strerror(errno));
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return ls_fail(err, LS_ERR_INPUT, "%s: exists and is not a directory (the %s directory)", dir, what);
     return LS_OK;
+}
+
+ls_status ls_run_dir_open(const char *dir, const char *state_name, int resume, int *created, ls_error *err) {
+    char state[4200];
+    struct stat st;
+    snprintf(state, sizeof state, "%s/%s", dir, state_name);
+    *created = stat(dir, &st) != 0;
+    int has_state = !*created && stat(state, &st) == 0;
+    if (!resume && has_state)
+        return ls_fail(err, LS_ERR_INPUT, "%s: holds a run already (%s); continue it with --resume, or give another -o",
+                       dir, state_name);
+    if (resume && *created)
+        return ls_fail(err, LS_ERR_INPUT, "%s: no such directory to resume (expected %s in it)", dir, state_name);
+    return ls_make_dir(dir, "output", err);
+}
+
+void ls_run_dir_abandon(const char *dir, int created) {
+    if (created) rmdir(dir);
 }

@@ -85,8 +85,15 @@ ls_status ls_write_file_atomic(const char *path, const void *buf, size_t n, cons
 ls_status ls_read_file(const char *path, size_t max_bytes, char **buf, size_t *n, ls_error *err);
 
 /* Creates a directory unless it exists (its parent must); `what` names it in the error ("output",
- * "feature cache"). */
+ * "feature cache"). A path that exists and is not a directory is an input error. */
 ls_status ls_make_dir(const char *dir, const char *what, ls_error *err);
+
+/* The output directory of a resumable run whose state is dir/state_name: a new run (resume 0) may not
+ * start over one that is there (its files would be replaced); a resume needs it. Creates dir when
+ * absent and sets *created, for ls_run_dir_abandon. */
+ls_status ls_run_dir_open(const char *dir, const char *state_name, int resume, int *created, ls_error *err);
+/* After a failed run: removes dir when this run created it and left nothing in it (rmdir fails otherwise). */
+void ls_run_dir_abandon(const char *dir, int created);
 
 /* 1 when both paths name the same existing file (inode), else 0. */
 int ls_same_file(const char *a, const char *b);

@@ -399,7 +399,12 @@ TEST(resume_is_exact) {
     snprintf(a, sizeof a, "%s/nothing_here", test_tmpdir());
     CHECK(ls_dino_pretrain(&c, &m, a, 1, 0, &be, NULL, &err) != LS_OK && strstr(err.msg, "state"),
           "resume without a state: %s", err.msg);
-    ls_manifest_free(&m);
+    /* A new run over a finished one is refused, the finished teacher left as it was. */
+    snprintf(b, sizeof b, "%s/teacher.safetensors", full);
+    snprintf(k1, sizeof k1, "%s/teacher-e002.safetensors", full);
+    CHECK(ls_dino_pretrain(&c, &m, full, 0, 0, &be, NULL, &err) == LS_ERR_INPUT && strstr(err.msg, "--resume"),
+          "a new run over a finished one: %s", err.msg);
+    CHECK(same_bytes(b, k1), "the finished run's teacher changed");
 }
 
 typedef struct {

@@ -318,6 +318,76 @@ TEST(teacher_variants) {
     ls_manifest_free(&m);
 }
 
+/* Every tensor of a safetensors file set to F16 NaN (0x7e00), its header kept: a cache entry gone bad. */
+static int poison_f16(const char *path) {
+    char *buf;
+    size_t n;
+    ls_error err = {0};
+    if (ls_read_file(path, (size_t)1 << 30, &buf, &n, &err) || n < 8) return 0;
+    uint64_t h;
+    memcpy(&h, buf, 8);
+    for (size_t i = 8 + h; i + 1 < n; i += 2) buf[i] = 0x00, buf[i + 1] = 0x7e;
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(buf, 1, n, f) == n;
+    if (f) fclose(f);
+    free(buf);
+    return ok;
+}
+
+/* Output directories: a new run may not replace one (its log and models stay as they were); a resume needs
+ * a run; LS_TRAIN_RESUME_SAME continues only the same settings. Settings that are not finite or out of
+ * range are refused before a directory is made. A loss that is not finite (features poisoned with NaN)
+ * stops the run with one message, and the directory it made is gone again. */
+TEST(run_directories_and_divergence) {
+    int nz[3] = {3, 4, 2};
+    ls_manifest m;
+    ls_train_config c;
+    REQUIRE(tiny_setup("rundir", nz, &m, &c) == 0 && m.n == 3, "rundir manifest");
+    char out[700], other[700], log[800];
+    snprintf(out, sizeof out, "%s/rundir_run", test_tmpdir());
+    snprintf(other, sizeof other, "%s/rundir_other", test_tmpdir());
+    snprintf(log, sizeof log, "%s/train.jsonl", out);
+    ls_error err = {0};
+    c.epochs = 1;
+    REQUIRE(ls_train(&c, &m, out, 0, &be, NULL, &err) == LS_OK, "%s", err.msg);
+    char *before, *after;
+    size_t nb, na;
+    REQUIRE(ls_read_file(log, 1 << 20, &before, &nb, &err) == LS_OK, "%s", err.msg);
+    CHECK(ls_train(&c, &m, out, 0, &be, NULL, &err) == LS_ERR_INPUT && strstr(err.msg, "--resume"), "a second run: %s", err.msg);
+    REQUIRE(ls_read_file(log, 1 << 20, &after, &na, &err) == LS_OK, "%s", err.msg);
+    CHECK(na == nb && !memcmp(before, after, nb), "the first run's log changed");
+    free(before), free(after);
+    ls_train_config changed = c;
+    changed.epochs = 2, changed.lr *= 2;
+    CHECK(ls_train(&changed, &m, out, LS_TRAIN_RESUME_SAME, &be, NULL, &err) == LS_ERR_INPUT && strstr(err.msg, "(lr 0.001,"),
+          "other settings continued: %s", err.msg);
+    changed.lr = c.lr;
+    CHECK(ls_train(&changed, &m, out, LS_TRAIN_RESUME_SAME, &be, NULL, &err) == LS_OK, "the same settings: %s", err.msg);
+
+    struct stat st;
+    ls_train_config bad = c;
+    bad.w_focal = NAN;
+    CHECK(ls_train(&bad, &m, other, 0, &be, NULL, &err) == LS_ERR_INPUT && strstr(err.msg, "focal weight"), "NaN: %s", err.msg);
+    bad = c, bad.aug_zoom = 2;
+    CHECK(ls_train(&bad, &m, other, 0, &be, NULL, &err) == LS_ERR_INPUT && strstr(err.msg, "zoom"), "zoom 2: %s", err.msg);
+    CHECK(stat(other, &st) != 0, "%s made for settings that were refused", other);
+
+    DIR *d = opendir(c.cache_dir);
+    char entry[1400];
+    int poisoned = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (strstr(e->d_name, ".safetensors")) {
+            snprintf(entry, sizeof entry, "%s/%s", c.cache_dir, e->d_name);
+            poisoned += poison_f16(entry);
+        }
+    if (d) closedir(d);
+    REQUIRE(poisoned == 3, "%d cache entries poisoned", poisoned);
+    CHECK(ls_train(&c, &m, other, 0, &be, NULL, &err) == LS_ERR_INPUT && strstr(err.msg, "diverged"), "NaN features: %s",
+          err.msg);
+    CHECK(stat(other, &st) != 0, "%s left behind by a run that wrote nothing", other);
+    ls_manifest_free(&m);
+}
+
 int main(void) {
     ls_error err = {0};
     if (ls_backend_init(&be, LS_DEV_CPU, 2, &err)) {
@@ -328,6 +398,7 @@ int main(void) {
     RUN(config_json_round_trip);
     RUN(bad_settings_are_errors);
     RUN(one_and_two_slice_scans);
+    RUN(run_directories_and_divergence);
     RUN(teacher_variants);
     RUN(learns_and_resumes_exactly);
     ls_backend_free(&be);

@@ -42,6 +42,7 @@ static void experiment_usage(FILE *f) {
             "  --test DATASETS   comma-separated datasets to test on\n"
             "  --ablation        also train and test without the contrastive loss, with paired t-tests\n"
             "  -o DIR            output directory; an interrupted experiment continues where it stopped\n"
+            "                    (with the same settings: other settings there are refused, naming one)\n"
             "  --threads N       CPU threads (default: all cores)\n"
             "  --device D        cpu (default) or cuda\n"
             "  -q, --quiet       no progress bars\n"
@@ -157,7 +158,7 @@ static ls_status run_variant(const ls_train_config *c, const ls_manifest *m, con
     int resume = stat(best, &st) == 0;
     ls_train_hooks hooks = {ui, on_prepare, on_batch, on_epoch};
     fprintf(stderr, "%s: %s training on %s\n", dir, resume ? "continuing" : "starting", c->datasets);
-    LS_TRY(ls_train(c, m, model_dir, resume, be, &hooks, err));
+    LS_TRY(ls_train(c, m, model_dir, resume ? LS_TRAIN_RESUME_SAME : 0, be, &hooks, err));
     snprintf(best, sizeof best, "%s/best.safetensors", model_dir);
     ls_model model;
     ls_model_info info;
