@@ -113,6 +113,15 @@ TEST(numeric_options) {
         {"train IN -o OUT --threads many", "--threads"},
         {"experiment IN -o OUT --test x --threads 1.5", "--threads"},
         {"pretrain IN -o OUT --until soon", "--until"},
+        {"train IN -o OUT --lr nan", "finite"},
+        {"train IN -o OUT --aug-rotate inf", "finite"},
+        {"experiment IN -o OUT --test x --b-self nan", "finite"},
+        {"pretrain IN -o OUT --lr inf", "finite"},
+        {"probe IN --fit a --test b --l2 inf", "finite"},
+        {"probe IN --fit a --test b --l2 0", "--l2"},
+        {"train IN -o OUT --bogus", "unknown option"},
+        {"pretrain IN -o OUT --bogus", "unknown option"},
+        {"probe IN --bogus", "unknown option"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char cmd[400], *p;

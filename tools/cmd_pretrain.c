@@ -130,14 +130,22 @@ int cmd_pretrain(int argc, char **argv) {
         }
         if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) { quiet = 1; continue; }
         if (!strcmp(a, "--resume")) { resume = 1; continue; }
-        if (!v) return bad("option needs a value:", a);
-        i++;
         const option *o = NULL;
         for (size_t k = 0; k < sizeof options / sizeof *options; k++)
             if (!strcmp(a, options[k].name)) o = &options[k];
+        static const char *const others[] = {"--preset", "-o", "--out", "--device", "--threads", "--until"};
+        int known = o != NULL;
+        for (size_t k = 0; k < sizeof others / sizeof *others; k++) known |= !strcmp(a, others[k]);
+        if (!known) return bad("unknown option", a);
+        if (!v) return bad("option needs a value:", a);
+        i++;
         ls_error err = {0};
         if (o) {
-            if (!cli_set_option(&c, o, v)) return bad(a, v);
+            if (!cli_set_option(&c, o, v)) {
+                char what[96];
+                snprintf(what, sizeof what, "%s takes %s, not", a, cli_option_expects(o));
+                return bad(what, v);
+            }
         } else if (!strcmp(a, "--preset")) {
             if (ls_dino_config_preset(&c, v, &err)) return bad("unknown preset", v);
         } else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = v;
@@ -147,7 +155,6 @@ int cmd_pretrain(int argc, char **argv) {
         } else if (!strcmp(a, "--until")) {
             if (!cli_int("pretrain", a, v, 0, 1000000, &until)) return 2;
         }
-        else return bad("unknown option", a);
     }
     if (!manifest) return bad("no manifest given", "");
     if (!out) return bad("no output directory given (-o DIR) for", manifest);

@@ -76,22 +76,23 @@ static int parse(int argc, char **argv, probe_opts *o, int *done) {
             continue;
         }
         if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) { o->quiet = 1; continue; }
-        if (!v) return bad("option needs a value:", a);
-        i++;
         const cli_option *opt = NULL;
         for (size_t k = 0; k < sizeof options / sizeof *options; k++)
             if (!strcmp(a, options[k].name)) opt = &options[k];
-        if (opt) {
-            if (!cli_set_option(o, opt, v)) return bad(a, v);
-        } else if (!strcmp(a, "--device")) {
+        if (!opt && strcmp(a, "--device")) return bad("unknown option", a);
+        if (!v) return bad("option needs a value:", a);
+        i++;
+        if (!opt) {
             o->device = v;
-        } else {
-            return bad("unknown option", a);
+        } else if (!cli_set_option(o, opt, v)) {
+            char what[96];
+            snprintf(what, sizeof what, "%s takes %s, not", a, cli_option_expects(opt));
+            return bad(what, v);
         }
     }
     if (!o->manifest) return bad("no manifest given", "");
     if (!o->fit[0] || !o->test[0]) return bad("both --fit and --test are needed, for", o->manifest);
-    if (!(o->l2 >= 0)) return bad("--l2 must be 0 or more, not", "negative");
+    if (!(o->l2 > 0)) return bad("--l2 must be above 0 (the fit needs it to be well posed), not", "0 or less");
     return 0;
 }
 

@@ -139,7 +139,9 @@ int train_option(const char *cmd, ls_train_config *c, int argc, char **argv, int
         if (sscanf(v, "%d,%d,%d,%d,%d%c", &w[0], &w[1], &w[2], &w[3], &w[4], &end) != 5)
             return -bad(cmd, "--widths needs five comma-separated numbers, not", v);
     } else if (!cli_set_option(c, o, v)) {
-        return -bad(cmd, a, v);
+        char what[96];
+        snprintf(what, sizeof what, "%s takes %s, not", a, cli_option_expects(o));
+        return -bad(cmd, what, v);
     }
     return 1;
 }
@@ -166,6 +168,8 @@ static int parse(int argc, char **argv, ls_train_config *c, run_opts *r, int *do
         int t = train_option("train", c, argc, argv, &i);
         if (t < 0) return -t;
         if (t) continue;
+        int known = !strcmp(a, "-o") || !strcmp(a, "--out") || !strcmp(a, "--device") || !strcmp(a, "--threads");
+        if (!known) return bad("train", "unknown option", a);
         if (!v) return bad("train", "option needs a value:", a);
         i++;
         if (!strcmp(a, "-o") || !strcmp(a, "--out")) r->out = v;
@@ -173,7 +177,6 @@ static int parse(int argc, char **argv, ls_train_config *c, run_opts *r, int *do
         else if (!strcmp(a, "--threads")) {
             if (!cli_int("train", a, v, 0, 4096, &r->threads)) return 2;
         }
-        else return bad("train", "unknown option", a);
     }
     if (!r->manifest) return bad("train", "no manifest given", "");
     if (!r->out) return bad("train", "no output directory given (-o DIR) for", r->manifest);

@@ -70,13 +70,22 @@ int cli_set_option(void *settings, const cli_option *o, const char *v) {
     }
     if (o->kind == 'f') {
         *(float *)p = strtof(v, &end);
-        return *v && !*end;
+        return *v && !*end && isfinite(*(float *)p);
     }
     long long x;
     if (!parse_integer(v, 0, o->kind == 'i' ? INT_MAX : LLONG_MAX, &x)) return 0;
     if (o->kind == 'i') *(int *)p = (int)x;
     else *(uint64_t *)p = (uint64_t)x;
     return 1;
+}
+
+const char *cli_option_expects(const cli_option *o) {
+    switch (o->kind) {
+    case 'f': return "a finite number";
+    case 'i': return "a whole number from 0";
+    case 'u': return "a whole number from 0 (a seed)";
+    default: return "a shorter text";
+    }
 }
 
 int cli_int(const char *cmd, const char *opt, const char *v, long lo, long hi, int *out) {
