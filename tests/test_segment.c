@@ -286,6 +286,12 @@ TEST(segment_command) {
     CHECK(run(args, e, sizeof e) == 2 && strstr(e, "both -o and --prob"), "-o X --prob X: %s", e);
     snprintf(args, sizeof args, "segment %s/%s -o %s --preview %s/no/such/dir/p.png --model %s -q", data, vol, z, dir, model);
     CHECK(run(args, e, sizeof e) == 3 && strstr(e, "p.png") && strstr(e, "cannot create"), "missing directory: %s", e);
+    snprintf(args, sizeof args, "segment %s/%s -o %s/z.txt --model %s -q", data, vol, dir, model);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, ".nii.gz"), "-o not NIfTI: %s", e);
+    snprintf(args, sizeof args, "segment %s/%s -o %s --stats '' --model %s -q", data, vol, z, model);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "empty"), "--stats '': %s", e);
+    snprintf(args, sizeof args, "segment %s/%s -o %s --stats --prob %s/p.nii.gz --model %s -q", data, vol, z, dir, model);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "needs a value"), "--stats --prob: %s", e);
     CHECK(access(z, F_OK) != 0, "%s was written although an output was refused", z);
 }
 

@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <omp.h>
 #include <pthread.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,8 +65,9 @@ static int parse(int argc, char **argv, seg_args *a) {
         if (!strcmp(s, "-q") || !strcmp(s, "--quiet")) a->quiet = 1;
         else if (!strcmp(s, "--no-largest")) a->largest = 0;
         else if (!strcmp(s, "--no-fill")) a->fill = 0;
-        else if (s[0] == '-' && !v) {
-            fprintf(stderr, "livseg segment: option %s needs a value\n", s);
+        else if (s[0] == '-' && (!v || (v[0] == '-' && v[1] && !isdigit((unsigned char)v[1])))) {
+            /* `--stats --prob p.nii.gz` would write the stats into a file named --prob */
+            fprintf(stderr, "livseg segment: option %s needs a value%s%s\n", s, v ? ", not " : "", v ? v : "");
             return 2;
         } else if (!strcmp(s, "-o") || !strcmp(s, "--output")) a->output = argv[++i];
         else if (!strcmp(s, "--model")) a->model = argv[++i];
@@ -130,6 +132,14 @@ static int check_outputs(const seg_args *a) {
     const char *in[] = {a->input, a->model, a->teacher};
     for (int i = 0; i < 4; i++) {
         if (!out[i]) continue;
+        if (!*out[i]) {
+            fprintf(stderr, "livseg segment: %s was given an empty file name\n", opt[i]);
+            return 2;
+        }
+        if (i < 2 && !ls_ends_with(out[i], ".nii") && !ls_ends_with(out[i], ".nii.gz")) {
+            fprintf(stderr, "livseg: %s: %s must end in .nii or .nii.gz\n", out[i], opt[i]);
+            return 2;
+        }
         for (int j = 0; j < i; j++)
             if (same_path(out[i], out[j])) {
                 fprintf(stderr, "livseg: %s: given for both %s and %s\n", out[i], opt[j], opt[i]);
