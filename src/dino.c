@@ -545,7 +545,7 @@ static ls_status select_cases(const ls_manifest *m, const char *datasets, int li
         }
     }
     if (!*n) return ls_fail(err, LS_ERR_INPUT, "the manifest has no case");
-    return LS_OK;
+    return ls_manifest_check_files(m, idx, *n, 0, err);
 }
 
 static uint64_t mix(uint64_t a, uint64_t b) {

@@ -4,9 +4,11 @@
  */
 #include "manifest.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "util.h"
 
@@ -55,7 +57,7 @@ static void resolve(const char *path, const char *rel, char *out, size_t n) {
 static ls_status parse_row(const char *path, int lineno, char **f, int nf, const int *col, ls_case *c, ls_error *err) {
     for (int k = 0; k < 5; k++)
         if (col[k] >= nf) return ls_fail(err, LS_ERR_INPUT, "%s:%d: too few fields", path, lineno);
-    const char *id = f[col[0]], *ds = f[col[1]], *mod = f[col[2]], *img = f[col[3]], *lab = f[col[4]];
+    const char *id = f[col[0]], *ds = f[col[1]], *mod = f[col[2]], *img = f[col[3]], *lab = col[4] < 0 ? "" : f[col[4]];
     if (!id[0] || strlen(id) >= sizeof c->id || !ds[0] || strlen(ds) >= sizeof c->dataset)
         return ls_fail(err, LS_ERR_INPUT, "%s:%d: case or dataset name empty or too long", path, lineno);
     if (!img[0]) return ls_fail(err, LS_ERR_INPUT, "%s:%d: case %s has no image", path, lineno, id);
@@ -86,8 +88,8 @@ ls_status ls_manifest_read(const char *path, ls_manifest *m, ls_error *err) {
     m->cases = ls_calloc((size_t)lines, sizeof *m->cases, err);
     ls_status s = m->cases ? LS_OK : LS_ERR_NOMEM;
     int col[5] = {-1, -1, -1, -1, -1}, lineno = 0;
-    char *save = NULL;
-    for (char *line = strtok_r(buf, "\n", &save); !s && line; line = strtok_r(NULL, "\n", &save)) {
+    char *save = NULL, *text = len >= 3 && !memcmp(buf, "\xef\xbb\xbf", 3) ? buf + 3 : buf; /* a UTF-8 BOM */
+    for (char *line = strtok_r(text, "\n", &save); !s && line; line = strtok_r(NULL, "\n", &save)) {
         lineno++;
         size_t l = strlen(line);
         if (l && line[l - 1] == '\r') line[l - 1] = 0;
@@ -96,11 +98,12 @@ ls_status ls_manifest_read(const char *path, ls_manifest *m, ls_error *err) {
         int nf = split_csv(line, f, MAX_FIELDS);
         if (nf < 0) s = ls_fail(err, LS_ERR_INPUT, "%s:%d: unterminated quote", path, lineno);
         else if (col[0] < 0) {
-            static const char *want[5] = {"case", "dataset", "modality", "image", "label"};
-            for (int k = 0; !s && k < 5; k++)
+            static const char *want[4] = {"case", "dataset", "modality", "image"};
+            for (int k = 0; !s && k < 4; k++)
                 if ((col[k] = column(f, nf, want[k])) < 0)
-                    s = ls_fail(err, LS_ERR_INPUT, "%s: header has no '%s' column (need case,dataset,modality,image,label)",
-                                path, want[k]);
+                    s = ls_fail(err, LS_ERR_INPUT, "%s: header has no '%s' column (need case,dataset,modality,image "
+                                "and, to train or evaluate, label)", path, want[k]);
+            col[4] = column(f, nf, "label"); /* pretraining needs none */
         } else {
             s = parse_row(path, lineno, f, nf, col, &m->cases[m->n], err);
             for (int k = 0; !s && k < m->n; k++)
@@ -113,6 +116,18 @@ ls_status ls_manifest_read(const char *path, ls_manifest *m, ls_error *err) {
     free(buf);
     if (s) ls_manifest_free(m);
     return s;
+}
+
+ls_status ls_manifest_check_files(const ls_manifest *m, const int *idx, int n, int labels, ls_error *err) {
+    struct stat st;
+    for (int i = 0; i < n; i++) {
+        const ls_case *c = &m->cases[idx[i]];
+        if (stat(c->image, &st) != 0)
+            return ls_fail(err, LS_ERR_INPUT, "%s: image of case %s: %s", c->image, c->id, strerror(errno));
+        if (labels && c->label[0] && stat(c->label, &st) != 0)
+            return ls_fail(err, LS_ERR_INPUT, "%s: label of case %s: %s", c->label, c->id, strerror(errno));
+    }
+    return LS_OK;
 }
 
 void ls_manifest_free(ls_manifest *m) {

@@ -1,7 +1,7 @@
 /*
  * manifest.h — the case list that training and experiments read: a CSV file with a header row naming
- * at least the columns case, dataset, modality, image and label (the format of the shared data's
- * manifest.csv; other columns are ignored). Fields may be double-quoted ("" inside quotes is a quote).
+ * at least the columns case, dataset, modality and image, and label for training and evaluation (the format
+ * of the shared data's manifest.csv; other columns are ignored; a UTF-8 byte order mark is skipped). Fields may be double-quoted ("" inside quotes is a quote).
  * A modality is CT or MR, optionally followed by '-' and a sequence name (MR-T2SPIR).
  * Relative image and label paths are relative to the manifest's directory.
  *
@@ -28,6 +28,10 @@ typedef struct {
 
 ls_status ls_manifest_read(const char *path, ls_manifest *m, ls_error *err);
 void ls_manifest_free(ls_manifest *m);
+
+/* That the image (and with `labels`, the label) of each case idx[0..n) exists: checked before long work,
+ * so a missing test scan is not found after hours of training. LS_ERR_INPUT naming the file and case. */
+ls_status ls_manifest_check_files(const ls_manifest *m, const int *idx, int n, int labels, ls_error *err);
 
 /* Indices of the cases of a comma-separated list of datasets: training ones into train[] and held-out
  * ones into val[] (arrays of m->n entries). An unknown dataset name, or one without enough cases, is

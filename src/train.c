@@ -907,6 +907,8 @@ static ls_status load_scans(trainer *T, const ls_manifest *m, const ls_train_hoo
     int *tr = ls_calloc((size_t)m->n + 1, sizeof(int), err), *va = ls_calloc((size_t)m->n + 1, sizeof(int), err), nt, nv;
     ls_status s = tr && va ? LS_OK : LS_ERR_NOMEM;
     if (!s) s = ls_manifest_select(m, T->cfg.datasets, T->cfg.val_split, T->cfg.limit, tr, &nt, va, &nv, err);
+    if (!s) s = ls_manifest_check_files(m, tr, nt, 1, err);
+    if (!s) s = ls_manifest_check_files(m, va, nv, 1, err);
     if (!s) {
         T->train = ls_calloc((size_t)nt, sizeof(scan), err), T->val = ls_calloc((size_t)nv + 1, sizeof(scan), err);
         if (!T->train || !T->val) s = LS_ERR_NOMEM;

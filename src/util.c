@@ -135,6 +135,8 @@ ls_status ls_write_file_atomic(const char *path, const void *buf, size_t n, cons
 ls_status ls_read_file(const char *path, size_t max_bytes, char **buf, size_t *n, ls_error *err) {
     *buf = NULL;
     *n = 0;
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return ls_fail(err, LS_ERR_INPUT, "%s: is a directory, not a file", path);
     FILE *f = fopen(path, "rb");
     if (!f) return ls_fail(err, LS_ERR_INPUT, "%s: cannot open (%s)", path, strerror(errno));
     if (fseek(f, 0, SEEK_END) != 0) {

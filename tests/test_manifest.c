@@ -95,6 +95,24 @@ TEST(broken_manifests_are_one_line_errors) {
     ls_error err = {0};
     CHECK(ls_manifest_read("/nonexistent/m.csv", &m, &err) != LS_OK && strstr(err.msg, "/nonexistent/m.csv"),
           "missing file: %s", err.msg);
+    CHECK(ls_manifest_read(test_tmpdir(), &m, &err) == LS_ERR_INPUT && strstr(err.msg, "directory"), "a directory: %s",
+          err.msg);
+}
+
+/* A byte order mark before the header and a manifest without labels (enough to pretrain) read; the files of
+ * selected cases are checked to exist, naming the missing one. */
+TEST(bom_no_labels_and_missing_files) {
+    const char *p = write_text("bom.csv", "\xef\xbb\xbf" "case,dataset,modality,image\na,A,CT,a.nii\nb,A,MR,/abs/b.nii\n");
+    ls_manifest m;
+    ls_error err = {0};
+    REQUIRE(ls_manifest_read(p, &m, &err) == LS_OK, "%s", err.msg);
+    CHECK(m.n == 2 && !strcmp(m.cases[0].id, "a") && !m.cases[0].label[0] && !m.cases[1].label[0], "%d cases", m.n);
+    int idx[2] = {0, 1};
+    write_text("a.nii", "x");
+    CHECK(ls_manifest_check_files(&m, idx, 1, 1, &err) == LS_OK, "a.nii is there: %s", err.msg);
+    CHECK(ls_manifest_check_files(&m, idx, 2, 0, &err) == LS_ERR_INPUT && strstr(err.msg, "/abs/b.nii") &&
+              strstr(err.msg, "case b"), "missing image: %s", err.msg);
+    ls_manifest_free(&m);
 }
 
 TEST(shared_manifest) {
@@ -120,6 +138,7 @@ int main(void) {
     RUN(reads_quotes_paths_and_modalities);
     RUN(selects_training_and_held_out_cases);
     RUN(broken_manifests_are_one_line_errors);
+    RUN(bom_no_labels_and_missing_files);
     RUN(shared_manifest);
     return test_summary();
 }

@@ -345,8 +345,9 @@ int cmd_experiment(int argc, char **argv) {
     ls_backend be = {0};
     double t0 = ls_now();
     ls_status s = ls_manifest_test_cases(&m, o.test, c.datasets, c.val_split, tests, &nt, &err);
-    if (!s) s = ls_make_dir(o.out, "output", &err);
+    if (!s) s = ls_manifest_check_files(&m, tests, nt, 1, &err); /* not after hours of training */
     if (!s && !(s = ls_device_parse(o.device, &dev, &err))) s = ls_backend_init(&be, dev, o.threads, &err);
+    if (!s) s = ls_make_dir(o.out, "output", &err);
     exp_ui ui = {.quiet = o.quiet, .prep.quiet = o.quiet};
     int nv = o.ablation ? 2 : 1;
     for (int v = 0; !s && v < nv; v++) {
