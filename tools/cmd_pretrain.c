@@ -20,9 +20,10 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: livseg pretrain [options] MANIFEST -o DIR\n\n"
             "Pretrains a teacher ViT with DINO (self-distillation with no labels) on axial slices of the images\n"
-            "of MANIFEST (labels are ignored; the label column may be absent). Each epoch writes DIR/teacher.safetensors (the EMA teacher, timm\n"
-            "names, loadable by `livseg train --teacher`; split into teacher-0000i-of-0000M shards when over\n"
-            "15 MiB: give the first), DIR/state.safetensors (for --resume) and a line of DIR/pretrain.jsonl.\n"
+            "of MANIFEST (labels are ignored; the label column may be absent). Each epoch writes\n"
+            "DIR/teacher.safetensors (the EMA teacher, timm names, loadable by `livseg train --teacher`; split\n"
+            "into teacher-0000i-of-0000M shards when over 15 MiB: give the first), DIR/state.safetensors (for\n"
+            "--resume) and a line of DIR/pretrain.jsonl.\n"
             "A new run will not replace one in DIR: --resume it or give another DIR.\n\n"
             "  --preset NAME          cpu (default: %s, crops %d/%d, %d epochs) or gpu (%s, crops %d/%d,\n"
             "                         %d local, head %d/%d/%d, batch %d); options after it override it\n"
