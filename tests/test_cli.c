@@ -198,6 +198,23 @@ TEST(eval_pairs_and_ttest) {
     /* Grids that differ: one line, exit 2. */
     snprintf(args, sizeof args, "eval %s/btcv/btcv_00_liver.nii.gz %s/btcv/btcv_01_liver.nii.gz", abs, abs);
     CHECK(run(args, e, sizeof e) == 2 && count_lines(e) == 1 && strstr(e, "grid"), "grid mismatch: %s", e);
+    /* Columns are found by name: with ref first, the message still names pred (btcv_04) as the one that differs. */
+    f = fopen(csv, "w");
+    fprintf(f, "ref,case,pred\n%s/btcv/btcv_03_liver.nii.gz,x,%s/btcv/btcv_04_liver.nii.gz\n", abs, abs);
+    fclose(f);
+    snprintf(args, sizeof args, "eval --pairs %s", csv);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "btcv_04_liver.nii.gz: grid"), "columns by name: %s", e);
+    /* What would be ignored or ambiguous is refused: one line each, exit 2. */
+    const char *refused[][2] = {{"eval A B --csv C", "does not go with"}, {"eval --ttest A B --json C", "does not go with"},
+                                {"eval --ttest A", "two files"}, {"eval --pairs A --csv C --json C", "both"}};
+    for (int i = 0; i < 4; i++) {
+        CHECK(run(refused[i][0], e, sizeof e) == 2 && count_lines(e) == 1 && strstr(e, refused[i][1]), "%s: %s", refused[i][0], e);
+    }
+    f = fopen(csv, "w");
+    fprintf(f, "case,pred,ref\n");
+    fclose(f);
+    snprintf(args, sizeof args, "eval --pairs %s", csv);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "no pairs"), "a header alone: %s", e);
 }
 
 /* eval reads masks and pair lists; an output naming one of them is refused and the input left as it was. */

@@ -26,8 +26,8 @@ static void eval_usage(FILE *f) {
             "Surfaces are mask voxels with a 6-connected background neighbour; distances use the voxel\n"
             "spacing (MedPy's definitions). Both masks empty: Dice 1, distances 0. One empty: Dice 0 and\n"
             "the distances are undefined (null), left out of the mean and std (their count is shown).\n\n"
-            "PAIRS.csv has a header line and the columns case,pred,ref (paths relative to the CSV's\n"
-            "directory or absolute). --csv writes one line per case; --ttest pairs two such files by case\n"
+            "PAIRS.csv has a header line naming the columns case, pred and ref (in any order; paths\n"
+            "relative to the CSV's directory or absolute; each case once). --csv writes one line per case; --ttest pairs two such files by case\n"
             "and prints the paired t-test's p-value for a metric. Outputs are written atomically, never over\n"
             "an input.\n"
             "Exit status 2 on bad input (unreadable file, different grids), with one line saying which.\n");
@@ -115,26 +115,44 @@ static void resolve(const char *csv, const char *p, char *out, size_t n) {
 }
 
 static int eval_pairs(const char *csv, const char *out_csv, const char *out_json) {
-    if (over_input(out_csv, csv) || over_input(out_json, csv) || over_input(out_json, out_csv)) return 2;
+    if (over_input(out_csv, csv) || over_input(out_json, csv)) return 2;
     FILE *f = fopen(csv, "r");
     if (!f) {
         fprintf(stderr, "livseg: %s: cannot open\n", csv);
         return 2;
     }
-    char line[4096];
+    char line[4096], *hdr[16];
     eval_row *rows = NULL;
-    int n = 0, cap = 0, rc = 0, lineno = 1;
-    if (!fgets(line, sizeof line, f)) line[0] = 0; /* header */
+    int n = 0, cap = 0, rc = 0, lineno = 1, col[3] = {-1, -1, -1}, ncol = 0;
+    if (fgets(line, sizeof line, f)) { /* the header names the columns, in any order */
+        ncol = split_csv(line, hdr, 16);
+        static const char *const want[3] = {"case", "pred", "ref"};
+        for (int k = 0; k < 3; k++)
+            for (int j = 0; j < ncol; j++)
+                if (!strcmp(hdr[j], want[k])) col[k] = j;
+    }
+    if (col[0] < 0 || col[1] < 0 || col[2] < 0) {
+        fprintf(stderr, "livseg: %s: the header must name the columns case, pred and ref\n", csv);
+        fclose(f);
+        return 2;
+    }
     printf("%-24s %7s %9s %9s %10s %10s %9s\n", "case", "dice", "assd_mm", "mssd_mm", "pred_ml", "ref_ml", "diff_ml");
     while (fgets(line, sizeof line, f)) {
         lineno++;
-        char *fld[3];
-        if (line[0] == '\n' || line[0] == 0) continue;
-        if (split_csv(line, fld, 3) != 3) {
-            fprintf(stderr, "livseg: %s:%d: expected case,pred,ref\n", csv, lineno);
+        char *fld[16];
+        if (line[0] == '\n' || line[0] == '\r' || line[0] == 0) continue;
+        if (split_csv(line, fld, 16) < ncol) {
+            fprintf(stderr, "livseg: %s:%d: expected %d fields as in the header\n", csv, lineno, ncol);
             rc = 2;
             break;
         }
+        const char *id = fld[col[0]], *pred = fld[col[1]], *ref = fld[col[2]];
+        for (int k = 0; k < n && !rc; k++)
+            if (!strcmp(rows[k].id, id)) {
+                fprintf(stderr, "livseg: %s:%d: case %s appears twice\n", csv, lineno, id);
+                rc = 2;
+            }
+        if (rc) break;
         if (n == cap) {
             cap = cap ? 2 * cap : 16;
             eval_row *grown = realloc(rows, sizeof *rows * (size_t)cap);
@@ -142,17 +160,21 @@ static int eval_pairs(const char *csv, const char *out_csv, const char *out_json
             rows = grown;
         }
         char pp[4096], rp[4096];
-        resolve(csv, fld[1], pp, sizeof pp), resolve(csv, fld[2], rp, sizeof rp);
+        resolve(csv, pred, pp, sizeof pp), resolve(csv, ref, rp, sizeof rp);
         if (over_input(out_csv, pp) || over_input(out_csv, rp) || over_input(out_json, pp) || over_input(out_json, rp)) {
             rc = 2;
             break;
         }
-        snprintf(rows[n].id, sizeof rows[n].id, "%s", fld[0]);
+        snprintf(rows[n].id, sizeof rows[n].id, "%s", id);
         if ((rc = eval_pair(pp, rp, &rows[n].m))) break;
         print_row(rows[n].id, &rows[n].m);
         n++;
     }
     fclose(f);
+    if (!rc && !n) {
+        fprintf(stderr, "livseg: %s: no pairs after the header\n", csv);
+        rc = 2;
+    }
     if (!rc && n) {
         static const struct { const char *name; size_t off; } cols[] = {
             {"dice", offsetof(ls_metrics, dice)}, {"assd_mm", offsetof(ls_metrics, assd_mm)}, {"mssd_mm", offsetof(ls_metrics, mssd_mm)}};
@@ -213,6 +235,12 @@ static int read_results(const char *path, const char *metric, char ids[][128], d
     *n = 0;
     while (*n < max && fgets(line, sizeof line, f))
         if (split_csv(line, fld, 8) > col) {
+            for (int k = 0; k < *n; k++)
+                if (!strcmp(ids[k], fld[0])) {
+                    fprintf(stderr, "livseg: %s: case %s appears twice\n", path, fld[0]);
+                    fclose(f);
+                    return 2;
+                }
             snprintf(ids[*n], 128, "%s", fld[0]);
             v[(*n)++] = strtod(fld[col], NULL);
         }
@@ -254,11 +282,33 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) out_json = argv[++i];
         else if (!strcmp(argv[i], "--metric") && i + 1 < argc) metric = argv[++i];
         else if (!strcmp(argv[i], "--ttest") && i + 2 < argc) ta = argv[++i], tb = argv[++i];
-        else if (argv[i][0] == '-' || npos == 2) {
+        else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "livseg eval: %s '%s' (see livseg eval --help)\n",
+                    strcmp(argv[i], "--ttest") ? "unknown option or missing value" : "--ttest needs two files, not one:",
+                    argv[i]);
+            return 2;
+        } else if (npos == 2) {
             fprintf(stderr, "livseg eval: unexpected argument '%s' (see livseg eval --help)\n", argv[i]);
             return 2;
         } else pos[npos++] = argv[i];
     }
+    /* The three modes take different options: one that would be ignored is refused instead. */
+    const char *mode = ta ? "--ttest" : pairs ? "--pairs" : NULL, *stray = NULL;
+    if (npos && mode) stray = pos[0];
+    else if (ta && (pairs || out_csv || out_json)) stray = pairs ? "--pairs" : out_csv ? "--csv" : "--json";
+    else if (!mode && out_csv) stray = "--csv";
+    if (stray) {
+        fprintf(stderr, "livseg eval: '%s' does not go with %s (see livseg eval --help)\n", stray, mode ? mode : "PRED REF");
+        return 2;
+    }
+    if (out_csv && out_json && (!strcmp(out_csv, out_json) || ls_same_file(out_csv, out_json))) {
+        fprintf(stderr, "livseg: %s: given for both --csv and --json\n", out_csv);
+        return 2;
+    }
+    ls_error err = {0};
+    const char *outs[2] = {out_csv, out_json};
+    for (int k = 0; k < 2; k++)
+        if (outs[k] && ls_output_check(outs[k], &err)) return cli_report(&err);
     if (ta) return eval_ttest(ta, tb, metric);
     if (pairs) return eval_pairs(pairs, out_csv, out_json);
     if (npos != 2) {
