@@ -27,9 +27,9 @@ static void eval_usage(FILE *f) {
             "spacing (MedPy's definitions). Both masks empty: Dice 1, distances 0. One empty: Dice 0 and\n"
             "the distances are undefined (null), left out of the mean and std (their count is shown).\n\n"
             "PAIRS.csv has a header line naming the columns case, pred and ref (in any order; paths\n"
-            "relative to the CSV's directory or absolute; each case once). --csv writes one line per case; --ttest pairs two such files by case\n"
-            "and prints the paired t-test's p-value for a metric. Outputs are written atomically, never over\n"
-            "an input.\n"
+            "relative to the CSV's directory or absolute; each case once). --csv writes one line per case;\n"
+            "--ttest pairs two such files by case and prints the paired t-test's p-value for a metric.\n"
+            "Outputs are written atomically, never over an input.\n"
             "Exit status 2 on bad input (unreadable file, different grids), with one line saying which.\n");
 }
 
