@@ -16,7 +16,7 @@
 ls_status ls_modality_parse(const char *s, ls_modality *m, ls_error *err) {
     if (strcasecmp(s, "ct") == 0) *m = LS_MOD_CT;
     else if (strcasecmp(s, "mr") == 0 || strcasecmp(s, "mri") == 0) *m = LS_MOD_MR;
-    else return ls_fail(err, LS_ERR_INPUT, "modality '%s': expected ct or mr", s);
+    else return ls_fail(err, LS_ERR_INPUT, "modality '%s': expected ct or mr (or auto, where a command takes it)", s);
     return LS_OK;
 }
 

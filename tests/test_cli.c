@@ -122,6 +122,9 @@ TEST(numeric_options) {
         {"train IN -o OUT --bogus", "unknown option"},
         {"pretrain IN -o OUT --bogus", "unknown option"},
         {"probe IN --bogus", "unknown option"},
+        {"info --bogus", "unknown option"},
+        {"segment IN", "no output"},
+        {"features --cache OUT IN -q", "before the inputs"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char cmd[400], *p;

@@ -2,9 +2,11 @@
  * cmd_features.c — `livseg features`: run the frozen teacher over every axial slice of volumes and keep
  * the token features in the cache that training reads.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "util.h"
@@ -112,6 +114,21 @@ int cmd_features(int argc, char **argv) {
     int rc = 0, first = parse(argc, argv, &o, &rc);
     if (first < 0) return rc;
     ls_error err = {0};
+    /* Before the teacher runs on the first input: options misplaced after the inputs, inputs that are not
+     * there, a cache that cannot be a directory. */
+    for (int i = first; i < argc; i++)
+        if (argv[i][0] == '-') {
+            fprintf(stderr, "livseg features: options go before the inputs, not '%s' (see livseg features --help)\n", argv[i]);
+            return 2;
+        }
+    for (int i = first; i < argc; i++) {
+        struct stat st;
+        if (stat(argv[i], &st) != 0) {
+            fprintf(stderr, "livseg: %s: cannot open (%s)\n", argv[i], strerror(errno));
+            return 2;
+        }
+    }
+    if (ls_make_dir(o.cache, "feature cache", &err)) return cli_report(&err);
     ls_device dev;
     ls_backend be;
     if (ls_device_parse(o.device, &dev, &err) || ls_backend_init(&be, dev, o.threads, &err)) return cli_report(&err);

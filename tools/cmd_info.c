@@ -65,6 +65,11 @@ int cmd_info(int argc, char **argv) {
             info_usage(stdout);
             return 0;
         }
+    for (int i = 1; i < argc; i++)
+        if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "livseg info: unknown option '%s' (see livseg info --help)\n", argv[i]);
+            return 2;
+        }
     int rc = 0;
     for (int i = 1; i < argc; i++) {
         ls_error err = {0};

@@ -90,7 +90,8 @@ static int parse(int argc, char **argv, seg_args *a) {
         } else a->input = s;
     }
     if (!a->input || !a->output) {
-        segment_usage(stderr);
+        fprintf(stderr, "livseg segment: %s (see livseg segment --help)\n",
+                !a->input ? "no input given: livseg segment INPUT -o MASK.nii.gz" : "no output given (-o MASK.nii.gz)");
         return 2;
     }
     return -1;
