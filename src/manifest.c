@@ -173,6 +173,7 @@ int ls_dataset_listed(const char *list, const char *name) {
 ls_status ls_manifest_test_cases(const ls_manifest *m, const char *test, const char *trained, int val, int *idx, int *n,
                                  ls_error *err) {
     *n = 0;
+    if (!test[0] || strspn(test, ",") == strlen(test)) return ls_fail(err, LS_ERR_INPUT, "no test dataset named");
     char list[1024];
     snprintf(list, sizeof list, "%s", test);
     for (char *save = NULL, *ds = strtok_r(list, ",", &save); ds; ds = strtok_r(NULL, ",", &save)) {

@@ -30,7 +30,7 @@
 
 static void experiment_usage(FILE *f) {
     fprintf(f,
-            "usage: livseg experiment [options] MANIFEST --train DATASETS --test DATASETS -o DIR\n\n"
+            "usage: livseg experiment [options] MANIFEST [--train DATASETS] --test DATASETS -o DIR\n\n"
             "Runs a cross-domain protocol: trains on DATASETS of --train (holding out --val-split cases of\n"
             "each for validation), segments every case of the --test datasets with the best checkpoint\n"
             "(for a dataset also trained on: its held-out cases only), evaluates Dice, ASSD and MSSD\n"
@@ -46,8 +46,8 @@ static void experiment_usage(FILE *f) {
             "  --threads N       CPU threads (default: all cores)\n"
             "  --device D        cpu (default) or cuda\n"
             "  -q, --quiet       no progress bars\n"
-            "and every training option of `livseg train` (--train, --val-split, --limit, --epochs,\n"
-            "--preset, --teacher, --cache, --seed, ...), which apply to each variant.\n");
+            "and every training option of `livseg train` but --resume (--train, default btcv; --val-split,\n"
+            "--limit, --epochs, --preset, --teacher, --cache, --seed, ...), which apply to each variant.\n");
 }
 
 typedef struct {

@@ -154,7 +154,7 @@ int cmd_pretrain(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) {
             if (!cli_int("pretrain", a, v, 0, 4096, &threads)) return 2;
         } else if (!strcmp(a, "--until")) {
-            if (!cli_int("pretrain", a, v, 0, 1000000, &until)) return 2;
+            if (!cli_int("pretrain", a, v, 1, 1000000, &until)) return 2;
         }
     }
     if (!manifest) return bad("no manifest given", "");
