@@ -405,6 +405,7 @@ TEST(resume_is_exact) {
     CHECK(ls_dino_pretrain(&c, &m, full, 0, 0, &be, NULL, &err) == LS_ERR_INPUT && strstr(err.msg, "--resume"),
           "a new run over a finished one: %s", err.msg);
     CHECK(same_bytes(b, k1), "the finished run's teacher changed");
+    ls_manifest_free(&m);
 }
 
 typedef struct {
