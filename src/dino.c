@@ -93,7 +93,8 @@ ls_status ls_dino_config_check(const ls_dino_config *c, ls_error *err) {
         return ls_fail(err, LS_ERR_INPUT, "temperatures must be positive and the centre momentum in [0, 1]");
     if (!(c->lr > 0 && c->min_lr >= 0 && c->min_lr <= c->lr && c->weight_decay >= 0 && c->weight_decay_end >= 0 &&
           c->momentum_teacher >= 0 && c->momentum_teacher <= 1 && c->clip_grad >= 0))
-        return ls_fail(err, LS_ERR_INPUT, "lr must be positive (min-lr from 0 to lr), decays and clipping not negative, momentum in [0, 1]");
+        return ls_fail(err, LS_ERR_INPUT,
+                       "lr must be positive (min-lr from 0 to lr), decays and clipping not negative, momentum in [0, 1]");
     return LS_OK;
 }
 

@@ -189,8 +189,8 @@ typedef struct {
 } ls_dino_hooks;
 
 /* Pretrains on the manifest's images (labels ignored) into out_dir (created if absent; refused without
- * `resume` where out_dir holds a run, and removed again if this call created it and fails before writing), up to epoch
- * `until` of the schedule (0: cfg->epochs). With `resume`, everything but `until` comes from
+ * `resume` where out_dir holds a run; removed again if this call created it and fails before writing),
+ * up to epoch `until` of the schedule (0: cfg->epochs). With `resume`, everything but `until` comes from
  * out_dir/state.safetensors and training continues after its last epoch. */
 ls_status ls_dino_pretrain(const ls_dino_config *c, const ls_manifest *m, const char *out_dir, int resume, int until,
                            const ls_backend *be, const ls_dino_hooks *hooks, ls_error *err);

@@ -1,7 +1,8 @@
 /*
  * manifest.h — the case list that training and experiments read: a CSV file with a header row naming
- * at least the columns case, dataset, modality and image, and label for training and evaluation (the format
- * of the shared data's manifest.csv; other columns are ignored; a UTF-8 byte order mark is skipped). Fields may be double-quoted ("" inside quotes is a quote).
+ * at least the columns case, dataset, modality and image, and label for training and evaluation (the
+ * format of the shared data's manifest.csv; other columns are ignored; a UTF-8 byte order mark is
+ * skipped). Fields may be double-quoted ("" inside quotes is a quote).
  * A modality is CT or MR, optionally followed by '-' and a sequence name (MR-T2SPIR).
  * Relative image and label paths are relative to the manifest's directory.
  *

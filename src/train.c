@@ -590,9 +590,12 @@ static ls_status collect_step(trainer *T, int nterms, batch_losses *bl, ls_error
         cd += T->cd_w[j] * l, bl->cd += T->cd_w[j] * l, bl->sim[k] += (float)h[5 + 2 * j], bl->nsim[k]++;
     }
     double loss = c->w_focal * h[0] + c->w_tversky * h[1] + c->w_log_iou * h[2] + c->w_entropy * h[3] + cd;
-    if (!isfinite(loss))
-        return ls_fail(err, LS_ERR_INPUT, "training diverged at epoch %d, step %d (loss %g): try a lower lr (now %g); "
-                       "the files of epoch %d are kept", T->epoch + 1, T->step, loss, T->sched.lr, T->epoch);
+    if (!isfinite(loss)) {
+        char kept[64] = "nothing was saved";
+        if (T->epoch) snprintf(kept, sizeof kept, "the files of epoch %d stay", T->epoch);
+        return ls_fail(err, LS_ERR_INPUT, "training diverged at epoch %d, step %d (loss %g): try a lower lr (now %g); %s",
+                       T->epoch + 1, T->step, loss, T->sched.lr, kept);
+    }
     bl->focal += h[0], bl->tversky += h[1], bl->log_iou += h[2], bl->entropy += h[3];
     bl->loss += loss;
     return LS_OK;
