@@ -1,10 +1,10 @@
 /*
  * cmd_segment.c — `livseg segment INPUT -o MASK.nii.gz`: the main job.
  */
+#include <ctype.h>
 #include <jansson.h>
 #include <omp.h>
 #include <pthread.h>
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,8 +126,8 @@ static int write_stats(const seg_args *a, const ls_segment_result *r, const char
 static int same_path(const char *a, const char *b) { return a && b && (!strcmp(a, b) || ls_same_file(a, b)); }
 
 /* Every output is checked before the work (which takes seconds to minutes): writable, not an input (the
- * scan, the model, the teacher), not given for two outputs. What fails later still writes nothing
- * partial: each output is atomic. */
+ * scan, the model, the teacher), not given for two outputs. What can still fail later (a full disk) leaves
+ * no partial file, as each output is atomic, though an earlier output may then be there without a later one. */
 static int check_outputs(const seg_args *a) {
     const char *out[] = {a->output, a->prob, a->stats, a->preview}, *opt[] = {"-o", "--prob", "--stats", "--preview"};
     const char *in[] = {a->input, a->model, a->teacher};
