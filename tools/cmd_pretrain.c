@@ -29,7 +29,7 @@ static void usage(FILE *f) {
             "                         %d local, head %d/%d/%d, batch %d); options after it override it\n"
             "data:\n"
             "  --datasets LIST        comma-separated dataset names (default: every case)\n"
-            "  --limit N              at most N cases per dataset\n"
+            "  --limit N              at most N cases per dataset (default 0: all)\n"
             "  --slices-per-epoch N   a random N slices per epoch (default %d; 0: all)\n"
             "  --source-size PIXELS   side of the stored slices crops are cut from (default %d)\n"
             "networks:\n"

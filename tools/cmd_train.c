@@ -24,7 +24,7 @@ static void train_usage(FILE *f) {
             "data:\n"
             "  --train DATASETS       comma-separated dataset names to train on (default %s)\n"
             "  --val-split N          last N cases of each dataset are held out for validation (default %d)\n"
-            "  --limit N              use at most N training cases per dataset (default: all)\n"
+            "  --limit N              use at most N training cases per dataset (default 0: all)\n"
             "  --slices-per-epoch N   a random N training slices per epoch (default %d; 0: all)\n"
             "  --balance              the same number of each epoch's slices from every dataset of --train\n"
             "                         (default: every slice equally likely; the dataset with most slices\n"
