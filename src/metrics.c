@@ -174,6 +174,7 @@ ls_status ls_metrics_masks(const uint8_t *pred, const uint8_t *ref, const int64_
 
 ls_status ls_metrics_volumes(const ls_volume *pred, const ls_volume *ref, const char *pred_name, const char *ref_name,
                              ls_metrics *m, ls_error *err) {
+    LS_TRY(ls_geom_same_grid(&pred->geom, &ref->geom, pred_name, ref_name, err));
     ls_orient op, orf;
     ls_orient_from_geom(&pred->geom, &op);
     ls_orient_from_geom(&ref->geom, &orf);
@@ -184,14 +185,6 @@ ls_status ls_metrics_volumes(const ls_volume *pred, const ls_volume *ref, const 
         ls_volume_free(&rp);
         return s;
     }
-    const int64_t *d = rp.geom.dim;
-    if (memcmp(rp.geom.dim, rr.geom.dim, sizeof rp.geom.dim) != 0)
-        s = ls_fail(err, LS_ERR_INPUT, "%s: grid %lldx%lldx%lld differs from %s's %lldx%lldx%lld", pred_name,
-                    (long long)d[0], (long long)d[1], (long long)d[2], ref_name, (long long)rr.geom.dim[0],
-                    (long long)rr.geom.dim[1], (long long)rr.geom.dim[2]);
-    else if (ls_affine_max_diff(rp.geom.affine, rr.geom.affine) > 1e-3)
-        s = ls_fail(err, LS_ERR_INPUT, "%s: voxel-to-world affine differs from %s's by %.3g mm (not the same grid)",
-                    pred_name, ref_name, ls_affine_max_diff(rp.geom.affine, rr.geom.affine));
     size_t n = ls_volume_nvox(&rp);
     uint8_t *a = s ? NULL : ls_calloc(n, 1, err), *b = s ? NULL : ls_calloc(n, 1, err);
     if (!s && (!a || !b)) s = LS_ERR_NOMEM;
@@ -201,7 +194,7 @@ ls_status ls_metrics_volumes(const ls_volume *pred, const ls_volume *ref, const 
         for (int j = 0; j < 3; j++)
             sp[j] = sqrt(rp.geom.affine[0][j] * rp.geom.affine[0][j] + rp.geom.affine[1][j] * rp.geom.affine[1][j] +
                          rp.geom.affine[2][j] * rp.geom.affine[2][j]);
-        s = ls_metrics_masks(a, b, d, sp, m, err);
+        s = ls_metrics_masks(a, b, rp.geom.dim, sp, m, err);
     }
     free(a), free(b);
     ls_volume_free(&rp);

@@ -222,15 +222,36 @@ static void copy_description(ls_volume *dst, const ls_volume *src) {
     memcpy(dst->format, src->format, sizeof dst->format);
 }
 
+void ls_geom_to_ras(const ls_geom *in, const ls_orient *o, ls_geom *out) {
+    int64_t rdim[3];
+    for (int r = 0; r < 3; r++) rdim[r] = in->dim[o->perm[r]];
+    double t[4][4], aff[4][4];
+    ras_to_src_matrix(o, in->dim, t);
+    mat_mul(in->affine, t, aff);
+    ls_geom_from_affine(out, rdim, aff);
+}
+
+ls_status ls_geom_same_grid(const ls_geom *a, const ls_geom *b, const char *a_name, const char *b_name, ls_error *err) {
+    ls_orient oa, ob;
+    ls_geom ra, rb;
+    ls_orient_from_geom(a, &oa), ls_orient_from_geom(b, &ob);
+    ls_geom_to_ras(a, &oa, &ra), ls_geom_to_ras(b, &ob, &rb);
+    const int64_t *d = ra.dim, *e = rb.dim;
+    if (memcmp(ra.dim, rb.dim, sizeof ra.dim) != 0)
+        return ls_fail(err, LS_ERR_INPUT, "%s: grid %lldx%lldx%lld differs from %s's %lldx%lldx%lld", a_name,
+                       (long long)d[0], (long long)d[1], (long long)d[2], b_name, (long long)e[0], (long long)e[1],
+                       (long long)e[2]);
+    double diff = ls_affine_max_diff(ra.affine, rb.affine);
+    if (diff > 1e-3)
+        return ls_fail(err, LS_ERR_INPUT, "%s: voxel-to-world affine differs from %s's by %.3g mm (not the same grid)",
+                       a_name, b_name, diff);
+    return LS_OK;
+}
+
 ls_status ls_volume_to_ras(const ls_volume *in, const ls_orient *o, ls_volume *out, ls_error *err) {
     if (!orient_valid(o)) return ls_fail(err, LS_ERR_INTERNAL, "invalid axis permutation");
     memset(out, 0, sizeof *out);
-    int64_t rdim[3];
-    for (int r = 0; r < 3; r++) rdim[r] = in->geom.dim[o->perm[r]];
-    double t[4][4], aff[4][4];
-    ras_to_src_matrix(o, in->geom.dim, t);
-    mat_mul(in->geom.affine, t, aff);
-    ls_geom_from_affine(&out->geom, rdim, aff);
+    ls_geom_to_ras(&in->geom, o, &out->geom);
     copy_description(out, in);
     out->data = ls_calloc(ls_volume_nvox(in), sizeof(float), err);
     if (!out->data) return LS_ERR_NOMEM;
@@ -467,7 +488,8 @@ static ls_status check_header(const char *path, const struct stat *st, int gz, c
     return LS_OK;
 }
 
-ls_status ls_volume_read_nifti(const char *path, ls_volume *out, ls_error *err) {
+/* The header of a NIfTI file, checked as ls_volume_read_nifti checks it; with want_voxels, the voxels too. */
+static ls_status read_nifti(const char *path, int want_voxels, ls_volume *out, ls_error *err) {
     memset(out, 0, sizeof *out);
     struct stat st;
     if (stat(path, &st) != 0) return ls_fail(err, LS_ERR_INPUT, "%s: cannot open (%s)", path, strerror(errno));
@@ -491,8 +513,8 @@ ls_status ls_volume_read_nifti(const char *path, ls_volume *out, ls_error *err) 
     const void *vox = NULL;
     int gz = is_gzip(path);
     ls_status s = check_header(path, &st, gz, hdr, nver, nim, out, &t, err);
-    if (s == LS_OK) s = read_voxels(path, nim, gz, &raw, &vox, err);
-    if (s == LS_OK) {
+    if (s == LS_OK && want_voxels) s = read_voxels(path, nim, gz, &raw, &vox, err);
+    if (s == LS_OK && want_voxels) {
         double slope = nim->scl_slope, inter = nim->scl_inter;
         if (slope == 0 || !isfinite(slope) || !isfinite(inter)) slope = 1, inter = 0; /* NIfTI: 0 = none */
         out->data = ls_calloc((size_t)nim->nvox, sizeof(float), err);
@@ -513,6 +535,18 @@ ls_status ls_volume_read_nifti(const char *path, ls_volume *out, ls_error *err) 
     nifti_image_free(nim);
     if (s != LS_OK) ls_volume_free(out);
     return s;
+}
+
+ls_status ls_volume_read_nifti(const char *path, ls_volume *out, ls_error *err) { return read_nifti(path, 1, out, err); }
+
+ls_status ls_volume_read_geom(const char *path, ls_geom *g, ls_error *err) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return ls_fail(err, LS_ERR_UNSUPPORTED, "%s: a DICOM series has no header to read alone", path);
+    ls_volume v;
+    LS_TRY(read_nifti(path, 0, &v, err));
+    *g = v.geom;
+    return LS_OK;
 }
 
 ls_status ls_volume_read(const char *path, ls_volume *out, ls_error *err) {

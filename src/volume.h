@@ -18,4 +18,13 @@ ls_status ls_nifti_write_raw(const char *path, const ls_geom *g, ls_dtype t, con
  * taken to lie on its image's grid when this is at most 1e-3. */
 double ls_affine_max_diff(const double a[4][4], const double b[4][4]);
 
+/* The RAS grid of `in` under orientation `o` (what ls_volume_to_ras gives a volume on `in`). */
+void ls_geom_to_ras(const ls_geom *in, const ls_orient *o, ls_geom *out);
+/* That two grids are one in RAS order: the same dims and affines within 1e-3 mm; else LS_ERR_INPUT
+ * naming `a_name` and `b_name`. */
+ls_status ls_geom_same_grid(const ls_geom *a, const ls_geom *b, const char *a_name, const char *b_name, ls_error *err);
+/* A NIfTI file's grid from its header alone (checked as ls_volume_read checks it); LS_ERR_UNSUPPORTED for a
+ * DICOM series directory, whose grid needs the whole series read. */
+ls_status ls_volume_read_geom(const char *path, ls_geom *g, ls_error *err);
+
 #endif

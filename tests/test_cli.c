@@ -94,6 +94,22 @@ TEST(train_and_experiment_usage) {
         int rc = run(args, e, sizeof e);
         CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, bad[i][1]), "livseg %s: exit %d, stderr: %s", bad[i][0], rc, e);
     }
+    /* Test cases are checked before training: a missing image, a label on another grid (from the headers). */
+    char data[1024];
+    if (!test_data_dir() || !realpath(test_data_dir(), data)) return; /* the manifest's paths must be absolute */
+    f = fopen(m, "w");
+    fprintf(f, "case,dataset,modality,image,label\nt,ts,CT,%s/totalseg/totalseg_ct_sm_ct.nii.gz,%s/totalseg/totalseg_ct_sm_liver.nii.gz\n"
+               "u,ts,MR,%s/totalseg/totalseg_mr_sm_mr.nii.gz,%s/totalseg/totalseg_mr_sm_liver.nii.gz\n"
+               "x,other,CT,%s/btcv/btcv_03_ct.nii.gz,%s/btcv/btcv_04_liver.nii.gz\n"
+               "y,gone,CT,%s/btcv/no_such_ct.nii.gz,%s/btcv/btcv_04_liver.nii.gz\n", data, data, data, data, data, data, data, data);
+    fclose(f);
+    struct stat st;
+    snprintf(args, sizeof args, "experiment %s --train ts --val-split 1 --test other -o %s/exp", m, test_tmpdir());
+    CHECK(run(args, e, sizeof e) == 2 && count_lines(e) == 1 && strstr(e, "btcv_04_liver.nii.gz: grid"), "label grid: %s", e);
+    snprintf(args, sizeof args, "experiment %s --train ts --val-split 1 --test gone -o %s/exp", m, test_tmpdir());
+    CHECK(run(args, e, sizeof e) == 2 && count_lines(e) == 1 && strstr(e, "no_such_ct.nii.gz"), "missing image: %s", e);
+    snprintf(args, sizeof args, "%s/exp", test_tmpdir());
+    CHECK(stat(args, &st) != 0, "%s made although nothing ran", args);
 }
 
 /* A numeric option that does not parse, or is out of range, is one line naming the option and exit 2 before

@@ -25,6 +25,7 @@
 #include "progress.h"
 #include "segment.h"
 #include "util.h"
+#include "volume.h"
 
 #define MAX_VARIANTS 2
 
@@ -144,6 +145,22 @@ static ls_status segment_case(const ls_case *cs, ls_teacher *t, ls_model *m, con
     ls_segment_result_free(&r);
     ls_volume_free(&img), ls_volume_free(&ref);
     return s;
+}
+
+/* Each test case's label on its image's grid, from the NIfTI headers alone (a DICOM series is checked when
+ * it is read): a mismatch would otherwise surface after training. */
+static ls_status check_test_grids(const ls_manifest *m, const int *tests, int nt, ls_error *err) {
+    for (int i = 0; i < nt; i++) {
+        const ls_case *c = &m->cases[tests[i]];
+        ls_geom gi, gl;
+        ls_error e = {0};
+        ls_status s = ls_volume_read_geom(c->image, &gi, &e);
+        if (s == LS_ERR_UNSUPPORTED) continue;
+        if (s) return *err = e, s;
+        LS_TRY(ls_volume_read_geom(c->label, &gl, err));
+        LS_TRY(ls_geom_same_grid(&gl, &gi, c->label, c->image, err));
+    }
+    return LS_OK;
 }
 
 static ls_status run_variant(const ls_train_config *c, const ls_manifest *m, const char *dir, const int *tests, int nt,
@@ -346,6 +363,7 @@ int cmd_experiment(int argc, char **argv) {
     double t0 = ls_now();
     ls_status s = ls_manifest_test_cases(&m, o.test, c.datasets, c.val_split, tests, &nt, &err);
     if (!s) s = ls_manifest_check_files(&m, tests, nt, 1, &err); /* not after hours of training */
+    if (!s) s = check_test_grids(&m, tests, nt, &err);
     if (!s && !(s = ls_device_parse(o.device, &dev, &err))) s = ls_backend_init(&be, dev, o.threads, &err);
     if (!s) s = ls_make_dir(o.out, "output", &err);
     exp_ui ui = {.quiet = o.quiet, .prep.quiet = o.quiet};
