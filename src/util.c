@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,23 @@ int ls_same_file(const char *a, const char *b) {
     struct stat sa, sb;
     if (!a || !b || stat(a, &sa) != 0 || stat(b, &sb) != 0) return 0;
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* The directory part of `path` resolved (symbolic links, "."), into out; its last component into *base. */
+static int resolve_dir(const char *path, char *out, const char **base) {
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path + (slash == path)) : 1, slash ? path : ".");
+    *base = slash ? slash + 1 : path;
+    return realpath(dir, out) != NULL;
+}
+
+int ls_same_target(const char *a, const char *b) {
+    if (!a || !b) return 0;
+    if (!strcmp(a, b) || ls_same_file(a, b)) return 1;
+    char ra[PATH_MAX], rb[PATH_MAX];
+    const char *ba, *bb;
+    return resolve_dir(a, ra, &ba) && resolve_dir(b, rb, &bb) && !strcmp(ra, rb) && !strcmp(ba, bb);
 }
 
 /* The part of a file name that carries its format: ".nii.gz", ".nii", ".json", ... */

@@ -97,6 +97,9 @@ void ls_run_dir_abandon(const char *dir, int created);
 
 /* 1 when both paths name the same existing file (inode), else 0. */
 int ls_same_file(const char *a, const char *b);
+/* 1 when two paths name one file, existing or not: the same inode, or the same name in the same directory
+ * ("x" and "./x", or through a symbolic link to the directory). For outputs that do not exist yet. */
+int ls_same_target(const char *a, const char *b);
 
 /* Suffix test, case-sensitive. */
 int ls_ends_with(const char *s, const char *suffix);

@@ -281,9 +281,12 @@ TEST(segment_command) {
     char z[700];
     snprintf(z, sizeof z, "%s/z.nii.gz", dir);
     snprintf(args, sizeof args, "segment %s/%s -o %s --stats %s --model %s -q", data, vol, z, model, model);
-    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "over the input") && strstr(e, model), "--stats MODEL: %s", e);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, ".json") && strstr(e, model), "--stats MODEL: %s", e);
     snprintf(args, sizeof args, "segment %s/%s -o %s --prob %s --model %s -q", data, vol, z, z, model);
     CHECK(run(args, e, sizeof e) == 2 && strstr(e, "both -o and --prob"), "-o X --prob X: %s", e);
+    snprintf(args, sizeof args, "segment %s/%s -o %s --prob %s/../%s/z.nii.gz --model %s -q", data, vol, z, dir,
+             strrchr(dir, '/') + 1, model);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "both -o and --prob"), "-o X --prob another name of X: %s", e);
     snprintf(args, sizeof args, "segment %s/%s -o %s --preview %s/no/such/dir/p.png --model %s -q", data, vol, z, dir, model);
     CHECK(run(args, e, sizeof e) == 3 && strstr(e, "p.png") && strstr(e, "cannot create"), "missing directory: %s", e);
     snprintf(args, sizeof args, "segment %s/%s -o %s/z.txt --model %s -q", data, vol, dir, model);

@@ -36,7 +36,7 @@ static void eval_usage(FILE *f) {
 /* eval only reads its inputs, but `--json A.nii.gz` would replace A: an output naming an input is one
  * line and exit 2, before anything is written. */
 static int over_input(const char *out, const char *in) {
-    if (!out || !in || (strcmp(out, in) != 0 && !ls_same_file(out, in))) return 0;
+    if (!ls_same_target(out, in)) return 0;
     fprintf(stderr, "livseg: %s: refusing to write over the input %s\n", out, in);
     return 2;
 }
@@ -301,7 +301,7 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "livseg eval: '%s' does not go with %s (see livseg eval --help)\n", stray, mode ? mode : "PRED REF");
         return 2;
     }
-    if (out_csv && out_json && (!strcmp(out_csv, out_json) || ls_same_file(out_csv, out_json))) {
+    if (ls_same_target(out_csv, out_json)) {
         fprintf(stderr, "livseg: %s: given for both --csv and --json\n", out_csv);
         return 2;
     }

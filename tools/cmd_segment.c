@@ -30,9 +30,9 @@ static void segment_usage(FILE *f) {
             "  --teacher FILE      teacher weights, when the model was trained with a teacher from a file\n"
             "                      (default: that file's name in the model's directory)\n"
             "  --prob FILE         also write the liver probability (float32) on the input grid\n"
-            "  --stats FILE        also write a JSON summary: liver volume (mL), mean and std intensity\n"
+            "  --stats FILE.json   also write a JSON summary: liver volume (mL), mean and std intensity\n"
             "                      inside, bounding box (mm, RAS), seconds per stage\n"
-            "  --preview FILE      also write a PNG: axial, coronal and sagittal slices through the liver with\n"
+            "  --preview FILE.png  also write a PNG: axial, coronal and sagittal slices through the liver with\n"
             "                      the mask outlined in red (patient's right on the image's left)\n"
             "  --modality M        ct, mr or auto (default auto: CT when values reach -100 HU or below)\n"
             "  --threshold P       probability threshold (default 0.5)\n"
@@ -123,10 +123,9 @@ static int write_stats(const seg_args *a, const ls_segment_result *r, const char
     return st ? cli_report(&err) : 0;
 }
 
-static int same_path(const char *a, const char *b) { return a && b && (!strcmp(a, b) || ls_same_file(a, b)); }
-
 /* Every output is checked before the work (which takes seconds to minutes): writable, not an input (the
- * scan, the model, the teacher), not given for two outputs. What can still fail later (a full disk) leaves
+ * scan, the model, the teacher), not given for two outputs, and named for its kind (.nii/.nii.gz, .json,
+ * .png), so that none can replace a model or teacher file (a teacher beside the model is found later). What can still fail later (a full disk) leaves
  * no partial file, as each output is atomic, though an earlier output may then be there without a later one. */
 static int check_outputs(const seg_args *a) {
     const char *out[] = {a->output, a->prob, a->stats, a->preview}, *opt[] = {"-o", "--prob", "--stats", "--preview"};
@@ -137,17 +136,20 @@ static int check_outputs(const seg_args *a) {
             fprintf(stderr, "livseg segment: %s was given an empty file name\n", opt[i]);
             return 2;
         }
-        if (i < 2 && !ls_ends_with(out[i], ".nii") && !ls_ends_with(out[i], ".nii.gz")) {
-            fprintf(stderr, "livseg: %s: %s must end in .nii or .nii.gz\n", out[i], opt[i]);
+        static const char *const kind[] = {".nii or .nii.gz", ".nii or .nii.gz", ".json", ".png"};
+        int named = i < 2 ? ls_ends_with(out[i], ".nii") || ls_ends_with(out[i], ".nii.gz")
+                          : ls_ends_with(out[i], i == 2 ? ".json" : ".png");
+        if (!named) {
+            fprintf(stderr, "livseg: %s: %s must end in %s\n", out[i], opt[i], kind[i]);
             return 2;
         }
         for (int j = 0; j < i; j++)
-            if (same_path(out[i], out[j])) {
+            if (ls_same_target(out[i], out[j])) {
                 fprintf(stderr, "livseg: %s: given for both %s and %s\n", out[i], opt[j], opt[i]);
                 return 2;
             }
         for (int k = 0; k < 3; k++)
-            if (same_path(out[i], in[k])) {
+            if (ls_same_target(out[i], in[k])) {
                 fprintf(stderr, "livseg: %s: refusing to write over the input\n", out[i]);
                 return 2;
             }
