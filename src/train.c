@@ -698,8 +698,8 @@ static ls_status state_config(const char *dir, ls_train_config *c, ls_error *err
     return s;
 }
 
-/* LS_TRAIN_RESUME_SAME: the run in dir was started with the settings in `want`, apart from the number of
- * epochs and where features are cached; else the first setting that differs is named. */
+/* The run in dir was started with the settings in `want`, apart from the number of epochs and where
+ * features are cached; else the first setting that differs is named. */
 static ls_status same_settings(const ls_train_config *have, const ls_train_config *want, const char *dir, ls_error *err) {
     ls_train_config a = *have, b = *want;
     a.epochs = b.epochs, a.cache_dir[0] = b.cache_dir[0] = 0;
@@ -722,6 +722,23 @@ static ls_status same_settings(const ls_train_config *have, const ls_train_confi
     json_decref(oa), json_decref(ob);
     free(ja), free(jb);
     return s;
+}
+
+ls_status ls_train_continues(const ls_train_config *c, const char *dir, ls_error *err) {
+    ls_train_config have;
+    LS_TRY(state_config(dir, &have, err));
+    LS_TRY(same_settings(&have, c, dir, err));
+    char path[4200];
+    path_in(path, sizeof path, dir, "state.safetensors");
+    ls_st_file f;
+    LS_TRY(ls_st_open(path, &f, err));
+    const char *ep = ls_st_meta(&f, "epoch");
+    int done = ep ? atoi(ep) : 0;
+    ls_st_close(&f);
+    if (done > c->epochs)
+        return ls_fail(err, LS_ERR_INPUT, "%s: holds a run of %d epochs, more than the %d asked for; give another -o", dir,
+                       done, c->epochs);
+    return LS_OK;
 }
 
 static ls_status load_state(trainer *T, const char *dir, ls_error *err) {
@@ -952,7 +969,7 @@ ls_status ls_train(const ls_train_config *c, const ls_manifest *m, const char *o
     if (resume) {
         s = state_config(out_dir, &T.cfg, err);
         T.cfg.epochs = c->epochs;
-        if (!s && resume == LS_TRAIN_RESUME_SAME) s = same_settings(&T.cfg, c, out_dir, err);
+        if (!s && resume == LS_TRAIN_RESUME_SAME) s = ls_train_continues(c, out_dir, err);
     }
     if (!s && T.cfg.batch > 256) s = ls_fail(err, LS_ERR_INPUT, "batch %d is larger than 256", T.cfg.batch);
     if (!s) s = trainer_init(&T, m, hooks, err);

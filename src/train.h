@@ -115,6 +115,9 @@ typedef struct {
  * writing anything there. */
 #define LS_TRAIN_RESUME 1
 #define LS_TRAIN_RESUME_SAME 2
+/* What LS_TRAIN_RESUME_SAME checks of the run in dir: the same settings as `c` (apart from epochs and
+ * the cache directory) and no more epochs done than c->epochs; else LS_ERR_INPUT naming what differs. */
+ls_status ls_train_continues(const ls_train_config *c, const char *dir, ls_error *err);
 ls_status ls_train(const ls_train_config *c, const ls_manifest *m, const char *out_dir, int resume,
                    const ls_backend *be, const ls_train_hooks *hooks, ls_error *err);
 

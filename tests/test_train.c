@@ -363,6 +363,9 @@ TEST(run_directories_and_divergence) {
           "other settings continued: %s", err.msg);
     changed.lr = c.lr;
     CHECK(ls_train(&changed, &m, out, LS_TRAIN_RESUME_SAME, &be, NULL, &err) == LS_OK, "the same settings: %s", err.msg);
+    changed.epochs = 1; /* 2 are done: an experiment would report a model of more epochs than it says */
+    CHECK(ls_train(&changed, &m, out, LS_TRAIN_RESUME_SAME, &be, NULL, &err) == LS_ERR_INPUT && strstr(err.msg, "2 epochs"),
+          "fewer epochs than done: %s", err.msg);
 
     struct stat st;
     ls_train_config bad = c;
