@@ -183,8 +183,10 @@ ls_status ls_manifest_test_cases(const ls_manifest *m, const char *test, const c
         int held_out = ls_dataset_listed(trained, ds);
         for (int i = 0; i < m->n; i++) {
             if (strcmp(m->cases[i].dataset, ds)) continue;
-            if (!m->cases[i].label[0]) return ls_fail(err, LS_ERR_INPUT, "test case %s has no label", m->cases[i].id);
-            if (!held_out || seen >= count - val) idx[(*n)++] = i;
+            if (!held_out || seen >= count - val) {
+                if (!m->cases[i].label[0]) return ls_fail(err, LS_ERR_INPUT, "test case %s has no label", m->cases[i].id);
+                idx[(*n)++] = i;
+            }
             seen++;
         }
     }

@@ -141,6 +141,10 @@ TEST(numeric_options) {
         {"info --bogus", "unknown option"},
         {"segment IN", "no output"},
         {"features --cache OUT IN -q", "before the inputs"},
+        {"segment IN -o OUT.nii.gz --bogus", "unknown option"},
+        {"experiment IN -o OUT --test x --bogus", "unknown option"},
+        {"experiment IN -o OUT --test x --resume", "--resume"},
+        {"probe IN --fit a --test b --l2 -1", "not '-1'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char cmd[400], *p;

@@ -82,6 +82,12 @@ static int parse(int argc, char **argv, ls_train_config *c, exp_opts *o, int *do
         int t = train_option("experiment", c, argc, argv, &i);
         if (t < 0) return -t;
         if (t) continue;
+        static const char *const own[] = {"-o", "--out", "--test", "--device", "--threads"};
+        int known = 0;
+        for (size_t k = 0; k < sizeof own / sizeof *own; k++) known |= !strcmp(a, own[k]);
+        if (!known)
+            return fprintf(stderr, "livseg experiment: %s '%s' (see --help)\n",
+                           strcmp(a, "--resume") ? "unknown option" : "an experiment continues by itself; no option", a), 2;
         if (!v) return fprintf(stderr, "livseg experiment: option needs a value: '%s'\n", a), 2;
         i++;
         if (!strcmp(a, "-o") || !strcmp(a, "--out")) o->out = v;
@@ -90,7 +96,6 @@ static int parse(int argc, char **argv, ls_train_config *c, exp_opts *o, int *do
         else if (!strcmp(a, "--threads")) {
             if (!cli_int("experiment", a, v, 0, 4096, &o->threads)) return 2;
         }
-        else return fprintf(stderr, "livseg experiment: unknown option '%s' (see --help)\n", a), 2;
     }
     if (!o->manifest || !o->out || !o->test) {
         fprintf(stderr, "livseg experiment: needs MANIFEST, --test DATASETS and -o DIR (see --help)\n");

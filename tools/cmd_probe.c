@@ -92,7 +92,11 @@ static int parse(int argc, char **argv, probe_opts *o, int *done) {
     }
     if (!o->manifest) return bad("no manifest given", "");
     if (!o->fit[0] || !o->test[0]) return bad("both --fit and --test are needed, for", o->manifest);
-    if (!(o->l2 > 0)) return bad("--l2 must be above 0 (the fit needs it to be well posed), not", "0 or less");
+    if (!(o->l2 > 0)) {
+        char v[32];
+        snprintf(v, sizeof v, "%g", o->l2);
+        return bad("--l2 must be above 0 (the fit needs it to be well posed), not", v);
+    }
     return 0;
 }
 

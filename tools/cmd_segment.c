@@ -52,6 +52,15 @@ typedef struct {
     float threshold;
 } seg_args;
 
+/* The options that take a value. */
+static int segment_option(const char *s) {
+    static const char *const names[] = {"-o", "--output", "--model", "--teacher", "--prob", "--stats", "--preview",
+                                        "--modality", "--device", "--threshold", "--batch", "--threads"};
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++)
+        if (!strcmp(s, names[k])) return 1;
+    return 0;
+}
+
 static int parse(int argc, char **argv, seg_args *a) {
     const char *env = getenv("LIVSEG_MODEL");
     *a = (seg_args){.model = env && *env ? env : DEFAULT_MODEL, .modality = "auto", .device = "cpu", .batch = 0,
@@ -65,7 +74,10 @@ static int parse(int argc, char **argv, seg_args *a) {
         if (!strcmp(s, "-q") || !strcmp(s, "--quiet")) a->quiet = 1;
         else if (!strcmp(s, "--no-largest")) a->largest = 0;
         else if (!strcmp(s, "--no-fill")) a->fill = 0;
-        else if (s[0] == '-' && (!v || (v[0] == '-' && v[1] && !isdigit((unsigned char)v[1])))) {
+        else if (s[0] == '-' && s[1] && !segment_option(s)) {
+            fprintf(stderr, "livseg segment: unknown option '%s' (see livseg segment --help)\n", s);
+            return 2;
+        } else if (s[0] == '-' && (!v || (v[0] == '-' && v[1] && !isdigit((unsigned char)v[1])))) {
             /* `--stats --prob p.nii.gz` would write the stats into a file named --prob */
             fprintf(stderr, "livseg segment: option %s needs a value%s%s\n", s, v ? ", not " : "", v ? v : "");
             return 2;
