@@ -229,8 +229,9 @@ TEST(eval_pairs_and_ttest) {
     CHECK(run(args, e, sizeof e) == 2 && strstr(e, "btcv_04_liver.nii.gz: grid"), "columns by name: %s", e);
     /* What would be ignored or ambiguous is refused: one line each, exit 2. */
     const char *refused[][2] = {{"eval A B --csv C", "does not go with"}, {"eval --ttest A B --json C", "does not go with"},
-                                {"eval --ttest A", "two files"}, {"eval --pairs A --csv C --json C", "both"}};
-    for (int i = 0; i < 4; i++) {
+                                {"eval --ttest A", "two files"}, {"eval --pairs A --csv C --json ./C", "both"},
+                                {"eval --pairs A --metric dice", "does not go with"}};
+    for (int i = 0; i < 5; i++) {
         CHECK(run(refused[i][0], e, sizeof e) == 2 && count_lines(e) == 1 && strstr(e, refused[i][1]), "%s: %s", refused[i][0], e);
     }
     f = fopen(csv, "w");
@@ -238,6 +239,15 @@ TEST(eval_pairs_and_ttest) {
     fclose(f);
     snprintf(args, sizeof args, "eval --pairs %s", csv);
     CHECK(run(args, e, sizeof e) == 2 && strstr(e, "no pairs"), "a header alone: %s", e);
+    /* A byte order mark, quotes, spaces and capitals in the header are read; a column named twice is refused. */
+    f = fopen(csv, "w");
+    fprintf(f, "\xef\xbb\xbf\"Case\", Pred ,REF\nsame,%s/btcv/btcv_03_liver.nii.gz,%s/btcv/btcv_03_liver.nii.gz\n", abs, abs);
+    fclose(f);
+    CHECK(run(args, e, sizeof e) == 0, "a header with a BOM, quotes and capitals: %s", e);
+    f = fopen(csv, "w");
+    fprintf(f, "case,pred,ref,pred\nx,a,b,c\n");
+    fclose(f);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "twice"), "a column named twice: %s", e);
 }
 
 /* eval reads masks and pair lists; an output naming one of them is refused and the input left as it was. */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 #include "metrics.h"
@@ -42,7 +43,7 @@ static int over_input(const char *out, const char *in) {
 }
 
 typedef struct {
-    char id[128];
+    char id[128], pred[4096], ref[4096];
     ls_metrics m;
 } eval_row;
 
@@ -114,44 +115,56 @@ static void resolve(const char *csv, const char *p, char *out, size_t n) {
     else snprintf(out, n, "%.*s/%s", (int)(slash - csv), csv, p);
 }
 
-static int eval_pairs(const char *csv, const char *out_csv, const char *out_json) {
-    if (over_input(out_csv, csv) || over_input(out_json, csv)) return 2;
-    FILE *f = fopen(csv, "r");
-    if (!f) {
-        fprintf(stderr, "livseg: %s: cannot open\n", csv);
-        return 2;
-    }
-    char line[4096], *hdr[16];
+/* A header or field name as written: without a UTF-8 byte order mark, surrounding spaces or quotes. */
+static char *bare(char *s) {
+    if (!strncmp(s, "\xef\xbb\xbf", 3)) s += 3;
+    while (*s == ' ' || *s == '"') s++;
+    size_t l = strlen(s);
+    while (l && (s[l - 1] == ' ' || s[l - 1] == '"')) s[--l] = 0;
+    return s;
+}
+
+#define MAX_COLS 64
+
+/* The whole pair list, checked before any pair is evaluated: its header names case, pred and ref once
+ * each (any order, any case), every row has them, no case twice, at least one pair, no output among the
+ * files. Paths are resolved against the list's directory. */
+static int read_pairs(const char *csv, const char *out_csv, const char *out_json, eval_row **rows_out, int *n_out) {
+    char *text;
+    size_t len;
+    ls_error err = {0};
+    *rows_out = NULL, *n_out = 0;
+    if (ls_read_file(csv, (size_t)64 << 20, &text, &len, &err)) return cli_report(&err);
     eval_row *rows = NULL;
-    int n = 0, cap = 0, rc = 0, lineno = 1, col[3] = {-1, -1, -1}, ncol = 0;
-    if (fgets(line, sizeof line, f)) { /* the header names the columns, in any order */
-        ncol = split_csv(line, hdr, 16);
-        static const char *const want[3] = {"case", "pred", "ref"};
-        for (int k = 0; k < 3; k++)
-            for (int j = 0; j < ncol; j++)
-                if (!strcmp(hdr[j], want[k])) col[k] = j;
-    }
-    if (col[0] < 0 || col[1] < 0 || col[2] < 0) {
-        fprintf(stderr, "livseg: %s: the header must name the columns case, pred and ref\n", csv);
-        fclose(f);
-        return 2;
-    }
-    printf("%-24s %7s %9s %9s %10s %10s %9s\n", "case", "dice", "assd_mm", "mssd_mm", "pred_ml", "ref_ml", "diff_ml");
-    while (fgets(line, sizeof line, f)) {
+    int n = 0, cap = 0, rc = 0, lineno = 0, col[3] = {-1, -1, -1}, ncol = 0;
+    static const char *const want[3] = {"case", "pred", "ref"};
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line && !rc; line = strtok_r(NULL, "\n", &save)) {
         lineno++;
-        char *fld[16];
-        if (line[0] == '\n' || line[0] == '\r' || line[0] == 0) continue;
-        if (split_csv(line, fld, 16) < ncol) {
+        char *fld[MAX_COLS];
+        int nf = split_csv(line, fld, MAX_COLS);
+        if (nf == 1 && !*bare(fld[0])) continue; /* a blank line */
+        for (int j = 0; j < nf; j++) fld[j] = bare(fld[j]);
+        if (!ncol) {
+            ncol = nf;
+            for (int k = 0; k < 3 && !rc; k++)
+                for (int j = 0; j < nf; j++)
+                    if (!strcasecmp(fld[j], want[k])) {
+                        if (col[k] >= 0) rc = 2, fprintf(stderr, "livseg: %s: the header names '%s' twice\n", csv, want[k]);
+                        col[k] = j;
+                    }
+            if (!rc && (col[0] < 0 || col[1] < 0 || col[2] < 0))
+                rc = 2, fprintf(stderr, "livseg: %s: the header must name the columns case, pred and ref\n", csv);
+            continue;
+        }
+        if (nf < ncol) {
             fprintf(stderr, "livseg: %s:%d: expected %d fields as in the header\n", csv, lineno, ncol);
             rc = 2;
             break;
         }
-        const char *id = fld[col[0]], *pred = fld[col[1]], *ref = fld[col[2]];
+        const char *id = fld[col[0]];
         for (int k = 0; k < n && !rc; k++)
-            if (!strcmp(rows[k].id, id)) {
-                fprintf(stderr, "livseg: %s:%d: case %s appears twice\n", csv, lineno, id);
-                rc = 2;
-            }
+            if (!strcmp(rows[k].id, id)) rc = 2, fprintf(stderr, "livseg: %s:%d: case %s appears twice\n", csv, lineno, id);
         if (rc) break;
         if (n == cap) {
             cap = cap ? 2 * cap : 16;
@@ -159,22 +172,29 @@ static int eval_pairs(const char *csv, const char *out_csv, const char *out_json
             if (!grown) { rc = 4; break; }
             rows = grown;
         }
-        char pp[4096], rp[4096];
-        resolve(csv, pred, pp, sizeof pp), resolve(csv, ref, rp, sizeof rp);
-        if (over_input(out_csv, pp) || over_input(out_csv, rp) || over_input(out_json, pp) || over_input(out_json, rp)) {
+        eval_row *r = &rows[n++];
+        snprintf(r->id, sizeof r->id, "%s", id);
+        resolve(csv, fld[col[1]], r->pred, sizeof r->pred), resolve(csv, fld[col[2]], r->ref, sizeof r->ref);
+        if (over_input(out_csv, r->pred) || over_input(out_csv, r->ref) || over_input(out_json, r->pred) ||
+            over_input(out_json, r->ref))
             rc = 2;
-            break;
-        }
-        snprintf(rows[n].id, sizeof rows[n].id, "%s", id);
-        if ((rc = eval_pair(pp, rp, &rows[n].m))) break;
-        print_row(rows[n].id, &rows[n].m);
-        n++;
     }
-    fclose(f);
-    if (!rc && !n) {
-        fprintf(stderr, "livseg: %s: no pairs after the header\n", csv);
-        rc = 2;
-    }
+    free(text);
+    if (!rc && !ncol) rc = 2, fprintf(stderr, "livseg: %s: empty (expected a header case,pred,ref and pairs)\n", csv);
+    else if (!rc && !n) rc = 2, fprintf(stderr, "livseg: %s: no pairs after the header\n", csv);
+    if (rc) free(rows), rows = NULL, n = 0;
+    *rows_out = rows, *n_out = n;
+    return rc;
+}
+
+static int eval_pairs(const char *csv, const char *out_csv, const char *out_json) {
+    if (over_input(out_csv, csv) || over_input(out_json, csv)) return 2;
+    eval_row *rows;
+    int n, rc = read_pairs(csv, out_csv, out_json, &rows, &n);
+    if (rc) return rc;
+    printf("%-24s %7s %9s %9s %10s %10s %9s\n", "case", "dice", "assd_mm", "mssd_mm", "pred_ml", "ref_ml", "diff_ml");
+    for (int i = 0; i < n && !rc; i++)
+        if (!(rc = eval_pair(rows[i].pred, rows[i].ref, &rows[i].m))) print_row(rows[i].id, &rows[i].m);
     if (!rc && n) {
         static const struct { const char *name; size_t off; } cols[] = {
             {"dice", offsetof(ls_metrics, dice)}, {"assd_mm", offsetof(ls_metrics, assd_mm)}, {"mssd_mm", offsetof(ls_metrics, mssd_mm)}};
@@ -271,7 +291,7 @@ static int eval_ttest(const char *a, const char *b, const char *metric) {
 int cmd_eval(int argc, char **argv) {
     const char *pairs = NULL, *out_csv = NULL, *out_json = NULL, *metric = "dice", *pos[2] = {NULL, NULL};
     const char *ta = NULL, *tb = NULL;
-    int npos = 0;
+    int npos = 0, metric_given = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             eval_usage(stdout);
@@ -280,7 +300,7 @@ int cmd_eval(int argc, char **argv) {
         if (!strcmp(argv[i], "--pairs") && i + 1 < argc) pairs = argv[++i];
         else if (!strcmp(argv[i], "--csv") && i + 1 < argc) out_csv = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) out_json = argv[++i];
-        else if (!strcmp(argv[i], "--metric") && i + 1 < argc) metric = argv[++i];
+        else if (!strcmp(argv[i], "--metric") && i + 1 < argc) metric = argv[++i], metric_given = 1;
         else if (!strcmp(argv[i], "--ttest") && i + 2 < argc) ta = argv[++i], tb = argv[++i];
         else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "livseg eval: %s '%s' (see livseg eval --help)\n",
@@ -297,6 +317,7 @@ int cmd_eval(int argc, char **argv) {
     if (npos && mode) stray = pos[0];
     else if (ta && (pairs || out_csv || out_json)) stray = pairs ? "--pairs" : out_csv ? "--csv" : "--json";
     else if (!mode && out_csv) stray = "--csv";
+    else if (!ta && metric_given) stray = "--metric";
     if (stray) {
         fprintf(stderr, "livseg eval: '%s' does not go with %s (see livseg eval --help)\n", stray, mode ? mode : "PRED REF");
         return 2;
