@@ -18,16 +18,21 @@
 int cli_report(const ls_error *err);
 
 /* An option that takes a value and sets one field of a settings struct (kind: i int, u uint64, f float,
- * s string of at most size-1 characters), and the setter shared by train and pretrain: 0 when the value
- * does not parse (or, for integers, is negative or beyond int, or 2^63-1 for u; for floats, is not finite). */
+ * s string of at most size-1 characters), and the setter shared by train, pretrain and probe: 0 when the
+ * value does not parse (or, for integers, is negative or beyond int, or 2^63-1 for u; for floats, is not
+ * finite), after one line saying what option o of subcommand cmd takes. */
 typedef struct {
     const char *name;
     char kind;
     size_t off, size;
 } cli_option;
-int cli_set_option(void *settings, const cli_option *o, const char *v);
-/* What an option's value must be, for the message when cli_set_option refuses it ("a finite number"). */
-const char *cli_option_expects(const cli_option *o);
+int cli_set_option(const char *cmd, void *settings, const cli_option *o, const char *v);
+
+/* 1 when `arg` is one of the NULL-terminated `names` (an option a parser knows). */
+int cli_one_of(const char *arg, const char *const *names);
+
+/* One line and 2 when the output `out` names the input `in` (either may be NULL: 0), else 0. */
+int cli_over_input(const char *out, const char *in);
 
 /* A numeric option's value `v` (option `opt` of subcommand `cmd`): the whole string must be an integer in
  * [lo, hi] (cli_int), a finite number in [lo, hi] (cli_float) or a seed, 0 to 2^63-1 as cli_set_option's

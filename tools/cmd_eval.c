@@ -34,14 +34,6 @@ static void eval_usage(FILE *f) {
             "Exit status 2 on bad input (unreadable file, different grids), with one line saying which.\n");
 }
 
-/* eval only reads its inputs, but `--json A.nii.gz` would replace A: an output naming an input is one
- * line and exit 2, before anything is written. */
-static int over_input(const char *out, const char *in) {
-    if (!ls_same_target(out, in)) return 0;
-    fprintf(stderr, "livseg: %s: refusing to write over the input %s\n", out, in);
-    return 2;
-}
-
 typedef struct {
     char id[128], pred[4096], ref[4096];
     ls_metrics m;
@@ -175,8 +167,8 @@ static int read_pairs(const char *csv, const char *out_csv, const char *out_json
         eval_row *r = &rows[n++];
         snprintf(r->id, sizeof r->id, "%s", id);
         resolve(csv, fld[col[1]], r->pred, sizeof r->pred), resolve(csv, fld[col[2]], r->ref, sizeof r->ref);
-        if (over_input(out_csv, r->pred) || over_input(out_csv, r->ref) || over_input(out_json, r->pred) ||
-            over_input(out_json, r->ref))
+        if (cli_over_input(out_csv, r->pred) || cli_over_input(out_csv, r->ref) || cli_over_input(out_json, r->pred) ||
+            cli_over_input(out_json, r->ref))
             rc = 2;
     }
     free(text);
@@ -188,7 +180,7 @@ static int read_pairs(const char *csv, const char *out_csv, const char *out_json
 }
 
 static int eval_pairs(const char *csv, const char *out_csv, const char *out_json) {
-    if (over_input(out_csv, csv) || over_input(out_json, csv)) return 2;
+    if (cli_over_input(out_csv, csv) || cli_over_input(out_json, csv)) return 2;
     eval_row *rows;
     int n, rc = read_pairs(csv, out_csv, out_json, &rows, &n);
     if (rc) return rc;
@@ -336,7 +328,7 @@ int cmd_eval(int argc, char **argv) {
         eval_usage(stderr);
         return 2;
     }
-    if (over_input(out_json, pos[0]) || over_input(out_json, pos[1])) return 2;
+    if (cli_over_input(out_json, pos[0]) || cli_over_input(out_json, pos[1])) return 2;
     ls_metrics m;
     int rc = eval_pair(pos[0], pos[1], &m);
     if (rc) return rc;

@@ -82,10 +82,8 @@ static int parse(int argc, char **argv, ls_train_config *c, exp_opts *o, int *do
         int t = train_option("experiment", c, argc, argv, &i);
         if (t < 0) return -t;
         if (t) continue;
-        static const char *const own[] = {"-o", "--out", "--test", "--device", "--threads"};
-        int known = 0;
-        for (size_t k = 0; k < sizeof own / sizeof *own; k++) known |= !strcmp(a, own[k]);
-        if (!known)
+        static const char *const own[] = {"-o", "--out", "--test", "--device", "--threads", NULL};
+        if (!cli_one_of(a, own))
             return fprintf(stderr, "livseg experiment: %s '%s' (see --help)\n",
                            strcmp(a, "--resume") ? "unknown option" : "an experiment continues by itself; no option", a), 2;
         if (!v) return fprintf(stderr, "livseg experiment: option needs a value: '%s'\n", a), 2;

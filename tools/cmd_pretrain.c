@@ -134,19 +134,13 @@ int cmd_pretrain(int argc, char **argv) {
         const option *o = NULL;
         for (size_t k = 0; k < sizeof options / sizeof *options; k++)
             if (!strcmp(a, options[k].name)) o = &options[k];
-        static const char *const others[] = {"--preset", "-o", "--out", "--device", "--threads", "--until"};
-        int known = o != NULL;
-        for (size_t k = 0; k < sizeof others / sizeof *others; k++) known |= !strcmp(a, others[k]);
-        if (!known) return bad("unknown option", a);
+        static const char *const others[] = {"--preset", "-o", "--out", "--device", "--threads", "--until", NULL};
+        if (!o && !cli_one_of(a, others)) return bad("unknown option", a);
         if (!v) return bad("option needs a value:", a);
         i++;
         ls_error err = {0};
         if (o) {
-            if (!cli_set_option(&c, o, v)) {
-                char what[96];
-                snprintf(what, sizeof what, "%s takes %s, not", a, cli_option_expects(o));
-                return bad(what, v);
-            }
+            if (!cli_set_option("pretrain", &c, o, v)) return 2;
         } else if (!strcmp(a, "--preset")) {
             if (ls_dino_config_preset(&c, v, &err)) return bad("unknown preset", v);
         } else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = v;

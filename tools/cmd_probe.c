@@ -84,10 +84,8 @@ static int parse(int argc, char **argv, probe_opts *o, int *done) {
         i++;
         if (!opt) {
             o->device = v;
-        } else if (!cli_set_option(o, opt, v)) {
-            char what[96];
-            snprintf(what, sizeof what, "%s takes %s, not", a, cli_option_expects(opt));
-            return bad(what, v);
+        } else if (!cli_set_option("probe", o, opt, v)) {
+            return 2;
         }
     }
     if (!o->manifest) return bad("no manifest given", "");

@@ -53,13 +53,8 @@ typedef struct {
 } seg_args;
 
 /* The options that take a value. */
-static int segment_option(const char *s) {
-    static const char *const names[] = {"-o", "--output", "--model", "--teacher", "--prob", "--stats", "--preview",
-                                        "--modality", "--device", "--threshold", "--batch", "--threads"};
-    for (size_t k = 0; k < sizeof names / sizeof *names; k++)
-        if (!strcmp(s, names[k])) return 1;
-    return 0;
-}
+static const char *const valued[] = {"-o", "--output", "--model", "--teacher", "--prob", "--stats", "--preview",
+                                     "--modality", "--device", "--threshold", "--batch", "--threads", NULL};
 
 static int parse(int argc, char **argv, seg_args *a) {
     const char *env = getenv("LIVSEG_MODEL");
@@ -74,7 +69,7 @@ static int parse(int argc, char **argv, seg_args *a) {
         if (!strcmp(s, "-q") || !strcmp(s, "--quiet")) a->quiet = 1;
         else if (!strcmp(s, "--no-largest")) a->largest = 0;
         else if (!strcmp(s, "--no-fill")) a->fill = 0;
-        else if (s[0] == '-' && s[1] && !segment_option(s)) {
+        else if (s[0] == '-' && s[1] && !cli_one_of(s, valued)) {
             fprintf(stderr, "livseg segment: unknown option '%s' (see livseg segment --help)\n", s);
             return 2;
         } else if (s[0] == '-' && (!v || (v[0] == '-' && v[1] && !isdigit((unsigned char)v[1])))) {
@@ -161,10 +156,7 @@ static int check_outputs(const seg_args *a) {
                 return 2;
             }
         for (int k = 0; k < 3; k++)
-            if (ls_same_target(out[i], in[k])) {
-                fprintf(stderr, "livseg: %s: refusing to write over the input\n", out[i]);
-                return 2;
-            }
+            if (cli_over_input(out[i], in[k])) return 2;
         ls_error err = {0};
         if (ls_output_check(out[i], &err)) return cli_report(&err);
     }

@@ -138,10 +138,8 @@ int train_option(const char *cmd, ls_train_config *c, int argc, char **argv, int
         char end;
         if (sscanf(v, "%d,%d,%d,%d,%d%c", &w[0], &w[1], &w[2], &w[3], &w[4], &end) != 5)
             return -bad(cmd, "--widths needs five comma-separated numbers, not", v);
-    } else if (!cli_set_option(c, o, v)) {
-        char what[96];
-        snprintf(what, sizeof what, "%s takes %s, not", a, cli_option_expects(o));
-        return -bad(cmd, what, v);
+    } else if (!cli_set_option(cmd, c, o, v)) {
+        return -2;
     }
     return 1;
 }
@@ -168,8 +166,8 @@ static int parse(int argc, char **argv, ls_train_config *c, run_opts *r, int *do
         int t = train_option("train", c, argc, argv, &i);
         if (t < 0) return -t;
         if (t) continue;
-        int known = !strcmp(a, "-o") || !strcmp(a, "--out") || !strcmp(a, "--device") || !strcmp(a, "--threads");
-        if (!known) return bad("train", "unknown option", a);
+        static const char *const own[] = {"-o", "--out", "--device", "--threads", NULL};
+        if (!cli_one_of(a, own)) return bad("train", "unknown option", a);
         if (!v) return bad("train", "option needs a value:", a);
         i++;
         if (!strcmp(a, "-o") || !strcmp(a, "--out")) r->out = v;

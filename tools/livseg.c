@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "util.h"
 
 typedef struct {
     const char *name;
@@ -61,7 +62,7 @@ static int parse_integer(const char *v, long long lo, long long hi, long long *x
     return *v && !*end && !errno && *x >= lo && *x <= hi;
 }
 
-int cli_set_option(void *settings, const cli_option *o, const char *v) {
+static int parse_option(void *settings, const cli_option *o, const char *v) {
     char *p = (char *)settings + o->off, *end;
     if (o->kind == 's') {
         if (strlen(v) >= o->size) return 0;
@@ -79,13 +80,26 @@ int cli_set_option(void *settings, const cli_option *o, const char *v) {
     return 1;
 }
 
-const char *cli_option_expects(const cli_option *o) {
-    switch (o->kind) {
-    case 'f': return "a finite number";
-    case 'i': return "a whole number from 0";
-    case 'u': return "a whole number from 0 (a seed)";
-    default: return "a shorter text";
-    }
+int cli_set_option(const char *cmd, void *settings, const cli_option *o, const char *v) {
+    if (parse_option(settings, o, v)) return 1;
+    const char *takes = o->kind == 'f'   ? "a finite number"
+                        : o->kind == 'i' ? "a whole number from 0"
+                        : o->kind == 'u' ? "a whole number from 0 (a seed)"
+                                         : "a shorter text";
+    fprintf(stderr, "livseg %s: %s takes %s, not '%s' (see livseg %s --help)\n", cmd, o->name, takes, v, cmd);
+    return 0;
+}
+
+int cli_one_of(const char *arg, const char *const *names) {
+    for (; *names; names++)
+        if (!strcmp(arg, *names)) return 1;
+    return 0;
+}
+
+int cli_over_input(const char *out, const char *in) {
+    if (!ls_same_target(out, in)) return 0;
+    fprintf(stderr, "livseg: %s: refusing to write over the input %s\n", out, in);
+    return 2;
 }
 
 int cli_int(const char *cmd, const char *opt, const char *v, long lo, long hi, int *out) {
