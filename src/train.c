@@ -969,7 +969,6 @@ ls_status ls_train(const ls_train_config *c, const ls_manifest *m, const char *o
     if (resume) {
         s = state_config(out_dir, &T.cfg, err);
         T.cfg.epochs = c->epochs;
-        if (!s && resume == LS_TRAIN_RESUME_SAME) s = ls_train_continues(c, out_dir, err);
     }
     if (!s && T.cfg.batch > 256) s = ls_fail(err, LS_ERR_INPUT, "batch %d is larger than 256", T.cfg.batch);
     if (!s) s = trainer_init(&T, m, hooks, err);

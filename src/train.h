@@ -107,19 +107,17 @@ typedef struct {
 } ls_train_hooks;
 
 /* Trains on the manifest's cases per `c`, writing into out_dir (created if absent; a new run, resume 0, is
- * refused where out_dir holds one). With resume LS_TRAIN_RESUME, the configuration, weights, optimiser
- * state and log come from out_dir/state.safetensors and training continues after its last epoch up to
- * c->epochs (the only setting a resume takes from `c`); LS_TRAIN_RESUME_SAME continues only a run whose
- * settings are `c`'s (apart from epochs and the cache directory). A loss that is not finite stops the run
- * (the last epoch's files stay). A directory this call created is removed again if it fails before
- * writing anything there. */
-#define LS_TRAIN_RESUME 1
-#define LS_TRAIN_RESUME_SAME 2
-/* What LS_TRAIN_RESUME_SAME checks of the run in dir: the same settings as `c` (apart from epochs and
- * the cache directory) and no more epochs done than c->epochs; else LS_ERR_INPUT naming what differs. */
-ls_status ls_train_continues(const ls_train_config *c, const char *dir, ls_error *err);
+ * refused where out_dir holds one). With `resume`, the configuration, weights, optimiser state and log
+ * come from out_dir/state.safetensors and training continues after its last epoch up to c->epochs (the
+ * only setting a resume takes from `c`; ls_train_continues checks first that the run is `c`'s). A loss
+ * that is not finite stops the run (the last epoch's files stay). A directory this call created is
+ * removed again if it fails before writing anything there. */
 ls_status ls_train(const ls_train_config *c, const ls_manifest *m, const char *out_dir, int resume,
                    const ls_backend *be, const ls_train_hooks *hooks, ls_error *err);
+
+/* Whether the run in dir is `c`'s to continue (experiment's rule): the same settings (apart from epochs
+ * and the cache directory) and no more epochs done than c->epochs; else LS_ERR_INPUT naming what differs. */
+ls_status ls_train_continues(const ls_train_config *c, const char *dir, ls_error *err);
 
 /* Token data for a linear probe of the teacher (probe.h): for every slice_stride-th slice of each listed
  * case (indices into m), each token's feature vector (rows of *X, [*n, *dim]) and label (*y: liver covers

@@ -335,7 +335,7 @@ static int poison_f16(const char *path) {
 }
 
 /* Output directories: a new run may not replace one (its log and models stay as they were); a resume needs
- * a run; LS_TRAIN_RESUME_SAME continues only the same settings. Settings that are not finite or out of
+ * a run; ls_train_continues accepts only the same settings. Settings that are not finite or out of
  * range are refused before a directory is made. A loss that is not finite (features poisoned with NaN)
  * stops the run with one message, and the directory it made is gone again. */
 TEST(run_directories_and_divergence) {
@@ -359,12 +359,13 @@ TEST(run_directories_and_divergence) {
     free(before), free(after);
     ls_train_config changed = c;
     changed.epochs = 2, changed.lr *= 2;
-    CHECK(ls_train(&changed, &m, out, LS_TRAIN_RESUME_SAME, &be, NULL, &err) == LS_ERR_INPUT && strstr(err.msg, "(lr 0.001,"),
+    CHECK(ls_train_continues(&changed, out, &err) == LS_ERR_INPUT && strstr(err.msg, "(lr 0.001,"),
           "other settings continued: %s", err.msg);
     changed.lr = c.lr;
-    CHECK(ls_train(&changed, &m, out, LS_TRAIN_RESUME_SAME, &be, NULL, &err) == LS_OK, "the same settings: %s", err.msg);
+    CHECK(ls_train_continues(&changed, out, &err) == LS_OK && ls_train(&changed, &m, out, 1, &be, NULL, &err) == LS_OK,
+          "the same settings: %s", err.msg);
     changed.epochs = 1; /* 2 are done: an experiment would report a model of more epochs than it says */
-    CHECK(ls_train(&changed, &m, out, LS_TRAIN_RESUME_SAME, &be, NULL, &err) == LS_ERR_INPUT && strstr(err.msg, "2 epochs"),
+    CHECK(ls_train_continues(&changed, out, &err) == LS_ERR_INPUT && strstr(err.msg, "2 epochs"),
           "fewer epochs than done: %s", err.msg);
 
     struct stat st;

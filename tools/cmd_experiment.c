@@ -179,7 +179,7 @@ static ls_status run_variant(const ls_train_config *c, const ls_manifest *m, con
     if (resume) LS_TRY(ls_train_continues(c, model_dir, err)); /* before saying so */
     ls_train_hooks hooks = {ui, on_prepare, on_batch, on_epoch};
     fprintf(stderr, "%s: %s training on %s\n", dir, resume ? "continuing" : "starting", c->datasets);
-    LS_TRY(ls_train(c, m, model_dir, resume ? LS_TRAIN_RESUME_SAME : 0, be, &hooks, err));
+    LS_TRY(ls_train(c, m, model_dir, resume, be, &hooks, err));
     snprintf(best, sizeof best, "%s/best.safetensors", model_dir);
     ls_model model;
     ls_model_info info;
