@@ -96,7 +96,7 @@ static const char *format_suffix(const char *base) {
 ls_status ls_atomic_begin(ls_atomic *a, const char *path, const char *protect, ls_error *err) {
     if (strlen(path) >= sizeof a->final_path - 64)
         return ls_fail(err, LS_ERR_INPUT, "%s: output path too long", path);
-    if (protect && (strcmp(path, protect) == 0 || ls_same_file(path, protect)))
+    if (ls_same_target(path, protect))
         return ls_fail(err, LS_ERR_INPUT, "%s: refusing to write over the input", path);
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
