@@ -32,7 +32,9 @@ ifeq ($(CUDA),1)
 CFLAGS  += -DLS_WITH_CUDA=1
 CU_SRC   = $(wildcard src/cuda/*.cu)
 CU_OBJ   = $(CU_SRC:%.cu=$(BUILD)/%.o)
-LDLIBS  += -L$(CUDA_DIR)/lib64 -Wl,-rpath,$(CUDA_DIR)/lib64 -lcublas -lcudart
+# cuBLAS is not linked: the backend opens it with dlopen when --device cuda starts (src/cuda/backend.cu),
+# found through this run path.
+LDLIBS  += -L$(CUDA_DIR)/lib64 -Wl,-rpath,$(CUDA_DIR)/lib64 -lcudart -ldl
 BENCH_CU = $(wildcard bench/*.cu)
 BENCH_CU_BIN = $(BENCH_CU:bench/%.cu=$(BUILD)/bench/%)
 endif

@@ -63,16 +63,16 @@ summary() {
   printf '| %-44s | %-48s | %s\n' "network 300 slices, shipped model, ms" "$(v volume300_shipped_ms); TF32: $(v tf32_volume300_shipped_ms); rn: $(v tf32rn_volume300_shipped_ms); BF16: $(v bf16_volume300_shipped_ms)" "< 150 ms"
   printf '| %-44s | %-48s | %s\n' "  the same at batch 32 (segment's), ms" "$(v volume300_shipped_b32_ms); TF32: $(v tf32_volume300_shipped_b32_ms); rn: $(v tf32rn_volume300_shipped_b32_ms); BF16: $(v bf16_volume300_shipped_b32_ms)" "< 150 ms"
   printf '| %-44s | %-48s | %s\n' "training step head+decoder batch 8, ms" "$(v train_step_batch8_ms)" ""
-  printf '| %-44s | %-48s | %s\n' "livseg segment 512x512x$SLICES --device cuda, s" "$(v seg_cuda)" "< 1 s end to end"
+  printf '| %-44s | %-48s | %s\n' "livseg segment 512x512x$SLICES --device cuda, fp32, s" "$(v seg_cuda)" ""
   printf '| %-44s | %-48s | %s\n' "  the same with --batch 8, s" "$(v seg_cuda8)" ""
   printf '| %-44s | %-48s | %s\n' "livseg segment 512x512x$SLICES --device cpu, s" "$(v seg_cpu)" ""
   printf '| %-44s | %-48s | %s\n' "Dice CUDA mask vs CPU mask (untrained model)" "$(v seg_dice)" ">= 0.999"
   printf '| %-44s | %-48s | %s\n' "Dice CUDA vs CPU mask, default model, real" "$(v real)" ">= 0.999 each"
-  printf '| %-44s | %-48s | %s\n' "  the same with TF32" "$(v real_tf32)" "(reported)"
-  printf '| %-44s | %-48s | %s\n' "  the same with TF32, operands rounded (rn)" "$(v real_tf32rn)" ">= 0.999 each to be the default"
+  printf '| %-44s | %-48s | %s\n' "  the same with TF32 (segment's default)" "$(v real_tf32)" ">= 0.999 each"
+  printf '| %-44s | %-48s | %s\n' "  the same with TF32, operands rounded (rn)" "$(v real_tf32rn)" "(reported)"
   printf '| %-44s | %-48s | %s\n' "  the same with BF16" "$(v real_bf16)" "(reported)"
-  printf '| %-44s | %-48s | %s\n' "segment btcv_29 at 512x512x300 --device cuda" "$(v e2e_runs) s wall (3 runs); last: $(v e2e_stages)" "< 1 s end to end"
-  printf '| %-44s | %-48s | %s\n' "  the same with TF32" "$(v e2e_tf32)" "< 1 s end to end"
+  printf '| %-44s | %-48s | %s\n' "segment btcv_29 at 512x512x300 --device cuda" "$(v e2e_runs) s wall (3 runs, TF32); last: $(v e2e_stages)" "< 1 s end to end"
+  printf '| %-44s | %-48s | %s\n' "  the same in fp32" "$(v e2e_fp32)" ""
   printf '| %-44s | %-48s | %s\n' "  the same with TF32 rn" "$(v e2e_tf32rn)" "< 1 s end to end"
   printf '| %-44s | %-48s | %s\n' "  the same with BF16" "$(v e2e_bf16)" "< 1 s end to end"
   printf '| %-44s | %-48s | %s\n' "host stages (bench/host, $JOBS threads), s" "$(v host)" ""
@@ -147,8 +147,12 @@ fi
 
 checkpoint
 
-# The tensor-core modes: cuBLAS's TF32, TF32 with operands rounded to nearest first, bfloat16.
-prec_env() { case $1 in tf32) echo LIVSEG_CUDA_TF32=1 ;; tf32rn) echo LIVSEG_CUDA_TF32=rn ;; bf16) echo LIVSEG_CUDA_BF16=1 ;; *) echo LIVSEG_NONE=1 ;; esac; }
+# The tensor-core modes: cuBLAS's TF32, TF32 with operands rounded to nearest first, bfloat16; fp32 (and
+# cuda) full float32. Anything else: the command's own choice (segment: TF32; the rest: fp32).
+prec_env() { case $1 in tf32) echo LIVSEG_CUDA_TF32=1 ;; tf32rn) echo LIVSEG_CUDA_TF32=rn ;; bf16) echo LIVSEG_CUDA_BF16=1 ;;
+  fp32|cuda|cuda8) echo LIVSEG_CUDA_TF32=0 ;; *) echo LIVSEG_NONE=1 ;; esac; }
+# The precision a segment run reports in its --stats file.
+stats_precision() { python3 -c "import json,sys; print(json.load(open(sys.argv[1])).get('precision', '?'))" "$1" 2>/dev/null || echo "?"; }
 if ! late "networks in the tensor-core modes"; then
   for p in tf32 tf32rn bf16; do
     echo "== networks with $(prec_env $p): outside the fp32 parity bounds; the real scans below check the masks"
@@ -165,11 +169,12 @@ checkpoint
 if ! late "segment, synthetic CT"; then
   echo "== segment end to end: livseg segment --device cuda on a synthetic 512x512x${SLICES} CT"
   if build-cuda/bench/network --make-inputs "$WORK" "$SLICES" > "$LOG/inputs.txt" 2>&1; then
-    # cuda8: --batch 8 (slices per teacher and decoder pass; the default on a GPU is 32). SYNTH_CPU=0 skips
+    # cuda8: --batch 8 (slices per teacher and decoder pass; the default on a GPU is 32). Both in float32,
+    # to compare with the CPU: an untrained model's logits sit near the threshold. SYNTH_CPU=0 skips
     # the CPU run (~50 s on 16 cores; the real scans below compare the devices too).
     for dev in cuda cuda8 $([ "${SYNTH_CPU:-1}" = 1 ] && echo cpu); do
       t=$(now)
-      if timeout 180 build-cuda/livseg segment "$WORK/ct.nii.gz" -o "$WORK/mask_$dev.nii.gz" --model "$WORK/model.safetensors" \
+      if env "$(prec_env $dev)" timeout 180 build-cuda/livseg segment "$WORK/ct.nii.gz" -o "$WORK/mask_$dev.nii.gz" --model "$WORK/model.safetensors" \
            --device "${dev%8}" $([ "$dev" = cuda8 ] && echo --batch 8) --stats "$WORK/stats_$dev.json" -q > "$LOG/segment_$dev.txt" 2>&1; then
         R[seg_$dev]=$(elapsed "$t")
         R[seg_${dev}_stages]=$(python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['seconds']; print(', '.join('%s %.3f' % (k, v) for k, v in s.items()))" "$WORK/stats_$dev.json" 2>/dev/null || echo "?")
@@ -202,14 +207,18 @@ if [ -f "$DATA/manifest.csv" ]; then
     for row in $scans; do
       IFS=, read -r case img lab <<< "$row"
       [ -f "$DATA/$img" ] || continue
-      for dev in cuda cpu tf32 tf32rn bf16; do  # the last three: --device cuda in a tensor-core mode (prec_env)
+      # cuda: float32 (prec_env); default: segment's own choice, which must be TF32; then the other modes
+      for dev in cuda cpu default tf32rn bf16; do
         t=$(now)
-        if ! env "$(prec_env $dev)" timeout 180 build-cuda/livseg segment "$DATA/$img" \
+        if ! env "$(prec_env $dev)" timeout 180 build-cuda/livseg segment "$DATA/$img" --stats "$WORK/${case}_$dev.json" \
              -o "$WORK/${case}_$dev.nii.gz" --device "$([ "$dev" = cpu ] && echo cpu || echo cuda)" -q > "$LOG/seg_${case}_$dev.txt" 2>&1; then
           cat "$LOG/seg_${case}_$dev.txt"; fail "livseg segment --device $dev on $case failed"; continue 2
         fi
-        echo "  $case $dev: $(elapsed "$t") s"
+        echo "  $case $dev: $(elapsed "$t") s, $(stats_precision "$WORK/${case}_$dev.json")"
       done
+      pr=$(stats_precision "$WORK/${case}_default.json")
+      [ "$pr" = tf32 ] || fail "$case: segment --device cuda ran in $pr, not its default tf32"
+      mv "$WORK/${case}_default.nii.gz" "$WORK/${case}_tf32.nii.gz"
       d=$(build-cuda/livseg eval "$WORK/${case}_cuda.nii.gz" "$WORK/${case}_cpu.nii.gz" --json "$WORK/d.json" > /dev/null 2>&1 &&
           python3 -c "import json,sys; print('%.5f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/d.json")
       g=$(build-cuda/livseg eval "$WORK/${case}_cuda.nii.gz" "$DATA/$lab" --json "$WORK/g.json" > /dev/null 2>&1 &&
@@ -218,6 +227,8 @@ if [ -f "$DATA/manifest.csv" ]; then
         dp=$(build-cuda/livseg eval "$WORK/${case}_$p.nii.gz" "$WORK/${case}_cpu.nii.gz" --json "$WORK/d_$p.json" > /dev/null 2>&1 &&
              python3 -c "import json,sys; print('%.5f' % json.load(open(sys.argv[1]))['dice'])" "$WORK/d_$p.json")
         R[real_$p]="${R[real_$p]:+${R[real_$p]}, }$case ${dp:-?}"
+        [ "$p" != tf32 ] || awk -v d="${dp:-0}" 'BEGIN { exit !(d >= 0.999) }' ||
+          fail "$case: segment's default TF32 mask differs from the CPU's (Dice ${dp:-?} < 0.999)"
       done
       echo "  $case: Dice CUDA vs CPU mask ${d:-?}, CUDA mask vs label ${g:-?}; tensor-core modes vs CPU: tf32 ${R[real_tf32]##* }, tf32rn ${R[real_tf32rn]##* }, bf16 ${R[real_bf16]##* }"
       awk -v d="${d:-0}" 'BEGIN { exit !(d >= 0.999) }' || fail "$case: CUDA and CPU masks differ (Dice ${d:-?} < 0.999)"
@@ -246,7 +257,7 @@ if [ -f "$DATA/manifest.csv" ]; then
   if ! late "real-sized scan end to end"; then
     echo "== real-sized scan end to end: btcv_29 resampled to 512x512x300 (bench/host --make-ct), default model, 3 runs"
     if build-cuda/bench/host --make-ct "$DATA" btcv_29 "$WORK/ct512.nii.gz" > "$LOG/ct512.txt" 2>&1; then
-      for run in 1 2 3 tf32 tf32rn bf16; do  # then once in each tensor-core mode
+      for run in 1 2 3 fp32 tf32rn bf16; do  # segment's default (TF32) 3 times, then once in each other mode
         t=$(now)
         if env "$(prec_env $run)" timeout 120 build-cuda/livseg segment "$WORK/ct512.nii.gz" -o "$WORK/ct512_mask.nii.gz" --device cuda \
              --stats "$WORK/ct512_$run.json" -q > "$LOG/ct512_$run.txt" 2>&1; then
@@ -254,7 +265,7 @@ if [ -f "$DATA/manifest.csv" ]; then
           st=$(python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['seconds']; print(', '.join('%s %.3f' % (k, v) for k, v in s.items()))" "$WORK/ct512_$run.json" 2>/dev/null || echo "?")
           echo "  run $run: $w s wall; $st"
           case $run in
-            tf32|tf32rn|bf16) R[e2e_$run]="$w s wall; $st" ;;
+            fp32|tf32rn|bf16) R[e2e_$run]="$w s wall; $st" ;;
             *) R[e2e_runs]="${R[e2e_runs]:+${R[e2e_runs]} / }$w"; R[e2e_stages]=$st ;;
           esac
         else

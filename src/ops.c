@@ -18,6 +18,7 @@ extern const ls_ops_loss ls_cpu_loss;
 #ifdef LS_WITH_CUDA
 ls_status ls_cuda_backend_init(ls_backend *be, int nthreads, ls_error *err);
 void ls_cuda_backend_free(ls_backend *be);
+void ls_cuda_set_precision(ls_backend *be, ls_precision p);
 #endif
 
 static void *cpu_alloc(const ls_backend *be, size_t bytes) {
@@ -80,6 +81,20 @@ void ls_backend_free(ls_backend *be) {
     if (be->device == LS_DEV_CUDA) ls_cuda_backend_free(be);
 #endif
     memset(be, 0, sizeof *be);
+}
+
+void ls_backend_prefer(ls_backend *be, ls_precision p) {
+    if (be->device != LS_DEV_CUDA || be->precision_from_env) return;
+#ifdef LS_WITH_CUDA
+    ls_cuda_set_precision(be, p);
+#else
+    (void)p;
+#endif
+}
+
+const char *ls_precision_name(ls_precision p) {
+    static const char *const names[] = {"fp32", "tf32", "tf32-rn", "bf16"};
+    return (unsigned)p < 4 ? names[p] : "?";
 }
 
 ls_status ls_arena_init(ls_arena *a, const ls_backend *be, size_t bytes, ls_error *err) {

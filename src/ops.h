@@ -27,6 +27,11 @@ typedef enum { LS_DEV_CPU = 0, LS_DEV_CUDA = 1 } ls_device;
 
 typedef struct ls_backend ls_backend;
 
+/* What float GEMMs compute in: float32, TF32 tensor cores (cuBLAS rounds the operands to nearest; _RN
+ * rounds them in a kernel of ours first, whatever cuBLAS does), or bfloat16 tensor cores. Float in and out,
+ * float accumulation in every mode; the CPU is always LS_PREC_F32. */
+typedef enum { LS_PREC_F32 = 0, LS_PREC_TF32, LS_PREC_TF32_RN, LS_PREC_BF16 } ls_precision;
+
 /* Memory of a backend. */
 typedef struct {
     void *(*alloc)(const ls_backend *be, size_t bytes); /* NULL on failure, 64-byte aligned */
@@ -53,6 +58,8 @@ struct ls_backend {
     ls_device device;
     int nthreads;      /* CPU worker threads (OpenMP and BLAS), at least 1 */
     void *impl;        /* backend-private state (CUDA stream, cuBLAS handle) */
+    ls_precision precision;
+    int precision_from_env; /* 1: LIVSEG_CUDA_TF32 / LIVSEG_CUDA_BF16 chose it (ls_backend_prefer leaves it) */
     const ls_ops_mem *mem;
     const ls_ops_dense *dense;
     const ls_ops_nn *nn;
@@ -63,6 +70,12 @@ struct ls_backend {
  * build) fails with LS_ERR_UNSUPPORTED and a message saying which. */
 ls_status ls_backend_init(ls_backend *be, ls_device dev, int nthreads, ls_error *err);
 void ls_backend_free(ls_backend *be);
+/* A command's choice of GEMM precision on CUDA (segment: TF32; training stays float32), taken unless the
+ * environment chose one (LIVSEG_CUDA_TF32=0|1|rn, LIVSEG_CUDA_BF16=0|1, read by ls_backend_init). The CPU
+ * ignores it. */
+void ls_backend_prefer(ls_backend *be, ls_precision p);
+/* "fp32", "tf32", "tf32-rn", "bf16". */
+const char *ls_precision_name(ls_precision p);
 const char *ls_device_name(ls_device dev);
 /* "cpu" / "cuda" -> device; LS_ERR_INPUT for anything else. */
 ls_status ls_device_parse(const char *s, ls_device *dev, ls_error *err);

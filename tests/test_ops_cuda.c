@@ -55,6 +55,48 @@ static const char *skip_reason; /* set when there is nothing to compare against 
 static ls_backend cpu, gpu;
 static ls_rng rng;
 
+#ifdef LS_WITH_CUDA
+static int cublas_mapped_at_start = -1; /* libcublas in this process before any backend opened (main) */
+ls_status ls_cuda_blas_check(ls_error *err); /* src/cuda/backend.cu */
+
+/* 1 when a library whose name contains `name` is mapped into this process, 0 when not, -1 unknown. */
+static int library_mapped(const char *name) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return -1;
+    char line[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) found = strstr(line, name) != NULL;
+    fclose(f);
+    return found;
+}
+#endif
+
+/* Needs no GPU. cuBLAS is not linked (its constructors cost every start 60-80 ms and ~200 MB, the CPU's
+ * runs too) but opened when a CUDA backend starts: it must not be in the process before that, must load
+ * with every entry point the backend calls, and a precision variable with a meaningless value is refused
+ * before the device is touched. */
+static void cublas_loading(void) {
+#ifndef LS_WITH_CUDA
+    SKIP("no CUDA in this build (make CUDA=1 BUILD=build-cuda)");
+#else
+    CHECK(cublas_mapped_at_start == 0, "libcublas was mapped before any backend opened (%d): is it linked again?",
+          cublas_mapped_at_start);
+    ls_error err = {0};
+    CHECK(ls_cuda_blas_check(&err) == LS_OK, "%s", err.msg);
+    CHECK(library_mapped("libcublas.so") == 1, "libcublas is not mapped after loading it");
+    const char *vars[] = {"LIVSEG_CUDA_TF32", "LIVSEG_CUDA_BF16"};
+    for (int i = 0; i < 2; i++) {
+        setenv(vars[i], "yes", 1);
+        ls_backend b;
+        ls_status s = ls_backend_init(&b, LS_DEV_CUDA, 0, &err);
+        unsetenv(vars[i]);
+        CHECK(s == LS_ERR_INPUT && strstr(err.msg, vars[i]) && strstr(err.msg, "=yes: expected"),
+              "%s=yes: status %d, '%s'", vars[i], (int)s, err.msg);
+        if (s == LS_OK) ls_backend_free(&b);
+    }
+#endif
+}
+
 #define NEED_GPU()                                 \
     do {                                           \
         if (skip_reason) SKIP("%s", skip_reason);  \
@@ -1099,6 +1141,7 @@ int main(void) {
 #ifndef LS_WITH_CUDA
     skip_reason = "no CUDA in this build (make CUDA=1 BUILD=build-cuda)";
 #else
+    cublas_mapped_at_start = library_mapped("libcublas.so");
     unsetenv("LIVSEG_CUDA_TF32"); /* full float32 GEMMs: see the header */
     unsetenv("LIVSEG_CUDA_BF16");
     if (ls_backend_init(&cpu, LS_DEV_CPU, 0, &err) != LS_OK) {
@@ -1112,6 +1155,7 @@ int main(void) {
     }
 #endif
     (void)err;
+    RUN(cublas_loading);
     RUN(gemm);
     RUN(gemm_tf32);
     RUN(gemm_bf16);

@@ -242,6 +242,8 @@ TEST(segment_command) {
             fclose(f);
         }
         CHECK(strstr(text, "liver_volume_ml") && strstr(text, "\"teacher\"") && strstr(text, "seconds"), "stats: %s", text);
+        CHECK(strstr(text, "\"device\": \"cpu\"") && strstr(text, "\"precision\": \"fp32\"") && strstr(text, "\"start\""),
+              "stats name the device, its precision and the start-up time: %s", text);
     }
     /* A model trained with a file teacher, run without it: one line, exit 2. */
     char model2[600];

@@ -30,12 +30,38 @@ namespace lscuda {
 constexpr size_t kPartials = size_t(1) << 19; /* doubles: per-block partial sums */
 constexpr size_t kResults = size_t(1) << 16;  /* doubles: per-channel / per-row results */
 
+/* cublasGemmEx and cublasGemmStridedBatchedEx are overloaded in C++ (inline ones taking the compute type as
+ * a cudaDataType): these are the exported ones. sizeof checks them against the header without using them. */
+using gemm_ex_fn = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
+                                      const void *, cudaDataType, int, const void *, cudaDataType, int, const void *,
+                                      void *, cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+using gemm_strided_ex_fn = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
+                                              const void *, const void *, cudaDataType, int, long long, const void *,
+                                              cudaDataType, int, long long, const void *, void *, cudaDataType, int,
+                                              long long, int, cublasComputeType_t, cublasGemmAlgo_t);
+static_assert(sizeof(static_cast<gemm_ex_fn>(&cublasGemmEx)) > 0, "cublasGemmEx");
+static_assert(sizeof(static_cast<gemm_strided_ex_fn>(&cublasGemmStridedBatchedEx)) > 0, "cublasGemmStridedBatchedEx");
+
+/* The cuBLAS entry points we call, resolved from libcublas at backend start (blas_open in backend.cu)
+ * rather than linked: linking ran cuBLAS's static constructors at every process start, the CPU's too. */
+struct blas_api {
+    decltype(&cublasCreate) create;
+    decltype(&cublasDestroy) destroy;
+    decltype(&cublasSetStream) set_stream;
+    decltype(&cublasSetMathMode) set_math_mode;
+    decltype(&cublasSgemm) sgemm;
+    decltype(&cublasSgemmStridedBatched) sgemm_strided;
+    gemm_ex_fn gemm_ex;
+    gemm_strided_ex_fn gemm_strided_ex;
+};
+
 struct state {
     cudaStream_t stream;
+    blas_api cb;
     cublasHandle_t blas;
-    int tf32;          /* 1: cuBLAS may use TF32 tensor cores for float GEMMs (LIVSEG_CUDA_TF32=1 or rn) */
-    int tf32_round;    /* 1: GEMM operands rounded to TF32 to nearest first (LIVSEG_CUDA_TF32=rn) */
-    int bf16;          /* 1: float GEMMs with inputs rounded to bfloat16 on tensor cores (LIVSEG_CUDA_BF16=1) */
+    int tf32;          /* 1: cuBLAS may use TF32 tensor cores for float GEMMs (LS_PREC_TF32 or _RN) */
+    int tf32_round;    /* 1: GEMM operands rounded to TF32 to nearest first (LS_PREC_TF32_RN) */
+    int bf16;          /* 1: float GEMMs with inputs rounded to bfloat16 on tensor cores (LS_PREC_BF16) */
     double *partials;  /* device, kPartials */
     double *results;   /* device, kResults */
     float *rounded;    /* device: tf32_round's copies of a GEMM's operands, grown to the largest pair */
