@@ -127,6 +127,7 @@ static void model_pass(ls_backend *be, int B) {
 }
 
 int main(int argc, char **argv) {
+    ls_process_tune(argv); /* the kernels and OpenMP waiting livseg runs with (ops.h), both sides */
     int threads = argc > 1 ? atoi(argv[1]) : 2;
     if (argc > 2) reps = atoi(argv[2]);
     if (reps < 1) reps = 1;
@@ -139,9 +140,9 @@ int main(int argc, char **argv) {
     double peak = bench_sgemm_gflops(threads);
     openblas_set_num_threads(threads);
     const char *wait = getenv("OMP_WAIT_POLICY");
-    printf("decoder ops, batch 8, %d threads, OMP_WAIT_POLICY=%s, best of %d; sgemm %.1f GFLOP/s measured (2048^3), "
-           "%% = share of it\n",
-           threads, wait ? wait : "unset", reps, peak);
+    printf("decoder ops, batch 8, %d threads, OMP_WAIT_POLICY=%s, OpenBLAS %s kernels, best of %d; sgemm %.1f GFLOP/s "
+           "measured (2048^3), %% = share of it\n",
+           threads, wait ? wait : "unset", ls_blas_core(), reps, peak);
     int B = 8;
     /* The default decoder's convolutions (model.c): stages at 28..448, the two skip convs and the output
      * conv at 448, and the head's 1x1 convs on the 14x14 grid. */

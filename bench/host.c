@@ -26,6 +26,7 @@
 #include "postprocess.h"
 #include "preprocess.h"
 #include "rng.h"
+#include "ops.h"
 #include "util.h"
 #include "volume.h"
 
@@ -127,6 +128,7 @@ static void load_case(const char *data, const char *id, ls_volume *ct, ls_volume
 }
 
 int main(int argc, char **argv) {
+    ls_process_tune(argv); /* the kernels and OpenMP waiting livseg runs with (ops.h), both sides */
     ls_error err = {0};
     ls_volume ct, lab;
     if (argc == 5 && !strcmp(argv[1], "--make-ct")) {

@@ -204,6 +204,7 @@ static int make_inputs(const char *dir, int Z) {
 }
 
 int main(int argc, char **argv) {
+    ls_process_tune(argv); /* the kernels and OpenMP waiting livseg runs with (ops.h), both sides */
     if (argc > 3 && !strcmp(argv[1], "--make-inputs")) return make_inputs(argv[2], atoi(argv[3]));
     if (argc < 2) {
         fprintf(stderr, "usage: bench/network cuda|cpu [threads] | --make-inputs DIR SLICES\n");

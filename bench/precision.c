@@ -20,6 +20,7 @@
 
 #include "manifest.h"
 #include "segment.h"
+#include "ops.h"
 #include "util.h"
 
 typedef enum { FP32, TF32_NEAREST, TF32_TOWARD_ZERO, BF16_NEAREST, NMODES } mode;
@@ -95,6 +96,7 @@ static int pick_cases(const ls_manifest *mf, char **names, int nnames, int *idx)
 }
 
 int main(int argc, char **argv) {
+    ls_process_tune(argv); /* the kernels and OpenMP waiting livseg runs with (ops.h), both sides */
     const char *data = argc > 1 ? argv[1] : "../shared/data";
     int threads = argc > 2 ? atoi(argv[2]) : 2;
     const char *model = argc > 3 ? argv[3] : "models/default.safetensors";

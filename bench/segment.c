@@ -16,6 +16,7 @@
 #include "preprocess.h"
 #include "segment.h"
 #include "train.h"
+#include "ops.h"
 #include "util.h"
 
 /* In-plane bilinear resample of every slice to n x n, keeping the field of view. */
@@ -36,6 +37,7 @@ static ls_status upsample_inplane(const ls_volume *v, int n, ls_volume *out, ls_
 }
 
 int main(int argc, char **argv) {
+    ls_process_tune(argv); /* the kernels and OpenMP waiting livseg runs with (ops.h), both sides */
     const char *data = argc > 1 ? argv[1] : "../shared/data";
     int threads = argc > 2 ? atoi(argv[2]) : 2;
     char path[1024];

@@ -32,6 +32,7 @@ static int random_source(void *ctx, const char *name, float *dst, size_t n, ls_e
 }
 
 int main(int argc, char **argv) {
+    ls_process_tune(argv); /* the kernels and OpenMP waiting livseg runs with (ops.h), both sides */
     const char *preset = argc > 1 ? argv[1] : "vits16";
     int B = argc > 2 ? atoi(argv[2]) : 8, S = argc > 3 ? atoi(argv[3]) : 224, threads = argc > 4 ? atoi(argv[4]) : 2;
     int iters = 10;
@@ -81,8 +82,8 @@ int main(int argc, char **argv) {
         pclose(p);
     }
     const char *wait = getenv("OMP_WAIT_POLICY");
-    printf("ViT %s, batch %d at %dx%d, %d threads, OMP_WAIT_POLICY=%s (applies to both)\n", preset, B, S, S, threads,
-           wait ? wait : "unset");
+    printf("ViT %s, batch %d at %dx%d, %d threads, OMP_WAIT_POLICY=%s, OpenBLAS %s kernels (apply to both)\n", preset, B,
+           S, S, threads, wait ? wait : "unset", ls_blas_core());
     printf("  livseg   %8.2f slices/s  (%.3f s per batch, %.1f GFLOP/s)\n", c_rate, best, gflops);
     if (torch_rate > 0) printf("  PyTorch  %8.2f slices/s  -> livseg/PyTorch = %.2fx (target >= 1.3x)\n", torch_rate, c_rate / torch_rate);
     else printf("  PyTorch  unavailable (%s)\n", cmd);

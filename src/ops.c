@@ -4,6 +4,8 @@
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -49,6 +51,46 @@ ls_status ls_device_parse(const char *s, ls_device *dev, ls_error *err) {
     else if (strcmp(s, "cuda") == 0) *dev = LS_DEV_CUDA;
     else return ls_fail(err, LS_ERR_INPUT, "--device %s: expected cpu or cuda", s);
     return LS_OK;
+}
+
+const char *ls_blas_core_for(const char *core, int level) {
+    /* OpenBLAS x86-64 core names by the extension their single-precision kernels need. */
+    static const struct {
+        const char *name;
+        int level;
+    } cores[] = {{"Prescott", 0},  {"Core2", 0},       {"Penryn", 0},     {"Dunnington", 0}, {"Nehalem", 0},
+                 {"Atom", 0},      {"Opteron", 0},     {"Barcelona", 0},  {"Bobcat", 0},     {"Sandybridge", 1},
+                 {"Bulldozer", 1}, {"Piledriver", 1},  {"Steamroller", 1}, {"Excavator", 1},  {"Haswell", 2},
+                 {"Zen", 2},       {"SkylakeX", 3},    {"Cooperlake", 3}, {"SapphireRapids", 3}};
+    static const char *const best[] = {NULL, "Sandybridge", "Haswell", "SkylakeX"};
+    if (!core || level < 1 || level > 3) return NULL;
+    for (size_t i = 0; i < sizeof cores / sizeof *cores; i++)
+        if (!strcasecmp(core, cores[i].name)) return cores[i].level < level ? best[level] : NULL;
+    return NULL;
+}
+
+int ls_cpu_vector_level(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl"))
+        return 3;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 2;
+    return __builtin_cpu_supports("avx") ? 1 : 0;
+}
+
+const char *ls_blas_core(void) { return openblas_get_corename(); }
+
+const char *ls_blas_better_core(void) {
+    const char *set = getenv("OPENBLAS_CORETYPE");
+    return set && *set ? NULL : ls_blas_core_for(ls_blas_core(), ls_cpu_vector_level());
+}
+
+void ls_process_tune(char **argv) {
+    int again = 0;
+    if (!getenv("OMP_WAIT_POLICY")) again = !setenv("OMP_WAIT_POLICY", "passive", 1);
+    const char *core = ls_blas_better_core();
+    if (core) again |= !setenv("OPENBLAS_CORETYPE", core, 1);
+    if (again) execv("/proc/self/exe", argv); /* returns only on failure: then run on as we are */
 }
 
 ls_status ls_backend_init(ls_backend *be, ls_device dev, int nthreads, ls_error *err) {

@@ -80,6 +80,26 @@ const char *ls_device_name(ls_device dev);
 /* "cpu" / "cuda" -> device; LS_ERR_INPUT for anything else. */
 ls_status ls_device_parse(const char *s, ls_device *dev, ls_error *err);
 
+/* OpenBLAS picks its kernels by CPU model when it loads, and a model newer than the library falls back to
+ * old ones: Debian 12's 0.3.21 runs Prescott's SSE3 kernels on a Xeon of model 207 (Emerald Rapids), six
+ * times slower than its AVX-512 ones there (docs/benchmarks.md). `level` is a CPU's best vector extension:
+ * 0 SSE, 1 AVX, 2 AVX2 with FMA, 3 AVX-512 (F, BW, DQ, VL). ls_blas_core_for gives the OPENBLAS_CORETYPE
+ * that uses it when `core` (OpenBLAS's choice) is a lesser one, and NULL when that choice stands (as good,
+ * or a name not known here). ls_blas_better_core asks it of this process's OpenBLAS and CPU, and is NULL
+ * also when OPENBLAS_CORETYPE is set: the user chose. The variable is read only when OpenBLAS loads, so a
+ * program acting on it must set it and execute itself again (tools/livseg.c). */
+const char *ls_blas_core_for(const char *core, int level);
+int ls_cpu_vector_level(void);
+const char *ls_blas_better_core(void);
+/* The kernels OpenBLAS runs in this process ("SkylakeX", ...). */
+const char *ls_blas_core(void);
+/* For a program's main: when the user has not chosen them, sets OPENBLAS_CORETYPE (as above) and
+ * OMP_WAIT_POLICY=passive (OpenMP threads that busy-wait between parallel regions, libgomp's default, lose
+ * 5-15x of their speed as soon as anything else wants the same cores: measured with one competing process
+ * on 2 cores, a training epoch 1.4 s passive, 24-34 s active), then executes the program again with argv,
+ * as both are read only when their libraries load. Returns only when nothing changed or the exec failed. */
+void ls_process_tune(char **argv);
+
 /* A bump allocator over one block of backend memory: one per forward/backward, reset between
  * batches, so the hot loop allocates nothing. Allocations are 64-byte aligned. */
 typedef struct {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "ops.h"
 #include "test.h"
 
 static char livseg[1024];
@@ -27,6 +28,39 @@ TEST(help_and_usage) {
     CHECK(run("info --help", e, sizeof e) == 0, "livseg info --help failed");
     CHECK(run("", e, sizeof e) == 2, "no command must exit 2");
     CHECK(run("frobnicate", e, sizeof e) == 2 && strstr(e, "frobnicate"), "unknown command: %s", e);
+}
+
+/* The OpenBLAS kernel choice (ops.h): the table, then the command itself, which must run kernels as good
+ * as this CPU allows unless the user named others. */
+static int version_core(const char *env, char core[32]) {
+    char cmd[1400], path[600], text[512] = "";
+    snprintf(cmd, sizeof cmd, "%s %s", env, livseg);
+    if (test_run_livseg(cmd, "--version", NULL, 0) != 0) return 0;
+    snprintf(path, sizeof path, "%s/stdout.txt", test_tmpdir());
+    FILE *f = fopen(path, "r");
+    if (f) {
+        text[fread(text, 1, sizeof text - 1, f)] = 0;
+        fclose(f);
+    }
+    const char *k = strstr(text, "OpenBLAS kernels: ");
+    return k && sscanf(k + strlen("OpenBLAS kernels: "), "%31s", core) == 1;
+}
+
+TEST(blas_kernels) {
+    CHECK(ls_blas_core_for("Prescott", 3) && !strcmp(ls_blas_core_for("Prescott", 3), "SkylakeX"), "Prescott on AVX-512");
+    CHECK(ls_blas_core_for("Nehalem", 2) && !strcmp(ls_blas_core_for("Nehalem", 2), "Haswell"), "Nehalem on AVX2");
+    CHECK(ls_blas_core_for("sandybridge", 2) && !strcmp(ls_blas_core_for("sandybridge", 2), "Haswell"), "any case");
+    CHECK(!ls_blas_core_for("Haswell", 2) && !ls_blas_core_for("Cooperlake", 3) && !ls_blas_core_for("Zen", 2),
+          "a choice as good as the CPU stands");
+    CHECK(!ls_blas_core_for("Prescott", 0) && !ls_blas_core_for("NewCore9000", 3) && !ls_blas_core_for(NULL, 3),
+          "no better kernels, or a name not known here: OpenBLAS's choice stands");
+    char core[32] = "";
+    CHECK(version_core("env -u OPENBLAS_CORETYPE", core), "livseg --version names no OpenBLAS kernels");
+    int level = ls_cpu_vector_level();
+    CHECK(!ls_blas_core_for(core, level), "livseg runs OpenBLAS's %s kernels on a CPU of vector level %d", core, level);
+    printf("  this CPU: vector level %d; livseg runs OpenBLAS's %s kernels (this test: %s)\n", level, core, ls_blas_core());
+    CHECK(version_core("env OPENBLAS_CORETYPE=Prescott", core) && !strcmp(core, "Prescott"),
+          "the user's OPENBLAS_CORETYPE=Prescott was not kept: %s", core);
 }
 
 /* Each bad input: exit 2, exactly one line on stderr, naming the file. */
@@ -281,6 +315,7 @@ int main(int argc, char **argv) {
     (void)argc;
     test_livseg_path(argv[0], livseg, sizeof livseg);
     RUN(help_and_usage);
+    RUN(blas_kernels);
     RUN(bad_input_one_line);
     RUN(train_and_experiment_usage);
     RUN(numeric_options);

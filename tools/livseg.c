@@ -8,9 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
+#include "ops.h"
 #include "util.h"
 
 typedef struct {
@@ -43,8 +43,9 @@ static void usage(FILE *f) {
             "\nenvironment:\n"
             "  LIVSEG_MODEL         segment's default model (else models/default.safetensors)\n"
             "  LIVSEG_CUDA_TF32=1   --device cuda: GEMMs on TF32 tensor cores (faster, ~1e-3 relative error;\n"
-            "                       =rn rounds their operands to nearest first); LIVSEG_CUDA_BF16=1: bfloat16\n"
-            "                       (~1e-2). Off by default: docs/gpu.md has their effect on the masks.\n");
+            "                       =rn rounds their operands to nearest first; =0 keeps float32);\n"
+            "                       LIVSEG_CUDA_BF16=1: bfloat16 (~1e-2). Unset, segment uses TF32 and every\n"
+            "                       other command float32: docs/gpu.md has their effect on the masks.\n");
 }
 
 int cli_report(const ls_error *err) {
@@ -135,24 +136,15 @@ int cli_seed(const char *cmd, const char *opt, const char *v, uint64_t *out) {
 
 int cli_is_help(const char *arg) { return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0; }
 
-/* OpenMP threads that busy-wait between parallel regions (libgomp's default) lose 5-15x of their speed as
- * soon as anything else wants the same cores (measured with one competing process on 2 cores: a
- * training epoch 1.4 s passive, 24-34 s active), and a clinical workstation is rarely idle. libgomp reads
- * the policy only when it loads, so when the user has not chosen one, set it and run again. */
-static void prefer_passive_waiting(char **argv) {
-    if (getenv("OMP_WAIT_POLICY")) return;
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", argv); /* returns only on failure: then run on as we are */
-}
-
 int main(int argc, char **argv) {
-    prefer_passive_waiting(argv);
+    ls_process_tune(argv); /* OpenBLAS's kernels, OpenMP's waiting: ops.h */
     if (argc < 2 || cli_is_help(argv[1])) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("livseg %s\n", LIVSEG_VERSION);
+        printf("livseg %s\nOpenBLAS kernels: %s (%s)\n", LIVSEG_VERSION, ls_blas_core(), getenv("OPENBLAS_CORETYPE")
+                   ? "set by OPENBLAS_CORETYPE" : "OpenBLAS's own choice");
         return 0;
     }
     for (int i = 0; i < ncommands; i++)
