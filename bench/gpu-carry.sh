@@ -83,6 +83,14 @@ setup() {
     rm -rf "$L" && mkdir -p "$L/all" "$L/use" && tar xJf "$DIR/libs.tar.xz" -C "$L/all" || exit 1
     export LD_LIBRARY_PATH="$L/use${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     resolve_libs "$L/use" "$L/all"
+    # cuBLAS is opened when a CUDA backend starts (dlopen), so ldd does not list it: where the build's run
+    # path (/usr/local/cuda/lib64) and the loader's cache do not have it, link the copy found elsewhere.
+    local l f
+    for l in libcublas.so.13 libcublasLt.so.13; do
+        [ -e "/usr/local/cuda/lib64/$l" ] || ldconfig -p 2>/dev/null | grep -q "$l" && continue
+        f=$(find /usr/local /opt /usr/lib /usr/lib64 -name "$l" 2>/dev/null | head -n 1)
+        if [ -n "$f" ]; then ln -sf "$f" "$L/use/$l"; else echo "gpu-carry: $l not found: --device cuda will say so"; fi
+    done
 }
 
 case "$mode" in
