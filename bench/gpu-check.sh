@@ -263,6 +263,7 @@ if [ -f "$DATA/manifest.csv" ]; then
              --stats "$WORK/ct512_$run.json" -q > "$LOG/ct512_$run.txt" 2>&1; then
           w=$(elapsed "$t")
           st=$(python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['seconds']; print(', '.join('%s %.3f' % (k, v) for k, v in s.items()))" "$WORK/ct512_$run.json" 2>/dev/null || echo "?")
+          st="$(stats_precision "$WORK/ct512_$run.json"): $st"
           echo "  run $run: $w s wall; $st"
           case $run in
             fp32|tf32rn|bf16) R[e2e_$run]="$w s wall; $st" ;;
