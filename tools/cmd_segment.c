@@ -247,9 +247,11 @@ int cmd_segment(int argc, char **argv) {
     rc = s ? cli_report(&err) : 0;
     ri.total = ls_now() - t_start;
     if (!rc && a.stats) rc = write_stats(&a, &r, t.id, &ri);
+    char on[48] = "";
+    if (have_be && be.device == LS_DEV_CUDA) snprintf(on, sizeof on, " on cuda (%s)", ls_precision_name(be.precision));
     if (!rc && !a.quiet)
-        fprintf(stderr, "%s: liver %.1f mL (%s, %lld components before clean-up) -> %s in %.1f s\n", a.input,
-                r.stats.volume_ml, ls_modality_name(r.modality), (long long)r.components, a.output, ls_now() - t_start);
+        fprintf(stderr, "%s: liver %.1f mL (%s, %lld components before clean-up) -> %s in %.1f s%s\n", a.input,
+                r.stats.volume_ml, ls_modality_name(r.modality), (long long)r.components, a.output, ls_now() - t_start, on);
     ls_segment_result_free(&r);
     ls_volume_free(&in);
     if (loaded) {
