@@ -87,7 +87,7 @@ ls_status ls_device_parse(const char *s, ls_device *dev, ls_error *err);
  * that uses it when `core` (OpenBLAS's choice) is a lesser one, and NULL when that choice stands (as good,
  * or a name not known here). ls_blas_better_core asks it of this process's OpenBLAS and CPU, and is NULL
  * also when OPENBLAS_CORETYPE is set: the user chose. The variable is read only when OpenBLAS loads, so a
- * program acting on it must set it and execute itself again (tools/livseg.c). */
+ * program acting on it must set it and execute itself again (ls_process_tune). */
 const char *ls_blas_core_for(const char *core, int level);
 int ls_cpu_vector_level(void);
 const char *ls_blas_better_core(void);

@@ -82,14 +82,14 @@ static void round_operands(const ls_backend *be, const float **A, size_t na, con
     *A = s->rounded, *B = s->rounded + off;
 }
 
-/* With LIVSEG_CUDA_BF16=1 float GEMMs go through GemmEx with CUBLAS_COMPUTE_32F_FAST_16BF: float in and out,
+/* In LS_PREC_BF16 float GEMMs go through GemmEx with CUBLAS_COMPUTE_32F_FAST_16BF: float in and out,
  * products of bfloat16-rounded inputs on tensor cores, float accumulation. */
 void gemm(const ls_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    if (st(be)->tf32_round && K > 0)
+    if (be->precision == LS_PREC_TF32_RN && K > 0)
         round_operands(be, &A, span(ta ? K : M, ta ? M : K, lda, 0, 1), &B, span(tb ? N : K, tb ? K : N, ldb, 0, 1));
-    if (st(be)->bf16)
+    if (be->precision == LS_PREC_BF16)
         LS_CB(st(be)->cb.gemm_ex(st(be)->blas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda,
                                  &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
     else
@@ -100,10 +100,10 @@ void gemm_strided(const ls_backend *be, int ta, int tb, int M, int N, int K, flo
                   long long sA, const float *B, int ldb, long long sB, float beta, float *C, int ldc, long long sC,
                   int batch) {
     if (M <= 0 || N <= 0 || batch <= 0) return;
-    if (st(be)->tf32_round && K > 0)
+    if (be->precision == LS_PREC_TF32_RN && K > 0)
         round_operands(be, &A, span(ta ? K : M, ta ? M : K, lda, sA, batch), &B,
                        span(tb ? N : K, tb ? K : N, ldb, sB, batch));
-    if (st(be)->bf16)
+    if (be->precision == LS_PREC_BF16)
         LS_CB(st(be)->cb.gemm_strided_ex(st(be)->blas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, sB, A,
                                          CUDA_R_32F, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch,
                                          CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
@@ -278,10 +278,8 @@ const char *open_blas(lscuda::state *s, const blas_loader *L) {
 
 extern "C" void ls_cuda_set_precision(ls_backend *be, ls_precision p) {
     lscuda::state *s = lscuda::st(be);
-    s->tf32_round = p == LS_PREC_TF32_RN;
-    s->tf32 = p == LS_PREC_TF32 || p == LS_PREC_TF32_RN;
-    s->bf16 = p == LS_PREC_BF16;
-    LS_CB(s->cb.set_math_mode(s->blas, s->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    int tf32 = p == LS_PREC_TF32 || p == LS_PREC_TF32_RN; /* BF16 is chosen per GEMM (GemmEx's compute type) */
+    LS_CB(s->cb.set_math_mode(s->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     be->precision = p;
 }
 

@@ -59,12 +59,9 @@ struct state {
     cudaStream_t stream;
     blas_api cb;
     cublasHandle_t blas;
-    int tf32;          /* 1: cuBLAS may use TF32 tensor cores for float GEMMs (LS_PREC_TF32 or _RN) */
-    int tf32_round;    /* 1: GEMM operands rounded to TF32 to nearest first (LS_PREC_TF32_RN) */
-    int bf16;          /* 1: float GEMMs with inputs rounded to bfloat16 on tensor cores (LS_PREC_BF16) */
     double *partials;  /* device, kPartials */
     double *results;   /* device, kResults */
-    float *rounded;    /* device: tf32_round's copies of a GEMM's operands, grown to the largest pair */
+    float *rounded;    /* device: LS_PREC_TF32_RN's copies of a GEMM's operands, grown to the largest pair */
     size_t rounded_cap;
 };
 
