@@ -142,8 +142,9 @@ static int write_stats(const seg_args *a, const ls_segment_result *r, const char
 
 /* Every output is checked before the work (which takes seconds to minutes): writable, not an input (the
  * scan, the model, the teacher), not given for two outputs, and named for its kind (.nii/.nii.gz, .json,
- * .png), so that none can replace a model or teacher file (a teacher beside the model is found later). What can still fail later (a full disk) leaves
- * no partial file, as each output is atomic, though an earlier output may then be there without a later one. */
+ * .png), so that none can replace a model or teacher file (a teacher beside the model is found later).
+ * What can still fail later (a full disk) leaves no partial file, as each output is atomic, though an
+ * earlier output may then be there without a later one. */
 static int check_outputs(const seg_args *a) {
     const char *out[] = {a->output, a->prob, a->stats, a->preview}, *opt[] = {"-o", "--prob", "--stats", "--preview"};
     const char *in[] = {a->input, a->model, a->teacher};
