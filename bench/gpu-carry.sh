@@ -63,6 +63,9 @@ pack() {
     fi
 }
 
+# Where this machine keeps the library named $1 (empty when nowhere).
+find_lib() { find /usr/local /opt /usr/lib /usr/lib64 -name "$1" 2>/dev/null | head -n 1; }
+
 # Links into $1 every library some binary cannot find: the carried copy, else one found on this machine.
 resolve_libs() {
     local use=$1 all=$2 round l f missing
@@ -71,7 +74,7 @@ resolve_libs() {
         [ -z "$missing" ] && return 0
         for l in $missing; do
             if [ -e "$all/$l" ]; then ln -sf "$all/$l" "$use/$l"; continue; fi
-            f=$(find /usr/local /opt /usr/lib /usr/lib64 -name "$l" 2>/dev/null | head -n 1)
+            f=$(find_lib "$l")
             if [ -n "$f" ]; then ln -sf "$f" "$use/$l"; else echo "gpu-carry: $l is needed and not found anywhere"; fi
         done
     done
@@ -88,7 +91,7 @@ setup() {
     local l f
     for l in libcublas.so.13 libcublasLt.so.13; do
         [ -e "/usr/local/cuda/lib64/$l" ] || ldconfig -p 2>/dev/null | grep -q "$l" && continue
-        f=$(find /usr/local /opt /usr/lib /usr/lib64 -name "$l" 2>/dev/null | head -n 1)
+        f=$(find_lib "$l")
         if [ -n "$f" ]; then ln -sf "$f" "$L/use/$l"; else echo "gpu-carry: $l not found: --device cuda will say so"; fi
     done
 }
