@@ -1,106 +1,25 @@
 /*
- * cpu_nn.c — CPU implementation of the convolutional op family (ops_nn.h). KxK convolutions are tiled
- * im2col + GEMM over the whole batch (see conv_tiled_fwd); 1x1 convolutions are one OpenBLAS GEMM per
- * image without im2col; elementwise and per-channel work runs under OpenMP with be->nthreads threads.
+ * cpu_nn.c — CPU implementation of the convolutional op family (ops_nn.h). KxK convolutions are direct
+ * (cpu_conv.c); 1x1 convolutions are one OpenBLAS GEMM per image; elementwise and per-channel work runs
+ * under OpenMP with be->nthreads threads.
  */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
+#include "cpu_conv.h"
 #include "ops.h"
 
-/* KxK convolutions (K > 1) run as tiles: a tile is a run of at most CONV_TILE_FLOATS / (Ci*K*K) consecutive
- * pixels of one image, im2col'ed into a per-thread buffer small enough to stay in L2 and multiplied by one
- * single-threaded GEMM (OpenBLAS runs single-threaded inside our OpenMP regions); the threads split the
- * B * tiles tasks. So the whole batch is one parallel loop with no im2col of a full image (which at 16
- * channels and 448x448 is 115 MB, far out of cache). The input gradient is the forward convolution of dy
- * with the flipped, transposed kernel (stride 1, padding K/2), so backward needs no col2im; the weight
- * gradient is accumulated per thread slot (transposed) and summed at the end.
- *
- * Workspace layout (floats): [flipped kernel Ci*Co*K*K] then CONV_SLOTS slots of [cols CONV_TILE_FLOATS or
- * one pixel's worth, whichever is larger][dw^T partial Ci*K*K x Co]. It depends on the shape only, not on the
- * thread count: at most CONV_SLOTS threads work on a convolution. 1x1 convolutions need none. */
-#define CONV_SLOTS 16
-#define CONV_TILE_FLOATS (128 * 1024)
-
-static size_t conv_slot_cols(int Ci, int Co, int K) {
-    size_t c = (size_t)(Ci > Co ? Ci : Co) * K * K; /* the tile holds at least one pixel */
-    return c > CONV_TILE_FLOATS ? c : CONV_TILE_FLOATS;
-}
-
 static size_t cpu_conv2d_workspace(int Ci, int H, int W, int Co, int K) {
-    (void)H, (void)W;
-    if (K == 1) return 0;
-    size_t wk = (size_t)Ci * Co * K * K;
-    return wk + CONV_SLOTS * (conv_slot_cols(Ci, Co, K) + wk);
-}
-
-static int conv_threads(const ls_backend *be) { return be->nthreads < CONV_SLOTS ? be->nthreads : CONV_SLOTS; }
-
-/* Pixels per tile for a CKK-row im2col. */
-static int tile_pixels(int CKK, int HW) {
-    int n = CONV_TILE_FLOATS / CKK;
-    return n < 1 ? 1 : n > HW ? HW : n;
-}
-
-/* im2col of pixels [p0, p0+n) of one image: cols[(c*K + ky)*K + kx][p - p0] = x[c][y + ky - K/2][x + kx - K/2],
- * zero outside; cols rows are n floats apart. */
-static void im2col_tile(float *cols, const float *x, int C, int H, int W, int K, int p0, int n) {
-    int p = K / 2;
-    for (int c = 0; c < C; c++) {
-        const float *plane = x + (size_t)c * H * W;
-        for (int ky = 0; ky < K; ky++)
-            for (int kx = 0; kx < K; kx++) {
-                float *out = cols + ((size_t)(c * K + ky) * K + kx) * n;
-                int q = p0, end = p0 + n;
-                while (q < end) {
-                    int y = q / W, x0 = q - y * W, x1 = W < x0 + (end - q) ? W : x0 + (end - q);
-                    int sy = y + ky - p, len = x1 - x0;
-                    if (sy < 0 || sy >= H) {
-                        memset(out, 0, (size_t)len * sizeof(float));
-                    } else {
-                        /* source columns x0+kx-p .. x1-1+kx-p, clipped to [0, W) */
-                        int lo = x0 + kx - p, hi = x1 + kx - p, a = lo < 0 ? -lo : 0, b = hi > W ? hi - W : 0;
-                        const float *src = plane + (size_t)sy * W + lo;
-                        for (int i = 0; i < a; i++) out[i] = 0.0f;
-                        memcpy(out + a, src + a, (size_t)(len - a - b) * sizeof(float));
-                        for (int i = len - b; i < len; i++) out[i] = 0.0f;
-                    }
-                    out += len, q += len;
-                }
-            }
-    }
-}
-
-/* y = conv(x, w) + b for K > 1 over the whole batch, tiled (see above). */
-static void conv_tiled_fwd(const ls_backend *be, float *y, const float *x, const float *w, const float *b, int B,
-                           int Ci, int H, int W, int Co, int K, float *slots, size_t slot_stride) {
-    int HW = H * W, CKK = Ci * K * K, N = tile_pixels(CKK, HW), tiles = (HW + N - 1) / N;
-#pragma omp parallel num_threads(conv_threads(be))
-    {
-        float *cols = slots + (size_t)omp_get_thread_num() * slot_stride;
-#pragma omp for schedule(static)
-        for (int t = 0; t < B * tiles; t++) {
-            int n = t / tiles, p0 = (t % tiles) * N, len = HW - p0 < N ? HW - p0 : N;
-            const float *xb = x + (size_t)n * Ci * HW;
-            float *yt = y + (size_t)n * Co * HW + p0;
-            im2col_tile(cols, xb, Ci, H, W, K, p0, len);
-            if (b)
-                for (int o = 0; o < Co; o++)
-                    for (int i = 0; i < len; i++) yt[(size_t)o * HW + i] = b[o];
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Co, len, CKK, 1.0f, w, CKK, cols, len,
-                        b ? 1.0f : 0.0f, yt, HW);
-        }
-    }
+    return K == 1 ? 0 : ls_cpu_conv_workspace(Ci, H, W, Co, K);
 }
 
 static void cpu_conv2d_fwd(const ls_backend *be, float *y, const float *x, const float *w, const float *b, int B, int Ci,
                            int H, int W, int Co, int K, float *ws) {
     int HW = H * W;
     if (K != 1) {
-        size_t wk = (size_t)Ci * Co * K * K;
-        conv_tiled_fwd(be, y, x, w, b, B, Ci, H, W, Co, K, ws + wk, conv_slot_cols(Ci, Co, K) + wk);
+        ls_cpu_conv_fwd(be->nthreads, ls_cpu_vector_level(), y, x, w, b, B, Ci, H, W, Co, K, ws);
         return;
     }
     for (int n = 0; n < B; n++) {
@@ -115,7 +34,7 @@ static void cpu_conv2d_fwd(const ls_backend *be, float *y, const float *x, const
 
 static void cpu_conv2d_bwd(const ls_backend *be, float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, int B, int Ci, int H, int W, int Co, int K, float *ws) {
-    int HW = H * W, CKK = Ci * K * K;
+    int HW = H * W;
     if (db) {
 #pragma omp parallel for schedule(static) num_threads(be->nthreads)
         for (int o = 0; o < Co; o++) {
@@ -142,38 +61,9 @@ static void cpu_conv2d_bwd(const ls_backend *be, float *dx, float *dw, float *db
         }
         return;
     }
-    size_t wk = (size_t)Ci * Co * K * K, stride = conv_slot_cols(Ci, Co, K) + wk;
-    float *slots = ws + wk;
-    if (dx) {
-        /* wf[ci][co][ky][kx] = w[co][ci][K-1-ky][K-1-kx]: dx = conv(dy, wf) with the same padding. */
-        float *wf = ws;
-        int KK = K * K;
-        for (int o = 0; o < Co; o++)
-            for (int c = 0; c < Ci; c++)
-                for (int k = 0; k < KK; k++) wf[((size_t)c * Co + o) * KK + k] = w[((size_t)o * Ci + c) * KK + KK - 1 - k];
-        conv_tiled_fwd(be, dx, dy, wf, NULL, B, Co, H, W, Ci, K, slots, stride);
-    }
-    /* dw: per-slot partial sums of dy_tile . cols_tile^T, then summed into dw in slot order. */
-    int N = tile_pixels(CKK, HW), tiles = (HW + N - 1) / N, nt = conv_threads(be);
-    for (int s = 0; s < nt; s++) memset(slots + (size_t)s * stride + stride - wk, 0, wk * sizeof(float));
-#pragma omp parallel num_threads(nt)
-    {
-        float *cols = slots + (size_t)omp_get_thread_num() * stride, *part = cols + stride - wk;
-#pragma omp for schedule(static)
-        for (int t = 0; t < B * tiles; t++) {
-            int n = t / tiles, p0 = (t % tiles) * N, len = HW - p0 < N ? HW - p0 : N;
-            im2col_tile(cols, x + (size_t)n * Ci * HW, Ci, H, W, K, p0, len);
-            /* dw^T[CKK][Co] += cols . dy_tile^T: the long pixel axis is the reduction, the larger of CKK
-             * and Co the rows (OpenBLAS runs this shape about 1.6x faster than dy_tile . cols^T) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, CKK, Co, len, 1.0f, cols, len,
-                        dy + (size_t)n * Co * HW + p0, HW, 1.0f, part, Co);
-        }
-    }
-    for (int s = 0; s < nt; s++) {
-        const float *part = slots + (size_t)s * stride + stride - wk;
-        for (int o = 0; o < Co; o++)
-            for (int r = 0; r < CKK; r++) dw[(size_t)o * CKK + r] += part[(size_t)r * Co + o];
-    }
+    /* dx first: it repacks the weights into ws, which the weight gradient does not read. */
+    if (dx) ls_cpu_conv_bwd_dx(be->nthreads, ls_cpu_vector_level(), dx, dy, w, B, Ci, H, W, Co, K, ws);
+    ls_cpu_conv_bwd_dw(be->nthreads, dw, dy, x, B, Ci, H, W, Co, K, ws);
 }
 
 /* Reductions over long channel planes: float partial sums of CHUNK elements (vectorised by `omp simd`),

@@ -1,18 +1,20 @@
 /*
  * test_nn.c — the convolutional ops (ops_nn.h), forward and backward, against PyTorch autograd
- * (tests/ref/nn_ref.py, float64, fresh random inputs every run): conv2d 3x3 and 1x1 with and without
- * bias, batch norm in training (outputs, gradients, running statistics) and evaluation, ReLU with channel
- * dropout, x2 bilinear upsampling, concatenation; plus a finite-difference check that needs no PyTorch.
+ * (tests/ref/nn_ref.py, float64, fresh random inputs every run): conv2d 3x3, 5x5 and 1x1 with and without
+ * bias (the direct kernel of every vector extension this CPU has), batch norm in training (outputs,
+ * gradients, running statistics) and evaluation, ReLU with channel dropout, x2 bilinear upsampling, concatenation; plus a finite-difference check that needs no PyTorch.
  *
  * Tolerance: |c - r| <= 1e-4 * max(|r|, 0.1) for every element (r the float64 answer; values are of
  * order 1, so below 0.1 the bound is an absolute 1e-5). The 1x1 batch-norm case uses 4 images: with 2,
  * each channel normalises to +-1 whatever its values, the input gradient is a cancellation to ~0, and
- * float32 cannot meet an absolute 1e-5 on it. Convolution outputs sum up to Ci*K*K = 1260 products here;
- * for them the bound is the larger of that and 1e-5 of the sum of absolute products (expect_conv_close).
+ * float32 cannot meet an absolute 1e-5 on it. Convolution outputs sum up to Ci*K*K = 1260 products here,
+ * weight gradients up to B*H*W = 3220; for them the bound is the larger of that and 1e-5 of the sum of
+ * absolute products (expect_conv_close, expect_dw_close).
  */
 #include <math.h>
 #include <time.h>
 
+#include "cpu_conv.h"
 #include "ops.h"
 #include "test.h"
 
@@ -53,6 +55,23 @@ static void expect_conv_close(const char *what, const float *got, const float *r
     free(ax), free(aw), free(ab), free(S), free(ws);
 }
 
+/* The weight gradient sums B*H*W products: the same bound with S the weight gradient of |x| and |dy|. */
+static void expect_dw_close(const char *what, const float *got, const float *ref, const float *x, const float *g,
+                            const float *w, int B, int Ci, int Co, int H, int W, int K) {
+    size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * K * K;
+    float *ax = malloc(nx * sizeof(float)), *ag = malloc(ny * sizeof(float)), *S = calloc(nw, sizeof(float));
+    float *ws = calloc(be.nn->conv2d_workspace(Ci, H, W, Co, K) + 1, sizeof(float));
+    for (size_t i = 0; i < nx; i++) ax[i] = fabsf(x[i]);
+    for (size_t i = 0; i < ny; i++) ag[i] = fabsf(g[i]);
+    be.nn->conv2d_bwd(&be, NULL, S, NULL, ag, ax, w, B, Ci, H, W, Co, K, ws);
+    double worst = 0;
+    for (size_t i = 0; i < nw; i++)
+        worst = fmax(worst, fabs((double)got[i] - ref[i]) / fmax(1e-4 * fmax(fabs(ref[i]), 0.1), 1e-5 * S[i]));
+    CHECK(worst <= 1, "%s: error %.2f times its bound (max rel err %.3e)", what, worst,
+          test_max_rel_err(got, ref, nw, 0.1));
+    free(ax), free(ag), free(S), free(ws);
+}
+
 static void conv_case(const char *name, int B, int Ci, int Co, int H, int W, int K, int bias) {
     size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * K * K;
     float *x = load(name, "x", nx), *w = load(name, "w", nw), *g = load(name, "g", ny), *y = load(name, "y", ny);
@@ -67,12 +86,21 @@ static void conv_case(const char *name, int B, int Ci, int Co, int H, int W, int
     char what[64];
     snprintf(what, sizeof what, "%s y", name), expect_conv_close(what, cy, y, x, w, b, B, Ci, Co, H, W, K);
     snprintf(what, sizeof what, "%s dx", name), expect_close(what, cdx, dx, nx);
-    snprintf(what, sizeof what, "%s dw", name), expect_close(what, cdw, dw, nw);
+    snprintf(what, sizeof what, "%s dw", name), expect_dw_close(what, cdw, dw, x, g, w, B, Ci, Co, H, W, K);
     if (bias) snprintf(what, sizeof what, "%s db", name), expect_close(what, cdb, db, (size_t)Co);
+    /* The direct kernels for lesser CPUs (AVX2, plain vectors), where this one runs them. */
+    for (int level = 0; K > 1 && level < ls_cpu_vector_level(); level += level ? 1 : 2) {
+        ls_cpu_conv_fwd(be.nthreads, level, cy, x, w, b, B, Ci, H, W, Co, K, ws);
+        ls_cpu_conv_bwd_dx(be.nthreads, level, cdx, g, w, B, Ci, H, W, Co, K, ws);
+        snprintf(what, sizeof what, "%s y (level %d)", name, level);
+        expect_conv_close(what, cy, y, x, w, b, B, Ci, Co, H, W, K);
+        snprintf(what, sizeof what, "%s dx (level %d)", name, level), expect_close(what, cdx, dx, nx);
+    }
     /* Parameter gradients accumulate: a second backward doubles them. */
     be.nn->conv2d_bwd(&be, NULL, cdw, NULL, g, x, w, B, Ci, H, W, Co, K, ws);
     for (size_t i = 0; i < nw; i++) cdw[i] *= 0.5f;
-    snprintf(what, sizeof what, "%s dw accumulated", name), expect_close(what, cdw, dw, nw);
+    snprintf(what, sizeof what, "%s dw accumulated", name);
+    expect_dw_close(what, cdw, dw, x, g, w, B, Ci, Co, H, W, K);
     free(x), free(w), free(g), free(y), free(dx), free(dw), free(b), free(db), free(ws), free(cy), free(cdx), free(cdw), free(cdb);
 }
 
@@ -125,7 +153,9 @@ TEST(layers_match_pytorch) {
     conv_case("conv3nb", 3, 4, 6, 6, 5, 3, 0);
     conv_case("conv1", 3, 6, 4, 5, 8, 1, 1);
     conv_case("conv3big", 2, 16, 8, 14, 14, 3, 1);
-    conv_case("conv3tiles", 1, 140, 4, 11, 12, 3, 1); /* two im2col tiles per image (cpu_nn.c) */
+    conv_case("conv3tiles", 1, 140, 4, 11, 12, 3, 1); /* two im2col tiles per image (cpu_conv.c) */
+    conv_case("conv3wide", 2, 6, 13, 23, 70, 3, 1);  /* every block shape of the direct kernels */
+    conv_case("conv5", 1, 3, 2, 40, 40, 5, 1);
     bn_case("bn", 3, 4, 5, 6);
     bn_case("bn1", 4, 3, 1, 1);
     up_case("up", 2, 3, 5, 7);

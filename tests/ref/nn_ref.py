@@ -79,6 +79,10 @@ conv_case("conv3big", 2, 16, 8, 14, 14, 3, True)
 # 140 input channels: the CPU conv cuts the 11x12 image into im2col tiles of 104 pixels, the second
 # starting mid-row (one image: the weight gradient's float32 sums stay well inside the tolerance)
 conv_case("conv3tiles", 1, 140, 4, 11, 12, 3, True)
+# The direct convolution's blocks (src/cpu_conv.c): 13 outputs = 8 + 4 + 1 channels; 70 pixels a row =
+# 3 + 2 AVX-512 vectors, 40 = 3 + 2 AVX2 ones; several bands of rows, the last one short; a 5x5 kernel.
+conv_case("conv3wide", 2, 6, 13, 23, 70, 3, True)
+conv_case("conv5", 1, 3, 2, 40, 40, 5, True)
 bn_case("bn", 3, 4, 5, 6)
 bn_case("bn1", 4, 3, 1, 1)
 up_case("up", 2, 3, 5, 7)
