@@ -10,7 +10,7 @@
  *    invariant is a bug (LS_ASSERT). Ops may run asynchronously on CUDA; be->mem->sync waits.
  *  - The op families live in their own headers and are filled by their own files:
  *        ops_dense.h  GEMM, LayerNorm, softmax, GELU, attention helpers   (cpu_dense.c)
- *        ops_nn.h     conv2d, batch norm, ReLU, dropout, upsampling, concat (cpu_nn.c)
+ *        ops_nn.h     conv2d, batch norm, ReLU, dropout, upsampling, concat (cpu_nn.c, cpu_conv.c)
  *        ops_loss.h   the training losses and the optimiser step          (cpu_loss.c)
  *
  * Dimension legend used across the op headers:

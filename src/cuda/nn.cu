@@ -6,8 +6,8 @@
  * (K > 1) are im2col + cuBLAS: when the im2col of whole images fits the workspace, a chunk of images is
  * unfolded at once and multiplied by one strided-batched GEMM; otherwise each image is unfolded a tile of
  * pixels at a time (one GEMM per tile, writing into the output at leading dimension H*W). The input gradient
- * is the forward convolution of dy with the flipped, transposed kernel (no col2im, as cpu_nn.c); the weight
- * gradient accumulates dy_tile . cols_tile^T with beta = 1 per image or tile.
+ * is the forward convolution of dy with the flipped, transposed kernel (no col2im, as on the CPU); the
+ * weight gradient accumulates dy_tile . cols_tile^T with beta = 1 per image or tile.
  *
  * Workspace: never more than the CPU family's for the same shape (model.c sizes arenas from ls_cpu_nn's
  * conv2d_workspace and asserts the backend in use needs no more): [flipped kernel Ci*Co*K*K][cols budget
@@ -27,8 +27,8 @@ using lscuda::kThreads;
 using lscuda::st;
 using lscuda::stream;
 
-constexpr size_t kTileFloats = 128 * 1024; /* as cpu_nn.c's CONV_TILE_FLOATS */
-constexpr size_t kSlots = 16;              /* as cpu_nn.c's CONV_SLOTS */
+constexpr size_t kTileFloats = 128 * 1024; /* as cpu_conv.c's CONV_TILE_FLOATS */
+constexpr size_t kSlots = 16;              /* as cpu_conv.c's CONV_SLOTS */
 
 size_t cols_budget(int Ci, int Co, int K) {
     size_t c = (size_t)(Ci > Co ? Ci : Co) * K * K;
