@@ -6,6 +6,7 @@
 #define LS_RNG_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
@@ -39,5 +40,11 @@ static inline double ls_rng_normal_at(uint64_t state, uint64_t j) {
     return ls_rng_box_muller(ls_rng_unit(ls_rng_mix(state + (2 * j + 1) * LS_RNG_GAMMA)),
                              ls_rng_unit(ls_rng_mix(state + (2 * j + 2) * LS_RNG_GAMMA)));
 }
+
+/* out[i] = (float)(z * std) for z = ls_rng_normal_at(state, first + i) when |z| <= cut, NaN when not: the same
+ * bits as that formula, in parallel, and vectorised (AVX2) when `level` on ls_cpu_vector_level's scale (ops.h;
+ * at most the CPU's own) is 2 or more: rng.c says how the vector results are made exact. */
+void ls_rng_trunc_normals_at(uint64_t state, uint64_t first, size_t n, double std, double cut, int level,
+                             float *out);
 
 #endif

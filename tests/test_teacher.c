@@ -5,6 +5,7 @@
  * models/ load with the content keys the documentation quotes; corrupt teacher files are refused.
  */
 #include <math.h>
+#include <time.h>
 
 #include <omp.h>
 
@@ -140,6 +141,32 @@ TEST(random_init_matches_sequential_draws) {
     free(x), free(y);
 }
 
+/* ls_rng_trunc_normals_at with and without vectors, where this CPU has them (libmvec's AVX2 variants, whose
+ * results are kept only where a margin proves them; the scalar formula) gives the scalar formula's bits,
+ * on millions of fresh draws, at an offset, for a block that does not fill, and for three (std, cut) pairs. */
+TEST(trunc_normals_every_level) {
+    size_t n = 2000003;
+    uint64_t state = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull, first = 1000001;
+    float *x = malloc(n * sizeof *x);
+    static const double sc[][2] = {{0.02, 2}, {1, 2}, {0.7, 0.5}};
+    for (int level = 0; level <= ls_cpu_vector_level(); level += 2) {
+        for (int k = 0; k < 3; k++) {
+            ls_rng_trunc_normals_at(state, first, n, sc[k][0], sc[k][1], level, x);
+            size_t bad = 0, kept = 0;
+            for (size_t i = 0; i < n; i++) {
+                double z = ls_rng_normal_at(state, first + i);
+                float want = fabs(z) <= sc[k][1] ? (float)(z * sc[k][0]) : NAN;
+                bad += isnan(want) ? !isnan(x[i]) : x[i] != want;
+                kept += !isnan(x[i]);
+            }
+            CHECK(bad == 0, "level %d, std %g, cut %g, state %#llx: %zu of %zu draws differ", level, sc[k][0],
+                  sc[k][1], (unsigned long long)state, bad, n);
+            CHECK(kept > n / 3 && kept < n, "level %d: %zu of %zu kept", level, kept, n);
+        }
+    }
+    free(x);
+}
+
 /* Teacher files are untrusted: an architecture asking for more weights than the file holds (d64w4096h1p1:
  * 13 G of them, 52 GB to allocate) is refused naming the file, before anything is allocated; a file with
  * the weights but a tensor of the wrong size names the tensor. */
@@ -168,6 +195,7 @@ int main(void) {
     RUN(cache_roundtrip);
     RUN(shipped_teachers);
     RUN(random_init_matches_sequential_draws);
+    RUN(trunc_normals_every_level);
     RUN(teacher_file_errors);
     return test_summary();
 }
