@@ -119,6 +119,12 @@ void ls_orient_from_geom(const ls_geom *g, ls_orient *o);
  * the RAS grid with the affine adjusted so every voxel keeps its world position. */
 ls_status ls_volume_to_ras(const ls_volume *in, const ls_orient *o, ls_volume *out, ls_error *err);
 
+/* ls_volume_read and ls_volume_to_ras (with the file's ls_orient_from_geom) in one: the same voxels and
+ * grids, but a NIfTI file is converted straight into RAS order, without the float volume in the file's order
+ * (a third less memory at the peak, one pass fewer). *src_geom gets the file's own grid, which
+ * ls_volume_from_ras and result files on the input's grid need. */
+ls_status ls_volume_read_ras(const char *path, ls_volume *ras, ls_geom *src_geom, ls_error *err);
+
 /* Inverse of ls_volume_to_ras: puts a RAS-ordered volume back on the grid `orig` (the input's
  * geometry, copied verbatim into out->geom). */
 ls_status ls_volume_from_ras(const ls_volume *ras, const ls_orient *o, const ls_geom *orig,

@@ -246,9 +246,21 @@ ls_status ls_segment_volume(const ls_volume *input, ls_teacher *t, ls_model *m, 
     memset(r, 0, sizeof *r);
     ls_orient orient;
     ls_orient_from_geom(&input->geom, &orient);
-    LS_TRY(ls_volume_to_ras(input, &orient, &r->ras, err));
+    ls_volume ras;
+    LS_TRY(ls_volume_to_ras(input, &orient, &ras, err));
+    return ls_segment_ras(&ras, &input->geom, t, m, o, progress, pctx, r, err);
+}
+
+ls_status ls_segment_ras(ls_volume *ras, const ls_geom *src_geom, ls_teacher *t, ls_model *m,
+                         const ls_segment_opts *o, ls_progress_fn progress, void *pctx, ls_segment_result *r,
+                         ls_error *err) {
+    memset(r, 0, sizeof *r);
+    r->ras = *ras;
+    memset(ras, 0, sizeof *ras);
+    r->geom = *src_geom;
+    ls_orient orient;
+    ls_orient_from_geom(src_geom, &orient);
     r->modality = o->modality < 0 ? ls_modality_guess(&r->ras) : (ls_modality)o->modality;
-    r->geom = input->geom;
     ls_prep prep;
     ls_status s = ls_prep_init(&prep, &r->ras, r->modality, t->input_size, t->input_size, err);
     r->window_lo = prep.lo, r->window_hi = prep.hi;
@@ -264,10 +276,11 @@ ls_status ls_segment_volume(const ls_volume *input, ls_teacher *t, ls_model *m, 
     if (!s && o->fill_holes) s = ls_mask_fill_holes_slices(r->ras_mask, r->ras.geom.dim, err);
     r->mask = s ? NULL : ls_calloc(n, 1, err);
     if (!s && !r->mask) s = LS_ERR_NOMEM;
-    if (!s) ls_orient_mask(r->ras_mask, r->mask, input->geom.dim, &orient, 0);
-    if (!s && o->keep_prob) s = ls_volume_from_ras(&prob_ras, &orient, &input->geom, &r->prob, err);
-    /* Measured on the input grid, with the input's intensities. */
-    if (!s) s = ls_mask_measure(input, r->mask, &r->stats, err);
+    if (!s) ls_orient_mask(r->ras_mask, r->mask, src_geom->dim, &orient, 0);
+    if (!s && o->keep_prob) s = ls_volume_from_ras(&prob_ras, &orient, src_geom, &r->prob, err);
+    /* In RAS order: the voxels and the world box of the input grid's measurement, without keeping the input
+     * in its own order. */
+    if (!s) s = ls_mask_measure(&r->ras, r->ras_mask, &r->stats, err);
     free(prob_ras.data);
     r->seconds_post = ls_now() - t0;
     if (s) ls_segment_result_free(r);

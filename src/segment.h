@@ -29,7 +29,7 @@ typedef struct {
     uint8_t *ras_mask;     /* the mask in RAS order */
     ls_modality modality;
     float window_lo, window_hi;
-    ls_mask_stats stats;   /* measured on the input grid */
+    ls_mask_stats stats;   /* the input's voxels under the mask (measured in RAS order) */
     int64_t components;    /* connected components before clean-up */
     /* predict: the slice loop, wall time. Inside it, resample: the host's resampling of slices in and out
      * (on CUDA it overlaps the device); teacher, decoder: time in those calls, which is their compute on
@@ -54,5 +54,11 @@ ls_status ls_segment_teacher(ls_teacher *t, const ls_backend *be, const ls_model
 
 ls_status ls_segment_volume(const ls_volume *input, ls_teacher *t, ls_model *m, const ls_segment_opts *o,
                             ls_progress_fn progress, void *pctx, ls_segment_result *r, ls_error *err);
+
+/* The same for a volume already in RAS order (ls_volume_read_ras), which r->ras takes over (*ras is emptied,
+ * also on failure); src_geom is the input's own grid, where r->mask and r->prob go. */
+ls_status ls_segment_ras(ls_volume *ras, const ls_geom *src_geom, ls_teacher *t, ls_model *m,
+                         const ls_segment_opts *o, ls_progress_fn progress, void *pctx, ls_segment_result *r,
+                         ls_error *err);
 
 #endif

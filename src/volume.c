@@ -176,36 +176,43 @@ static int orient_valid(const ls_orient *o) {
     return 1;
 }
 
+/* How RAS voxel order walks a source array: RAS voxel a sits at source offset
+ * base + sum_r step[r] * a_r, on a grid of rdim voxels. */
+typedef struct {
+    int64_t rdim[3], base, step[3];
+} ras_walk;
+
+static ras_walk ras_walk_of(const int64_t src_dim[3], const ls_orient *o) {
+    ras_walk w = {{0}, 0, {0}};
+    int64_t sstride[3] = {1, src_dim[0], src_dim[0] * src_dim[1]};
+    for (int r = 0; r < 3; r++) {
+        int64_t n = src_dim[o->perm[r]], st = sstride[o->perm[r]];
+        w.rdim[r] = n;
+        w.base += o->flip[r] ? (n - 1) * st : 0;
+        w.step[r] = o->flip[r] ? -st : st;
+    }
+    return w;
+}
+
 /* Copies voxels of `elem` bytes (4: float, 1: mask) between a source-ordered and a RAS-ordered array;
  * to_ras selects the direction. Inlined into its two callers, where elem is a constant. */
 static inline void permute_copy(const void *in, void *out, size_t elem, const int64_t src_dim[3], const ls_orient *o,
                                 int to_ras) {
-    int64_t rdim[3], sstride[3] = {1, src_dim[0], src_dim[0] * src_dim[1]};
-    for (int r = 0; r < 3; r++) rdim[r] = src_dim[o->perm[r]];
-    /* Source offset of RAS voxel a = base + sum_r step[r] * a_r. */
-    int64_t base = 0, step[3];
-    for (int r = 0; r < 3; r++) {
-        int64_t st = sstride[o->perm[r]];
-        if (o->flip[r]) {
-            base += (src_dim[o->perm[r]] - 1) * st;
-            step[r] = -st;
-        } else {
-            step[r] = st;
-        }
-    }
+    ras_walk w = ras_walk_of(src_dim, o);
     const float *fi = in;
     const uint8_t *bi = in;
     float *fo = out;
     uint8_t *bo = out;
-#pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < rdim[2]; k++)
-        for (int64_t j = 0; j < rdim[1]; j++) {
-            int64_t s = base + k * step[2] + j * step[1], a = (k * rdim[1] + j) * rdim[0];
-            int64_t from = to_ras ? s : a, fstep = to_ras ? step[0] : 1, to = to_ras ? a : s, tstep = to_ras ? 1 : step[0];
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t k = 0; k < w.rdim[2]; k++)
+        for (int64_t j = 0; j < w.rdim[1]; j++) {
+            int64_t s = w.base + k * w.step[2] + j * w.step[1], a = (k * w.rdim[1] + j) * w.rdim[0];
+            int64_t from = to_ras ? s : a, fstep = to_ras ? w.step[0] : 1, to = to_ras ? a : s;
+            int64_t tstep = to_ras ? 1 : w.step[0];
             if (elem == 4)
-                for (int64_t i = 0; i < rdim[0]; i++) fo[to + i * tstep] = fi[from + i * fstep];
+                for (int64_t i = 0; i < w.rdim[0]; i++) fo[to + i * tstep] = fi[from + i * fstep];
             else
-                for (int64_t i = 0; i < rdim[0]; i++) bo[to + i * tstep] = bi[from + i * fstep];
+                for (int64_t i = 0; i < w.rdim[0]; i++) bo[to + i * tstep] = bi[from + i * fstep];
         }
 }
 
@@ -337,19 +344,26 @@ static ls_status check_affine(const char *path, const ls_geom *g, ls_error *err)
     return LS_OK;
 }
 
-/* Converts nvox values of nifti type `t` to float with slope/intercept, counting non-finite results. */
-static int64_t convert_to_float(const void *src, ls_dtype t, int64_t n, double slope, double inter, float *dst) {
+/* Converts the voxels of nifti type `t` on grid src_dim to float with slope/intercept, in the voxel order
+ * of orientation o (reading and reorienting in one pass spares a float volume and its page faults);
+ * counts non-finite results. */
+static int64_t convert_to_float(const void *src, ls_dtype t, const int64_t src_dim[3], const ls_orient *o,
+                                double slope, double inter, float *dst) {
+    ras_walk w = ras_walk_of(src_dim, o);
     int64_t bad = 0;
-#define CONVERT(T)                                                           \
-    do {                                                                     \
-        const T *s = (const T *)src;                                         \
-        _Pragma("omp parallel for reduction(+ : bad) schedule(static)")      \
-        for (int64_t i = 0; i < n; i++) {                                    \
-            double v = (double)s[i] * slope + inter;                         \
-            float f = (float)v;                                              \
-            if (!isfinite(f)) bad++;                                         \
-            dst[i] = f;                                                      \
-        }                                                                    \
+#define CONVERT(T)                                                                                        \
+    do {                                                                                                  \
+        _Pragma("omp parallel for collapse(2) reduction(+ : bad) schedule(static)")                      \
+        for (int64_t k = 0; k < w.rdim[2]; k++)                                                           \
+            for (int64_t j = 0; j < w.rdim[1]; j++) {                                                     \
+                const T *s = (const T *)src + w.base + k * w.step[2] + j * w.step[1];                     \
+                float *d = dst + (k * w.rdim[1] + j) * w.rdim[0];                                         \
+                for (int64_t i = 0; i < w.rdim[0]; i++) {                                                 \
+                    float f = (float)((double)s[i * w.step[0]] * slope + inter);                          \
+                    bad += !isfinite(f);                                                                  \
+                    d[i] = f;                                                                             \
+                }                                                                                         \
+            }                                                                                             \
     } while (0)
     switch (t) {
     case LS_DT_U8: CONVERT(uint8_t); break;
@@ -488,8 +502,9 @@ static ls_status check_header(const char *path, const struct stat *st, int gz, c
     return LS_OK;
 }
 
-/* The header of a NIfTI file, checked as ls_volume_read_nifti checks it; with want_voxels, the voxels too. */
-static ls_status read_nifti(const char *path, int want_voxels, ls_volume *out, ls_error *err) {
+/* The header of a NIfTI file, checked as ls_volume_read_nifti checks it; with want_voxels, the voxels too.
+ * With src_geom, the volume comes in RAS order (ls_volume_read_ras) and *src_geom gets the file's grid. */
+static ls_status read_nifti(const char *path, int want_voxels, ls_geom *src_geom, ls_volume *out, ls_error *err) {
     memset(out, 0, sizeof *out);
     struct stat st;
     if (stat(path, &st) != 0) return ls_fail(err, LS_ERR_INPUT, "%s: cannot open (%s)", path, strerror(errno));
@@ -517,10 +532,16 @@ static ls_status read_nifti(const char *path, int want_voxels, ls_volume *out, l
     if (s == LS_OK && want_voxels) {
         double slope = nim->scl_slope, inter = nim->scl_inter;
         if (slope == 0 || !isfinite(slope) || !isfinite(inter)) slope = 1, inter = 0; /* NIfTI: 0 = none */
+        ls_orient o = {{0, 1, 2}, {0, 0, 0}};
+        if (src_geom) {
+            *src_geom = out->geom;
+            ls_orient_from_geom(src_geom, &o);
+            ls_geom_to_ras(src_geom, &o, &out->geom);
+        }
         out->data = ls_calloc((size_t)nim->nvox, sizeof(float), err);
         if (!out->data) s = LS_ERR_NOMEM;
         else {
-            int64_t bad = convert_to_float(vox, t, nim->nvox, slope, inter, out->data);
+            int64_t bad = convert_to_float(vox, t, src_geom ? src_geom->dim : out->geom.dim, &o, slope, inter, out->data);
             if (bad) s = ls_fail(err, LS_ERR_INPUT, "%s: %lld voxels are NaN or infinite", path, (long long)bad);
         }
         out->src_dtype = t;
@@ -537,14 +558,16 @@ static ls_status read_nifti(const char *path, int want_voxels, ls_volume *out, l
     return s;
 }
 
-ls_status ls_volume_read_nifti(const char *path, ls_volume *out, ls_error *err) { return read_nifti(path, 1, out, err); }
+ls_status ls_volume_read_nifti(const char *path, ls_volume *out, ls_error *err) {
+    return read_nifti(path, 1, NULL, out, err);
+}
 
 ls_status ls_volume_read_geom(const char *path, ls_geom *g, ls_error *err) {
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         return ls_fail(err, LS_ERR_UNSUPPORTED, "%s: a DICOM series has no header to read alone", path);
     ls_volume v;
-    LS_TRY(read_nifti(path, 0, &v, err));
+    LS_TRY(read_nifti(path, 0, NULL, &v, err));
     *g = v.geom;
     return LS_OK;
 }
@@ -557,6 +580,20 @@ ls_status ls_volume_read(const char *path, ls_volume *out, ls_error *err) {
     }
     if (S_ISDIR(st.st_mode)) return ls_volume_read_dicom(path, out, err);
     return ls_volume_read_nifti(path, out, err);
+}
+
+ls_status ls_volume_read_ras(const char *path, ls_volume *ras, ls_geom *src_geom, ls_error *err) {
+    struct stat st;
+    memset(ras, 0, sizeof *ras);
+    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) return read_nifti(path, 1, src_geom, ras, err);
+    ls_volume v;
+    LS_TRY(ls_volume_read(path, &v, err));
+    ls_orient o;
+    ls_orient_from_geom(&v.geom, &o);
+    *src_geom = v.geom;
+    ls_status s = ls_volume_to_ras(&v, &o, ras, err);
+    ls_volume_free(&v);
+    return s;
 }
 
 /* ------------------------------------------------------------------ writing */

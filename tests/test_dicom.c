@@ -97,6 +97,13 @@ static void check_series(const char *data, const char *series, const char *mask,
     to_ras(&ct, &rct);
     to_ras(&m, &rm);
     REQUIRE(rct.data && rm.data, "reorientation failed");
+    ls_volume rr;
+    ls_geom src;
+    REQUIRE(ls_volume_read_ras(dp, &rr, &src, &err) == LS_OK, "%s", err.msg);
+    CHECK(memcmp(rr.data, rct.data, ls_volume_nvox(&ct) * sizeof(float)) == 0 &&
+              memcmp(&rr.geom, &rct.geom, sizeof rr.geom) == 0 && memcmp(&src, &ct.geom, sizeof src) == 0,
+          "%s: ls_volume_read_ras differs from reading and reorienting", series);
+    ls_volume_free(&rr);
     CHECK(memcmp(rct.geom.dim, rm.geom.dim, sizeof rm.geom.dim) == 0, "%s: dims %lldx%lldx%lld vs mask %lldx%lldx%lld",
           series, (long long)rct.geom.dim[0], (long long)rct.geom.dim[1], (long long)rct.geom.dim[2],
           (long long)rm.geom.dim[0], (long long)rm.geom.dim[1], (long long)rm.geom.dim[2]);

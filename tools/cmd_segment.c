@@ -181,7 +181,8 @@ static int check_outputs(const seg_args *a) {
 typedef struct {
     const char *path;
     int threads;
-    ls_volume vol;
+    ls_volume vol; /* in RAS order */
+    ls_geom src_geom;
     ls_error err;
     ls_status status;
     double seconds;
@@ -191,7 +192,7 @@ static void *read_input(void *p) {
     reader *r = p;
     if (r->threads > 0) omp_set_num_threads(r->threads); /* a new thread starts from OpenMP's defaults */
     double t = ls_now();
-    r->status = ls_volume_read(r->path, &r->vol, &r->err);
+    r->status = ls_volume_read_ras(r->path, &r->vol, &r->src_geom, &r->err);
     r->seconds = ls_now() - t;
     return NULL;
 }
@@ -239,7 +240,7 @@ int cmd_segment(int argc, char **argv) {
     ri.read = rd.seconds;
     progress bar;
     progress_init(&bar, "segment", "slices", a.quiet);
-    if (!s) s = ls_segment_volume(&in, &t, &m, &o, progress_update, &bar, &r, &err);
+    if (!s) s = ls_segment_ras(&in, &rd.src_geom, &t, &m, &o, progress_update, &bar, &r, &err);
     double t_write = ls_now();
     if (!s) s = ls_segment_write_mask(a.output, &r, a.input, &err);
     if (!s && a.prob) s = ls_volume_write(a.prob, &r.prob, LS_DT_F32, a.input, &err);
