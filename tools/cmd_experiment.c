@@ -126,7 +126,8 @@ static void on_epoch(void *ctx, const char *json) {
 static ls_status segment_case(const ls_case *cs, ls_teacher *t, ls_model *m, const char *pred_path, exp_ui *ui,
                               ls_metrics *out, ls_error *err) {
     ls_volume img, ref;
-    LS_TRY(ls_volume_read(cs->image, &img, err));
+    ls_geom grid;
+    LS_TRY(ls_volume_read_ras(cs->image, &img, &grid, err));
     ls_status s = ls_volume_read(cs->label, &ref, err);
     if (s) {
         ls_volume_free(&img);
@@ -139,7 +140,7 @@ static ls_status segment_case(const ls_case *cs, ls_teacher *t, ls_model *m, con
     snprintf(label, sizeof label, "segment %s", cs->id);
     progress_init(&ui->bar, label, "slices", ui->quiet);
     ls_segment_result r = {0};
-    s = ls_segment_volume(&img, t, m, &o, progress_update, &ui->bar, &r, err);
+    s = ls_segment_ras(&img, &grid, t, m, &o, progress_update, &ui->bar, &r, err);
     ls_volume pred = {0};
     if (!s) s = ls_segment_write_mask(pred_path, &r, cs->image, err);
     if (!s) s = ls_segment_mask_volume(&r, &pred, err);
