@@ -1,7 +1,8 @@
 # livseg build. `make` builds build/livseg and build/liblivseg.a (-O2, warnings are errors in CI
 # via WERROR=1); `make asan` builds the same under AddressSanitizer + UBSan into build-asan/;
 # `make test` / `make test-asan` run the test suite; `make check` runs what CI runs;
-# `make fuzz` builds the libFuzzer harnesses (clang); `make CUDA=1` adds the CUDA backend.
+# `make fuzz` builds the libFuzzer harnesses (clang); `make CUDA=1` adds the CUDA backend;
+# `make install [PREFIX=/usr/local] [DESTDIR=]` installs the command, its models, the header and the library.
 
 BUILD   ?= build
 CC      ?= cc
@@ -47,7 +48,7 @@ TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC = $(wildcard bench/*.c)
 BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%) $(BENCH_CU_BIN)
 
-.PHONY: all asan test test-asan check fuzz fuzz-run clean
+.PHONY: all asan test test-asan check fuzz fuzz-run install clean
 all: $(BUILD)/livseg $(TEST_BIN) $(BENCH_BIN)
 
 # Recreated, not updated: members of deleted sources must not linger in the archive.
@@ -118,8 +119,20 @@ check:
 	if command -v $(NVCC) >/dev/null; then $(MAKE) CUDA=1 BUILD=build-cuda WERROR=-Werror all && \
 	  build-cuda/tests/test_ops_cuda; \
 	else echo "check: $(NVCC) not found, CUDA build skipped"; fi
+	$(MAKE) install DESTDIR=$(CURDIR)/build/stage PREFIX=/usr >/dev/null && build/stage/usr/bin/livseg --version >/dev/null
 	$(MAKE) fuzz-run
 	ASAN_OPTIONS=detect_leaks=1 tests/run.sh build build-asan
+
+# The models go to PREFIX/share/livseg/models/, where an installed `livseg segment` finds its default model
+# (from its own place, PREFIX/bin); BUILD=build-cuda installs the CUDA build.
+PREFIX ?= /usr/local
+install: $(BUILD)/livseg $(BUILD)/liblivseg.a
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/livseg/models $(DESTDIR)$(PREFIX)/include \
+	  $(DESTDIR)$(PREFIX)/lib
+	install -m 755 $(BUILD)/livseg $(DESTDIR)$(PREFIX)/bin/livseg
+	install -m 644 models/*.safetensors models/README.md $(DESTDIR)$(PREFIX)/share/livseg/models/
+	install -m 644 include/livseg.h $(DESTDIR)$(PREFIX)/include/livseg.h
+	install -m 644 $(BUILD)/liblivseg.a $(DESTDIR)$(PREFIX)/lib/liblivseg.a
 
 clean:
 	rm -rf build build-asan build-fuzz build-cuda

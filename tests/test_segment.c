@@ -5,6 +5,7 @@
  * and a DICOM series); model/teacher mismatches, a file teacher found beside its model (or renamed), a
  * missing model and outputs that cannot or must not be written behave as documented.
  */
+#include <errno.h>
 #include <math.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -16,6 +17,7 @@
 #include "metrics.h"
 #include "segment.h"
 #include "test.h"
+#include "volume.h"
 
 static char livseg[1024];
 
@@ -379,6 +381,48 @@ TEST(shipped_models) {
     }
 }
 
+/* Runs `cd DIR && LIVSEG [args]` without $LIVSEG_MODEL; stderr into e. */
+static int run_in(const char *dir, const char *exe, const char *args, char *e, size_t n) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "cd '%s' && env -u LIVSEG_MODEL '%s'", dir, exe);
+    return test_run_livseg(cmd, args, e, n);
+}
+
+/* Without --model and $LIVSEG_MODEL, segment takes the model shipped with it, found from the executable's
+ * place and not the current directory: the build tree's models/, or an installed PREFIX/share/livseg/models/
+ * (the layout `make install` makes); a copy of livseg with neither says where it looked (one line, exit 2). */
+TEST(default_model_lookup) {
+    const char *dir = test_tmpdir();
+    char exe[4096], in[700], inst[700], bin[800], cmd[10000], e[4096];
+    REQUIRE(realpath(livseg, exe), "%s: %s", livseg, strerror(errno));
+    ls_geom g;
+    int64_t d[3] = {48, 40, 2};
+    double aff[4][4] = {{-0.8, 0, 0, 0}, {0, 0.8, 0, 0}, {0, 0, 2.5, 0}, {0, 0, 0, 1}};
+    ls_geom_from_affine(&g, d, aff);
+    static int16_t vox[48 * 40 * 2];
+    for (int i = 0; i < 48 * 40 * 2; i++) vox[i] = (int16_t)((i * 7919) % 1400 - 1000);
+    ls_error err = {0};
+    snprintf(in, sizeof in, "%s/small.nii.gz", dir);
+    REQUIRE(ls_nifti_write_raw(in, &g, LS_DT_I16, vox, 0, 0, NULL, NULL, &err) == LS_OK, "%s", err.msg);
+    CHECK(run_in(dir, exe, "segment small.nii.gz -o tree.nii.gz -q", e, sizeof e) == 0, "from the build tree: %s", e);
+    snprintf(inst, sizeof inst, "%s/inst", dir);
+    snprintf(bin, sizeof bin, "%s/bin/livseg", inst);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/bin %s/share/livseg/models && cp '%s' %s && cp models/default.safetensors %s/share/livseg/models/",
+             inst, inst, exe, bin, inst);
+    REQUIRE(system(cmd) == 0, "%s", cmd);
+    CHECK(run_in(dir, bin, "segment small.nii.gz -o inst.nii.gz -q", e, sizeof e) == 0, "installed: %s", e);
+    snprintf(cmd, sizeof cmd, "cmp -s %s/tree.nii.gz %s/inst.nii.gz", dir, dir);
+    CHECK(system(cmd) == 0, "the installed copy's mask differs from the build tree's");
+    snprintf(cmd, sizeof cmd, "rm %s/share/livseg/models/default.safetensors", inst);
+    REQUIRE(system(cmd) == 0, "%s", cmd);
+    snprintf(cmd, sizeof cmd, "%s/lone.nii.gz", dir);
+    int rc = run_in(dir, bin, "segment small.nii.gz -o lone.nii.gz -q", e, sizeof e), lines = 0;
+    for (const char *c = e; *c; c++) lines += *c == '\n';
+    CHECK(rc == 2 && lines == 1 && strstr(e, "no default model") && strstr(e, "share/livseg/models/default.safetensors") &&
+              strstr(e, "--model") && access(cmd, F_OK) != 0,
+          "a copy without a model: exit %d, %s", rc, e);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     test_livseg_path(argv[0], livseg, sizeof livseg);
@@ -386,5 +430,6 @@ int main(int argc, char **argv) {
     RUN(corrupt_model_metadata);
     RUN(segment_command);
     RUN(shipped_models);
+    RUN(default_model_lookup);
     return test_summary();
 }

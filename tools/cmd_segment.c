@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "preview.h"
@@ -16,7 +17,10 @@
 #include "segment.h"
 #include "util.h"
 
-#define DEFAULT_MODEL "models/default.safetensors"
+/* The model shipped with livseg, under the parent of the livseg executable's directory: a build directory's
+ * (build/livseg, beside the repository's models/) or an installed one's (PREFIX/bin, `make install`). */
+static const char *const default_model_dirs[] = {"models", "share/livseg/models"};
+#define DEFAULT_MODEL_NAME "default.safetensors"
 
 static void segment_usage(FILE *f) {
     fprintf(f,
@@ -26,7 +30,9 @@ static void segment_usage(FILE *f) {
             "header geometry.\n\n"
             "options:\n"
             "  -o, --output FILE   the mask to write (.nii.gz or .nii), required\n"
-            "  --model FILE        trained model (default: $LIVSEG_MODEL, else " DEFAULT_MODEL ")\n"
+            "  --model FILE        trained model (default: $LIVSEG_MODEL, else the model shipped with this\n"
+            "                      livseg: models/" DEFAULT_MODEL_NAME " of the repository it was built in,\n"
+            "                      or PREFIX/share/livseg/models/ when installed with make install)\n"
             "  --teacher FILE      teacher weights, when the model was trained with a teacher from a file\n"
             "                      (default: that file's name in the model's directory)\n"
             "  --prob FILE         also write the liver probability (float32) on the input grid\n"
@@ -52,15 +58,42 @@ typedef struct {
     const char *input, *output, *model, *teacher, *prob, *stats, *preview, *modality, *device;
     int threads, quiet, batch, largest, fill;
     float threshold;
+    char model_path[4096]; /* the default model's path, when neither --model nor $LIVSEG_MODEL gives one */
 } seg_args;
 
 /* The options that take a value. */
 static const char *const valued[] = {"-o", "--output", "--model", "--teacher", "--prob", "--stats", "--preview",
                                      "--modality", "--device", "--threshold", "--batch", "--threads", NULL};
 
+/* The shipped model (default_model_dirs) into a->model; else 2, with one line naming the places looked at:
+ * running livseg from another directory must not depend on the current one. */
+static int find_default_model(seg_args *a) {
+    char exe[4096], looked[2 * 4096 + 8] = "";
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *slash = NULL;
+    if (n > 0) {
+        exe[n] = 0;
+        slash = strrchr(exe, '/');
+    }
+    if (slash) *slash = 0, slash = strrchr(exe, '/'); /* PREFIX/bin/livseg -> PREFIX */
+    if (slash) *slash = 0;
+    for (size_t i = 0; slash && i < sizeof default_model_dirs / sizeof *default_model_dirs; i++) {
+        int w = snprintf(a->model_path, sizeof a->model_path, "%s/%s/" DEFAULT_MODEL_NAME, exe, default_model_dirs[i]);
+        if (w > 0 && (size_t)w < sizeof a->model_path && access(a->model_path, R_OK) == 0) {
+            a->model = a->model_path;
+            return -1;
+        }
+        size_t used = strlen(looked);
+        snprintf(looked + used, sizeof looked - used, "%s%s", i ? " or " : "", a->model_path);
+    }
+    fprintf(stderr, "livseg segment: no default model (%s%s); give --model FILE or set LIVSEG_MODEL\n",
+            slash ? "none at " : "cannot locate the livseg executable", looked);
+    return 2;
+}
+
 static int parse(int argc, char **argv, seg_args *a) {
     const char *env = getenv("LIVSEG_MODEL");
-    *a = (seg_args){.model = env && *env ? env : DEFAULT_MODEL, .modality = "auto", .device = "cpu", .batch = 0,
+    *a = (seg_args){.model = env && *env ? env : NULL, .modality = "auto", .device = "cpu", .batch = 0,
                     .largest = 1, .fill = 1, .threshold = 0.5f};
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -103,7 +136,7 @@ static int parse(int argc, char **argv, seg_args *a) {
                 !a->input ? "no input given: livseg segment INPUT -o MASK.nii.gz" : "no output given (-o MASK.nii.gz)");
         return 2;
     }
-    return -1;
+    return a->model ? -1 : find_default_model(a);
 }
 
 /* What a run used and how long its stages took, besides what ls_segment_result holds. "start" (backend,
