@@ -80,8 +80,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     double t0 = ls_now();
-    ls_volume v;
-    if (ls_volume_read(in, &v, &err)) {
+    ls_volume v; /* in RAS order, read as `livseg segment` reads it */
+    ls_geom grid;
+    if (ls_volume_read_ras(in, &v, &grid, &err)) {
         fprintf(stderr, "bench/segment: %s\n", err.msg);
         return 2;
     }
@@ -90,7 +91,7 @@ int main(int argc, char **argv) {
     ls_segment_opts_default(&o);
     o.keep_prob = 0; /* as `livseg segment` without --prob */
     ls_segment_result r;
-    if (ls_segment_volume(&v, &t, &m, &o, NULL, NULL, &r, &err)) {
+    if (ls_segment_ras(&v, &grid, &t, &m, &o, NULL, NULL, &r, &err)) {
         fprintf(stderr, "bench/segment: %s\n", err.msg);
         return 2;
     }
@@ -104,7 +105,7 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     int side = ls_model_out_side(&m.cfg);
     printf("segment %lldx%lldx%lld CT (btcv_00 resampled), teacher %s + decoder %dx%d (model %s), %d threads\n",
-           (long long)v.geom.dim[0], (long long)v.geom.dim[1], (long long)v.geom.dim[2], t.id, side, side, model,
+           (long long)grid.dim[0], (long long)grid.dim[1], (long long)grid.dim[2], t.id, side, side, model,
            threads);
     printf("  read %.2f s, predict %.2f s (teacher %.2f s, decoder %.2f s, resampling %.2f s), post-process %.2f s, "
            "write %.2f s\n",
