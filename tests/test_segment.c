@@ -2,8 +2,9 @@
  * test_segment.c — the segmentation pipeline's mechanics with untrained models, and the shipped models'
  * accuracy on a held-out BTCV scan: model files round-trip; `livseg segment` writes a mask, a
  * probability map, stats and a preview whose grids equal the input's exactly (NIfTI in two orientations
- * and a DICOM series); model/teacher mismatches, a file teacher found beside its model (or renamed), a
- * missing model and outputs that cannot or must not be written behave as documented.
+ * and a DICOM series) and --stats that agree with a count made on the input's grid; model/teacher
+ * mismatches, a file teacher found beside its model (or renamed), a missing model and outputs that cannot or
+ * must not be written behave as documented; the default model is found from the executable's place.
  */
 #include <errno.h>
 #include <math.h>
