@@ -53,24 +53,22 @@ static float settle(double z, uint64_t state, uint64_t j, double std, double cut
 enum { BLOCK = 8 };
 
 static void draw_block(uint64_t state, uint64_t first, size_t n, double std, double cut, int level, float *out) {
-    double u1[BLOCK], u2[BLOCK], z[BLOCK];
-    for (size_t k = 0; k < BLOCK; k++) {
-        uint64_t j = first + k;
-        u1[k] = ls_rng_unit(ls_rng_mix(state + (2 * j + 1) * LS_RNG_GAMMA));
-        u2[k] = ls_rng_unit(ls_rng_mix(state + (2 * j + 2) * LS_RNG_GAMMA));
-    }
 #ifdef LS_LIBMVEC
-    if (level >= 2) box_muller_4(u1, u2, z), box_muller_4(u1 + 4, u2 + 4, z + 4);
-#endif
-    for (size_t k = 0; k < n; k++) {
-#ifdef LS_LIBMVEC
-        if (level >= 2) {
-            out[k] = settle(z[k], state, first + k, std, cut);
-            continue;
+    if (level >= 2) {
+        double u1[BLOCK], u2[BLOCK], z[BLOCK];
+        for (size_t k = 0; k < BLOCK; k++) {
+            uint64_t j = first + k;
+            u1[k] = ls_rng_unit(ls_rng_mix(state + (2 * j + 1) * LS_RNG_GAMMA));
+            u2[k] = ls_rng_unit(ls_rng_mix(state + (2 * j + 2) * LS_RNG_GAMMA));
         }
-#endif
-        out[k] = exact(state, first + k, std, cut);
+        box_muller_4(u1, u2, z), box_muller_4(u1 + 4, u2 + 4, z + 4);
+        for (size_t k = 0; k < n; k++) out[k] = settle(z[k], state, first + k, std, cut);
+        return;
     }
+#else
+    (void)level;
+#endif
+    for (size_t k = 0; k < n; k++) out[k] = exact(state, first + k, std, cut);
 }
 
 void ls_rng_trunc_normals_at(uint64_t state, uint64_t first, size_t n, double std, double cut, int level,
