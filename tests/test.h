@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 typedef struct {
     int pass, fail, skip;
@@ -91,6 +92,15 @@ static inline const char *test_tmpdir(void) {
     return dir;
 }
 
+/* The seed of a run's fresh random inputs: $LS_SEED when set (to repeat a failed run: every test that
+ * draws one prints it), else the clock. */
+static inline unsigned test_seed(void) {
+    const char *env = getenv("LS_SEED");
+    unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL);
+    printf("  seed %u (LS_SEED=%u repeats this run)\n", seed, seed);
+    return seed;
+}
+
 /* The Python with the references' packages: $LS_PYTHON, else Debian's /usr/bin/python3. */
 static inline const char *test_python(void) {
     const char *p = getenv("LS_PYTHON");
@@ -145,7 +155,6 @@ static inline int test_run_livseg(const char *livseg, const char *args, char *er
 }
 
 /* Seconds on a monotonic clock (timings printed by tests, never asserted). */
-#include <time.h>
 static inline double ls_now_for_tests(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

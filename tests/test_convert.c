@@ -18,7 +18,7 @@ TEST(convert_dino_checkpoint) {
     const char *dir = test_tmpdir();
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "%s tests/ref/fake_dino_ckpt.py %s %u && %s tools/dino_to_safetensors.py %s/dino.pth %s/dino.safetensors > /dev/null",
-             test_python(), dir, (unsigned)time(NULL), test_python(), dir, dir);
+             test_python(), dir, test_seed(), test_python(), dir, dir);
     REQUIRE(system(cmd) == 0, "conversion failed: %s", cmd);
     char path[600];
     snprintf(path, sizeof path, "%s/dino.safetensors", dir);
@@ -104,7 +104,7 @@ TEST(convert_sharded) {
     const char *dir = test_tmpdir();
     char cmd[2048], path[600];
     snprintf(cmd, sizeof cmd, "mkdir -p %s/sh && %s tests/ref/fake_dino_ckpt.py %s/sh %u && %s tools/dino_to_safetensors.py --max-shard-mib 0.25 %s/sh/dino.pth %s/sh/m.safetensors > /dev/null",
-             dir, test_python(), dir, (unsigned)time(NULL), test_python(), dir, dir);
+             dir, test_python(), dir, test_seed(), test_python(), dir, dir);
     REQUIRE(system(cmd) == 0, "conversion failed: %s", cmd);
     snprintf(path, sizeof path, "%s/sh/m", dir);
     int m = shard_count(path);
@@ -129,7 +129,7 @@ TEST(convert_to_f16) {
     snprintf(cmd, sizeof cmd,
              "mkdir -p %s/h && %s tests/ref/fake_dino_ckpt.py %s/h %u && %s tools/dino_to_safetensors.py %s/h/dino.pth %s/h/f32.safetensors > /dev/null"
              " && %s tools/safetensors_to_f16.py %s/h/f32.safetensors %s/h/f16.safetensors --max-mib 0.1 > /dev/null",
-             dir, test_python(), dir, (unsigned)time(NULL), test_python(), dir, dir, test_python(), dir, dir);
+             dir, test_python(), dir, test_seed(), test_python(), dir, dir, test_python(), dir, dir);
     REQUIRE(system(cmd) == 0, "conversion failed: %s", cmd);
     snprintf(path, sizeof path, "%s/h/f16", dir);
     int m = shard_count(path);

@@ -52,10 +52,9 @@ static int have_reference = -1;
 
 static int reference(void) {
     if (have_reference < 0) {
-        unsigned seed = (unsigned)time(NULL);
+        unsigned seed = test_seed();
         char cmd[1024];
         snprintf(cmd, sizeof cmd, "%s tests/ref/dino_ref.py %s %u", test_python(), test_tmpdir(), seed);
-        printf("  reference seed %u\n", seed);
         have_reference = system(cmd) == 0;
     }
     return have_reference;

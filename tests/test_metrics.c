@@ -39,8 +39,7 @@ static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-12
 
 TEST(against_scipy) {
     if (!test_python_has("scipy.ndimage, scipy.stats")) SKIP("%s has no scipy (set LS_PYTHON)", test_python());
-    unsigned seed = (unsigned)time(NULL), s = seed;
-    printf("  seed %u\n", seed);
+    unsigned seed = test_seed(), s = seed;
     int64_t d[3] = {41, 33, 17};
     double sp[3] = {0.7, 1.3, 3.0};
     size_t n = 41 * 33 * 17;

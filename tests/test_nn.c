@@ -144,10 +144,9 @@ static void up_case(const char *name, int B, int C, int H, int W) {
 
 TEST(layers_match_pytorch) {
     if (!test_python_has("torch")) SKIP("%s cannot import torch (install python3-torch or set LS_PYTHON)", test_python());
-    unsigned seed = (unsigned)time(NULL);
+    unsigned seed = test_seed();
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s tests/ref/nn_ref.py %s %u", test_python(), test_tmpdir(), seed);
-    printf("  reference seed %u\n", seed);
     REQUIRE(system(cmd) == 0, "reference failed: %s", cmd);
     conv_case("conv3", 2, 5, 7, 9, 11, 3, 1);
     conv_case("conv3nb", 3, 4, 6, 6, 5, 3, 0);

@@ -36,8 +36,7 @@ TEST(known_cases) {
 
 TEST(against_scipy) {
     if (!test_python_has("scipy.ndimage")) SKIP("%s with scipy not available (set LS_PYTHON)", test_python());
-    unsigned seed = (unsigned)time(NULL);
-    printf("  seed %u\n", seed);
+    unsigned seed = test_seed();
     srand(seed);
     int64_t d[3] = {37, 29, 23};
     size_t n = 37 * 29 * 23;

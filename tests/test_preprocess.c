@@ -13,7 +13,7 @@
 TEST(resize_and_percentiles_match_reference) {
     if (!test_python_has("torch, numpy")) SKIP("%s cannot import torch and numpy (set LS_PYTHON)", test_python());
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s tests/ref/preprocess_ref.py %s %u", test_python(), test_tmpdir(), (unsigned)time(NULL));
+    snprintf(cmd, sizeof cmd, "%s tests/ref/preprocess_ref.py %s %u", test_python(), test_tmpdir(), test_seed());
     REQUIRE(system(cmd) == 0, "reference failed: %s", cmd);
     char path[700];
     snprintf(path, sizeof path, "%s/plane.bin", test_tmpdir());

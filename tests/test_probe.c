@@ -27,10 +27,9 @@ static double rel(double a, double b, double floor) { return fabs(a - b) / fmax(
 
 TEST(fit_matches_pytorch) {
     if (!test_python_has("torch,numpy")) SKIP("%s cannot import torch (install python3-torch or set LS_PYTHON)", test_python());
-    unsigned seed = (unsigned)time(NULL);
+    unsigned seed = test_seed();
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s tests/ref/probe_ref.py %s %u", test_python(), test_tmpdir(), seed);
-    printf("  reference seed %u\n", seed);
     REQUIRE(system(cmd) == 0, "reference failed: %s", cmd);
     enum { N = 3000, D = 12, NT = 500 };
     float *X = load("X", (size_t)N * D), *yf = load("y", N), *w = load("w", D), *b = load("bias", 1);

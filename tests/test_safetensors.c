@@ -117,7 +117,7 @@ TEST(python_written_file) {
 /* The same conversions against numpy (tests/ref/f16_ref.py), with fresh random inputs each run. */
 TEST(half_precision_matches_numpy) {
     if (!test_python_has("numpy")) SKIP("%s cannot import numpy (set LS_PYTHON)", test_python());
-    unsigned seed = (unsigned)time(NULL);
+    unsigned seed = test_seed();
     char cmd[1024], path[600];
     snprintf(cmd, sizeof cmd, "%s tests/ref/f16_ref.py %s %u", test_python(), test_tmpdir(), seed);
     REQUIRE(system(cmd) == 0, "failed: %s", cmd);

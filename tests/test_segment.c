@@ -34,7 +34,7 @@ static void make_model_for(const char *path, const char *teacher_id, const char 
     c.head_hidden = 32, c.code_dim = 8;
     c.widths[0] = 8, c.widths[1] = 8, c.widths[2] = 4, c.widths[3] = 4, c.widths[4] = 4, c.skip_width = 4;
     ls_model m;
-    ls_model_init(&m, &be, &c, (uint64_t)time(NULL), &err);
+    ls_model_init(&m, &be, &c, test_seed(), &err);
     ls_model_info info = {.input_size = 32};
     snprintf(info.teacher_id, sizeof info.teacher_id, "%s", teacher_id);
     snprintf(info.teacher_arch, sizeof info.teacher_arch, "%s", arch);

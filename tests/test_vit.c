@@ -29,13 +29,12 @@ static const int ncases = (int)(sizeof cases / sizeof *cases);
 static int ref_ready;
 
 static void make_reference(void) {
-    unsigned seed = (unsigned)time(NULL);
+    unsigned seed = test_seed();
     char cmd[4096];
     int n = snprintf(cmd, sizeof cmd, "%s tests/ref/vit_ref.py %s %u", test_python(), test_tmpdir(), seed);
     for (int i = 0; i < ncases; i++)
         n += snprintf(cmd + n, sizeof cmd - (size_t)n, " %s:%s:%d:%d:%d:%s", cases[i].name, cases[i].preset, cases[i].B,
                       cases[i].H, cases[i].W, cases[i].naming);
-    printf("  reference seed %u\n", seed);
     ref_ready = system(cmd) == 0;
 }
 
