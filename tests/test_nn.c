@@ -8,8 +8,8 @@
  * order 1, so below 0.1 the bound is an absolute 1e-5). The 1x1 batch-norm case uses 4 images: with 2,
  * each channel normalises to +-1 whatever its values, the input gradient is a cancellation to ~0, and
  * float32 cannot meet an absolute 1e-5 on it. Convolution outputs sum up to Ci*K*K = 1260 products here,
- * weight gradients up to B*H*W = 3220; for them the bound is the larger of that and 1e-5 of the sum of
- * absolute products (expect_conv_close, expect_dw_close).
+ * weight and bias gradients up to B*H*W = 3220; for them the bound is the larger of that and 1e-5 of the
+ * sum of absolute products (expect_conv_close, expect_dw_close, expect_db_close).
  */
 #include <math.h>
 #include <time.h>
@@ -72,6 +72,19 @@ static void expect_dw_close(const char *what, const float *got, const float *ref
     free(ax), free(ag), free(S), free(ws);
 }
 
+/* The bias gradient sums B*H*W values of dy: the same bound with S the sum of |dy| over the channel. */
+static void expect_db_close(const char *what, const float *got, const float *ref, const float *g, int B, int Co, int HW) {
+    double worst = 0;
+    for (int o = 0; o < Co; o++) {
+        double S = 0;
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < HW; i++) S += fabs(g[((size_t)b * Co + o) * HW + i]);
+        worst = fmax(worst, fabs((double)got[o] - ref[o]) / fmax(1e-4 * fmax(fabs(ref[o]), 0.1), 1e-5 * S));
+    }
+    CHECK(worst <= 1, "%s: error %.2f times its bound (max rel err %.3e)", what, worst,
+          test_max_rel_err(got, ref, (size_t)Co, 0.1));
+}
+
 static void conv_case(const char *name, int B, int Ci, int Co, int H, int W, int K, int bias) {
     size_t nx = (size_t)B * Ci * H * W, ny = (size_t)B * Co * H * W, nw = (size_t)Co * Ci * K * K;
     float *x = load(name, "x", nx), *w = load(name, "w", nw), *g = load(name, "g", ny), *y = load(name, "y", ny);
@@ -87,7 +100,7 @@ static void conv_case(const char *name, int B, int Ci, int Co, int H, int W, int
     snprintf(what, sizeof what, "%s y", name), expect_conv_close(what, cy, y, x, w, b, B, Ci, Co, H, W, K);
     snprintf(what, sizeof what, "%s dx", name), expect_close(what, cdx, dx, nx);
     snprintf(what, sizeof what, "%s dw", name), expect_dw_close(what, cdw, dw, x, g, w, B, Ci, Co, H, W, K);
-    if (bias) snprintf(what, sizeof what, "%s db", name), expect_close(what, cdb, db, (size_t)Co);
+    if (bias) snprintf(what, sizeof what, "%s db", name), expect_db_close(what, cdb, db, g, B, Co, H * W);
     /* The direct kernels for lesser CPUs (AVX2, plain vectors), where this one runs them. */
     for (int level = 0; K > 1 && level < ls_cpu_vector_level(); level += level ? 1 : 2) {
         ls_cpu_conv_fwd(be.nthreads, level, cy, x, w, b, B, Ci, H, W, Co, K, ws);
