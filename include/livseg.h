@@ -83,7 +83,8 @@ ls_status ls_volume_read(const char *path, ls_volume *out, ls_error *err);
 ls_status ls_volume_read_nifti(const char *path, ls_volume *out, ls_error *err);
 /* A DICOM series is parsed in a forked child process (a malformed file cannot take the caller down): call
  * it while no other thread of the process may hold a lock the child needs (the allocator's), e.g. before
- * starting threads of one's own; a fork at the wrong moment leaves the child, and the call, waiting. */
+ * starting threads of one's own; a fork at the wrong moment leaves the child, and the call, waiting. A
+ * compressed series is decoded there by up to omp_get_max_threads() processes (docs/dicom.md). */
 ls_status ls_volume_read_dicom(const char *dir, ls_volume *out, ls_error *err);
 
 /* Writes `v` as NIfTI-1 (.nii or .nii.gz, from the name) with its geom verbatim, converting the data

@@ -15,6 +15,11 @@
  *  - GDCM runs in a forked child process that streams the volume back through a pipe: GDCM aborts on
  *    some malformed files (assertions in its parser), and a truncated slice from an interrupted
  *    transfer must be an error naming the file, not a dead workstation process.
+ *  - When the first image is compressed, that child forks up to `readers` decoder processes for the
+ *    files after it (taken in turn) and takes their slices back in file order: a compressed series
+ *    decodes on several cores, while the result, and the error reported first, are those of reading
+ *    the files one by one. Processes, not threads: they share nothing, so GDCM's and its codecs' thread
+ *    safety is not needed. Uncompressed files are read in the child alone: there copying is the cost.
  *  - Geometry: voxel axis 0 runs along the row cosine (column index), axis 1 along the column cosine,
  *    axis 2 along the normal in sorted order. DICOM's LPS+ affine is turned into NIfTI's RAS+ by
  *    negating its x and y rows, so the volume carries the affine a NIfTI converter would write.
@@ -42,7 +47,9 @@
 #include <memory>
 #include <signal.h>
 #include <string>
+#include <type_traits>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -51,14 +58,13 @@
 
 extern "C" {
 #include "util.h"
+#include "volume.h"
 }
 
 namespace {
 
-struct slice {
-    std::string path;
-    std::string series;
-    std::string modality;
+/* A slice's numbers: plain data, sent from a decoder process as bytes. */
+struct slice_info {
     unsigned cols = 0, rows = 0;
     double spacing[2] = {0, 0}; /* along a row (between columns), along a column (between rows) */
     double thickness = 0;
@@ -67,6 +73,13 @@ struct slice {
     double slope = 1, intercept = 0;
     double key = 0; /* position along the normal */
     gdcm::PixelFormat::ScalarType type = gdcm::PixelFormat::UNKNOWN;
+    bool compressed = false; /* an encapsulated transfer syntax (JPEG, JPEG 2000, RLE, ...) */
+};
+
+struct slice : slice_info {
+    std::string path;
+    std::string series;
+    std::string modality;
     std::vector<char> pixels;
 };
 
@@ -229,6 +242,7 @@ int read_slice(const std::string &path, slice &s, bool cap, ls_error *err) {
         return -1;
     }
     s.type = pf.GetScalarType();
+    s.compressed = img.GetTransferSyntax().IsEncapsulated();
     s.cols = img.GetDimension(0);
     s.rows = img.GetDimension(1);
     if (s.cols == 0 || s.rows == 0 || s.cols > 4096 || s.rows > 4096) {
@@ -396,50 +410,6 @@ struct progress_page {
     char current[4096];
 };
 
-/* `pg` is non-null in the forked child only: it also turns on the per-file data_cap. */
-ls_status read_series(const char *dir, ls_volume *out, progress_page *pg, ls_error *err) {
-    DIR *dp = opendir(dir);
-    if (!dp) return ls_fail(err, LS_ERR_INPUT, "%s: cannot open directory (%s)", dir, strerror(errno));
-    std::vector<std::string> files;
-    while (struct dirent *de = readdir(dp)) {
-        if (de->d_name[0] == '.') continue;
-        std::string p = std::string(dir) + "/" + de->d_name;
-        struct stat st;
-        if (stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode)) files.push_back(p);
-    }
-    closedir(dp);
-    std::sort(files.begin(), files.end());
-    if (files.size() > 4096 * 4)
-        return ls_fail(err, LS_ERR_INPUT, "%s: %zu files; too many for one series", dir, files.size());
-    std::vector<slice> slices;
-    for (const std::string &f : files) {
-        if (pg) snprintf(pg->current, sizeof pg->current, "%s", f.c_str());
-        slice s;
-        int r = read_slice(f, s, pg != nullptr, err);
-        if (r < 0) return err ? err->code : LS_ERR_INPUT;
-        if (r > 0) slices.push_back(std::move(s));
-        /* Bounds before the next file's pixels are held: at most 4096 slices and 2^31 voxels. */
-        if (r > 0 && slices.size() > 4096)
-            return ls_fail(err, LS_ERR_INPUT, "%s: more than 4096 slices", dir);
-        if (r > 0 && (double)slices.size() * slices[0].cols * slices[0].rows > 2147483648.0)
-            return ls_fail(err, LS_ERR_INPUT, "%s: more than 2^31 voxels (%ux%u x %zu slices)", dir, slices[0].cols,
-                           slices[0].rows, slices.size());
-    }
-    if (pg) pg->current[0] = 0;
-    if (slices.empty()) return ls_fail(err, LS_ERR_INPUT, "%s: no DICOM images found", dir);
-    LS_TRY(check_one_series(dir, slices, err));
-    double step[3];
-    LS_TRY(sort_and_check_spacing(dir, slices, step, err));
-    return assemble(dir, slices, step, out, err);
-}
-
-/* What the child sends before the voxels. */
-struct reply {
-    ls_status status;
-    ls_error err;
-    ls_volume vol; /* data pointer meaningless across processes */
-};
-
 bool write_all(int fd, const void *buf, size_t n) {
     const char *p = static_cast<const char *>(buf);
     while (n > 0) {
@@ -462,9 +432,192 @@ bool read_all(int fd, void *buf, size_t n) {
     return true;
 }
 
+/* ------------------------------------------------------------------------------------- decoders */
+
+/* One file's outcome as a decoder sends it; the series and modality strings and the pixels follow. */
+static_assert(std::is_trivially_copyable<slice_info>::value, "slice_info travels through a pipe as bytes");
+
+struct slice_msg {
+    int32_t got; /* read_slice's result: 1 a slice, 0 not an image, -1 an error (err) */
+    ls_error err;
+    slice_info info;
+    uint32_t series_len, modality_len;
+    uint64_t pixel_len;
+};
+
+/* A decoder process: reads files first, first + stride, ... in turn and sends each outcome; stops after
+ * the first error (the collector stops there too) or when the collector has gone (a failed write). */
+[[noreturn]] void decoder_main(const std::vector<std::string> &files, size_t first, size_t stride, int fd) {
+    for (size_t i = first; i < files.size(); i += stride) {
+        slice s;
+        slice_msg m{};
+        try {
+            m.got = std::max(read_slice(files[i], s, true, &m.err), -1);
+        } catch (const std::bad_alloc &) {
+            ls_fail(&m.err, LS_ERR_NOMEM, "%s: out of memory reading the slice", files[i].c_str()), m.got = -1;
+        } catch (...) {
+            ls_fail(&m.err, LS_ERR_INPUT, "%s: DICOM reading failed", files[i].c_str()), m.got = -1;
+        }
+        if (m.got > 0) {
+            m.info = s;
+            m.series_len = (uint32_t)s.series.size(), m.modality_len = (uint32_t)s.modality.size();
+            m.pixel_len = s.pixels.size();
+        }
+        bool ok = write_all(fd, &m, sizeof m);
+        if (ok && m.got > 0)
+            ok = write_all(fd, s.series.data(), s.series.size()) && write_all(fd, s.modality.data(), s.modality.size()) &&
+                 write_all(fd, s.pixels.data(), s.pixels.size());
+        if (!ok || m.got < 0) _exit(ok ? 0 : 1);
+    }
+    _exit(0);
+}
+
+/* n decoder processes for files[first..]: decoder k reads files first + k, first + k + n, ...; their
+ * outcomes are taken back in file order. If one cannot be started, there are none (started() is false). */
+class decoder_pool {
+  public:
+    /* `keep_fd`: this process's pipe to its parent; closed in the decoders, so that the parent sees the
+     * end of the stream when this process dies even while decoders live. */
+    decoder_pool(const char *dir, const std::vector<std::string> &files, size_t first, int n, int keep_fd)
+        : dir_(dir), files_(files), first_(first) {
+        pid_t self = getpid();
+        for (int k = 0; k < n; k++) {
+            int p[2];
+            if (pipe(p) != 0) break;
+            pid_t pid = fork();
+            if (pid == 0) {
+                close(p[0]), close(keep_fd);
+                for (int fd : fds_) close(fd);
+                /* A decoder must not outlive its collector (it would decode for nobody). */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                if (getppid() != self) _exit(1);
+                decoder_main(files, first + (size_t)k, (size_t)n, p[1]);
+            }
+            close(p[1]);
+            if (pid < 0) {
+                close(p[0]);
+                break;
+            }
+            pids_.push_back(pid), fds_.push_back(p[0]);
+        }
+        if ((int)pids_.size() < n) stop();
+    }
+    ~decoder_pool() { stop(); }
+    decoder_pool(const decoder_pool &) = delete;
+    decoder_pool &operator=(const decoder_pool &) = delete;
+
+    bool started() const { return !pids_.empty(); }
+
+    /* File i's outcome, as read_slice returns it (1, 0, or < 0 with err set). Call with i = first,
+     * first + 1, ... in turn, and not again after an error. */
+    int get(size_t i, slice &s, ls_error *err) {
+        size_t k = (i - first_) % pids_.size();
+        slice_msg m;
+        if (!read_all(fds_[k], &m, sizeof m)) return died(k, i, err);
+        if (m.got < 0) {
+            if (err) *err = m.err;
+            return -1;
+        }
+        if (m.got == 0) return 0;
+        static_cast<slice_info &>(s) = m.info;
+        s.path = files_[i];
+        if (m.series_len > 65536 || m.modality_len > 65536 || m.pixel_len > ((uint64_t)1 << 32))
+            return ls_fail(err, LS_ERR_INPUT, "%s: garbled reply from the DICOM decoder for %s", dir_, files_[i].c_str()), -1;
+        s.series.resize(m.series_len), s.modality.resize(m.modality_len), s.pixels.resize(m.pixel_len);
+        if (!read_all(fds_[k], &s.series[0], m.series_len) || !read_all(fds_[k], &s.modality[0], m.modality_len) ||
+            !read_all(fds_[k], s.pixels.data(), m.pixel_len))
+            return died(k, i, err);
+        return 1;
+    }
+
+  private:
+    /* Decoder k ended while file i, its next file, was due: GDCM killed it there (an assertion). */
+    int died(size_t k, size_t i, ls_error *err) {
+        int st = 0;
+        kill(pids_[k], SIGKILL); /* if it is alive after all, it is of no more use */
+        waitpid(pids_[k], &st, 0);
+        pids_[k] = -1;
+        ls_fail(err, LS_ERR_INPUT, "%s: the DICOM library failed on %s (%s); the file is probably corrupt or truncated",
+                dir_, files_[i].c_str(), WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL ? strsignal(WTERMSIG(st)) : "no result");
+        return -1;
+    }
+
+    void stop() {
+        for (size_t k = 0; k < pids_.size(); k++) {
+            close(fds_[k]);
+            if (pids_[k] > 0) kill(pids_[k], SIGKILL), waitpid(pids_[k], nullptr, 0);
+        }
+        pids_.clear(), fds_.clear();
+    }
+
+    const char *dir_;
+    const std::vector<std::string> &files_;
+    size_t first_;
+    std::vector<pid_t> pids_;
+    std::vector<int> fds_;
+};
+
+/* ------------------------------------------------------------------------------------ the series */
+
+/* `pg` is non-null in the forked child only: there each header parse is under a data_cap, and the files
+ * after a compressed first image go to up to `readers` decoder processes. In-process (pg null) the files
+ * are read here, uncapped. `keep_fd`: the child's pipe to the caller. */
+ls_status read_series(const char *dir, ls_volume *out, progress_page *pg, int readers, int keep_fd, ls_error *err) {
+    DIR *dp = opendir(dir);
+    if (!dp) return ls_fail(err, LS_ERR_INPUT, "%s: cannot open directory (%s)", dir, strerror(errno));
+    std::vector<std::string> files;
+    while (struct dirent *de = readdir(dp)) {
+        if (de->d_name[0] == '.') continue;
+        std::string p = std::string(dir) + "/" + de->d_name;
+        struct stat st;
+        if (stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode)) files.push_back(p);
+    }
+    closedir(dp);
+    std::sort(files.begin(), files.end());
+    if (files.size() > 4096 * 4)
+        return ls_fail(err, LS_ERR_INPUT, "%s: %zu files; too many for one series", dir, files.size());
+    std::vector<slice> slices;
+    {
+        std::unique_ptr<decoder_pool> pool;
+        for (size_t i = 0; i < files.size(); i++) {
+            if (pg) snprintf(pg->current, sizeof pg->current, "%s", files[i].c_str());
+            slice s;
+            int r = pool ? pool->get(i, s, err) : read_slice(files[i], s, pg != nullptr, err);
+            if (r < 0) return err ? err->code : LS_ERR_INPUT;
+            /* Decoders pay where decoding costs more than copying a slice to this process: compressed
+             * series. Two files a decoder at least; one decoder would be this process itself. */
+            int n = std::min({readers, 16, (int)((files.size() - i - 1) / 2)});
+            if (r > 0 && !pool && pg && s.compressed && n > 1) {
+                pool.reset(new decoder_pool(dir, files, i + 1, n, keep_fd));
+                if (!pool->started()) pool.reset();
+            }
+            if (r > 0) slices.push_back(std::move(s));
+            /* Bounds before the next file's pixels are held: at most 4096 slices and 2^31 voxels. */
+            if (r > 0 && slices.size() > 4096)
+                return ls_fail(err, LS_ERR_INPUT, "%s: more than 4096 slices", dir);
+            if (r > 0 && (double)slices.size() * slices[0].cols * slices[0].rows > 2147483648.0)
+                return ls_fail(err, LS_ERR_INPUT, "%s: more than 2^31 voxels (%ux%u x %zu slices)", dir, slices[0].cols,
+                               slices[0].rows, slices.size());
+        }
+    }
+    if (pg) pg->current[0] = 0;
+    if (slices.empty()) return ls_fail(err, LS_ERR_INPUT, "%s: no DICOM images found", dir);
+    LS_TRY(check_one_series(dir, slices, err));
+    double step[3];
+    LS_TRY(sort_and_check_spacing(dir, slices, step, err));
+    return assemble(dir, slices, step, out, err);
+}
+
+/* What the child sends before the voxels. */
+struct reply {
+    ls_status status;
+    ls_error err;
+    ls_volume vol; /* data pointer meaningless across processes */
+};
+
 ls_status read_series_guarded(const char *dir, ls_volume *out, ls_error *err) {
     try {
-        return read_series(dir, out, nullptr, err);
+        return read_series(dir, out, nullptr, 0, -1, err);
     } catch (const std::bad_alloc &) {
         ls_volume_free(out);
         return ls_fail(err, LS_ERR_NOMEM, "%s: out of memory reading the series", dir);
@@ -477,7 +630,7 @@ ls_status read_series_guarded(const char *dir, ls_volume *out, ls_error *err) {
     }
 }
 
-[[noreturn]] void child_main(const char *dir, int fd, progress_page *pg) {
+[[noreturn]] void child_main(const char *dir, int readers, int fd, progress_page *pg) {
     /* GDCM prints warnings and assertion texts; the parent reports one line of its own. */
     /* stdout too: the child holds a copy of the caller's unflushed stdio buffers, and GDCM's abort
      * path would flush that copy, printing the caller's pending output a second time. */
@@ -492,7 +645,7 @@ ls_status read_series_guarded(const char *dir, ls_volume *out, ls_error *err) {
     reply r;
     memset(&r, 0, sizeof r);
     try {
-        r.status = read_series(dir, &r.vol, pg, &r.err);
+        r.status = read_series(dir, &r.vol, pg, readers, fd, &r.err);
     } catch (...) {
         r.status = ls_fail(&r.err, LS_ERR_INPUT, "%s: DICOM reading failed", dir);
     }
@@ -505,7 +658,7 @@ ls_status read_series_guarded(const char *dir, ls_volume *out, ls_error *err) {
 
 }  // namespace
 
-extern "C" ls_status ls_volume_read_dicom(const char *dir, ls_volume *out, ls_error *err) {
+extern "C" ls_status ls_dicom_read(const char *dir, int readers, ls_volume *out, ls_error *err) {
     memset(out, 0, sizeof *out);
     void *shared = mmap(nullptr, sizeof(progress_page), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     int fds[2];
@@ -518,7 +671,7 @@ extern "C" ls_status ls_volume_read_dicom(const char *dir, ls_volume *out, ls_er
     pid_t pid = fork();
     if (pid == 0) {
         close(fds[0]);
-        child_main(dir, fds[1], pg);
+        child_main(dir, readers, fds[1], pg);
     }
     close(fds[1]);
     ls_status st = LS_OK;

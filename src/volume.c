@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include <nifti2_io.h>
+#include <omp.h>
 
 #include "gzip.h"
 #include "util.h"
@@ -570,6 +571,12 @@ ls_status ls_volume_read_geom(const char *path, ls_geom *g, ls_error *err) {
     LS_TRY(read_nifti(path, 0, NULL, &v, err));
     *g = v.geom;
     return LS_OK;
+}
+
+ls_status ls_volume_read_dicom(const char *dir, ls_volume *out, ls_error *err) {
+    /* omp_get_max_threads starts no thread (the fork must not race one): it reads the setting that
+     * --threads and OMP_NUM_THREADS control, so the decoders use the cores the caller gave livseg. */
+    return ls_dicom_read(dir, omp_get_max_threads(), out, err);
 }
 
 ls_status ls_volume_read(const char *path, ls_volume *out, ls_error *err) {

@@ -27,4 +27,8 @@ ls_status ls_geom_same_grid(const ls_geom *a, const ls_geom *b, const char *a_na
  * DICOM series directory, whose grid needs the whole series read. */
 ls_status ls_volume_read_geom(const char *path, ls_geom *g, ls_error *err);
 
+/* ls_volume_read_dicom with `readers` decoder processes (src/dicom.cpp; at most 16, and one per two
+ * files); the public call uses as many as OpenMP would use threads (omp_get_max_threads). */
+ls_status ls_dicom_read(const char *dir, int readers, ls_volume *out, ls_error *err);
+
 #endif

@@ -1,7 +1,8 @@
 /*
  * test_dicom.c — DICOM series through GDCM: the shared series load with real HU and the geometry of
  * the NIfTI masks beside them, and broken directories (empty, no DICOM, two series, a missing slice,
- * a truncated file, damaged headers, displaced slices) give one-line errors naming the directory or file.
+ * a truncated file, damaged headers, displaced slices) give one-line errors naming the directory or file;
+ * several decoder processes give what one gives, volume and first error alike.
  */
 #include <dirent.h>
 #include <time.h>
@@ -9,6 +10,7 @@
 
 #include "livseg.h"
 #include "test.h"
+#include "volume.h"
 
 static double ls_now_test(void) {
     struct timespec ts;
@@ -516,6 +518,59 @@ TEST(files_without_pixels) {
     expect_error(d, "image header without pixel data", "slice2.dcm");
 }
 
+/* ls_dicom_read with `readers` decoders: the status, with the message in msg (or the volume in v). */
+static ls_status read_with(const char *d, int readers, ls_volume *v, char *msg, size_t n) {
+    ls_error err = {0};
+    ls_status s = ls_dicom_read(d, readers, v, &err);
+    snprintf(msg, n, "%s", err.msg);
+    return s;
+}
+
+/* Several decoder processes give what one gives: the same volume, and the error a reading of the files one
+ * by one meets first (file order, whichever decoder gets there first in time), also when GDCM kills a
+ * decoder (an assertion on a truncated slice). */
+TEST(parallel_decoders) {
+    const char *data = test_data_dir();
+    if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
+    char src[600], d[700], p[2048], a[2048], msg[1024], want[1024];
+    snprintf(src, sizeof src, "%s/dicom/totalseg_ct_dicom", data);
+    static char names[64][256];
+    REQUIRE(list_dir(src, names, 64) == 20, "expected 20 slices in %s", src);
+    static const int readers[] = {1, 2, 3, 7, 16};
+    ls_volume one, v;
+    REQUIRE(read_with(src, 1, &one, msg, sizeof msg) == LS_OK, "%s", msg);
+    for (int r = 1; r < 5; r++) {
+        REQUIRE(read_with(src, readers[r], &v, msg, sizeof msg) == LS_OK, "%d decoders: %s", readers[r], msg);
+        CHECK(memcmp(&v.geom, &one.geom, sizeof v.geom) == 0 && !strcmp(v.descrip, one.descrip) &&
+                  memcmp(v.data, one.data, ls_volume_nvox(&one) * sizeof(float)) == 0,
+              "%d decoders: the volume differs from one decoder's", readers[r]);
+        ls_volume_free(&v);
+    }
+    ls_volume_free(&one);
+
+    /* Slice 2's header damaged (an error GDCM reports) and slice 5 truncated (GDCM aborts): slice 2 is the
+     * first error in file order, for every decoder count, though with two or more decoders slice 5's
+     * decoder may fail first. Without slice 2's damage, slice 5 is named, the decoder's death reported. */
+    for (int damaged = 1; damaged >= 0; damaged--) {
+        copy_slices(src, names, 0, 7, damaged ? "order2" : "order5", d);
+        snprintf(a, sizeof a, "%s/%.255s", src, names[5]);
+        snprintf(p, sizeof p, "%s/%.255s", d, names[5]);
+        copy_file(a, p, 4000);
+        snprintf(p, sizeof p, "%s/%.255s", d, names[2]);
+        if (damaged) REQUIRE(patch_after(p, "\x08\x00\x08\x00" "CS", 6, 6, "\xf0\xff", 2) == 0, "cannot patch %s", p);
+        snprintf(p, sizeof p, "%s/%.255s", d, names[damaged ? 2 : 5]);
+        want[0] = 0;
+        for (int r = 0; r < 5; r++) {
+            ls_status s = read_with(d, readers[r], &v, msg, sizeof msg);
+            if (r == 0) printf("  %s -> %s\n", damaged ? "slices 2 and 5 broken" : "slice 5 truncated", msg), strcpy(want, msg);
+            CHECK(s == LS_ERR_INPUT && strstr(msg, p) && (damaged || strstr(msg, "DICOM library failed")),
+                  "%d decoders: status %d, %s", readers[r], s, msg);
+            CHECK(!strcmp(msg, want), "%d decoders: '%s', one decoder: '%s'", readers[r], msg, want);
+            if (s == LS_OK) ls_volume_free(&v);
+        }
+    }
+}
+
 int main(void) {
     RUN(shared_series);
     RUN(broken_directories);
@@ -525,5 +580,6 @@ int main(void) {
     RUN(huge_declared_length);
     RUN(rescale_and_orientation);
     RUN(files_without_pixels);
+    RUN(parallel_decoders);
     return test_summary();
 }
