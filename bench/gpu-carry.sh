@@ -6,7 +6,8 @@
 #       .gpu, which should be git-ignored) the CUDA build's binaries; the shared libraries they load that are
 #       neither the C runtime, nor CUDA, nor among those the lent machines' CUDA image was seen to have
 #       (OpenBLAS, zlib, libpng, jansson, libgomp, ...: xz-compressed, ~3 MB); DIR/data, three scans of
-#       ../shared/data with a manifest (BTCV, CHAOS T2, TotalSegmentator CT: ~7 MB); and DIR/pt, every NIfTI
+#       ../shared/data with a manifest (BTCV, CHAOS T2, TotalSegmentator CT: ~7 MB) and the shared
+#       JPEG 2000 DICOM series (3 MB); and DIR/pt, every NIfTI
 #       case at full in-plane resolution and every PT_Z-th slice (default 5: ~35 MB; PT_Z=0: none), for
 #       `livseg train` and `livseg pretrain` there (bench/gpu-pretrain-data.py). The machine's working
 #       tree is limited to 64 MiB, the repository's tracked files included: pack prints the total and
@@ -23,7 +24,7 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
 DIR=${2:-.gpu}
-BINS="livseg tests/test_ops_cuda bench/gemm_cuda bench/network bench/host"
+BINS="livseg tests/test_ops_cuda bench/gemm_cuda bench/network bench/host bench/dicom"
 CASES="btcv_29 chaos_t2_15 totalseg_ct_sm"
 # Seen present on the lent machines' CUDA image (2026-11-27): not carried.
 ON_IMAGE='/lib(openblas|gfortran|quadmath|z|png16|jansson|gomp|uuid|expat|crypto)\.so'
@@ -50,6 +51,8 @@ pack() {
         mkdir -p "$DIR/data/$(dirname "$img")"
         cp "$src/$img" "$src/$lab" "$DIR/data/$(dirname "$img")/"
     done
+    # A compressed DICOM series for bench/dicom (3 MB).
+    mkdir -p "$DIR/data/dicom" && cp -r "$src/dicom/totalseg_ct_dicom" "$DIR/data/dicom/"
     if [ "${PT_Z:-5}" != 0 ]; then
         /usr/bin/python3 bench/gpu-pretrain-data.py "$src/manifest.csv" "$DIR/pt" 1 "${PT_Z:-5}" || exit 1
     fi

@@ -9,7 +9,8 @@
 # manifest.csv in ../shared/data's layout; default ../shared/data when present) it also runs the checks that
 # need real scans: the shipped default model on three scans on both devices (Dice between the masks, which
 # fails below 0.999), the default model end to end on btcv_29 resampled to 512x512x300 and the host stages
-# alone (bench/host), `livseg train --device cuda` (seconds per epoch, paper preset) and `livseg pretrain
+# alone (bench/host), reading the shared JPEG 2000 DICOM series with 1..10 decoder processes (bench/dicom),
+# `livseg train --device cuda` (seconds per epoch, paper preset) and `livseg pretrain
 # --device cuda` (one short epoch of the gpu preset: images/s), these two on TRAIN_DATA=DIR when set
 # (default DATA). PREBUILT=1 skips the build and uses the binaries in build-cuda/ (for a GPU machine
 # without the Debian packages: bench/gpu-carry.sh). BUDGET_S=N skips the stages that would start after N
@@ -76,6 +77,7 @@ summary() {
   printf '| %-44s | %-48s | %s\n' "  the same with TF32 rn" "$(v e2e_tf32rn)" "< 1 s end to end"
   printf '| %-44s | %-48s | %s\n' "  the same with BF16" "$(v e2e_bf16)" "< 1 s end to end"
   printf '| %-44s | %-48s | %s\n' "host stages (bench/host, $JOBS threads), s" "$(v host)" ""
+  printf '| %-44s | %-48s | %s\n' "DICOM read, 20 JPEG 2000 slices (bench/dicom)" "$(v dicom)" "(reported)"
   printf '| %-44s | %-48s | %s\n' "features --device cuda vs cpu (btcv_29)" "$(v features)" "rel <= 1e-2"
   printf '| %-44s | %-48s | %s\n' "train --device cuda --preset paper, s/epoch" "$(v train_epoch)" ""
   printf '| %-44s | %-48s | %s\n' "experiment --device cuda (tiny)" "$(v experiment)" "runs"
@@ -93,7 +95,7 @@ fi
 echo "== build (make CUDA=1 BUILD=build-cuda, -j$JOBS)"
 t=$(now)
 if [ "${PREBUILT:-0}" = 1 ]; then
-  for b in livseg tests/test_ops_cuda bench/gemm_cuda bench/network bench/host; do
+  for b in livseg tests/test_ops_cuda bench/gemm_cuda bench/network bench/host bench/dicom; do
     [ -x "build-cuda/$b" ] || { fail "PREBUILT=1 but build-cuda/$b is missing"; echo "$failures failure(s)"; exit 1; }
   done
   R[build]="prebuilt"
@@ -285,6 +287,21 @@ if [ -f "$DATA/manifest.csv" ]; then
       R[host]=$(awk '$1 == "host" && $3 == "threads" { printf "read %.3f, clean-up %.3f, write %.3f, total %.3f", $5, $11, $19, $23 }' "$LOG/host.txt")
     else
       cat "$LOG/host.txt"; fail "bench/host failed"
+    fi
+  fi
+  checkpoint
+  # Decoder processes on this machine's cores (docs/dicom.md: on 2 cores JPEG 2000 gained nothing).
+  SERIES="$DATA/dicom/totalseg_ct_dicom"
+  if [ ! -d "$SERIES" ]; then
+    echo "== DICOM decoders: skipped ($SERIES not found)"
+  elif ! late "DICOM decoders"; then
+    echo "== DICOM decoders: build-cuda/bench/dicom $SERIES (1 to $((JOBS < 10 ? JOBS : 10)) decoders, best of 3)"
+    if timeout 90 build-cuda/bench/dicom "$SERIES" $((JOBS < 10 ? JOBS : 10)) 3 > "$LOG/dicom.txt" 2>&1; then
+      cat "$LOG/dicom.txt"
+      R[dicom]=$(awk '$1 ~ /^[0-9]+$/ { if ($1 == 1) one = $2; if ($4 + 0 > best) { best = $4 + 0; at = $1; t = $2 } }
+                      END { printf "1: %.3f s; best %d: %.3f s (%.2fx)", one, at, t, best }' "$LOG/dicom.txt")
+    else
+      cat "$LOG/dicom.txt"; fail "bench/dicom failed"
     fi
   fi
   checkpoint
