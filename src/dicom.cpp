@@ -664,39 +664,64 @@ ls_status read_series_guarded(const char *dir, ls_volume *out, ls_error *err) {
 
 }  // namespace
 
-extern "C" ls_status ls_dicom_read(const char *dir, int readers, ls_volume *out, ls_error *err) {
-    memset(out, 0, sizeof *out);
+/* A read begun by ls_dicom_begin: the reader child and what the caller needs to collect its volume. With
+ * no child (no pipe or shared page to be had) the series was read in-process, its outcome kept here. */
+struct ls_dicom_job {
+    std::string dir;
+    progress_page *pg = nullptr;
+    int fd = -1;
+    pid_t pid = -1;
+    ls_status status = LS_OK; /* of the in-process read or of a failed fork */
+    ls_error err = {};
+    ls_volume vol = {};
+};
+
+extern "C" ls_status ls_dicom_begin(const char *dir, int readers, ls_dicom_job **out, ls_error *err) {
+    ls_dicom_job *job = new (std::nothrow) ls_dicom_job;
+    if (!job) return ls_fail(err, LS_ERR_NOMEM, "%s: out of memory", dir);
+    *out = job;
+    job->dir = dir;
     void *shared = mmap(nullptr, sizeof(progress_page), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     int fds[2];
     if (shared == MAP_FAILED || pipe(fds) != 0) {
         if (shared != MAP_FAILED) munmap(shared, sizeof(progress_page));
-        return read_series_guarded(dir, out, err); /* no isolation available: read in-process */
+        job->status = read_series_guarded(dir, &job->vol, &job->err); /* no isolation available: read in-process */
+        return LS_OK;
     }
-    progress_page *pg = static_cast<progress_page *>(shared);
-    pg->current[0] = 0;
+    job->pg = static_cast<progress_page *>(shared);
+    job->pg->current[0] = 0;
     widen_pipe(fds[0]);
-    pid_t pid = fork();
-    if (pid == 0) {
+    job->pid = fork();
+    if (job->pid == 0) {
         close(fds[0]);
-        child_main(dir, readers, fds[1], pg);
+        child_main(dir, readers, fds[1], job->pg);
     }
     close(fds[1]);
+    job->fd = fds[0];
+    if (job->pid < 0) {
+        job->status = ls_fail(&job->err, LS_ERR_IO, "%s: cannot start the DICOM reader process (%s)", dir, strerror(errno));
+        close(job->fd);
+    }
+    return LS_OK;
+}
+
+/* Collects the child's volume, or names the file it was reading when it died. */
+static ls_status collect(ls_dicom_job *job, ls_volume *out, ls_error *err) {
+    const char *dir = job->dir.c_str();
     ls_status st = LS_OK;
     reply r;
-    bool got = pid > 0 && read_all(fds[0], &r, sizeof r);
+    bool got = read_all(job->fd, &r, sizeof r);
     if (got && r.status == LS_OK) {
         r.vol.data = static_cast<float *>(ls_calloc(ls_volume_nvox(&r.vol), sizeof(float), err));
         if (!r.vol.data) st = LS_ERR_NOMEM;
-        else if (!read_all(fds[0], r.vol.data, ls_volume_nvox(&r.vol) * sizeof(float))) got = false;
+        else if (!read_all(job->fd, r.vol.data, ls_volume_nvox(&r.vol) * sizeof(float))) got = false;
     }
-    close(fds[0]);
+    close(job->fd);
     int wst = 0;
-    if (pid > 0) waitpid(pid, &wst, 0);
-    if (pid < 0) {
-        st = ls_fail(err, LS_ERR_IO, "%s: cannot start the DICOM reader process (%s)", dir, strerror(errno));
-    } else if (!got) {
+    waitpid(job->pid, &wst, 0);
+    if (!got) {
         st = ls_fail(err, LS_ERR_INPUT, "%s: the DICOM library failed on %s (%s); the file is probably corrupt or truncated",
-                     dir, pg->current[0] ? pg->current : "the series",
+                     dir, job->pg->current[0] ? job->pg->current : "the series",
                      WIFSIGNALED(wst) ? strsignal(WTERMSIG(wst)) : "no result");
     } else if (r.status != LS_OK) {
         if (err) *err = r.err;
@@ -707,6 +732,30 @@ extern "C" ls_status ls_dicom_read(const char *dir, int readers, ls_volume *out,
     } else if (got && r.status == LS_OK) {
         free(r.vol.data);
     }
-    munmap(shared, sizeof(progress_page));
     return st;
+}
+
+extern "C" ls_status ls_dicom_end(ls_dicom_job *job, ls_volume *out, ls_error *err) {
+    memset(out, 0, sizeof *out);
+    ls_status st;
+    if (job->pid > 0) {
+        st = collect(job, out, err);
+    } else {
+        st = job->status;
+        if (st) {
+            if (err) *err = job->err;
+        } else {
+            *out = job->vol;
+        }
+    }
+    if (job->pg) munmap(job->pg, sizeof(progress_page));
+    delete job;
+    return st;
+}
+
+extern "C" ls_status ls_dicom_read(const char *dir, int readers, ls_volume *out, ls_error *err) {
+    ls_dicom_job *job;
+    memset(out, 0, sizeof *out);
+    LS_TRY(ls_dicom_begin(dir, readers, &job, err));
+    return ls_dicom_end(job, out, err);
 }

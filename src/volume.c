@@ -595,11 +595,15 @@ ls_status ls_volume_read_ras(const char *path, ls_volume *ras, ls_geom *src_geom
     if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) return read_nifti(path, 1, src_geom, ras, err);
     ls_volume v;
     LS_TRY(ls_volume_read(path, &v, err));
+    return ls_volume_take_ras(&v, ras, src_geom, err);
+}
+
+ls_status ls_volume_take_ras(ls_volume *v, ls_volume *ras, ls_geom *src_geom, ls_error *err) {
     ls_orient o;
-    ls_orient_from_geom(&v.geom, &o);
-    *src_geom = v.geom;
-    ls_status s = ls_volume_to_ras(&v, &o, ras, err);
-    ls_volume_free(&v);
+    ls_orient_from_geom(&v->geom, &o);
+    *src_geom = v->geom;
+    ls_status s = ls_volume_to_ras(v, &o, ras, err);
+    ls_volume_free(v);
     return s;
 }
 

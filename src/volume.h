@@ -31,4 +31,14 @@ ls_status ls_volume_read_geom(const char *path, ls_geom *g, ls_error *err);
  * files); the public call uses as many as OpenMP would use threads (omp_get_max_threads). */
 ls_status ls_dicom_read(const char *dir, int readers, ls_volume *out, ls_error *err);
 
+/* ls_dicom_read in two halves, so that a caller can start threads while the series is read: begin forks
+ * the reader process (so it must run while no other thread exists; errors wait for end), end waits for
+ * the volume, on any thread, and frees the job. Every begin needs its end. */
+typedef struct ls_dicom_job ls_dicom_job;
+ls_status ls_dicom_begin(const char *dir, int readers, ls_dicom_job **job, ls_error *err);
+ls_status ls_dicom_end(ls_dicom_job *job, ls_volume *out, ls_error *err);
+
+/* What ls_volume_read_ras does after a read: `v` (taken over, freed) into RAS order, its grid in src_geom. */
+ls_status ls_volume_take_ras(ls_volume *v, ls_volume *ras, ls_geom *src_geom, ls_error *err);
+
 #endif

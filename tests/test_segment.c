@@ -324,6 +324,23 @@ TEST(segment_command) {
     CHECK(run(args, e, sizeof e) == 0, "teacher beside the model: %s", e);
     snprintf(args, sizeof args, "segment %s/%s -o %s/y.nii.gz --model %s --teacher %s -q", data, vol, dir, model3, copy);
     CHECK(run(args, e, sizeof e) == 0, "renamed teacher: %s", e);
+    /* A compressed DICOM series: its reader process is forked first, decoder processes with it (2 threads),
+     * and the volume collected on the read thread while the model loads; same grid as the input. */
+    snprintf(out, sizeof out, "%s/dicom_mask.nii.gz", dir);
+    snprintf(args, sizeof args, "segment %s/dicom/totalseg_ct_dicom -o %s --model %s --threads 2 -q", data, out, model3);
+    CHECK(run(args, e, sizeof e) == 0, "compressed DICOM series: %s", e);
+    char series[700];
+    snprintf(series, sizeof series, "%s/dicom/totalseg_ct_dicom", data);
+    expect_same_header(series, out);
+    /* A directory without DICOM, and a series with a missing model: one line each, exit 2 (the begun read
+     * is collected either way). */
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/nodicom && echo notes > %s/nodicom/README.txt", dir, dir);
+    REQUIRE(system(cmd) == 0, "%s", cmd);
+    snprintf(args, sizeof args, "segment %s/nodicom -o %s/z.nii.gz --model %s -q", dir, dir, model3);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "no DICOM images"), "no DICOM: %s", e);
+    snprintf(args, sizeof args, "segment %s/dicom/totalseg_ct_dicom -o %s/z.nii.gz --model %s/none.safetensors -q", data,
+             dir, dir);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "none.safetensors"), "DICOM input, missing model: %s", e);
     snprintf(args, sizeof args, "segment %s/%s -o %s/y.nii.gz --model %s --teacher %s -q", data, vol, dir, model3, other);
     CHECK(run(args, e, sizeof e) == 2 && strstr(e, "but") && strstr(e, "other.safetensors"), "other teacher: %s", e);
     snprintf(args, sizeof args, "segment %s/chaos_t2/chaos_t2_01_mr.nii.gz -o %s/x.nii.gz --model %s/none.safetensors", data, dir, dir);

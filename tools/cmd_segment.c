@@ -16,6 +16,7 @@
 #include "progress.h"
 #include "segment.h"
 #include "util.h"
+#include "volume.h"
 
 /* The model shipped with livseg, under the parent of the livseg executable's directory: a build directory's
  * (build/livseg, beside the repository's models/) or an installed one's (PREFIX/bin, `make install`). */
@@ -208,13 +209,15 @@ static int check_outputs(const seg_args *a) {
     return 0;
 }
 
-/* A NIfTI input is read on its own thread while the backend starts and the model and teacher load (on
- * CUDA, context creation and weight upload take as long as the read). A DICOM series is read first, alone:
- * its reader forks, and a child forked while another thread holds a lock (the allocator's) waits forever
- * (seen under ASan: the model loading on the main thread, the child stuck in malloc). */
+/* The input is read on its own thread while the backend starts and the model and teacher load (on CUDA,
+ * context creation and weight upload take as long as the read). For a DICOM series that thread only waits
+ * for the volume: the reader process is forked before, while no other thread exists, since a child forked
+ * while another thread holds a lock (the allocator's) waits forever (seen under ASan: the model loading on
+ * the main thread, the child stuck in malloc). */
 typedef struct {
     const char *path;
     int threads;
+    ls_dicom_job *job; /* a DICOM series' reader, begun */
     ls_volume vol; /* in RAS order */
     ls_geom src_geom;
     ls_error err;
@@ -226,8 +229,15 @@ static void *read_input(void *p) {
     reader *r = p;
     if (r->threads > 0) omp_set_num_threads(r->threads); /* a new thread starts from OpenMP's defaults */
     double t = ls_now();
-    r->status = ls_volume_read_ras(r->path, &r->vol, &r->src_geom, &r->err);
-    r->seconds = ls_now() - t;
+    if (r->job) {
+        ls_volume v;
+        r->status = ls_dicom_end(r->job, &v, &r->err);
+        r->job = NULL;
+        if (!r->status) r->status = ls_volume_take_ras(&v, &r->vol, &r->src_geom, &r->err);
+    } else {
+        r->status = ls_volume_read_ras(r->path, &r->vol, &r->src_geom, &r->err);
+    }
+    r->seconds += ls_now() - t;
     return NULL;
 }
 
@@ -250,10 +260,13 @@ int cmd_segment(int argc, char **argv) {
     if (ls_device_parse(a.device, &dev, &err)) return cli_report(&err);
     reader rd = {.path = a.input, .threads = a.threads};
     struct stat sb;
-    int series = stat(a.input, &sb) == 0 && S_ISDIR(sb.st_mode);
-    if (series) read_input(&rd);
+    if (stat(a.input, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        double t = ls_now();
+        rd.status = ls_dicom_begin(a.input, a.threads > 0 ? a.threads : omp_get_max_threads(), &rd.job, &rd.err);
+        rd.seconds = ls_now() - t;
+    }
     pthread_t th;
-    int threaded = !series && pthread_create(&th, NULL, read_input, &rd) == 0;
+    int threaded = !rd.status && pthread_create(&th, NULL, read_input, &rd) == 0;
     ls_backend be;
     ls_status s = ls_backend_init(&be, dev, a.threads, &err);
     int have_be = !s;
@@ -267,7 +280,7 @@ int cmd_segment(int argc, char **argv) {
     int loaded = !s;
     run_info ri = {.be = &be, .start = ls_now() - t_start};
     if (threaded) pthread_join(th, NULL);
-    else if (!series) read_input(&rd);
+    else if (!rd.status) read_input(&rd);
     /* Errors in the order the work was asked for: device, model, then input. */
     if (!s && rd.status) s = rd.status, err = rd.err;
     ls_volume in = rd.vol;
