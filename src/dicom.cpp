@@ -14,7 +14,8 @@
  *  - Voxels are RescaleSlope * stored + RescaleIntercept (HU for CT), per slice.
  *  - GDCM runs in a forked child process that streams the volume back through a pipe: GDCM aborts on
  *    some malformed files (assertions in its parser), and a truncated slice from an interrupted
- *    transfer must be an error naming the file, not a dead workstation process.
+ *    transfer must be an error naming the file, not a dead workstation process. ls_dicom_begin forks
+ *    it and ls_dicom_end collects the volume (volume.h), so a caller can load a model meanwhile.
  *  - When the first image is compressed, that child forks up to `readers` decoder processes for the
  *    files after it (taken in turn) and takes their slices back in file order: a compressed series
  *    decodes on several cores, while the result, and the error reported first, are those of reading
