@@ -438,6 +438,13 @@ bool read_all(int fd, void *buf, size_t n) {
  * read 1.16 -> 0.84 s), and a decoder can hand over a whole 512x512 slice without waiting. Best effort. */
 void widen_pipe(int fd) { fcntl(fd, F_SETPIPE_SZ, 1 << 20); }
 
+/* The one line for a reader process that ended without its result while on `file` (GDCM's assertions kill
+ * it): the same whether it was the reader child or one of its decoders. */
+ls_status library_failed(ls_error *err, const char *dir, const char *file, const char *why) {
+    return ls_fail(err, LS_ERR_INPUT, "%s: the DICOM library failed on %s (%s); the file is probably corrupt or truncated",
+                   dir, file, why);
+}
+
 /* ------------------------------------------------------------------------------------- decoders */
 
 /* One file's outcome as a decoder sends it; the series and modality strings and the pixels follow. */
@@ -544,8 +551,8 @@ class decoder_pool {
         kill(pids_[k], SIGKILL); /* if it is alive after all, it is of no more use */
         waitpid(pids_[k], &st, 0);
         pids_[k] = -1;
-        ls_fail(err, LS_ERR_INPUT, "%s: the DICOM library failed on %s (%s); the file is probably corrupt or truncated",
-                dir_, files_[i].c_str(), WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL ? strsignal(WTERMSIG(st)) : "no result");
+        library_failed(err, dir_, files_[i].c_str(),
+                       WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL ? strsignal(WTERMSIG(st)) : "no result");
         return -1;
     }
 
@@ -593,10 +600,10 @@ ls_status read_series(const char *dir, ls_volume *out, progress_page *pg, int re
             if (r < 0) return err ? err->code : LS_ERR_INPUT;
             /* Decoders pay where decoding costs more than copying a slice to this process: compressed
              * series. Two files a decoder at least; one decoder would be this process itself. */
-            int n = std::min({readers, 16, (int)((files.size() - i - 1) / 2)});
-            if (r > 0 && !pool && pg && s.compressed && n > 1) {
-                pool.reset(new decoder_pool(dir, files, i + 1, n, keep_fd));
-                if (!pool->started()) pool.reset();
+            if (r > 0 && !pool && pg && s.compressed) {
+                int n = std::min({readers, 16, (int)((files.size() - i - 1) / 2)});
+                if (n > 1) pool.reset(new decoder_pool(dir, files, i + 1, n, keep_fd));
+                if (pool && !pool->started()) pool.reset();
             }
             if (r > 0) slices.push_back(std::move(s));
             /* Bounds before the next file's pixels are held: at most 4096 slices and 2^31 voxels. */
@@ -721,9 +728,8 @@ static ls_status collect(ls_dicom_job *job, ls_volume *out, ls_error *err) {
     int wst = 0;
     waitpid(job->pid, &wst, 0);
     if (!got) {
-        st = ls_fail(err, LS_ERR_INPUT, "%s: the DICOM library failed on %s (%s); the file is probably corrupt or truncated",
-                     dir, job->pg->current[0] ? job->pg->current : "the series",
-                     WIFSIGNALED(wst) ? strsignal(WTERMSIG(wst)) : "no result");
+        st = library_failed(err, dir, job->pg->current[0] ? job->pg->current : "the series",
+                            WIFSIGNALED(wst) ? strsignal(WTERMSIG(wst)) : "no result");
     } else if (r.status != LS_OK) {
         if (err) *err = r.err;
         st = r.status;

@@ -5,18 +5,11 @@
  * several decoder processes give what one gives, volume and first error alike.
  */
 #include <dirent.h>
-#include <time.h>
 #include <sys/resource.h>
 
 #include "livseg.h"
 #include "test.h"
 #include "volume.h"
-
-static double ls_now_test(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int copy_file(const char *from, const char *to, long max_bytes) {
     FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
@@ -412,11 +405,11 @@ TEST(huge_declared_length) {
     int w = spill(p, buf, n);
     free(buf);
     REQUIRE(w == 0, "cannot write %s", p);
-    double t0 = ls_now_test();
+    double t0 = ls_now_for_tests();
     expect_error(d, "element declaring 4 GB", "huge.dcm");
     struct rusage ru;
     getrusage(RUSAGE_CHILDREN, &ru);
-    printf("  huge declared length: %.2f s, largest reader child %ld MB\n", ls_now_test() - t0, ru.ru_maxrss / 1024);
+    printf("  huge declared length: %.2f s, largest reader child %ld MB\n", ls_now_for_tests() - t0, ru.ru_maxrss / 1024);
     CHECK(ru.ru_maxrss < 1024 * 1024, "reader child peaked at %ld MB", ru.ru_maxrss / 1024);
 }
 
