@@ -17,11 +17,13 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct {
     int pass, fail, skip;
     int cur_failed, cur_skipped;
     const char *cur_name;
+    char tmpdir[256]; /* test_tmpdir's directory, once made */
 } test_state;
 
 static test_state T;
@@ -68,7 +70,29 @@ static test_state T;
         fflush(stdout);                                                      \
     } while (0)
 
+/* rm -rf DIR, run without a shell (no quoting of $TMPDIR to get wrong); 0 on success. (Not readdir:
+ * <dirent.h>'s DT_UNKNOWN clashes with nifti1.h's, which test_volume includes.) */
+static inline int test_remove_tree(const char *dir) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("rm", "rm", "-rf", "--", dir, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+/* The scratch directory goes when every test passed (each `make check` would otherwise leave up to
+ * hundreds of MB in $TMPDIR); a failure, or LS_TEST_KEEP=1, keeps it for a look and says where. */
 static inline int test_summary(void) {
+    if (T.tmpdir[0]) {
+        const char *keep = getenv("LS_TEST_KEEP");
+        if (T.fail || (keep && strcmp(keep, "0")))
+            printf("  scratch files kept in %s\n", T.tmpdir);
+        else if (test_remove_tree(T.tmpdir))
+            printf("  could not remove all of %s\n", T.tmpdir);
+    }
     printf("RESULT %d %d %d\n", T.pass, T.fail, T.skip);
     return T.fail ? 1 : 0;
 }
@@ -81,15 +105,14 @@ static inline const char *test_data_dir(void) {
     return stat(d, &st) == 0 && S_ISDIR(st.st_mode) ? d : NULL;
 }
 
-/* A fresh scratch directory under $TMPDIR for this binary's files. */
+/* A fresh scratch directory under $TMPDIR for this binary's files (removed by test_summary). */
 static inline const char *test_tmpdir(void) {
-    static char dir[256];
-    if (!dir[0]) {
+    if (!T.tmpdir[0]) {
         const char *t = getenv("TMPDIR");
-        snprintf(dir, sizeof dir, "%s/livseg-test-XXXXXX", t ? t : "/tmp");
-        if (!mkdtemp(dir)) { perror("mkdtemp"); exit(2); }
+        snprintf(T.tmpdir, sizeof T.tmpdir, "%s/livseg-test-XXXXXX", t ? t : "/tmp");
+        if (!mkdtemp(T.tmpdir)) { perror("mkdtemp"); exit(2); }
     }
-    return dir;
+    return T.tmpdir;
 }
 
 /* The seed of a run's fresh random inputs: $LS_SEED when set (to repeat a failed run: every test that
