@@ -46,6 +46,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <memory>
+#include <poll.h>
 #include <signal.h>
 #include <string>
 #include <type_traits>
@@ -406,9 +407,12 @@ ls_status assemble(const char *dir, const std::vector<slice> &v, const double st
     return LS_OK;
 }
 
-/* Shared with the parent: the file the child is parsing, named in the error if GDCM kills it. */
+/* Shared with the parent: the file the child is parsing, named in the error if GDCM kills it, and how
+ * many of the directory's files it has done, for a progress bar (written and read with __atomic: the
+ * two processes run at once). */
 struct progress_page {
     char current[4096];
+    int64_t done, total;
 };
 
 bool write_all(int fd, const void *buf, size_t n) {
@@ -590,6 +594,7 @@ ls_status read_series(const char *dir, ls_volume *out, progress_page *pg, int re
     std::sort(files.begin(), files.end());
     if (files.size() > 4096 * 4)
         return ls_fail(err, LS_ERR_INPUT, "%s: %zu files; too many for one series", dir, files.size());
+    if (pg) __atomic_store_n(&pg->total, (int64_t)files.size(), __ATOMIC_RELAXED);
     std::vector<slice> slices;
     {
         std::unique_ptr<decoder_pool> pool;
@@ -606,6 +611,7 @@ ls_status read_series(const char *dir, ls_volume *out, progress_page *pg, int re
                 if (pool && !pool->started()) pool.reset();
             }
             if (r > 0) slices.push_back(std::move(s));
+            if (pg) __atomic_store_n(&pg->done, (int64_t)i + 1, __ATOMIC_RELAXED);
             /* Bounds before the next file's pixels are held: at most 4096 slices and 2^31 voxels. */
             if (r > 0 && slices.size() > 4096)
                 return ls_fail(err, LS_ERR_INPUT, "%s: more than 4096 slices", dir);
@@ -698,6 +704,7 @@ extern "C" ls_status ls_dicom_begin(const char *dir, int readers, ls_dicom_job *
     }
     job->pg = static_cast<progress_page *>(shared);
     job->pg->current[0] = 0;
+    job->pg->done = job->pg->total = 0;
     widen_pipe(fds[0]);
     job->pid = fork();
     if (job->pid == 0) {
@@ -713,10 +720,26 @@ extern "C" ls_status ls_dicom_begin(const char *dir, int readers, ls_dicom_job *
     return LS_OK;
 }
 
+/* Reports the child's files done every 0.1 s until its reply starts (or it dies), then once more. */
+static void watch(ls_dicom_job *job, ls_progress_fn progress, void *pctx) {
+    if (!progress) return;
+    struct pollfd p = {job->fd, POLLIN, 0};
+    int64_t total = 0;
+    for (;;) {
+        int r = poll(&p, 1, 100);
+        if (r < 0 && errno == EINTR) continue;
+        total = __atomic_load_n(&job->pg->total, __ATOMIC_RELAXED);
+        if (r != 0) break;
+        if (total > 0) progress(pctx, __atomic_load_n(&job->pg->done, __ATOMIC_RELAXED), total);
+    }
+    if (total > 0) progress(pctx, __atomic_load_n(&job->pg->done, __ATOMIC_RELAXED), total);
+}
+
 /* Collects the child's volume, or names the file it was reading when it died. */
-static ls_status collect(ls_dicom_job *job, ls_volume *out, ls_error *err) {
+static ls_status collect(ls_dicom_job *job, ls_progress_fn progress, void *pctx, ls_volume *out, ls_error *err) {
     const char *dir = job->dir.c_str();
     ls_status st = LS_OK;
+    watch(job, progress, pctx);
     reply r;
     bool got = read_all(job->fd, &r, sizeof r);
     if (got && r.status == LS_OK) {
@@ -742,11 +765,12 @@ static ls_status collect(ls_dicom_job *job, ls_volume *out, ls_error *err) {
     return st;
 }
 
-extern "C" ls_status ls_dicom_end(ls_dicom_job *job, ls_volume *out, ls_error *err) {
+extern "C" ls_status ls_dicom_end(ls_dicom_job *job, ls_progress_fn progress, void *pctx, ls_volume *out,
+                                   ls_error *err) {
     memset(out, 0, sizeof *out);
     ls_status st;
     if (job->pid > 0) {
-        st = collect(job, out, err);
+        st = collect(job, progress, pctx, out, err);
     } else {
         st = job->status;
         if (st) {
@@ -764,5 +788,5 @@ extern "C" ls_status ls_dicom_read(const char *dir, int readers, ls_volume *out,
     ls_dicom_job *job;
     memset(out, 0, sizeof *out);
     LS_TRY(ls_dicom_begin(dir, readers, &job, err));
-    return ls_dicom_end(job, out, err);
+    return ls_dicom_end(job, nullptr, nullptr, out, err);
 }

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "preprocess.h"
+#include "util.h"
 #include "vit.h"
 
 typedef struct {
@@ -30,9 +31,6 @@ typedef struct {
 ls_status ls_teacher_open(ls_teacher *t, const ls_backend *be, const char *weights, const char *arch, uint64_t seed,
                           int input_size, ls_error *err);
 void ls_teacher_close(ls_teacher *t);
-
-/* Called as work proceeds (done of total slices); may be NULL. */
-typedef void (*ls_progress_fn)(void *ctx, int64_t done, int64_t total);
 
 typedef struct {
     int nslices, dim, gh, gw; /* features[k] is dim x gh x gw */

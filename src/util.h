@@ -32,6 +32,9 @@ ls_status ls_fail(ls_error *err, ls_status code, const char *fmt, ...) LS_PRINTF
         if (ls_try_st_ != LS_OK) return ls_try_st_; \
     } while (0)
 
+/* Called as long work proceeds (done of total: slices, files); may be NULL. */
+typedef void (*ls_progress_fn)(void *ctx, int64_t done, int64_t total);
+
 /* Bugs, not user errors: abort with file and line. */
 #define LS_ASSERT(cond)                                                             \
     do {                                                                            \

@@ -327,11 +327,23 @@ TEST(segment_command) {
     /* A compressed DICOM series: its reader process is forked first, decoder processes with it (2 threads),
      * and the volume collected on the read thread while the model loads; same grid as the input. */
     snprintf(out, sizeof out, "%s/dicom_mask.nii.gz", dir);
-    snprintf(args, sizeof args, "segment %s/dicom/totalseg_ct_dicom -o %s --model %s --threads 2 -q", data, out, model3);
+    snprintf(args, sizeof args, "segment %s/dicom/totalseg_ct_dicom -o %s --model %s --threads 2", data, out, model3);
     CHECK(run(args, e, sizeof e) == 0, "compressed DICOM series: %s", e);
+    /* Its read has a progress bar of its own, finished on its own line. */
+    CHECK(strstr(e, "read [########################] 20/20 files") && strstr(strstr(e, "20/20 files"), " s      \n"),
+          "DICOM read progress: %s", e);
     char series[700];
     snprintf(series, sizeof series, "%s/dicom/totalseg_ct_dicom", data);
     expect_same_header(series, out);
+    /* A read that stops at a damaged last file: any bar drawn is ended before the error's line. */
+    snprintf(cmd, sizeof cmd, "rm -rf %s/cut && cp -r %s %s/cut && f=$(ls %s/cut/* | tail -n 1) && head -c 3000 %s/$(basename $f) > $f",
+             dir, series, dir, dir, series);
+    REQUIRE(system(cmd) == 0, "%s", cmd);
+    snprintf(args, sizeof args, "segment %s/cut -o %s/z.nii.gz --model %s --threads 2", dir, dir, model3);
+    CHECK(run(args, e, sizeof e) == 2, "damaged series: %s", e);
+    const char *line = strstr(e, "livseg: ");
+    CHECK(line && (line == e || line[-1] == '\n') && strstr(line, "/cut/"), "damaged series, error line: %s", e);
+    printf("  damaged series: %s\n", strstr(e, "read [") ? "the bar was drawn before the error" : "no bar drawn (a quick read)");
     /* A directory without DICOM, and a series with a missing model: one line each, exit 2 (the begun read
      * is collected either way). */
     snprintf(cmd, sizeof cmd, "mkdir -p %s/nodicom && echo notes > %s/nodicom/README.txt", dir, dir);

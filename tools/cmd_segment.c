@@ -51,7 +51,7 @@ static void segment_usage(FILE *f) {
             "  --device D          cpu (default) or cuda; on cuda the networks' matrix products run on TF32\n"
             "                      tensor cores (a third faster; masks within Dice 0.9994 of float32 on three\n"
             "                      scans), LIVSEG_CUDA_TF32=0 in the environment keeps float32\n"
-            "  -q, --quiet         no progress bar\n\n"
+            "  -q, --quiet         no progress bars (the DICOM read's, the slices')\n\n"
             "Exit status 0 on success, 2 on bad input (one line on stderr says which file and why);\n"
             "every output is checked before the work starts, and written atomically, never over an input.\n");
 }
@@ -216,7 +216,7 @@ static int check_outputs(const seg_args *a) {
  * the main thread, the child stuck in malloc). */
 typedef struct {
     const char *path;
-    int threads;
+    int threads, quiet;
     ls_dicom_job *job; /* a DICOM series' reader, begun */
     ls_volume vol; /* in RAS order */
     ls_geom src_geom;
@@ -230,8 +230,12 @@ static void *read_input(void *p) {
     if (r->threads > 0) omp_set_num_threads(r->threads); /* a new thread starts from OpenMP's defaults */
     double t = ls_now();
     if (r->job) {
+        /* The only bar while the model loads: nothing else prints until the read thread is joined. */
+        progress bar;
+        progress_init(&bar, "read", "files", r->quiet);
         ls_volume v;
-        r->status = ls_dicom_end(r->job, &v, &r->err);
+        r->status = ls_dicom_end(r->job, progress_update, &bar, &v, &r->err);
+        progress_end(&bar);
         r->job = NULL;
         if (!r->status) r->status = ls_volume_take_ras(&v, &r->vol, &r->src_geom, &r->err);
     } else {
@@ -258,7 +262,7 @@ int cmd_segment(int argc, char **argv) {
     }
     ls_device dev;
     if (ls_device_parse(a.device, &dev, &err)) return cli_report(&err);
-    reader rd = {.path = a.input, .threads = a.threads};
+    reader rd = {.path = a.input, .threads = a.threads, .quiet = a.quiet};
     struct stat sb;
     if (stat(a.input, &sb) == 0 && S_ISDIR(sb.st_mode)) {
         double t = ls_now();
@@ -293,6 +297,7 @@ int cmd_segment(int argc, char **argv) {
     if (!s && a.prob) s = ls_volume_write(a.prob, &r.prob, LS_DT_F32, a.input, &err);
     if (!s && a.preview) s = ls_preview_write_png(a.preview, &r.ras, r.ras_mask, r.window_lo, r.window_hi, a.input, &err);
     ri.write = ls_now() - t_write;
+    progress_end(&bar);
     rc = s ? cli_report(&err) : 0;
     ri.total = ls_now() - t_start;
     if (!rc && a.stats) rc = write_stats(&a, &r, t.id, &ri);

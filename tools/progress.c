@@ -29,8 +29,15 @@ void progress_update(void *ctx, int64_t done, int64_t total) {
     double el = now - p->t0, rate = el > 0 ? done / el : 0;
     fprintf(stderr, "\r%s [%s] %lld/%lld %s, %.1f/s", p->label, bar, (long long)done, (long long)total, p->unit, rate);
     if (done < total && rate > 0) fprintf(stderr, ", %.0f s left ", (total - done) / rate);
+    else if (done < total) fputc(' ', stderr);
     else fprintf(stderr, ", %.1f s      \n", el);
+    p->open = done < total;
     fflush(stderr);
+}
+
+void progress_end(progress *p) {
+    if (p->open) fputc('\n', stderr), fflush(stderr);
+    p->open = 0;
 }
 
 void progress_train(const ls_train_status *s) {
