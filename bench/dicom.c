@@ -23,7 +23,7 @@ static double time_read(const char *dir, int readers, int repeats, ls_volume *v)
     for (int r = 0; r < repeats; r++) {
         ls_error err = {0};
         double t0 = ls_now();
-        if (ls_dicom_read(dir, readers, v, &err) != LS_OK) {
+        if (ls_dicom_read(dir, NULL, readers, v, &err) != LS_OK) {
             fprintf(stderr, "bench/dicom: %s\n", err.msg);
             exit(2);
         }

@@ -8,6 +8,9 @@
  *    decoded is an error naming it. Files without pixel data are ignored.
  *  - The images must form one series: one SeriesInstanceUID, one orientation, one size and pixel
  *    spacing, single-frame, one sample per pixel. Anything else is an error that says what differs.
+ *    In a directory of several series, the images whose SeriesNumber, SeriesDescription or
+ *    SeriesInstanceUID is the `series` asked for are read and the others skipped undecoded; without
+ *    one, the error lists the series.
  *  - Slices are sorted by their position along the slice normal (row cosine x column cosine). Duplicate
  *    positions, uneven gaps (> 1% of the mean gap, + 1 um) and gantry tilt (slices offset across the
  *    normal) are errors, never silently resampled.
@@ -80,9 +83,22 @@ struct slice_info {
 
 struct slice : slice_info {
     std::string path;
-    std::string series;
+    std::string series;      /* SeriesInstanceUID */
+    std::string number;      /* SeriesNumber */
+    std::string description; /* SeriesDescription */
     std::string modality;
     std::vector<char> pixels;
+};
+
+/* The outcomes of read_slice. An unusable image (colour, multi-frame, ...) is not an error at once: in
+ * a directory that turns out to hold several series (a study exported whole, a dose report beside
+ * the CT), the list of series is what the user needs to hear. */
+enum {
+    SLICE_ERROR = -1,    /* a file that cannot be read: an error (err), reading stops */
+    SLICE_UNUSABLE = -2, /* an image livseg cannot use (err); its series fields are set */
+    SLICE_NONE = 0,      /* not an image: skipped */
+    SLICE_READ = 1,      /* a slice of the wanted series, pixels and all */
+    SLICE_OTHER = 2,     /* an image of another series than the one asked for: its series fields only */
 };
 
 /* A file is DICOM-like when it carries the Part 10 "DICM" magic, or its preamble is followed by a
@@ -106,7 +122,8 @@ std::string tag_string(const gdcm::File &file, uint16_t group, uint16_t element)
     sf.SetFile(file);
     std::string s = sf.ToString(gdcm::Tag(group, element));
     while (!s.empty() && (s.back() == ' ' || s.back() == '\0')) s.pop_back();
-    return s;
+    size_t lead = s.find_first_not_of(' ');
+    return lead == std::string::npos ? std::string() : s.substr(lead);
 }
 
 double tag_double(const gdcm::File &file, uint16_t group, uint16_t element, double fallback) {
@@ -195,9 +212,15 @@ int read_header_capped(gdcm::Reader &reader, const std::string &path, bool cap) 
     }
 }
 
-/* 0: not an image (skip); 1: slice read; <0: error already in err. `cap`: bound the header parse
- * with a data_cap (forked child only). */
-int read_slice(const std::string &path, slice &s, bool cap, ls_error *err) {
+/* A slice is in the series `want` names when that is its SeriesInstanceUID, SeriesNumber or
+ * SeriesDescription; an empty `want` takes every series. */
+bool in_series(const slice &s, const std::string &want) {
+    return want.empty() || want == s.series || want == s.number || want == s.description;
+}
+
+/* One of the SLICE_ outcomes. `cap`: bound the header parse with a data_cap (forked child only); `want`:
+ * the series asked for (in_series). */
+int read_slice(const std::string &path, slice &s, bool cap, const std::string &want, ls_error *err) {
     bool dicom_like = looks_like_dicom(path);
     gdcm::ImageReader reader;
     reader.SetFileName(path.c_str());
@@ -205,7 +228,7 @@ int read_slice(const std::string &path, slice &s, bool cap, ls_error *err) {
     if (got < 0) {
         ls_fail(err, LS_ERR_INPUT, "%s: DICOM header declares more data than the file holds (corrupt element length)",
                 path.c_str());
-        return -1;
+        return SLICE_ERROR;
     }
     if (!got) {
         /* ImageReader refuses any file without pixel data (DICOMDIR, SR, RT structures sometimes
@@ -216,40 +239,43 @@ int read_slice(const std::string &path, slice &s, bool cap, ls_error *err) {
         if (read_header_capped(plain, path, cap) > 0) {
             const gdcm::DataSet &ds = plain.GetFile().GetDataSet();
             if (!ds.FindDataElement(gdcm::Tag(0x7fe0, 0x0010)) && !ds.FindDataElement(gdcm::Tag(0x0028, 0x0010)))
-                return 0;
+                return SLICE_NONE;
         }
-        if (!dicom_like) return 0;
+        if (!dicom_like) return SLICE_NONE;
         ls_fail(err, LS_ERR_INPUT, "%s: DICOM file cannot be decoded (truncated or corrupt)", path.c_str());
-        return -1;
+        return SLICE_ERROR;
     }
     const gdcm::File &file = reader.GetFile();
-    if (!file.GetDataSet().FindDataElement(gdcm::Tag(0x7fe0, 0x0010))) return 0;
+    if (!file.GetDataSet().FindDataElement(gdcm::Tag(0x7fe0, 0x0010))) return SLICE_NONE;
     const gdcm::Image &img = reader.GetImage();
     s.path = path;
     s.series = tag_string(file, 0x0020, 0x000e);
+    s.number = tag_string(file, 0x0020, 0x0011);
+    s.description = tag_string(file, 0x0008, 0x103e);
     s.modality = tag_string(file, 0x0008, 0x0060);
+    s.compressed = img.GetTransferSyntax().IsEncapsulated();
+    if (!in_series(s, want)) return SLICE_OTHER; /* nor decoded, nor checked */
     if (img.GetNumberOfDimensions() != 2 && img.GetDimension(2) > 1) {
         ls_fail(err, LS_ERR_INPUT, "%s: multi-frame DICOM (%u frames) is not supported", path.c_str(), img.GetDimension(2));
-        return -1;
+        return SLICE_UNUSABLE;
     }
     const gdcm::PixelFormat &pf = img.GetPixelFormat();
     if (pf.GetSamplesPerPixel() != 1) {
         ls_fail(err, LS_ERR_INPUT, "%s: %u samples per pixel (colour); livseg needs greyscale", path.c_str(),
                 (unsigned)pf.GetSamplesPerPixel());
-        return -1;
+        return SLICE_UNUSABLE;
     }
     ls_dtype dt;
     if (!ls_dtype_of(pf.GetScalarType(), &dt)) {
         ls_fail(err, LS_ERR_INPUT, "%s: unsupported pixel format %s", path.c_str(), pf.GetScalarTypeAsString());
-        return -1;
+        return SLICE_UNUSABLE;
     }
     s.type = pf.GetScalarType();
-    s.compressed = img.GetTransferSyntax().IsEncapsulated();
     s.cols = img.GetDimension(0);
     s.rows = img.GetDimension(1);
     if (s.cols == 0 || s.rows == 0 || s.cols > 4096 || s.rows > 4096) {
         ls_fail(err, LS_ERR_INPUT, "%s: image size %ux%u outside 1..4096", path.c_str(), s.cols, s.rows);
-        return -1;
+        return SLICE_UNUSABLE;
     }
     for (int i = 0; i < 2; i++) s.spacing[i] = img.GetSpacing(i);
     for (int i = 0; i < 3; i++) s.ipp[i] = img.GetOrigin(i);
@@ -261,14 +287,14 @@ int read_slice(const std::string &path, slice &s, bool cap, ls_error *err) {
     size_t need = (size_t)s.cols * s.rows * pf.GetPixelSize();
     if (len < need) {
         ls_fail(err, LS_ERR_INPUT, "%s: pixel data holds %zu bytes, %zu needed", path.c_str(), len, need);
-        return -1;
+        return SLICE_ERROR;
     }
     s.pixels.resize(len);
     if (!img.GetBuffer(s.pixels.data())) {
         ls_fail(err, LS_ERR_INPUT, "%s: pixel data cannot be decoded", path.c_str());
-        return -1;
+        return SLICE_ERROR;
     }
-    return 1;
+    return SLICE_READ;
 }
 
 double dot3(const double *a, const double *b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
@@ -279,15 +305,9 @@ void cross3(const double *a, const double *b, double *c) {
     c[2] = a[0] * b[1] - a[1] * b[0];
 }
 
-/* Every slice must match the first in series, size, spacing and orientation. */
+/* Every slice (all of one series: see series_list) must match the first in size, spacing and orientation. */
 ls_status check_one_series(const char *dir, const std::vector<slice> &v, ls_error *err) {
     const slice &a = v[0];
-    std::vector<std::string> uids;
-    for (const slice &s : v)
-        if (std::find(uids.begin(), uids.end(), s.series) == uids.end()) uids.push_back(s.series);
-    if (uids.size() > 1)
-        return ls_fail(err, LS_ERR_INPUT, "%s: holds %zu different series (SeriesInstanceUID); put one series per directory",
-                       dir, uids.size());
     double n1 = sqrt(dot3(a.iop, a.iop)), n2 = sqrt(dot3(a.iop + 3, a.iop + 3));
     if (fabs(n1 - 1) > 1e-3 || fabs(n2 - 1) > 1e-3 || fabs(dot3(a.iop, a.iop + 3)) > 1e-3)
         return ls_fail(err, LS_ERR_INPUT, "%s: ImageOrientationPatient is not two orthonormal vectors", a.path.c_str());
@@ -455,36 +475,45 @@ ls_status library_failed(ls_error *err, const char *dir, const char *file, const
 static_assert(std::is_trivially_copyable<slice_info>::value, "slice_info travels through a pipe as bytes");
 
 struct slice_msg {
-    int32_t got; /* read_slice's result: 1 a slice, 0 not an image, -1 an error (err) */
-    ls_error err;
+    int32_t got;   /* read_slice's outcome, SLICE_... */
+    ls_error err;  /* after SLICE_ERROR and SLICE_UNUSABLE */
     slice_info info;
-    uint32_t series_len, modality_len;
-    uint64_t pixel_len;
+    uint32_t str_len[4]; /* the strings_of, after every outcome but SLICE_ERROR and SLICE_NONE */
+    uint64_t pixel_len;  /* non-zero after SLICE_READ */
 };
+
+/* A slice's strings in the order a slice_msg sends them. */
+void strings_of(slice &s, std::string *out[4]) {
+    out[0] = &s.series, out[1] = &s.number, out[2] = &s.description, out[3] = &s.modality;
+}
+
+bool carries_slice(int got) { return got != SLICE_ERROR && got != SLICE_NONE; }
 
 /* A decoder process: reads files first, first + stride, ... in turn and sends each outcome; stops after
  * the first error (the collector stops there too) or when the collector has gone (a failed write). */
-[[noreturn]] void decoder_main(const std::vector<std::string> &files, size_t first, size_t stride, int fd) {
+[[noreturn]] void decoder_main(const std::vector<std::string> &files, const std::string &want, size_t first,
+                               size_t stride, int fd) {
     for (size_t i = first; i < files.size(); i += stride) {
         slice s;
         slice_msg m{};
         try {
-            m.got = std::max(read_slice(files[i], s, true, &m.err), -1);
+            m.got = read_slice(files[i], s, true, want, &m.err);
         } catch (const std::bad_alloc &) {
-            ls_fail(&m.err, LS_ERR_NOMEM, "%s: out of memory reading the slice", files[i].c_str()), m.got = -1;
+            ls_fail(&m.err, LS_ERR_NOMEM, "%s: out of memory reading the slice", files[i].c_str()), m.got = SLICE_ERROR;
         } catch (...) {
-            ls_fail(&m.err, LS_ERR_INPUT, "%s: DICOM reading failed", files[i].c_str()), m.got = -1;
+            ls_fail(&m.err, LS_ERR_INPUT, "%s: DICOM reading failed", files[i].c_str()), m.got = SLICE_ERROR;
         }
-        if (m.got > 0) {
+        std::string *str[4];
+        strings_of(s, str);
+        if (carries_slice(m.got)) {
             m.info = s;
-            m.series_len = (uint32_t)s.series.size(), m.modality_len = (uint32_t)s.modality.size();
+            for (int k = 0; k < 4; k++) m.str_len[k] = (uint32_t)str[k]->size();
             m.pixel_len = s.pixels.size();
         }
         bool ok = write_all(fd, &m, sizeof m);
-        if (ok && m.got > 0)
-            ok = write_all(fd, s.series.data(), s.series.size()) && write_all(fd, s.modality.data(), s.modality.size()) &&
-                 write_all(fd, s.pixels.data(), s.pixels.size());
-        if (!ok || m.got < 0) _exit(ok ? 0 : 1);
+        for (int k = 0; k < 4 && ok && carries_slice(m.got); k++) ok = write_all(fd, str[k]->data(), str[k]->size());
+        if (ok && carries_slice(m.got)) ok = write_all(fd, s.pixels.data(), s.pixels.size());
+        if (!ok || m.got == SLICE_ERROR) _exit(ok ? 0 : 1);
     }
     _exit(0);
 }
@@ -495,7 +524,8 @@ class decoder_pool {
   public:
     /* `keep_fd`: this process's pipe to its parent; closed in the decoders, so that the parent sees the
      * end of the stream when this process dies even while decoders live. */
-    decoder_pool(const char *dir, const std::vector<std::string> &files, size_t first, int n, int keep_fd)
+    decoder_pool(const char *dir, const std::vector<std::string> &files, const std::string &want, size_t first, int n,
+                 int keep_fd)
         : dir_(dir), files_(files), first_(first) {
         pid_t self = getpid();
         for (int k = 0; k < n; k++) {
@@ -509,7 +539,7 @@ class decoder_pool {
                 /* A decoder must not outlive its collector (it would decode for nobody). */
                 prctl(PR_SET_PDEATHSIG, SIGKILL);
                 if (getppid() != self) _exit(1);
-                decoder_main(files, first + (size_t)k, (size_t)n, p[1]);
+                decoder_main(files, want, first + (size_t)k, (size_t)n, p[1]);
             }
             close(p[1]);
             if (pid < 0) {
@@ -526,26 +556,28 @@ class decoder_pool {
 
     bool started() const { return !pids_.empty(); }
 
-    /* File i's outcome, as read_slice returns it (1, 0, or < 0 with err set). Call with i = first,
-     * first + 1, ... in turn, and not again after an error. */
+    /* File i's outcome, as read_slice returns it (err set after SLICE_ERROR and SLICE_UNUSABLE). Call
+     * with i = first, first + 1, ... in turn, and not again after SLICE_ERROR. */
     int get(size_t i, slice &s, ls_error *err) {
         size_t k = (i - first_) % pids_.size();
         slice_msg m;
         if (!read_all(fds_[k], &m, sizeof m)) return died(k, i, err);
-        if (m.got < 0) {
-            if (err) *err = m.err;
-            return -1;
-        }
-        if (m.got == 0) return 0;
+        if ((m.got == SLICE_ERROR || m.got == SLICE_UNUSABLE) && err) *err = m.err;
+        if (!carries_slice(m.got)) return m.got;
         static_cast<slice_info &>(s) = m.info;
         s.path = files_[i];
-        if (m.series_len > 65536 || m.modality_len > 65536 || m.pixel_len > ((uint64_t)1 << 32))
-            return ls_fail(err, LS_ERR_INPUT, "%s: garbled reply from the DICOM decoder for %s", dir_, files_[i].c_str()), -1;
-        s.series.resize(m.series_len), s.modality.resize(m.modality_len), s.pixels.resize(m.pixel_len);
-        if (!read_all(fds_[k], &s.series[0], m.series_len) || !read_all(fds_[k], &s.modality[0], m.modality_len) ||
-            !read_all(fds_[k], s.pixels.data(), m.pixel_len))
-            return died(k, i, err);
-        return 1;
+        std::string *str[4];
+        strings_of(s, str);
+        bool sane = m.got >= SLICE_UNUSABLE && m.got <= SLICE_OTHER && m.pixel_len <= ((uint64_t)1 << 32);
+        for (int j = 0; j < 4; j++) sane = sane && m.str_len[j] <= 65536;
+        if (!sane)
+            return ls_fail(err, LS_ERR_INPUT, "%s: garbled reply from the DICOM decoder for %s", dir_, files_[i].c_str()),
+                   SLICE_ERROR;
+        bool ok = true;
+        for (int j = 0; j < 4 && ok; j++) str[j]->resize(m.str_len[j]), ok = read_all(fds_[k], &(*str[j])[0], m.str_len[j]);
+        s.pixels.resize(m.pixel_len);
+        if (!ok || !read_all(fds_[k], s.pixels.data(), m.pixel_len)) return died(k, i, err);
+        return m.got;
     }
 
   private:
@@ -557,7 +589,7 @@ class decoder_pool {
         pids_[k] = -1;
         library_failed(err, dir_, files_[i].c_str(),
                        WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL ? strsignal(WTERMSIG(st)) : "no result");
-        return -1;
+        return SLICE_ERROR;
     }
 
     void stop() {
@@ -577,10 +609,78 @@ class decoder_pool {
 
 /* ------------------------------------------------------------------------------------ the series */
 
-/* `pg` is non-null in the forked child only: there each header parse is under a data_cap, and the files
- * after a compressed first image go to up to `readers` decoder processes. In-process (pg null) the files
- * are read here, uncapped. `keep_fd`: the child's pipe to the caller. */
-ls_status read_series(const char *dir, ls_volume *out, progress_page *pg, int readers, int keep_fd, ls_error *err) {
+/* The series a directory's images belong to, in the order first met, with their image counts. A series
+ * is its SeriesInstanceUID; images without one (anonymised) are told apart by number and description. */
+struct series_entry {
+    std::string uid, number, description;
+    size_t images;
+};
+
+class series_list {
+  public:
+    void add(const slice &s) {
+        for (series_entry &e : v_)
+            if (!e.uid.empty() || !s.series.empty() ? e.uid == s.series : e.number == s.number && e.description == s.description) {
+                e.images++;
+                return;
+            }
+        v_.push_back({s.series, s.number, s.description, 1});
+    }
+    size_t size() const { return v_.size(); }
+
+    /* Those that `want` names, as in_series takes slices. */
+    series_list named(const std::string &want) const {
+        series_list out;
+        for (const series_entry &e : v_)
+            if (want == e.uid || want == e.number || want == e.description) out.v_.push_back(e);
+        return out;
+    }
+
+    /* 3 "CT Body 3.0" (300 images), 601 "Dose Report" (1 image), ...: number and description, the UID
+     * where both are missing; the first 8, then how many more. Bytes from the files, so printable only. */
+    std::string describe() const {
+        std::string out;
+        for (size_t i = 0; i < v_.size() && i < 8; i++) {
+            const series_entry &e = v_[i];
+            std::string name = e.number;
+            if (!e.description.empty()) name += (name.empty() ? "\"" : " \"") + e.description.substr(0, 64) + "\"";
+            if (name.empty()) name = e.uid.empty() ? "unnamed" : "UID " + e.uid.substr(0, 64);
+            for (char &c : name) c = c >= 0x20 && c < 0x7f ? c : '?';
+            out += (i ? ", " : "") + name + " (" + std::to_string(e.images) + (e.images == 1 ? " image)" : " images)");
+        }
+        if (v_.size() > 8) out += ", and " + std::to_string(v_.size() - 8) + " more";
+        return out;
+    }
+
+  private:
+    std::vector<series_entry> v_;
+};
+
+/* After every file is read: the directory must hold one series, or `want` must name exactly one. */
+ls_status check_series_found(const char *dir, const std::string &want, const series_list &seen, ls_error *err) {
+    if (seen.size() == 0) return ls_fail(err, LS_ERR_INPUT, "%s: no DICOM images found", dir);
+    if (want.empty()) {
+        if (seen.size() > 1)
+            return ls_fail(err, LS_ERR_INPUT, "%s: holds %zu series; choose one with --series NUMBER, DESCRIPTION or UID: %s",
+                           dir, seen.size(), seen.describe().c_str());
+        return LS_OK;
+    }
+    series_list named = seen.named(want);
+    if (named.size() == 0)
+        return ls_fail(err, LS_ERR_INPUT, "%s: no series \"%s\" (a SeriesNumber, SeriesDescription or SeriesInstanceUID); it holds %s",
+                       dir, want.c_str(), seen.describe().c_str());
+    if (named.size() > 1)
+        return ls_fail(err, LS_ERR_INPUT, "%s: \"%s\" names %zu series: %s; choose one by another of its names or its UID",
+                       dir, want.c_str(), named.size(), named.describe().c_str());
+    return LS_OK;
+}
+
+/* `want`: the series to read (in_series), empty for the only one. `pg` is non-null in the forked child
+ * only: there each header parse is under a data_cap, and the files after a compressed first image go to
+ * up to `readers` decoder processes. In-process (pg null) the files are read here, uncapped. `keep_fd`:
+ * the child's pipe to the caller. */
+ls_status read_series(const char *dir, const std::string &want, ls_volume *out, progress_page *pg, int readers,
+                      int keep_fd, ls_error *err) {
     DIR *dp = opendir(dir);
     if (!dp) return ls_fail(err, LS_ERR_INPUT, "%s: cannot open directory (%s)", dir, strerror(errno));
     std::vector<std::string> files;
@@ -596,31 +696,44 @@ ls_status read_series(const char *dir, ls_volume *out, progress_page *pg, int re
         return ls_fail(err, LS_ERR_INPUT, "%s: %zu files; too many for one series", dir, files.size());
     if (pg) __atomic_store_n(&pg->total, (int64_t)files.size(), __ATOMIC_RELAXED);
     std::vector<slice> slices;
+    series_list seen;
+    ls_error unusable = {}; /* the first SLICE_UNUSABLE's */
     {
         std::unique_ptr<decoder_pool> pool;
         for (size_t i = 0; i < files.size(); i++) {
             if (pg) snprintf(pg->current, sizeof pg->current, "%s", files[i].c_str());
             slice s;
-            int r = pool ? pool->get(i, s, err) : read_slice(files[i], s, pg != nullptr, err);
-            if (r < 0) return err ? err->code : LS_ERR_INPUT;
+            ls_error e = {};
+            int r = pool ? pool->get(i, s, &e) : read_slice(files[i], s, pg != nullptr, want, &e);
+            if (r == SLICE_ERROR) {
+                if (err) *err = e;
+                return e.code ? e.code : LS_ERR_INPUT;
+            }
+            if (carries_slice(r)) seen.add(s);
+            if (r == SLICE_UNUSABLE && !unusable.code) unusable = e;
             /* Decoders pay where decoding costs more than copying a slice to this process: compressed
              * series. Two files a decoder at least; one decoder would be this process itself. */
-            if (r > 0 && !pool && pg && s.compressed) {
+            if (carries_slice(r) && !pool && pg && s.compressed) {
                 int n = std::min({readers, 16, (int)((files.size() - i - 1) / 2)});
-                if (n > 1) pool.reset(new decoder_pool(dir, files, i + 1, n, keep_fd));
+                if (n > 1) pool.reset(new decoder_pool(dir, files, want, i + 1, n, keep_fd));
                 if (pool && !pool->started()) pool.reset();
             }
-            if (r > 0) slices.push_back(std::move(s));
+            if (r == SLICE_READ) slices.push_back(std::move(s));
             if (pg) __atomic_store_n(&pg->done, (int64_t)i + 1, __ATOMIC_RELAXED);
             /* Bounds before the next file's pixels are held: at most 4096 slices and 2^31 voxels. */
-            if (r > 0 && slices.size() > 4096)
+            if (r == SLICE_READ && slices.size() > 4096)
                 return ls_fail(err, LS_ERR_INPUT, "%s: more than 4096 slices", dir);
-            if (r > 0 && (double)slices.size() * slices[0].cols * slices[0].rows > 2147483648.0)
+            if (r == SLICE_READ && (double)slices.size() * slices[0].cols * slices[0].rows > 2147483648.0)
                 return ls_fail(err, LS_ERR_INPUT, "%s: more than 2^31 voxels (%ux%u x %zu slices)", dir, slices[0].cols,
                                slices[0].rows, slices.size());
         }
     }
     if (pg) pg->current[0] = 0;
+    LS_TRY(check_series_found(dir, want, seen, err));
+    if (unusable.code) {
+        if (err) *err = unusable;
+        return unusable.code;
+    }
     if (slices.empty()) return ls_fail(err, LS_ERR_INPUT, "%s: no DICOM images found", dir);
     LS_TRY(check_one_series(dir, slices, err));
     double step[3];
@@ -635,9 +748,9 @@ struct reply {
     ls_volume vol; /* data pointer meaningless across processes */
 };
 
-ls_status read_series_guarded(const char *dir, ls_volume *out, ls_error *err) {
+ls_status read_series_guarded(const char *dir, const std::string &want, ls_volume *out, ls_error *err) {
     try {
-        return read_series(dir, out, nullptr, 0, -1, err);
+        return read_series(dir, want, out, nullptr, 0, -1, err);
     } catch (const std::bad_alloc &) {
         ls_volume_free(out);
         return ls_fail(err, LS_ERR_NOMEM, "%s: out of memory reading the series", dir);
@@ -650,7 +763,7 @@ ls_status read_series_guarded(const char *dir, ls_volume *out, ls_error *err) {
     }
 }
 
-[[noreturn]] void child_main(const char *dir, int readers, int fd, progress_page *pg) {
+[[noreturn]] void child_main(const char *dir, const std::string &want, int readers, int fd, progress_page *pg) {
     /* GDCM prints warnings and assertion texts; the parent reports one line of its own. */
     /* stdout too: the child holds a copy of the caller's unflushed stdio buffers, and GDCM's abort
      * path would flush that copy, printing the caller's pending output a second time. */
@@ -665,7 +778,7 @@ ls_status read_series_guarded(const char *dir, ls_volume *out, ls_error *err) {
     reply r;
     memset(&r, 0, sizeof r);
     try {
-        r.status = read_series(dir, &r.vol, pg, readers, fd, &r.err);
+        r.status = read_series(dir, want, &r.vol, pg, readers, fd, &r.err);
     } catch (...) {
         r.status = ls_fail(&r.err, LS_ERR_INPUT, "%s: DICOM reading failed", dir);
     }
@@ -681,7 +794,7 @@ ls_status read_series_guarded(const char *dir, ls_volume *out, ls_error *err) {
 /* A read begun by ls_dicom_begin: the reader child and what the caller needs to collect its volume. With
  * no child (no pipe or shared page to be had) the series was read in-process, its outcome kept here. */
 struct ls_dicom_job {
-    std::string dir;
+    std::string dir, series;
     progress_page *pg = nullptr;
     int fd = -1;
     pid_t pid = -1;
@@ -690,16 +803,18 @@ struct ls_dicom_job {
     ls_volume vol = {};
 };
 
-extern "C" ls_status ls_dicom_begin(const char *dir, int readers, ls_dicom_job **out, ls_error *err) {
+extern "C" ls_status ls_dicom_begin(const char *dir, const char *series, int readers, ls_dicom_job **out,
+                                     ls_error *err) {
     ls_dicom_job *job = new (std::nothrow) ls_dicom_job;
     if (!job) return ls_fail(err, LS_ERR_NOMEM, "%s: out of memory", dir);
     *out = job;
     job->dir = dir;
+    job->series = series ? series : "";
     void *shared = mmap(nullptr, sizeof(progress_page), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     int fds[2];
     if (shared == MAP_FAILED || pipe(fds) != 0) {
         if (shared != MAP_FAILED) munmap(shared, sizeof(progress_page));
-        job->status = read_series_guarded(dir, &job->vol, &job->err); /* no isolation available: read in-process */
+        job->status = read_series_guarded(dir, job->series, &job->vol, &job->err); /* no isolation: read in-process */
         return LS_OK;
     }
     job->pg = static_cast<progress_page *>(shared);
@@ -709,7 +824,7 @@ extern "C" ls_status ls_dicom_begin(const char *dir, int readers, ls_dicom_job *
     job->pid = fork();
     if (job->pid == 0) {
         close(fds[0]);
-        child_main(dir, readers, fds[1], job->pg);
+        child_main(dir, job->series, readers, fds[1], job->pg);
     }
     close(fds[1]);
     job->fd = fds[0];
@@ -784,9 +899,9 @@ extern "C" ls_status ls_dicom_end(ls_dicom_job *job, ls_progress_fn progress, vo
     return st;
 }
 
-extern "C" ls_status ls_dicom_read(const char *dir, int readers, ls_volume *out, ls_error *err) {
+extern "C" ls_status ls_dicom_read(const char *dir, const char *series, int readers, ls_volume *out, ls_error *err) {
     ls_dicom_job *job;
     memset(out, 0, sizeof *out);
-    LS_TRY(ls_dicom_begin(dir, readers, &job, err));
+    LS_TRY(ls_dicom_begin(dir, series, readers, &job, err));
     return ls_dicom_end(job, nullptr, nullptr, out, err);
 }

@@ -173,6 +173,9 @@ TEST(numeric_options) {
         {"pretrain IN -o OUT --bogus", "unknown option"},
         {"probe IN --bogus", "unknown option"},
         {"info --bogus", "unknown option"},
+        {"info IN --series", "needs a value"},
+        {"info --series 2 IN", "not a directory"},
+        {"segment IN -o OUT.nii.gz --series 2", "not a directory"},
         {"segment IN", "no output"},
         {"features --cache OUT IN -q", "before the inputs"},
         {"segment IN -o OUT.nii.gz --bogus", "unknown option"},
@@ -226,6 +229,26 @@ TEST(info_on_all_shared_data) {
         CHECK(rc == 0, "livseg info on %s/* exited %d: %s", d, rc, e);
     }
     CHECK(n >= 100, "only %d inputs found", n);
+}
+
+/* A directory holding two series: `info` lists them in its one line, `info --series` reads the one named. */
+TEST(info_series) {
+    const char *data = test_data_dir();
+    if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
+    char cmd[4096], args[2048], e[4096], path[800], text[4096] = "";
+    const char *dir = test_tmpdir();
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/study && cp %s/dicom/totalseg_ct_dicom/* %s/dicom/dcmqi_ct_3slice/* %s/study/",
+             dir, data, data, dir);
+    REQUIRE(system(cmd) == 0, "%s", cmd);
+    snprintf(args, sizeof args, "info %s/study", dir);
+    int rc = run(args, e, sizeof e);
+    CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, "holds 2 series") && strstr(e, "2 (3 images)"), "info: exit %d, %s", rc, e);
+    snprintf(args, sizeof args, "info --series 2 %s/study", dir);
+    rc = run(args, e, sizeof e);
+    snprintf(path, sizeof path, "%s/stdout.txt", dir);
+    FILE *f = fopen(path, "r");
+    if (f) text[fread(text, 1, sizeof text - 1, f)] = 0, fclose(f);
+    CHECK(rc == 0 && strstr(text, "512 x 512 x 3 voxels"), "info --series 2: exit %d, %s%s", rc, e, text);
 }
 
 /* `livseg eval` over a CSV of pairs, its per-case CSV, and the t-test between two result files. */
@@ -320,6 +343,7 @@ int main(int argc, char **argv) {
     RUN(train_and_experiment_usage);
     RUN(numeric_options);
     RUN(info_on_all_shared_data);
+    RUN(info_series);
     RUN(eval_pairs_and_ttest);
     RUN(eval_never_writes_over_an_input);
     return test_summary();

@@ -2,7 +2,8 @@
  * test_dicom.c — DICOM series through GDCM: the shared series load with real HU and the geometry of
  * the NIfTI masks beside them, and broken directories (empty, no DICOM, two series, a missing slice,
  * a truncated file, damaged headers, displaced slices) give one-line errors naming the directory or file;
- * several decoder processes give what one gives, volume and first error alike.
+ * several decoder processes give what one gives, volume and first error alike; a directory holding
+ * several series gives the one asked for, or lists them.
  */
 #include <dirent.h>
 #include <sys/resource.h>
@@ -188,7 +189,7 @@ TEST(broken_directories) {
     snprintf(a, sizeof a, "%s/dicom/dcmqi_ct_3slice/01.dcm", data);
     snprintf(b, sizeof b, "%s/other.dcm", d);
     copy_file(a, b, -1);
-    expect_error(d, "mixed series", "2 different series");
+    expect_error(d, "mixed series", "holds 2 series; choose one with --series");
 
     /* A truncated slice: named in the error. */
     copy_slices(src, names, 0, 2, "truncated", d);
@@ -514,7 +515,7 @@ TEST(files_without_pixels) {
 /* ls_dicom_read with `readers` decoders: the status, with the message in msg (or the volume in v). */
 static ls_status read_with(const char *d, int readers, ls_volume *v, char *msg, size_t n) {
     ls_error err = {0};
-    ls_status s = ls_dicom_read(d, readers, v, &err);
+    ls_status s = ls_dicom_read(d, NULL, readers, v, &err);
     snprintf(msg, n, "%s", err.msg);
     return s;
 }
@@ -564,6 +565,128 @@ TEST(parallel_decoders) {
     }
 }
 
+/* The dcmqi slices of series number 2 (uncompressed) beside the 20 JPEG 2000 slices "CT Body 3.0" (no UID
+ * nor number: anonymised), named to sort after them so that decoder processes meet the other series;
+ * tmp/sub, its path in d. `patch` (may be NULL) edits dcmqi slice 02's copy. */
+static int two_series(const char *data, const char *sub, int (*patch)(unsigned char *, long, int), char d[700]) {
+    char src[600], names[20][256], a[2048], b[2048];
+    snprintf(src, sizeof src, "%s/dicom/totalseg_ct_dicom", data);
+    if (list_dir(src, names, 20) != 20) return -1;
+    copy_slices(src, names, 0, 19, sub, d);
+    for (int i = 1; i <= 3; i++) {
+        long n;
+        snprintf(a, sizeof a, "%s/dicom/dcmqi_ct_3slice/%02d.dcm", data, i);
+        snprintf(b, sizeof b, "%s/zz%02d.dcm", d, i);
+        unsigned char *buf = slurp(a, &n);
+        int rc = !buf || (patch && i == 2 && patch(buf, n, i)) || spill(b, buf, n);
+        free(buf);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+/* Three samples per pixel, RGB: an image livseg cannot use (implicit VR little endian). */
+static int to_colour(unsigned char *buf, long n, int i) {
+    (void)i;
+    return replace_once(buf, n, "\x28\x00\x02\x00\x02\x00\x00\x00\x01\x00", "\x28\x00\x02\x00\x02\x00\x00\x00\x03\x00", 10) ||
+           replace_once(buf, n, "MONOCHROME2 ", "RGB         ", 12);
+}
+
+/* SeriesDescription "CT Body 3.0" -> "2", the other series' number (explicit VR: LO, 12 bytes). */
+static int describe_as_2(unsigned char *buf, long n, int i) {
+    (void)i;
+    return replace_once(buf, n, "CT Body 3.0 ", "2           ", 12);
+}
+
+static int same_volume(const ls_volume *a, const ls_volume *b) {
+    return memcmp(&a->geom, &b->geom, sizeof a->geom) == 0 && memcmp(a->data, b->data, ls_volume_nvox(a) * sizeof(float)) == 0;
+}
+
+/* Reads `d` with `series` and 1, 2, 3 and 7 decoders: every count must give the one decoder's outcome
+ * (volume or message). Returns that status, the message in msg, the volume (if any) in v. */
+static ls_status read_series_every_way(const char *d, const char *series, ls_volume *v, char msg[1024]) {
+    static const int readers[] = {1, 2, 3, 7};
+    ls_status first = LS_OK;
+    for (int r = 0; r < 4; r++) {
+        ls_error err = {0};
+        ls_volume w;
+        ls_status s = ls_dicom_read(d, series, readers[r], r ? &w : v, &err);
+        if (r == 0) {
+            first = s, snprintf(msg, 1024, "%s", err.msg);
+            continue;
+        }
+        CHECK(s == first && !strcmp(err.msg, s ? msg : ""), "--series %s, %d decoders: status %d '%s', one decoder: %d '%s'",
+              series ? series : "(none)", readers[r], s, err.msg, first, msg);
+        if (s == LS_OK && first == LS_OK)
+            CHECK(same_volume(&w, v), "--series %s, %d decoders: another volume", series ? series : "(none)", readers[r]);
+        if (s == LS_OK) ls_volume_free(&w);
+    }
+    return first;
+}
+
+/* A directory holding two series (a study exported whole): without --series it is refused with the list
+ * of its series, with it the series named by number, description or UID is read, whatever else lies
+ * there (an image livseg cannot use included); a name of no series, or of two, is refused with the list. */
+TEST(several_series) {
+    const char *data = test_data_dir();
+    if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
+    char d[700], src[700], msg[1024];
+    ls_volume body, small, v;
+    ls_error err = {0};
+    snprintf(src, sizeof src, "%s/dicom/totalseg_ct_dicom", data);
+    REQUIRE(ls_volume_read_dicom(src, &body, &err) == LS_OK, "%s", err.msg);
+    snprintf(src, sizeof src, "%s/dicom/dcmqi_ct_3slice", data);
+    REQUIRE(ls_volume_read_dicom(src, &small, &err) == LS_OK, "%s", err.msg);
+    REQUIRE(two_series(data, "study", NULL, d) == 0, "cannot write %s", d);
+
+    CHECK(read_series_every_way(d, NULL, &v, msg) == LS_ERR_INPUT &&
+              strstr(msg, "holds 2 series; choose one with --series") && strstr(msg, "\"CT Body 3.0\" (20 images), 2 (3 images)"),
+          "no --series: %s", msg);
+    printf("  no --series -> %s\n", msg);
+    static const char *const names_small[] = {"2", "1.2.392.200103.20080913.113635.1.2009.6.22.21.43.10.23430.1"};
+    for (int k = 0; k < 2; k++) {
+        REQUIRE(read_series_every_way(d, names_small[k], &v, msg) == LS_OK, "--series %s: %s", names_small[k], msg);
+        CHECK(same_volume(&v, &small), "--series %s: not the dcmqi series alone", names_small[k]);
+        ls_volume_free(&v);
+    }
+    REQUIRE(read_series_every_way(d, "CT Body 3.0", &v, msg) == LS_OK, "--series CT Body 3.0: %s", msg);
+    CHECK(same_volume(&v, &body), "--series CT Body 3.0: not the totalseg series alone");
+    ls_volume_free(&v);
+    CHECK(ls_volume_read_dicom_series(d, "2", &v, &err) == LS_OK && same_volume(&v, &small), "public call: %s", err.msg);
+    if (!err.code) ls_volume_free(&v);
+    CHECK(read_series_every_way(d, "7", &v, msg) == LS_ERR_INPUT && strstr(msg, "no series \"7\"") &&
+              strstr(msg, "\"CT Body 3.0\" (20 images), 2 (3 images)"),
+          "--series 7: %s", msg);
+
+    /* A colour image in series 2: refused when series 2 is asked for, skipped when the other is, and
+     * without --series the list of series still comes first. */
+    REQUIRE(two_series(data, "colour", to_colour, d) == 0, "cannot write %s", d);
+    CHECK(read_series_every_way(d, NULL, &v, msg) == LS_ERR_INPUT && strstr(msg, "holds 2 series"), "colour, no --series: %s", msg);
+    CHECK(read_series_every_way(d, "2", &v, msg) == LS_ERR_INPUT && strstr(msg, "zz02.dcm: 3 samples per pixel"),
+          "colour, --series 2: %s", msg);
+    REQUIRE(read_series_every_way(d, "CT Body 3.0", &v, msg) == LS_OK, "colour, --series CT Body 3.0: %s", msg);
+    CHECK(same_volume(&v, &body), "colour, --series CT Body 3.0: not the totalseg series alone");
+    ls_volume_free(&v);
+
+    /* "2" the number of one series and the description of the other. */
+    char names[20][256];
+    snprintf(src, sizeof src, "%s/dicom/totalseg_ct_dicom", data);
+    REQUIRE(list_dir(src, names, 20) == 20, "%s", src);
+    REQUIRE(two_series(data, "twice", NULL, d) == 0, "cannot write %s", d);
+    for (int i = 0; i < 20; i++) {
+        char p[1024];
+        long n;
+        snprintf(p, sizeof p, "%s/%.255s", d, names[i]);
+        unsigned char *buf = slurp(p, &n);
+        REQUIRE(buf && describe_as_2(buf, n, i) == 0 && spill(p, buf, n) == 0, "cannot patch %s", p);
+        free(buf);
+    }
+    CHECK(read_series_every_way(d, "2", &v, msg) == LS_ERR_INPUT && strstr(msg, "\"2\" names 2 series"), "--series 2 twice: %s", msg);
+    printf("  --series 2, two such -> %s\n", msg);
+    ls_volume_free(&body);
+    ls_volume_free(&small);
+}
+
 int main(void) {
     RUN(shared_series);
     RUN(broken_directories);
@@ -574,5 +697,6 @@ int main(void) {
     RUN(rescale_and_orientation);
     RUN(files_without_pixels);
     RUN(parallel_decoders);
+    RUN(several_series);
     return test_summary();
 }

@@ -344,6 +344,15 @@ TEST(segment_command) {
     const char *line = strstr(e, "livseg: ");
     CHECK(line && (line == e || line[-1] == '\n') && strstr(line, "/cut/"), "damaged series, error line: %s", e);
     printf("  damaged series: %s\n", strstr(e, "read [") ? "the bar was drawn before the error" : "no bar drawn (a quick read)");
+    /* A study's directory with two series: refused with their list, or the one --series names segmented. */
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/study && cp %s/* %s/dicom/dcmqi_ct_3slice/* %s/study/", dir, series, data, dir);
+    REQUIRE(system(cmd) == 0, "%s", cmd);
+    snprintf(args, sizeof args, "segment %s/study -o %s/z.nii.gz --model %s -q", dir, dir, model3);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "holds 2 series"), "two series: %s", e);
+    snprintf(args, sizeof args, "segment %s/study --series 2 -o %s --model %s -q", dir, out, model3);
+    CHECK(run(args, e, sizeof e) == 0, "--series 2: %s", e);
+    snprintf(series, sizeof series, "%s/dicom/dcmqi_ct_3slice", data);
+    expect_same_header(series, out);
     /* A directory without DICOM, and a series with a missing model: one line each, exit 2 (the begun read
      * is collected either way). */
     snprintf(cmd, sizeof cmd, "mkdir -p %s/nodicom && echo notes > %s/nodicom/README.txt", dir, dir);

@@ -4,18 +4,21 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
 static void info_usage(FILE *f) {
     fprintf(f,
-            "usage: livseg info INPUT [INPUT ...]\n\n"
+            "usage: livseg info [--series S] INPUT [INPUT ...]\n\n"
             "Prints what livseg reads from each input: format, voxel grid, spacing, data type and\n"
             "scaling, orientation (the letters say where each voxel axis points: R/L right/left,\n"
             "A/P anterior/posterior, S/I superior/inferior), the voxel-to-world affine (RAS+ mm),\n"
             "and the intensity range after scaling (Hounsfield units for CT).\n\n"
             "INPUT is a NIfTI file (.nii or .nii.gz, NIfTI-1 or -2) or a directory holding one DICOM\n"
-            "series. Exit status 2 when an input cannot be read (one line on stderr says why).\n");
+            "series. A directory holding several series (a whole study) is refused with a list of them;\n"
+            "--series S reads the one whose SeriesNumber, SeriesDescription or SeriesInstanceUID is S.\n"
+            "Exit status 2 when an input cannot be read (one line on stderr says why).\n");
 }
 
 static void print_volume(const char *path, const ls_volume *v) {
@@ -65,16 +68,38 @@ int cmd_info(int argc, char **argv) {
             info_usage(stdout);
             return 0;
         }
-    for (int i = 1; i < argc; i++)
-        if (argv[i][0] == '-' && argv[i][1]) {
+    const char *series = NULL;
+    int n = 0; /* inputs, moved to the front of argv */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--series")) {
+            if (i + 1 == argc) {
+                fprintf(stderr, "livseg info: option --series needs a value\n");
+                return 2;
+            }
+            series = argv[++i];
+        } else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "livseg info: unknown option '%s' (see livseg info --help)\n", argv[i]);
             return 2;
+        } else {
+            argv[n++] = argv[i];
         }
+    }
+    if (n == 0) {
+        fprintf(stderr, "livseg info: no input given (see livseg info --help)\n");
+        return 2;
+    }
     int rc = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 0; i < n; i++) {
         ls_error err = {0};
         ls_volume v;
-        if (ls_volume_read(argv[i], &v, &err) != LS_OK) {
+        struct stat st;
+        int dir = stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode);
+        if (series && !dir) {
+            fprintf(stderr, "livseg info: --series picks a series of a DICOM directory; %s is not a directory\n", argv[i]);
+            rc = 2;
+            continue;
+        }
+        if ((dir ? ls_volume_read_dicom_series(argv[i], series, &v, &err) : ls_volume_read(argv[i], &v, &err)) != LS_OK) {
             rc = cli_report(&err);
             continue;
         }

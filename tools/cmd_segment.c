@@ -31,6 +31,9 @@ static void segment_usage(FILE *f) {
             "header geometry.\n\n"
             "options:\n"
             "  -o, --output FILE   the mask to write (.nii.gz or .nii), required\n"
+            "  --series S          for a DICOM directory holding several series (a whole study): the one\n"
+            "                      to segment, by SeriesNumber, SeriesDescription or SeriesInstanceUID\n"
+            "                      (without it such a directory is refused with a list of its series)\n"
             "  --model FILE        trained model (default: $LIVSEG_MODEL, else the model shipped with this\n"
             "                      livseg: models/" DEFAULT_MODEL_NAME " of the repository it was built in,\n"
             "                      or PREFIX/share/livseg/models/ when installed with make install)\n"
@@ -57,15 +60,15 @@ static void segment_usage(FILE *f) {
 }
 
 typedef struct {
-    const char *input, *output, *model, *teacher, *prob, *stats, *preview, *modality, *device;
+    const char *input, *output, *model, *teacher, *prob, *stats, *preview, *modality, *device, *series;
     int threads, quiet, batch, largest, fill;
     float threshold;
     char model_path[4096]; /* the default model's path, when neither --model nor $LIVSEG_MODEL gives one */
 } seg_args;
 
 /* The options that take a value. */
-static const char *const valued[] = {"-o", "--output", "--model", "--teacher", "--prob", "--stats", "--preview",
-                                     "--modality", "--device", "--threshold", "--batch", "--threads", NULL};
+static const char *const valued[] = {"-o", "--output", "--series", "--model", "--teacher", "--prob", "--stats",
+                                     "--preview", "--modality", "--device", "--threshold", "--batch", "--threads", NULL};
 
 /* The shipped model (default_model_dirs) into a->model; else 2, with one line naming the places looked at:
  * running livseg from another directory must not depend on the current one. */
@@ -114,6 +117,7 @@ static int parse(int argc, char **argv, seg_args *a) {
             fprintf(stderr, "livseg segment: option %s needs a value%s%s\n", s, v ? ", not " : "", v ? v : "");
             return 2;
         } else if (!strcmp(s, "-o") || !strcmp(s, "--output")) a->output = argv[++i];
+        else if (!strcmp(s, "--series")) a->series = argv[++i];
         else if (!strcmp(s, "--model")) a->model = argv[++i];
         else if (!strcmp(s, "--teacher")) a->teacher = argv[++i];
         else if (!strcmp(s, "--prob")) a->prob = argv[++i];
@@ -266,8 +270,12 @@ int cmd_segment(int argc, char **argv) {
     struct stat sb;
     if (stat(a.input, &sb) == 0 && S_ISDIR(sb.st_mode)) {
         double t = ls_now();
-        rd.status = ls_dicom_begin(a.input, a.threads > 0 ? a.threads : omp_get_max_threads(), &rd.job, &rd.err);
+        int readers = a.threads > 0 ? a.threads : omp_get_max_threads();
+        rd.status = ls_dicom_begin(a.input, a.series, readers, &rd.job, &rd.err);
         rd.seconds = ls_now() - t;
+    } else if (a.series) {
+        fprintf(stderr, "livseg segment: --series picks a series of a DICOM directory; %s is not a directory\n", a.input);
+        return 2;
     }
     pthread_t th;
     int threaded = !rd.status && pthread_create(&th, NULL, read_input, &rd) == 0;
