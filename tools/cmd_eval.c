@@ -198,15 +198,20 @@ static int eval_pairs(const char *csv, const char *out_csv, const char *out_json
             json_object_set_new(sum, cols[c].name, json_pack("{s:o, s:o, s:i}", "mean", num_or_null(mean), "std", num_or_null(sd), "cases", k));
         }
         if (out_csv) {
-            size_t cap2 = (size_t)(n + 1) * 256, len = 0;
-            char *buf = malloc(cap2);
-            len += (size_t)snprintf(buf, cap2, "case,dice,assd_mm,mssd_mm,pred_ml,ref_ml,diff_ml,diff_pct\n");
-            for (int i = 0; i < n; i++)
-                len += (size_t)snprintf(buf + len, cap2 - len, "%s,%.6f,%.6f,%.6f,%.3f,%.3f,%.3f,%.3f\n", rows[i].id,
-                                        rows[i].m.dice, rows[i].m.assd_mm, rows[i].m.mssd_mm, rows[i].m.pred_ml,
-                                        rows[i].m.ref_ml, rows[i].m.diff_ml, rows[i].m.diff_pct);
+            char *buf = NULL;
+            size_t len = 0;
+            FILE *f = open_memstream(&buf, &len);
+            int ok = f != NULL;
+            if (f) {
+                fprintf(f, "case,dice,assd_mm,mssd_mm,pred_ml,ref_ml,diff_ml,diff_pct\n");
+                for (int i = 0; i < n; i++)
+                    fprintf(f, "%s,%.6f,%.6f,%.6f,%.3f,%.3f,%.3f,%.3f\n", rows[i].id, rows[i].m.dice, rows[i].m.assd_mm,
+                            rows[i].m.mssd_mm, rows[i].m.pred_ml, rows[i].m.ref_ml, rows[i].m.diff_ml, rows[i].m.diff_pct);
+                ok = fclose(f) == 0;
+            }
             ls_error err = {0};
-            if (ls_write_file_atomic(out_csv, buf, len, NULL, &err)) rc = cli_report(&err);
+            if (!ok) ls_fail(&err, LS_ERR_NOMEM, "%s: out of memory", out_csv), rc = cli_report(&err);
+            else if (ls_write_file_atomic(out_csv, buf, len, NULL, &err)) rc = cli_report(&err);
             free(buf);
         }
         if (out_json && !rc) {

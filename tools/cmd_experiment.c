@@ -218,7 +218,7 @@ static double quantile(double *v, int n, double q) {
     return lo + 1 < n ? v[lo] + (pos - lo) * (v[lo + 1] - v[lo]) : v[lo];
 }
 
-/* Box plot of Dice per (variant, target dataset) group, as SVG. */
+/* Box plot of Dice per (variant, target dataset) group, as SVG; NULL when out of memory. */
 static char *box_svg(const ls_manifest *m, const result *res, int nt, int nv, const char *test) {
     char groups[16][96];
     double vals[16][512];
@@ -236,10 +236,12 @@ static char *box_svg(const ls_manifest *m, const result *res, int nt, int nv, co
         }
     }
     int W = 120 + 110 * ng, H = 320, top = 20, bot = 270;
-    size_t cap = 8192 + 1024 * (size_t)ng;
-    char *s = malloc(cap);
+    /* A growing buffer: a fixed one sized per group overflowed at about 170 cases in a group. */
+    char *s = NULL;
     size_t n = 0;
-#define OUT(...) n += (size_t)snprintf(s + n, cap - n, __VA_ARGS__)
+    FILE *f = open_memstream(&s, &n);
+    if (!f) return NULL;
+#define OUT(...) fprintf(f, __VA_ARGS__)
     OUT("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
         "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
     for (int t = 0; t <= 10; t += 2) {
@@ -268,21 +270,27 @@ static char *box_svg(const ls_manifest *m, const result *res, int nt, int nv, co
     }
     OUT("</svg>\n");
 #undef OUT
+    if (fclose(f)) free(s), s = NULL;
     return s;
 }
 
 static ls_status write_report(const char *dir, const exp_opts *o, const ls_train_config *c, const ls_manifest *m,
                               const result *res, int nt, int nv, const char *teacher_id, double seconds, ls_error *err) {
-    size_t cap = 65536 + (size_t)nt * nv * 512;
-    char *md = malloc(cap), *csv = malloc(cap), path[4200];
+    char *md = NULL, *csv = NULL, path[4200];
     size_t n = 0, k = 0;
+    FILE *fm = open_memstream(&md, &n), *fc = open_memstream(&csv, &k);
+    if (!fm || !fc) {
+        if (fm) fclose(fm), free(md);
+        if (fc) fclose(fc), free(csv);
+        return ls_fail(err, LS_ERR_NOMEM, "%s: out of memory for the report", dir);
+    }
     struct utsname u;
     uname(&u);
     time_t now = time(NULL);
     char date[32];
     strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
     char *cfg = ls_train_config_json(c);
-#define MD(...) n += (size_t)snprintf(md + n, cap - n, __VA_ARGS__)
+#define MD(...) fprintf(fm, __VA_ARGS__)
     MD("# Experiment: train %s -> test %s\n\n", c->datasets, o->test);
     MD("- teacher: `%s`%s\n", teacher_id, strstr(teacher_id, ":random:") ? " (random initialisation: no pretrained "
                                                                            "teacher was used)" : "");
@@ -327,7 +335,7 @@ static ls_status write_report(const char *dir, const exp_opts *o, const ls_train
     MD("\n| --- | --- |");
     for (int v = 0; v < nv; v++) MD(" --- | --- | --- |");
     MD("\n");
-    k += (size_t)snprintf(csv + k, cap - k, "case,dataset,variant,dice,assd_mm,mssd_mm,pred_ml,ref_ml\n");
+    fprintf(fc, "case,dataset,variant,dice,assd_mm,mssd_mm,pred_ml,ref_ml\n");
     for (int i = 0; i < nt; i++) {
         const ls_case *cs = &m->cases[res[i].case_index];
         MD("| %s | %s |", cs->id, cs->dataset);
@@ -335,18 +343,21 @@ static ls_status write_report(const char *dir, const exp_opts *o, const ls_train
             const ls_metrics *q = &res[v * nt + i].m;
             if (isfinite(q->assd_mm)) MD(" %.4f | %.2f | %.1f |", q->dice, q->assd_mm, q->mssd_mm);
             else MD(" %.4f | - | - |", q->dice);
-            k += (size_t)snprintf(csv + k, cap - k, "%s,%s,%s,%.6f,%.4f,%.4f,%.2f,%.2f\n", cs->id, cs->dataset,
-                                  v ? "no_cd" : "cd", q->dice, q->assd_mm, q->mssd_mm, q->pred_ml, q->ref_ml);
+            fprintf(fc, "%s,%s,%s,%.6f,%.4f,%.4f,%.2f,%.2f\n", cs->id, cs->dataset, v ? "no_cd" : "cd", q->dice,
+                    q->assd_mm, q->mssd_mm, q->pred_ml, q->ref_ml);
         }
         MD("\n");
     }
 #undef MD
     free(a), free(b), free(cfg);
+    int lost = fclose(fm) != 0;
+    lost |= fclose(fc) != 0;
+    char *svg = box_svg(m, res, nt, nv, o->test);
+    ls_status s = lost || !svg ? ls_fail(err, LS_ERR_NOMEM, "%s: out of memory for the report", dir) : LS_OK;
     snprintf(path, sizeof path, "%s/report.md", dir);
-    ls_status s = ls_write_file_atomic(path, md, n, NULL, err);
+    if (!s) s = ls_write_file_atomic(path, md, n, NULL, err);
     snprintf(path, sizeof path, "%s/cases.csv", dir);
     if (!s) s = ls_write_file_atomic(path, csv, k, NULL, err);
-    char *svg = box_svg(m, res, nt, nv, o->test);
     snprintf(path, sizeof path, "%s/dice.svg", dir);
     if (!s) s = ls_write_file_atomic(path, svg, strlen(svg), NULL, err);
     free(svg), free(md), free(csv);
