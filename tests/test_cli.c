@@ -264,9 +264,9 @@ static int count_in_file(const char *path, const char *needle) {
     return n;
 }
 
-/* `livseg experiment` end to end on tiny synthetic scans: 3 to train on, 200 of one dataset to test (the
- * report's box plot once overflowed a buffer sized for fewer than ~170 cases a group): report.md, cases.csv
- * and dice.svg hold every case. */
+/* `livseg experiment` end to end on tiny synthetic scans: 3 to train on, 520 of one dataset to test (the
+ * report's box plot once overflowed a buffer sized for fewer than ~170 cases a group, and kept at most 512
+ * points a group): report.md, cases.csv and dice.svg hold every case. */
 TEST(experiment_report) {
     const char *dir = test_tmpdir();
     char m[600], img[700], lab[700], args[4096], e[4096], path[800];
@@ -274,7 +274,7 @@ TEST(experiment_report) {
     FILE *f = fopen(m, "w");
     REQUIRE(f, "cannot write %s", m);
     fprintf(f, "case,dataset,modality,image,label\n");
-    for (int i = 0; i < 203; i++) {
+    for (int i = 0; i < 523; i++) {
         snprintf(img, sizeof img, "%s/many%d.nii.gz", dir, i);
         snprintf(lab, sizeof lab, "%s/many%d_liver.nii.gz", dir, i);
         REQUIRE(write_disc_scan(img, lab, i < 3 ? 48 : 16, i < 3 ? 3 : 1, (float)(i % 5)) == 0, "cannot write %s", img);
@@ -287,14 +287,14 @@ TEST(experiment_report) {
              m, dir, dir);
     double t = ls_now_for_tests();
     int rc = run(args, e, sizeof e);
-    printf("  experiment on 200 test cases: %.1f s\n", ls_now_for_tests() - t);
+    printf("  experiment on 520 test cases: %.1f s\n", ls_now_for_tests() - t);
     REQUIRE(rc == 0, "experiment: exit %d, %s", rc, e);
     snprintf(path, sizeof path, "%s/exp/cases.csv", dir);
-    CHECK(count_in_file(path, ",many,cd,") == 200, "%s: %d test rows", path, count_in_file(path, ",many,cd,"));
+    CHECK(count_in_file(path, ",many,cd,") == 520, "%s: %d test rows", path, count_in_file(path, ",many,cd,"));
     snprintf(path, sizeof path, "%s/exp/report.md", dir);
-    CHECK(count_in_file(path, "| many |") == 200, "%s: %d case rows", path, count_in_file(path, "| many |"));
+    CHECK(count_in_file(path, "| many |") == 520, "%s: %d case rows", path, count_in_file(path, "| many |"));
     snprintf(path, sizeof path, "%s/exp/dice.svg", dir);
-    CHECK(count_in_file(path, "<circle") == 200 && count_in_file(path, "</svg>") == 1, "%s: %d points", path,
+    CHECK(count_in_file(path, "<circle") == 520 && count_in_file(path, "</svg>") == 1, "%s: %d points", path,
           count_in_file(path, "<circle"));
 }
 

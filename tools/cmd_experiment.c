@@ -218,19 +218,21 @@ static double quantile(double *v, int n, double q) {
     return lo + 1 < n ? v[lo] + (pos - lo) * (v[lo + 1] - v[lo]) : v[lo];
 }
 
-/* Box plot of Dice per (variant, target dataset) group, as SVG; NULL when out of memory. */
+/* Box plot of Dice per (variant, target dataset) group (the first 16 groups), as SVG; NULL when out of
+ * memory. */
 static char *box_svg(const ls_manifest *m, const result *res, int nt, int nv, const char *test) {
     char groups[16][96];
-    double vals[16][512];
+    double *vals = malloc(sizeof(double) * 16 * (size_t)(nt + 1)); /* group g's values at vals + g * nt */
     int counts[16] = {0}, ng = 0;
     char list[1024];
+    if (!vals) return NULL;
     for (int v = 0; v < nv; v++) {
         snprintf(list, sizeof list, "%s", test);
         for (char *save = NULL, *ds = strtok_r(list, ",", &save); ds && ng < 16; ds = strtok_r(NULL, ",", &save)) {
             snprintf(groups[ng], sizeof groups[ng], "%s%s", ds, v ? " (no CD)" : "");
             for (int i = 0; i < nt; i++) {
                 const result *r = &res[v * nt + i];
-                if (!strcmp(m->cases[r->case_index].dataset, ds) && counts[ng] < 512) vals[ng][counts[ng]++] = r->m.dice;
+                if (!strcmp(m->cases[r->case_index].dataset, ds)) vals[(size_t)ng * nt + counts[ng]++] = r->m.dice;
             }
             ng++;
         }
@@ -240,7 +242,7 @@ static char *box_svg(const ls_manifest *m, const result *res, int nt, int nv, co
     char *s = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&s, &n);
-    if (!f) return NULL;
+    if (!f) return free(vals), NULL;
 #define OUT(...) fprintf(f, __VA_ARGS__)
     OUT("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
         "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
@@ -255,9 +257,9 @@ static char *box_svg(const ls_manifest *m, const result *res, int nt, int nv, co
         double x = 120 + 110 * g;
         OUT("<text x=\"%.0f\" y=\"%d\" text-anchor=\"middle\">%s (n=%d)</text>\n", x, bot + 20, groups[g], counts[g]);
         if (!counts[g]) continue;
-        double q0 = quantile(vals[g], counts[g], 0), q1 = quantile(vals[g], counts[g], 0.25),
-               q2 = quantile(vals[g], counts[g], 0.5), q3 = quantile(vals[g], counts[g], 0.75),
-               q4 = quantile(vals[g], counts[g], 1);
+        double *gv = vals + (size_t)g * nt;
+        double q0 = quantile(gv, counts[g], 0), q1 = quantile(gv, counts[g], 0.25), q2 = quantile(gv, counts[g], 0.5),
+               q3 = quantile(gv, counts[g], 0.75), q4 = quantile(gv, counts[g], 1);
 #define Y(v) (bot - (bot - top) * (v))
         OUT("<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", x, x, Y(q0), Y(q4));
         OUT("<rect x=\"%.0f\" y=\"%.1f\" width=\"50\" height=\"%.1f\" fill=\"%s\" stroke=\"black\"/>\n", x - 25, Y(q3),
@@ -265,11 +267,12 @@ static char *box_svg(const ls_manifest *m, const result *res, int nt, int nv, co
         OUT("<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"black\" stroke-width=\"2\"/>\n", x - 25,
             x + 25, Y(q2), Y(q2));
         for (int i = 0; i < counts[g]; i++)
-            OUT("<circle cx=\"%.0f\" cy=\"%.1f\" r=\"2\" fill=\"#333\"/>\n", x + 35, Y(vals[g][i]));
+            OUT("<circle cx=\"%.0f\" cy=\"%.1f\" r=\"2\" fill=\"#333\"/>\n", x + 35, Y(gv[i]));
 #undef Y
     }
     OUT("</svg>\n");
 #undef OUT
+    free(vals);
     if (fclose(f)) free(s), s = NULL;
     return s;
 }
