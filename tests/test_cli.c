@@ -298,6 +298,48 @@ TEST(experiment_report) {
           count_in_file(path, "<circle"));
 }
 
+/* eval --ttest on result files of 5000 cases (it once read at most 4096, silently), paired by case in any
+ * order, "nan" left out; t as computed here; a value that is no number, a missing column: one line, exit 2. */
+TEST(eval_ttest_files) {
+    const char *dir = test_tmpdir();
+    char a[600], b[600], args[2048], e[4096], text[4096] = "", path[700];
+    snprintf(a, sizeof a, "%s/ta.csv", dir);
+    snprintf(b, sizeof b, "%s/tb.csv", dir);
+    FILE *fa = fopen(a, "w"), *fb = fopen(b, "w");
+    REQUIRE(fa && fb, "cannot write %s, %s", a, b);
+    fprintf(fa, "\ncase,dice,assd_mm\n");
+    fprintf(fb, "assd_mm,dice,case\n");
+    enum { N = 5000 };
+    double sum = 0, sum2 = 0;
+    int k = 0;
+    for (int i = 0; i < N; i++) {
+        double da = 0.5 + 0.3 * sin(i), db = da + 0.01 + 0.02 * cos(1.7 * i);
+        if (i < 3) fprintf(fa, "c%d,nan,1\n", i);
+        else fprintf(fa, "c%d,%.9f,1\n", i, da), sum += da - db, sum2 += (da - db) * (da - db), k++;
+    }
+    for (int i = N - 1; i >= 0; i--) /* the other order: cases are paired by name */
+        fprintf(fb, "2,%.9f,c%d\n", 0.5 + 0.3 * sin(i) + 0.01 + 0.02 * cos(1.7 * i), i);
+    fclose(fa), fclose(fb);
+    double mean = sum / k, sd = sqrt((sum2 - k * mean * mean) / (k - 1)), t = mean / (sd / sqrt(k));
+    snprintf(args, sizeof args, "eval --ttest %s %s", a, b);
+    int rc = run(args, e, sizeof e);
+    snprintf(path, sizeof path, "%s/stdout.txt", dir);
+    FILE *f = fopen(path, "r");
+    if (f) text[fread(text, 1, sizeof text - 1, f)] = 0, fclose(f);
+    const char *tp = strstr(text, "t = ");
+    double got = tp ? atof(tp + 4) : 0;
+    CHECK(rc == 0 && strstr(text, "4997 paired cases") && fabs(got - t) < 1e-3 * fabs(t), "exit %d, expected t = %.4f: %s%s",
+          rc, t, text, e);
+    fa = fopen(a, "a");
+    fprintf(fa, "c5000,abc,1\n");
+    fclose(fa);
+    rc = run(args, e, sizeof e);
+    CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, "ta.csv:5003: dice 'abc' is not a number"), "exit %d, %s", rc, e);
+    snprintf(args, sizeof args, "eval --ttest %s %s --metric mssd_mm", b, b);
+    rc = run(args, e, sizeof e);
+    CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, "no column 'mssd_mm'"), "exit %d, %s", rc, e);
+}
+
 /* A directory holding two series: `info` lists them in its one line, `info --series` reads the one named. */
 TEST(info_series) {
     const char *data = test_data_dir();
@@ -412,6 +454,7 @@ int main(int argc, char **argv) {
     RUN(info_on_all_shared_data);
     RUN(info_series);
     RUN(experiment_report);
+    RUN(eval_ttest_files);
     RUN(eval_pairs_and_ttest);
     RUN(eval_never_writes_over_an_input);
     return test_summary();

@@ -2,6 +2,7 @@
  * cmd_eval.c — `livseg eval`: compare predicted liver masks with reference masks (Dice, ASSD, MSSD,
  * volumes), one pair or a CSV of pairs, and compare two result sets with a paired t-test.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stddef.h>
@@ -230,59 +231,99 @@ static int eval_pairs(const char *csv, const char *out_csv, const char *out_json
     return rc;
 }
 
-/* Reads case -> metric from a --csv file. */
-static int read_results(const char *path, const char *metric, char ids[][128], double *v, int max, int *n) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "livseg: %s: cannot open\n", path);
-        return 2;
+/* A --csv file's cases and one metric's values. */
+typedef struct {
+    char **ids;
+    double *v;
+    int n, cap;
+} result_set;
+
+static void results_free(result_set *r) {
+    for (int i = 0; i < r->n; i++) free(r->ids[i]);
+    free(r->ids), free(r->v);
+    memset(r, 0, sizeof *r);
+}
+
+static int results_add(result_set *r, const char *id, double v) {
+    if (r->n == r->cap) {
+        int cap = r->cap ? 2 * r->cap : 256;
+        char **ids = realloc(r->ids, sizeof *ids * (size_t)cap);
+        if (ids) r->ids = ids;
+        double *vv = realloc(r->v, sizeof *vv * (size_t)cap);
+        if (vv) r->v = vv;
+        if (!ids || !vv) return -1;
+        r->cap = cap;
     }
-    char line[4096], *fld[8];
-    int col = -1;
-    if (fgets(line, sizeof line, f)) {
-        int k = split_csv(line, fld, 8);
-        for (int i = 0; i < k; i++)
-            if (!strcmp(fld[i], metric)) col = i;
-    }
-    if (col < 0) {
-        fclose(f);
-        fprintf(stderr, "livseg: %s: no column '%s'\n", path, metric);
-        return 2;
-    }
-    *n = 0;
-    while (*n < max && fgets(line, sizeof line, f))
-        if (split_csv(line, fld, 8) > col) {
-            for (int k = 0; k < *n; k++)
-                if (!strcmp(ids[k], fld[0])) {
-                    fprintf(stderr, "livseg: %s: case %s appears twice\n", path, fld[0]);
-                    fclose(f);
-                    return 2;
-                }
-            snprintf(ids[*n], 128, "%s", fld[0]);
-            v[(*n)++] = strtod(fld[col], NULL);
-        }
-    fclose(f);
+    if (!(r->ids[r->n] = strdup(id))) return -1;
+    r->v[r->n++] = v;
     return 0;
 }
 
-static int eval_ttest(const char *a, const char *b, const char *metric) {
-    static char ia[4096][128], ib[4096][128];
-    static double va[4096], vb[4096], x[4096], y[4096];
-    int na, nb, k = 0, rc;
-    if ((rc = read_results(a, metric, ia, va, 4096, &na)) || (rc = read_results(b, metric, ib, vb, 4096, &nb))) return rc;
-    for (int i = 0; i < na; i++)
-        for (int j = 0; j < nb; j++)
-            if (!strcmp(ia[i], ib[j]) && isfinite(va[i]) && isfinite(vb[j])) x[k] = va[i], y[k] = vb[j], k++;
-    if (k < 2) {
-        fprintf(stderr, "livseg: %s and %s share %d cases with a finite %s; need 2 or more\n", a, b, k, metric);
+/* Case -> metric from a --csv file (columns found by name; "nan" for an undefined distance is a value).
+ * 2 with one line on stderr when the file cannot be read or a row is malformed. */
+static int read_results(const char *path, const char *metric, result_set *r) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "livseg: %s: cannot open (%s)\n", path, strerror(errno));
         return 2;
     }
-    double t, p = ls_ttest_paired(x, y, k, &t);
-    double ma = 0, mb = 0;
-    for (int i = 0; i < k; i++) ma += x[i], mb += y[i];
-    printf("%s: %d paired cases, mean %.4f (%s) vs %.4f (%s), t = %.4f, p = %.4g\n", metric, k, ma / k, a, mb / k, b,
-           t, p);
-    return 0;
+    char *line = NULL, *fld[MAX_COLS];
+    size_t cap = 0;
+    int lineno = 0, header = 0, col = -1, id = -1, rc = 0;
+    while (!rc && getline(&line, &cap, f) >= 0) {
+        lineno++;
+        int k = split_csv(line, fld, MAX_COLS);
+        for (int j = 0; j < k; j++) fld[j] = bare(fld[j]);
+        if (k == 1 && !*fld[0]) continue; /* a blank line */
+        if (!header) {
+            header = 1;
+            for (int j = 0; j < k; j++) {
+                if (!strcasecmp(fld[j], "case")) id = j;
+                if (!strcmp(fld[j], metric)) col = j;
+            }
+            if (id < 0 || col < 0)
+                rc = 2, fprintf(stderr, "livseg: %s: no column '%s' in the header\n", path, id < 0 ? "case" : metric);
+            continue;
+        }
+        char *end = NULL;
+        double x = k > col && k > id ? strtod(fld[col], &end) : 0;
+        if (k <= col || k <= id) {
+            rc = 2, fprintf(stderr, "livseg: %s:%d: fewer fields than the header names\n", path, lineno);
+        } else if (end == fld[col] || *end) {
+            rc = 2, fprintf(stderr, "livseg: %s:%d: %s '%s' is not a number\n", path, lineno, metric, fld[col]);
+        } else {
+            for (int j = 0; j < r->n && !rc; j++)
+                if (!strcmp(r->ids[j], fld[id])) rc = 2, fprintf(stderr, "livseg: %s:%d: case %s appears twice\n", path, lineno, fld[id]);
+            if (!rc && results_add(r, fld[id], x)) rc = 2, fprintf(stderr, "livseg: %s: out of memory\n", path);
+        }
+    }
+    if (!rc && !header) rc = 2, fprintf(stderr, "livseg: %s: empty (expected a header and cases)\n", path);
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+static int eval_ttest(const char *a, const char *b, const char *metric) {
+    result_set ra = {0}, rb = {0};
+    int rc = read_results(a, metric, &ra);
+    if (!rc) rc = read_results(b, metric, &rb);
+    double *x = rc ? NULL : malloc(sizeof(double) * (size_t)(ra.n + 1)), *y = rc ? NULL : malloc(sizeof(double) * (size_t)(ra.n + 1));
+    if (!rc && (!x || !y)) rc = 2, fprintf(stderr, "livseg: out of memory\n");
+    int k = 0;
+    for (int i = 0; !rc && i < ra.n; i++)
+        for (int j = 0; j < rb.n; j++)
+            if (!strcmp(ra.ids[i], rb.ids[j]) && isfinite(ra.v[i]) && isfinite(rb.v[j])) x[k] = ra.v[i], y[k] = rb.v[j], k++;
+    if (!rc && k < 2) rc = 2, fprintf(stderr, "livseg: %s and %s share %d cases with a finite %s; need 2 or more\n", a, b, k, metric);
+    if (!rc) {
+        double t, p = ls_ttest_paired(x, y, k, &t);
+        double ma = 0, mb = 0;
+        for (int i = 0; i < k; i++) ma += x[i], mb += y[i];
+        printf("%s: %d paired cases, mean %.4f (%s) vs %.4f (%s), t = %.4f, p = %.4g\n", metric, k, ma / k, a, mb / k, b,
+               t, p);
+    }
+    free(x), free(y);
+    results_free(&ra), results_free(&rb);
+    return rc;
 }
 
 int cmd_eval(int argc, char **argv) {
