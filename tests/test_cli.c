@@ -338,6 +338,16 @@ TEST(eval_ttest_files) {
     snprintf(args, sizeof args, "eval --ttest %s %s --metric mssd_mm", b, b);
     rc = run(args, e, sizeof e);
     CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, "no column 'mssd_mm'"), "exit %d, %s", rc, e);
+    /* --pairs: a case name or path that would not fit is refused, not cut short. */
+    char pairs[700], longname[300];
+    memset(longname, 'x', 200), longname[200] = 0;
+    snprintf(pairs, sizeof pairs, "%s/long.csv", dir);
+    f = fopen(pairs, "w");
+    fprintf(f, "case,pred,ref\n%s,p.nii.gz,r.nii.gz\n", longname);
+    fclose(f);
+    snprintf(args, sizeof args, "eval --pairs %s", pairs);
+    rc = run(args, e, sizeof e);
+    CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, "long.csv:2: case name longer than 127"), "exit %d, %s", rc, e);
 }
 
 /* A directory holding two series: `info` lists them in its one line, `info --series` reads the one named. */

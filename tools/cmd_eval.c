@@ -102,10 +102,11 @@ static int split_csv(char *line, char **f, int n) {
     return k;
 }
 
-static void resolve(const char *csv, const char *p, char *out, size_t n) {
+/* `p` relative to the directory of `csv` (absolute paths kept); 0 when it does not fit in n bytes. */
+static int resolve(const char *csv, const char *p, char *out, size_t n) {
     const char *slash = strrchr(csv, '/');
-    if (p[0] == '/' || !slash) snprintf(out, n, "%s", p);
-    else snprintf(out, n, "%.*s/%s", (int)(slash - csv), csv, p);
+    int w = p[0] == '/' || !slash ? snprintf(out, n, "%s", p) : snprintf(out, n, "%.*s/%s", (int)(slash - csv), csv, p);
+    return w >= 0 && (size_t)w < n;
 }
 
 /* A header or field name as written: without a UTF-8 byte order mark, surrounding spaces or quotes. */
@@ -156,18 +157,31 @@ static int read_pairs(const char *csv, const char *out_csv, const char *out_json
             break;
         }
         const char *id = fld[col[0]];
+        if (strlen(id) >= sizeof rows->id) {
+            fprintf(stderr, "livseg: %s:%d: case name longer than %zu characters\n", csv, lineno, sizeof rows->id - 1);
+            rc = 2;
+            break;
+        }
         for (int k = 0; k < n && !rc; k++)
             if (!strcmp(rows[k].id, id)) rc = 2, fprintf(stderr, "livseg: %s:%d: case %s appears twice\n", csv, lineno, id);
         if (rc) break;
         if (n == cap) {
             cap = cap ? 2 * cap : 16;
             eval_row *grown = realloc(rows, sizeof *rows * (size_t)cap);
-            if (!grown) { rc = 4; break; }
+            if (!grown) {
+                fprintf(stderr, "livseg: %s: out of memory\n", csv);
+                rc = 2;
+                break;
+            }
             rows = grown;
         }
         eval_row *r = &rows[n++];
         snprintf(r->id, sizeof r->id, "%s", id);
-        resolve(csv, fld[col[1]], r->pred, sizeof r->pred), resolve(csv, fld[col[2]], r->ref, sizeof r->ref);
+        if (!resolve(csv, fld[col[1]], r->pred, sizeof r->pred) || !resolve(csv, fld[col[2]], r->ref, sizeof r->ref)) {
+            fprintf(stderr, "livseg: %s:%d: path longer than %zu characters\n", csv, lineno, sizeof r->pred - 1);
+            rc = 2;
+            break;
+        }
         if (cli_over_input(out_csv, r->pred) || cli_over_input(out_csv, r->ref) || cli_over_input(out_json, r->pred) ||
             cli_over_input(out_json, r->ref))
             rc = 2;
