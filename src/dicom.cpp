@@ -3,7 +3,8 @@
  * ls_volume_read_dicom (livseg.h). No exception crosses into C.
  *
  * Contract
- *  - Every regular file of the directory (not recursive) is tried. Files without the "DICM" magic that
+ *  - Every regular file of the directory and its subdirectories (8 levels, links to directories not
+ *    followed) is tried, in path order. Files without the "DICM" magic that
  *    GDCM cannot read are ignored (READMEs, DICOMDIR indexes); a file with the magic that cannot be
  *    decoded is an error naming it. Files without pixel data are ignored.
  *  - The images must form one series: one SeriesInstanceUID, one orientation, one size and pixel
@@ -658,7 +659,7 @@ class series_list {
 
 /* After every file is read: the directory must hold one series, or `want` must name exactly one. */
 ls_status check_series_found(const char *dir, const std::string &want, const series_list &seen, ls_error *err) {
-    if (seen.size() == 0) return ls_fail(err, LS_ERR_INPUT, "%s: no DICOM images found", dir);
+    if (seen.size() == 0) return ls_fail(err, LS_ERR_INPUT, "%s: no DICOM images found (in it or its subdirectories)", dir);
     if (want.empty()) {
         if (seen.size() > 1)
             return ls_fail(err, LS_ERR_INPUT, "%s: holds %zu series; choose one with --series NUMBER, DESCRIPTION or UID: %s",
@@ -675,25 +676,48 @@ ls_status check_series_found(const char *dir, const std::string &want, const ser
     return LS_OK;
 }
 
+enum { MAX_FILES = 4096 * 4, MAX_DEPTH = 8 };
+
+/* The regular files under `path`, subdirectories included down to MAX_DEPTH levels (a study exported
+ * from a PACS or to a disc nests its series: PATIENT/STUDY/SERIES/files), not following links to
+ * directories (no loops), skipping names that start with a dot; at most MAX_FILES + 1 (the caller
+ * refuses more). */
+void collect_files(const std::string &path, int depth, std::vector<std::string> &out) {
+    DIR *dp = opendir(path.c_str());
+    if (!dp) return;
+    while (struct dirent *de = readdir(dp)) {
+        if (de->d_name[0] == '.' || out.size() > MAX_FILES) continue;
+        std::string p = path + "/" + de->d_name;
+        struct stat st, lst;
+        if (stat(p.c_str(), &st) != 0) continue;
+        if (S_ISREG(st.st_mode)) out.push_back(p);
+        else if (S_ISDIR(st.st_mode) && depth < MAX_DEPTH && lstat(p.c_str(), &lst) == 0 && !S_ISLNK(lst.st_mode))
+            collect_files(p, depth + 1, out);
+    }
+    closedir(dp);
+}
+
+/* Every file of `dir` and its subdirectories, sorted by path: the order files are read and errors met. */
+ls_status list_files(const char *dir, std::vector<std::string> &files, ls_error *err) {
+    DIR *dp = opendir(dir);
+    if (!dp) return ls_fail(err, LS_ERR_INPUT, "%s: cannot open directory (%s)", dir, strerror(errno));
+    closedir(dp);
+    collect_files(dir, 0, files);
+    if (files.size() > MAX_FILES)
+        return ls_fail(err, LS_ERR_INPUT, "%s: more than %d files in it and its subdirectories; too many for a study",
+                       dir, (int)MAX_FILES);
+    std::sort(files.begin(), files.end());
+    return LS_OK;
+}
+
 /* `want`: the series to read (in_series), empty for the only one. `pg` is non-null in the forked child
  * only: there each header parse is under a data_cap, and the files after a compressed first image go to
  * up to `readers` decoder processes. In-process (pg null) the files are read here, uncapped. `keep_fd`:
  * the child's pipe to the caller. */
 ls_status read_series(const char *dir, const std::string &want, ls_volume *out, progress_page *pg, int readers,
                       int keep_fd, ls_error *err) {
-    DIR *dp = opendir(dir);
-    if (!dp) return ls_fail(err, LS_ERR_INPUT, "%s: cannot open directory (%s)", dir, strerror(errno));
     std::vector<std::string> files;
-    while (struct dirent *de = readdir(dp)) {
-        if (de->d_name[0] == '.') continue;
-        std::string p = std::string(dir) + "/" + de->d_name;
-        struct stat st;
-        if (stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode)) files.push_back(p);
-    }
-    closedir(dp);
-    std::sort(files.begin(), files.end());
-    if (files.size() > 4096 * 4)
-        return ls_fail(err, LS_ERR_INPUT, "%s: %zu files; too many for one series", dir, files.size());
+    LS_TRY(list_files(dir, files, err));
     if (pg) __atomic_store_n(&pg->total, (int64_t)files.size(), __ATOMIC_RELAXED);
     std::vector<slice> slices;
     series_list seen;

@@ -687,6 +687,35 @@ TEST(several_series) {
     ls_volume_free(&small);
 }
 
+/* A study exported as a tree (PATIENT/STUDY/SERIES/files, a README at the top): its series are found in
+ * the subdirectories; a link back to the top, a hidden directory and a directory 9 levels down (each
+ * holding a copy of a slice that would break the series) are not read. */
+TEST(nested_study) {
+    const char *data = test_data_dir();
+    if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
+    char cmd[8192], root[700], msg[1024];
+    const char *tmp = test_tmpdir();
+    snprintf(root, sizeof root, "%s/export", tmp);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/PAT/ST/SE1 %s/PAT/ST/SE2 %s/.hidden %s/1/2/3/4/5/6/7/8/9 && echo notes > %s/README.txt && "
+             "cp %s/dicom/totalseg_ct_dicom/* %s/PAT/ST/SE1/ && cp %s/dicom/dcmqi_ct_3slice/* %s/PAT/ST/SE2/ && "
+             "cp %s/dicom/dcmqi_ct_3slice/01.dcm %s/.hidden/ && cp %s/dicom/dcmqi_ct_3slice/01.dcm %s/1/2/3/4/5/6/7/8/9/ && "
+             "ln -s %s %s/PAT/loop",
+             root, root, root, root, root, data, root, data, root, data, root, data, root, root, root);
+    REQUIRE(system(cmd) == 0, "%s", cmd);
+    ls_volume v, small;
+    ls_error err = {0};
+    CHECK(ls_volume_read_dicom(root, &v, &err) == LS_ERR_INPUT && strstr(err.msg, "holds 2 series") &&
+              strstr(err.msg, "\"CT Body 3.0\" (20 images), 2 (3 images)"),
+          "the tree: %s", err.msg);
+    printf("  the tree -> %s\n", err.msg);
+    snprintf(cmd, sizeof cmd, "%s/dicom/dcmqi_ct_3slice", data);
+    REQUIRE(ls_volume_read_dicom(cmd, &small, &err) == LS_OK, "%s", err.msg);
+    CHECK(read_series_every_way(root, "2", &v, msg) == LS_OK && same_volume(&v, &small), "--series 2 in the tree: %s", msg);
+    if (!msg[0]) ls_volume_free(&v);
+    ls_volume_free(&small);
+}
+
 int main(void) {
     RUN(shared_series);
     RUN(broken_directories);
@@ -698,5 +727,6 @@ int main(void) {
     RUN(files_without_pixels);
     RUN(parallel_decoders);
     RUN(several_series);
+    RUN(nested_study);
     return test_summary();
 }

@@ -27,8 +27,8 @@ static void segment_usage(FILE *f) {
     fprintf(f,
             "usage: livseg segment INPUT -o MASK.nii.gz [options]\n\n"
             "Segments the liver in a CT or MR volume. INPUT is a NIfTI file (.nii, .nii.gz) or a DICOM\n"
-            "series directory. The mask (uint8, 1 = liver) is written with exactly the input's grid and\n"
-            "header geometry.\n\n"
+            "directory: one series, or a study's tree (subdirectories are read) with --series naming one.\n"
+            "The mask (uint8, 1 = liver) is written with exactly the input's grid and header geometry.\n\n"
             "options:\n"
             "  -o, --output FILE   the mask to write (.nii.gz or .nii), required\n"
             "  --series S          for a DICOM directory holding several series (a whole study): the one\n"
