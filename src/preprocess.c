@@ -23,6 +23,9 @@ ls_status ls_modality_parse(const char *s, ls_modality *m, ls_error *err) {
 const char *ls_modality_name(ls_modality m) { return m == LS_MOD_CT ? "CT" : "MR"; }
 
 ls_modality ls_modality_guess(const ls_volume *v) {
+    /* A DICOM series says what it is: its Modality tag, which the reader keeps in descrip. */
+    if (!strcmp(v->format, "DICOM") && !strcmp(v->descrip, "DICOM CT")) return LS_MOD_CT;
+    if (!strcmp(v->format, "DICOM") && !strcmp(v->descrip, "DICOM MR")) return LS_MOD_MR;
     size_t n = ls_volume_nvox(v);
     for (size_t i = 0; i < n; i++)
         if (v->data[i] <= -100.0f) return LS_MOD_CT;

@@ -38,8 +38,9 @@ typedef struct {
 /* "ct" / "mr" (any case) -> modality. */
 ls_status ls_modality_parse(const char *s, ls_modality *m, ls_error *err);
 const char *ls_modality_name(ls_modality m);
-/* A guess for volumes of unknown modality: CT when the values reach -100 or below (air or a clipped HU
- * window), else MR. Callers let the user override it. */
+/* A guess for volumes of unknown modality: a DICOM series' Modality tag (CT or MR) where it has one, else
+ * CT when the values reach -100 or below (air or a clipped HU window), else MR. Callers let the user
+ * override it. */
 ls_modality ls_modality_guess(const ls_volume *v);
 
 /* Sets the window: fixed for CT, the volume's percentiles for MR; gamma 1. */

@@ -112,6 +112,18 @@ TEST(mr_percentile_window) {
     REQUIRE(ls_prep_init(&p, &v, LS_MOD_MR, 224, 224, &err) == LS_OK, "%s", err.msg);
     CHECK(p.lo == 100 && p.hi == 900, "MR window %g..%g", p.lo, p.hi);
     CHECK(ls_modality_guess(&v) == LS_MOD_MR, "guess MR");
+    /* A DICOM series' Modality tag decides, whatever the values; a NIfTI description does not. */
+    snprintf(v.format, sizeof v.format, "DICOM");
+    snprintf(v.descrip, sizeof v.descrip, "DICOM CT");
+    CHECK(ls_modality_guess(&v) == LS_MOD_CT, "DICOM CT without values below -100 guessed MR");
+    v.data[0] = -500;
+    snprintf(v.descrip, sizeof v.descrip, "DICOM MR");
+    CHECK(ls_modality_guess(&v) == LS_MOD_MR, "DICOM MR with a value of -500 guessed CT");
+    snprintf(v.descrip, sizeof v.descrip, "DICOM OT");
+    CHECK(ls_modality_guess(&v) == LS_MOD_CT, "DICOM of another modality: not guessed from its values");
+    snprintf(v.format, sizeof v.format, "NIfTI-1");
+    snprintf(v.descrip, sizeof v.descrip, "DICOM MR");
+    CHECK(ls_modality_guess(&v) == LS_MOD_CT, "a NIfTI description taken for a DICOM tag");
     ls_modality m;
     CHECK(ls_modality_parse("MR", &m, &err) == LS_OK && m == LS_MOD_MR, "parse MR");
     CHECK(ls_modality_parse("pet", &m, &err) == LS_ERR_INPUT && strstr(err.msg, "pet"), "parse pet: %s", err.msg);
