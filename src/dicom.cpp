@@ -213,10 +213,14 @@ int read_header_capped(gdcm::Reader &reader, const std::string &path, bool cap) 
     }
 }
 
-/* A slice is in the series `want` names when that is its SeriesInstanceUID, SeriesNumber or
- * SeriesDescription; an empty `want` takes every series. */
+/* `want` names a series when it is its SeriesInstanceUID, SeriesNumber or SeriesDescription. */
+bool names_series(const std::string &want, const std::string &uid, const std::string &number, const std::string &description) {
+    return want == uid || want == number || want == description;
+}
+
+/* A slice is in the series `want` names; an empty `want` takes every series. */
 bool in_series(const slice &s, const std::string &want) {
-    return want.empty() || want == s.series || want == s.number || want == s.description;
+    return want.empty() || names_series(want, s.series, s.number, s.description);
 }
 
 /* One of the SLICE_ outcomes. `cap`: bound the header parse with a data_cap (forked child only); `want`:
@@ -633,7 +637,7 @@ class series_list {
     series_list named(const std::string &want) const {
         series_list out;
         for (const series_entry &e : v_)
-            if (want == e.uid || want == e.number || want == e.description) out.v_.push_back(e);
+            if (names_series(want, e.uid, e.number, e.description)) out.v_.push_back(e);
         return out;
     }
 

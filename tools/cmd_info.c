@@ -17,8 +17,8 @@ static void info_usage(FILE *f) {
             "and the intensity range after scaling (Hounsfield units for CT).\n\n"
             "INPUT is a NIfTI file (.nii or .nii.gz, NIfTI-1 or -2) or a directory holding one DICOM\n"
             "series (subdirectories included). A directory holding several series (a whole study) is\n"
-            "refused with a list of them;\n"
-            "--series S reads the one whose SeriesNumber, SeriesDescription or SeriesInstanceUID is S.\n"
+            "refused with a list of them; --series S reads the one whose SeriesNumber,\n"
+            "SeriesDescription or SeriesInstanceUID is S.\n"
             "Exit status 2 when an input cannot be read (one line on stderr says why).\n");
 }
 
