@@ -86,10 +86,15 @@ ls_status ls_volume_read_nifti(const char *path, ls_volume *out, ls_error *err);
  * starting threads of one's own; a fork at the wrong moment leaves the child, and the call, waiting. A
  * compressed series is decoded there by up to omp_get_max_threads() processes (docs/dicom.md). */
 ls_status ls_volume_read_dicom(const char *dir, ls_volume *out, ls_error *err);
-/* The same for one series of a directory holding several (a study exported whole): the images whose
- * SeriesNumber, SeriesDescription or SeriesInstanceUID is `series` (NULL or "": the only series). When
- * the directory holds several and none or more than one is named, the error lists them. */
-ls_status ls_volume_read_dicom_series(const char *dir, const char *series, ls_volume *out, ls_error *err);
+/* Which images of a DICOM directory to read; NULL or 0 takes the only one there is. */
+typedef struct {
+    const char *series; /* a study's series, by SeriesNumber, SeriesDescription or SeriesInstanceUID */
+    int echo;           /* a multi-echo series' echo, by EchoNumbers (1, 2, ...) */
+} ls_dicom_pick;
+/* ls_volume_read_dicom for a directory holding several series (a study exported whole) or a series of
+ * several echoes (in- and opposed-phase T1): the images `pick` names (may be NULL). When more than one
+ * series or echo is there and `pick` does not name exactly one, the error lists them. */
+ls_status ls_volume_read_dicom_pick(const char *dir, const ls_dicom_pick *pick, ls_volume *out, ls_error *err);
 
 /* Writes `v` as NIfTI-1 (.nii or .nii.gz, from the name) with its geom verbatim, converting the data
  * to `dtype` (rounded and clamped for integer types; no scaling stored). The write is atomic: a

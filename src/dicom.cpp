@@ -11,7 +11,8 @@
  *    spacing, single-frame, one sample per pixel. Anything else is an error that says what differs.
  *    In a directory of several series, the images whose SeriesNumber, SeriesDescription or
  *    SeriesInstanceUID is the `series` asked for are read and the others skipped undecoded; without
- *    one, the error lists the series.
+ *    one, the error lists the series. A series of several echoes (EchoNumbers) is read one echo at a
+ *    time, the one `echo` names.
  *  - Slices are sorted by their position along the slice normal (row cosine x column cosine). Duplicate
  *    positions, uneven gaps (> 1% of the mean gap, + 1 um) and gantry tilt (slices offset across the
  *    normal) are errors, never silently resampled.
@@ -78,6 +79,8 @@ struct slice_info {
     double iop[6] = {0, 0, 0, 0, 0, 0};
     double slope = 1, intercept = 0;
     double key = 0; /* position along the normal */
+    int echo = 0;           /* EchoNumbers: 1, 2, ... in a multi-echo series; 0 when absent */
+    double echo_time = 0;   /* EchoTime, ms */
     gdcm::PixelFormat::ScalarType type = gdcm::PixelFormat::UNKNOWN;
     bool compressed = false; /* an encapsulated transfer syntax (JPEG, JPEG 2000, RLE, ...) */
 };
@@ -218,14 +221,22 @@ bool names_series(const std::string &want, const std::string &uid, const std::st
     return want == uid || want == number || want == description;
 }
 
-/* A slice is in the series `want` names; an empty `want` takes every series. */
-bool in_series(const slice &s, const std::string &want) {
-    return want.empty() || names_series(want, s.series, s.number, s.description);
+/* Which images to read (ls_dicom_pick, as C++): a series' name, empty for the only one; an echo number,
+ * 0 for the only one. */
+struct pick {
+    std::string series;
+    int echo = 0;
+};
+
+/* A slice is among the images `want` picks. */
+bool picked(const slice &s, const pick &want) {
+    return (want.series.empty() || names_series(want.series, s.series, s.number, s.description)) &&
+           (!want.echo || s.echo == want.echo);
 }
 
 /* One of the SLICE_ outcomes. `cap`: bound the header parse with a data_cap (forked child only); `want`:
- * the series asked for (in_series). */
-int read_slice(const std::string &path, slice &s, bool cap, const std::string &want, ls_error *err) {
+ * the images asked for (picked). */
+int read_slice(const std::string &path, slice &s, bool cap, const pick &want, ls_error *err) {
     bool dicom_like = looks_like_dicom(path);
     gdcm::ImageReader reader;
     reader.SetFileName(path.c_str());
@@ -258,8 +269,10 @@ int read_slice(const std::string &path, slice &s, bool cap, const std::string &w
     s.number = tag_string(file, 0x0020, 0x0011);
     s.description = tag_string(file, 0x0008, 0x103e);
     s.modality = tag_string(file, 0x0008, 0x0060);
+    s.echo = (int)tag_double(file, 0x0018, 0x0086, 0);
+    s.echo_time = tag_double(file, 0x0018, 0x0081, 0);
     s.compressed = img.GetTransferSyntax().IsEncapsulated();
-    if (!in_series(s, want)) return SLICE_OTHER; /* nor decoded, nor checked */
+    if (!picked(s, want)) return SLICE_OTHER; /* nor decoded, nor checked */
     if (img.GetNumberOfDimensions() != 2 && img.GetDimension(2) > 1) {
         ls_fail(err, LS_ERR_INPUT, "%s: multi-frame DICOM (%u frames) is not supported", path.c_str(), img.GetDimension(2));
         return SLICE_UNUSABLE;
@@ -496,7 +509,7 @@ bool carries_slice(int got) { return got != SLICE_ERROR && got != SLICE_NONE; }
 
 /* A decoder process: reads files first, first + stride, ... in turn and sends each outcome; stops after
  * the first error (the collector stops there too) or when the collector has gone (a failed write). */
-[[noreturn]] void decoder_main(const std::vector<std::string> &files, const std::string &want, size_t first,
+[[noreturn]] void decoder_main(const std::vector<std::string> &files, const pick &want, size_t first,
                                size_t stride, int fd) {
     for (size_t i = first; i < files.size(); i += stride) {
         slice s;
@@ -529,7 +542,7 @@ class decoder_pool {
   public:
     /* `keep_fd`: this process's pipe to its parent; closed in the decoders, so that the parent sees the
      * end of the stream when this process dies even while decoders live. */
-    decoder_pool(const char *dir, const std::vector<std::string> &files, const std::string &want, size_t first, int n,
+    decoder_pool(const char *dir, const std::vector<std::string> &files, const pick &want, size_t first, int n,
                  int keep_fd)
         : dir_(dir), files_(files), first_(first) {
         pid_t self = getpid();
@@ -619,6 +632,24 @@ class decoder_pool {
 struct series_entry {
     std::string uid, number, description;
     size_t images;
+    std::vector<std::pair<int, double>> echoes; /* EchoNumbers met, with the first EchoTime of each, sorted */
+
+    void add_echo(int echo, double ms) {
+        for (const auto &e : echoes)
+            if (e.first == echo) return;
+        echoes.push_back({echo, ms});
+        std::sort(echoes.begin(), echoes.end());
+    }
+    /* "1 (2.38 ms), 2 (4.76 ms)" */
+    std::string describe_echoes() const {
+        std::string out;
+        char buf[64];
+        for (size_t i = 0; i < echoes.size(); i++) {
+            snprintf(buf, sizeof buf, "%s%d (%.3g ms)", i ? ", " : "", echoes[i].first, echoes[i].second);
+            out += buf;
+        }
+        return out;
+    }
 };
 
 class series_list {
@@ -627,10 +658,13 @@ class series_list {
         for (series_entry &e : v_)
             if (!e.uid.empty() || !s.series.empty() ? e.uid == s.series : e.number == s.number && e.description == s.description) {
                 e.images++;
+                e.add_echo(s.echo, s.echo_time);
                 return;
             }
-        v_.push_back({s.series, s.number, s.description, 1});
+        v_.push_back({s.series, s.number, s.description, 1, {}});
+        v_.back().add_echo(s.echo, s.echo_time);
     }
+    const series_entry &operator[](size_t i) const { return v_[i]; }
     size_t size() const { return v_.size(); }
 
     /* Those that `want` names, as in_series takes slices. */
@@ -661,22 +695,31 @@ class series_list {
     std::vector<series_entry> v_;
 };
 
-/* After every file is read: the directory must hold one series, or `want` must name exactly one. */
-ls_status check_series_found(const char *dir, const std::string &want, const series_list &seen, ls_error *err) {
+/* After every file is read: the directory must hold one series, or `want` must name exactly one; that
+ * series must hold one echo (EchoNumbers), or `want` must name one of its echoes. */
+ls_status check_series_found(const char *dir, const pick &want, const series_list &seen, ls_error *err) {
     if (seen.size() == 0) return ls_fail(err, LS_ERR_INPUT, "%s: no DICOM images found (in it or its subdirectories)", dir);
-    if (want.empty()) {
-        if (seen.size() > 1)
-            return ls_fail(err, LS_ERR_INPUT, "%s: holds %zu series; choose one with --series NUMBER, DESCRIPTION or UID: %s",
-                           dir, seen.size(), seen.describe().c_str());
-        return LS_OK;
-    }
-    series_list named = seen.named(want);
+    if (want.series.empty() && seen.size() > 1)
+        return ls_fail(err, LS_ERR_INPUT, "%s: holds %zu series; choose one with --series NUMBER, DESCRIPTION or UID: %s",
+                       dir, seen.size(), seen.describe().c_str());
+    series_list named = want.series.empty() ? seen : seen.named(want.series);
     if (named.size() == 0)
         return ls_fail(err, LS_ERR_INPUT, "%s: no series \"%s\" (a SeriesNumber, SeriesDescription or SeriesInstanceUID); it holds %s",
-                       dir, want.c_str(), seen.describe().c_str());
+                       dir, want.series.c_str(), seen.describe().c_str());
     if (named.size() > 1)
         return ls_fail(err, LS_ERR_INPUT, "%s: \"%s\" names %zu series: %s; choose one by another of its names or its UID",
-                       dir, want.c_str(), named.size(), named.describe().c_str());
+                       dir, want.series.c_str(), named.size(), named.describe().c_str());
+    const series_entry &e = named[0];
+    bool has = false;
+    for (const auto &x : e.echoes) has |= x.first == want.echo;
+    if (want.echo && !has)
+        return ls_fail(err, LS_ERR_INPUT, "%s: no echo %d in the series; its echoes (EchoNumbers, EchoTime): %s", dir,
+                       want.echo, e.describe_echoes().c_str());
+    /* Several echoes image each position once each (in- and opposed-phase T1, a T2* series): one
+     * volume needs one of them. */
+    if (!want.echo && e.echoes.size() > 1)
+        return ls_fail(err, LS_ERR_INPUT, "%s: the series holds %zu echoes; choose one with --echo N: %s", dir,
+                       e.echoes.size(), e.describe_echoes().c_str());
     return LS_OK;
 }
 
@@ -714,11 +757,11 @@ ls_status list_files(const char *dir, std::vector<std::string> &files, ls_error 
     return LS_OK;
 }
 
-/* `want`: the series to read (in_series), empty for the only one. `pg` is non-null in the forked child
+/* `want`: the images to read (picked). `pg` is non-null in the forked child
  * only: there each header parse is under a data_cap, and the files after a compressed first image go to
  * up to `readers` decoder processes. In-process (pg null) the files are read here, uncapped. `keep_fd`:
  * the child's pipe to the caller. */
-ls_status read_series(const char *dir, const std::string &want, ls_volume *out, progress_page *pg, int readers,
+ls_status read_series(const char *dir, const pick &want, ls_volume *out, progress_page *pg, int readers,
                       int keep_fd, ls_error *err) {
     std::vector<std::string> files;
     LS_TRY(list_files(dir, files, err));
@@ -776,7 +819,7 @@ struct reply {
     ls_volume vol; /* data pointer meaningless across processes */
 };
 
-ls_status read_series_guarded(const char *dir, const std::string &want, ls_volume *out, ls_error *err) {
+ls_status read_series_guarded(const char *dir, const pick &want, ls_volume *out, ls_error *err) {
     try {
         return read_series(dir, want, out, nullptr, 0, -1, err);
     } catch (const std::bad_alloc &) {
@@ -791,7 +834,7 @@ ls_status read_series_guarded(const char *dir, const std::string &want, ls_volum
     }
 }
 
-[[noreturn]] void child_main(const char *dir, const std::string &want, int readers, int fd, progress_page *pg) {
+[[noreturn]] void child_main(const char *dir, const pick &want, int readers, int fd, progress_page *pg) {
     /* GDCM prints warnings and assertion texts; the parent reports one line of its own. */
     /* stdout too: the child holds a copy of the caller's unflushed stdio buffers, and GDCM's abort
      * path would flush that copy, printing the caller's pending output a second time. */
@@ -822,7 +865,8 @@ ls_status read_series_guarded(const char *dir, const std::string &want, ls_volum
 /* A read begun by ls_dicom_begin: the reader child and what the caller needs to collect its volume. With
  * no child (no pipe or shared page to be had) the series was read in-process, its outcome kept here. */
 struct ls_dicom_job {
-    std::string dir, series;
+    std::string dir;
+    pick want;
     progress_page *pg = nullptr;
     int fd = -1;
     pid_t pid = -1;
@@ -831,18 +875,19 @@ struct ls_dicom_job {
     ls_volume vol = {};
 };
 
-extern "C" ls_status ls_dicom_begin(const char *dir, const char *series, int readers, ls_dicom_job **out,
+extern "C" ls_status ls_dicom_begin(const char *dir, const ls_dicom_pick *p, int readers, ls_dicom_job **out,
                                      ls_error *err) {
     ls_dicom_job *job = new (std::nothrow) ls_dicom_job;
     if (!job) return ls_fail(err, LS_ERR_NOMEM, "%s: out of memory", dir);
     *out = job;
     job->dir = dir;
-    job->series = series ? series : "";
+    job->want.series = p && p->series ? p->series : "";
+    job->want.echo = p ? p->echo : 0;
     void *shared = mmap(nullptr, sizeof(progress_page), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     int fds[2];
     if (shared == MAP_FAILED || pipe(fds) != 0) {
         if (shared != MAP_FAILED) munmap(shared, sizeof(progress_page));
-        job->status = read_series_guarded(dir, job->series, &job->vol, &job->err); /* no isolation: read in-process */
+        job->status = read_series_guarded(dir, job->want, &job->vol, &job->err); /* no isolation: read in-process */
         return LS_OK;
     }
     job->pg = static_cast<progress_page *>(shared);
@@ -852,7 +897,7 @@ extern "C" ls_status ls_dicom_begin(const char *dir, const char *series, int rea
     job->pid = fork();
     if (job->pid == 0) {
         close(fds[0]);
-        child_main(dir, job->series, readers, fds[1], job->pg);
+        child_main(dir, job->want, readers, fds[1], job->pg);
     }
     close(fds[1]);
     job->fd = fds[0];
@@ -927,9 +972,9 @@ extern "C" ls_status ls_dicom_end(ls_dicom_job *job, ls_progress_fn progress, vo
     return st;
 }
 
-extern "C" ls_status ls_dicom_read(const char *dir, const char *series, int readers, ls_volume *out, ls_error *err) {
+extern "C" ls_status ls_dicom_read(const char *dir, const ls_dicom_pick *p, int readers, ls_volume *out, ls_error *err) {
     ls_dicom_job *job;
     memset(out, 0, sizeof *out);
-    LS_TRY(ls_dicom_begin(dir, series, readers, &job, err));
+    LS_TRY(ls_dicom_begin(dir, p, readers, &job, err));
     return ls_dicom_end(job, nullptr, nullptr, out, err);
 }

@@ -573,14 +573,14 @@ ls_status ls_volume_read_geom(const char *path, ls_geom *g, ls_error *err) {
     return LS_OK;
 }
 
-ls_status ls_volume_read_dicom_series(const char *dir, const char *series, ls_volume *out, ls_error *err) {
+ls_status ls_volume_read_dicom_pick(const char *dir, const ls_dicom_pick *pick, ls_volume *out, ls_error *err) {
     /* omp_get_max_threads starts no thread (the fork must not race one): it reads the setting that
      * --threads and OMP_NUM_THREADS control, so the decoders use the cores the caller gave livseg. */
-    return ls_dicom_read(dir, series, omp_get_max_threads(), out, err);
+    return ls_dicom_read(dir, pick, omp_get_max_threads(), out, err);
 }
 
 ls_status ls_volume_read_dicom(const char *dir, ls_volume *out, ls_error *err) {
-    return ls_volume_read_dicom_series(dir, NULL, out, err);
+    return ls_volume_read_dicom_pick(dir, NULL, out, err);
 }
 
 ls_status ls_volume_read(const char *path, ls_volume *out, ls_error *err) {

@@ -28,9 +28,9 @@ ls_status ls_geom_same_grid(const ls_geom *a, const ls_geom *b, const char *a_na
  * DICOM series directory, whose grid needs the whole series read. */
 ls_status ls_volume_read_geom(const char *path, ls_geom *g, ls_error *err);
 
-/* ls_volume_read_dicom_series with `readers` decoder processes (src/dicom.cpp; at most 16, and one per
+/* ls_volume_read_dicom_pick with `readers` decoder processes (src/dicom.cpp; at most 16, and one per
  * two files); the public call uses as many as OpenMP would use threads (omp_get_max_threads). */
-ls_status ls_dicom_read(const char *dir, const char *series, int readers, ls_volume *out, ls_error *err);
+ls_status ls_dicom_read(const char *dir, const ls_dicom_pick *pick, int readers, ls_volume *out, ls_error *err);
 
 /* ls_dicom_read in two halves, so that a caller can start threads while the series is read: begin forks
  * the reader process (so it must run while no other thread exists; errors wait for end), end waits for
@@ -38,7 +38,7 @@ ls_status ls_dicom_read(const char *dir, const char *series, int readers, ls_vol
  * `progress` (may be NULL) with the directory's files read so far, about ten times a second and once
  * when they are all read or the reading stopped (done < total: an error follows). */
 typedef struct ls_dicom_job ls_dicom_job;
-ls_status ls_dicom_begin(const char *dir, const char *series, int readers, ls_dicom_job **job, ls_error *err);
+ls_status ls_dicom_begin(const char *dir, const ls_dicom_pick *pick, int readers, ls_dicom_job **job, ls_error *err);
 ls_status ls_dicom_end(ls_dicom_job *job, ls_progress_fn progress, void *pctx, ls_volume *out, ls_error *err);
 
 /* What ls_volume_read_ras does after a read: `v` (taken over, freed) into RAS order, its grid in src_geom. */

@@ -604,24 +604,30 @@ static int same_volume(const ls_volume *a, const ls_volume *b) {
 
 /* Reads `d` with `series` and 1, 2, 3 and 7 decoders: every count must give the one decoder's outcome
  * (volume or message). Returns that status, the message in msg, the volume (if any) in v. */
-static ls_status read_series_every_way(const char *d, const char *series, ls_volume *v, char msg[1024]) {
+static ls_status read_every_way(const char *d, const ls_dicom_pick *pick, ls_volume *v, char msg[1024]) {
     static const int readers[] = {1, 2, 3, 7};
+    const char *series = pick->series ? pick->series : "(none)";
     ls_status first = LS_OK;
     for (int r = 0; r < 4; r++) {
         ls_error err = {0};
         ls_volume w;
-        ls_status s = ls_dicom_read(d, series, readers[r], r ? &w : v, &err);
+        ls_status s = ls_dicom_read(d, pick, readers[r], r ? &w : v, &err);
         if (r == 0) {
             first = s, snprintf(msg, 1024, "%s", err.msg);
             continue;
         }
-        CHECK(s == first && !strcmp(err.msg, s ? msg : ""), "--series %s, %d decoders: status %d '%s', one decoder: %d '%s'",
-              series ? series : "(none)", readers[r], s, err.msg, first, msg);
+        CHECK(s == first && !strcmp(err.msg, s ? msg : ""), "--series %s --echo %d, %d decoders: status %d '%s', one decoder: %d '%s'",
+              series, pick->echo, readers[r], s, err.msg, first, msg);
         if (s == LS_OK && first == LS_OK)
-            CHECK(same_volume(&w, v), "--series %s, %d decoders: another volume", series ? series : "(none)", readers[r]);
+            CHECK(same_volume(&w, v), "--series %s --echo %d, %d decoders: another volume", series, pick->echo, readers[r]);
         if (s == LS_OK) ls_volume_free(&w);
     }
     return first;
+}
+
+static ls_status read_series_every_way(const char *d, const char *series, ls_volume *v, char msg[1024]) {
+    ls_dicom_pick pick = {series, 0};
+    return read_every_way(d, &pick, v, msg);
 }
 
 /* A directory holding two series (a study exported whole): without --series it is refused with the list
@@ -652,7 +658,8 @@ TEST(several_series) {
     REQUIRE(read_series_every_way(d, "CT Body 3.0", &v, msg) == LS_OK, "--series CT Body 3.0: %s", msg);
     CHECK(same_volume(&v, &body), "--series CT Body 3.0: not the totalseg series alone");
     ls_volume_free(&v);
-    CHECK(ls_volume_read_dicom_series(d, "2", &v, &err) == LS_OK && same_volume(&v, &small), "public call: %s", err.msg);
+    ls_dicom_pick two = {"2", 0};
+    CHECK(ls_volume_read_dicom_pick(d, &two, &v, &err) == LS_OK && same_volume(&v, &small), "public call: %s", err.msg);
     if (!err.code) ls_volume_free(&v);
     CHECK(read_series_every_way(d, "7", &v, msg) == LS_ERR_INPUT && strstr(msg, "no series \"7\"") &&
               strstr(msg, "\"CT Body 3.0\" (20 images), 2 (3 images)"),
@@ -716,6 +723,102 @@ TEST(nested_study) {
     ls_volume_free(&small);
 }
 
+/* One explicit-VR-little-endian element; strings padded to even length. */
+static size_t put_element(unsigned char *p, unsigned g, unsigned e, const char *vr, const void *val, size_t len) {
+    size_t pad = len & 1, n = 0, total = len + pad;
+    int long_form = !strcmp(vr, "OW") || !strcmp(vr, "OB");
+    unsigned char h[12] = {g & 255, g >> 8, e & 255, e >> 8, (unsigned char)vr[0], (unsigned char)vr[1]};
+    if (long_form) h[8] = total & 255, h[9] = (total >> 8) & 255, h[10] = (total >> 16) & 255, h[11] = (unsigned char)(total >> 24);
+    else h[6] = total & 255, h[7] = (total >> 8) & 255;
+    memcpy(p, h, long_form ? 12 : 8), n += long_form ? 12 : 8;
+    memcpy(p + n, val, len), n += len;
+    if (pad) p[n++] = !strcmp(vr, "UI") ? 0 : ' ';
+    return n;
+}
+
+static size_t put_str(unsigned char *p, unsigned g, unsigned e, const char *vr, const char *s) {
+    return put_element(p, g, e, vr, s, strlen(s));
+}
+
+static size_t put_us(unsigned char *p, unsigned g, unsigned e, unsigned v) {
+    unsigned char b[2] = {v & 255, v >> 8};
+    return put_element(p, g, e, "US", b, 2);
+}
+
+/* A synthetic 8x8 MR slice at z mm of echo `echo` (EchoTime 2.3 * echo ms), every pixel 100 * echo + z. */
+static int write_echo_slice(const char *path, int z, int echo) {
+    unsigned char meta[256], ds[1024], buf[2048];
+    char s[64];
+    size_t m = 0, n = 0;
+    m += put_element(meta + m, 2, 1, "OB", "\0\1", 2);
+    m += put_str(meta + m, 2, 2, "UI", "1.2.840.10008.5.1.4.1.1.4");
+    snprintf(s, sizeof s, "1.2.3.4.7.%d.%d", z, echo);
+    m += put_str(meta + m, 2, 3, "UI", s);
+    m += put_str(meta + m, 2, 0x10, "UI", "1.2.840.10008.1.2.1");
+    uint32_t ml = (uint32_t)m;
+    n += put_str(ds + n, 8, 0x16, "UI", "1.2.840.10008.5.1.4.1.1.4");
+    n += put_str(ds + n, 8, 0x18, "UI", s);
+    n += put_str(ds + n, 8, 0x60, "CS", "MR");
+    n += put_str(ds + n, 0x18, 0x50, "DS", "2");
+    snprintf(s, sizeof s, "%.1f", 2.3 * echo);
+    n += put_str(ds + n, 0x18, 0x81, "DS", s);
+    snprintf(s, sizeof s, "%d", echo);
+    n += put_str(ds + n, 0x18, 0x86, "IS", s);
+    n += put_str(ds + n, 0x20, 0x0e, "UI", "1.2.3.4.8");
+    n += put_str(ds + n, 0x20, 0x11, "IS", "5");
+    snprintf(s, sizeof s, "-4\\-4\\%d", 2 * z);
+    n += put_str(ds + n, 0x20, 0x32, "DS", s);
+    n += put_str(ds + n, 0x20, 0x37, "DS", "1\\0\\0\\0\\1\\0");
+    n += put_us(ds + n, 0x28, 2, 1);
+    n += put_str(ds + n, 0x28, 4, "CS", "MONOCHROME2");
+    n += put_us(ds + n, 0x28, 0x10, 8);
+    n += put_us(ds + n, 0x28, 0x11, 8);
+    n += put_str(ds + n, 0x28, 0x30, "DS", "1\\1");
+    n += put_us(ds + n, 0x28, 0x100, 16);
+    n += put_us(ds + n, 0x28, 0x101, 16);
+    n += put_us(ds + n, 0x28, 0x102, 15);
+    n += put_us(ds + n, 0x28, 0x103, 0);
+    unsigned char px[128];
+    for (int i = 0; i < 64; i++) px[2 * i] = (unsigned char)((100 * echo + z) & 255), px[2 * i + 1] = (unsigned char)((100 * echo + z) >> 8);
+    n += put_element(ds + n, 0x7fe0, 0x10, "OW", px, sizeof px);
+    size_t k = 0;
+    memset(buf, 0, 128), k = 128;
+    memcpy(buf + k, "DICM", 4), k += 4;
+    k += put_element(buf + k, 2, 0, "UL", &ml, 4);
+    memcpy(buf + k, meta, m), k += m;
+    memcpy(buf + k, ds, n), k += n;
+    return spill(path, buf, (long)k);
+}
+
+/* A series of two echoes at each of 4 positions (in- and opposed-phase T1 are stored so): refused with
+ * its echoes listed unless --echo names one, which is read alone (its pixel values); a missing echo is
+ * refused with the list. */
+TEST(multi_echo) {
+    char d[700], p[800], msg[1024];
+    snprintf(d, sizeof d, "%s/echoes", test_tmpdir());
+    mkdir(d, 0755);
+    for (int z = 0; z < 4; z++)
+        for (int e = 1; e <= 2; e++) {
+            snprintf(p, sizeof p, "%s/im%d%d.dcm", d, z, e);
+            REQUIRE(write_echo_slice(p, z, e) == 0, "cannot write %s", p);
+        }
+    ls_volume v;
+    ls_dicom_pick none = {NULL, 0}, two = {NULL, 2}, three = {"5", 3};
+    CHECK(read_every_way(d, &none, &v, msg) == LS_ERR_INPUT &&
+              strstr(msg, "the series holds 2 echoes; choose one with --echo N: 1 (2.3 ms), 2 (4.6 ms)"),
+          "no --echo: %s", msg);
+    printf("  no --echo -> %s\n", msg);
+    REQUIRE(read_every_way(d, &two, &v, msg) == LS_OK, "--echo 2: %s", msg);
+    int bad = v.geom.dim[0] != 8 || v.geom.dim[1] != 8 || v.geom.dim[2] != 4;
+    for (int z = 0; !bad && z < 4; z++) bad |= v.data[z * 64] != 200 + z || v.data[z * 64 + 63] != 200 + z;
+    CHECK(!bad && !strcmp(v.descrip, "DICOM MR"), "--echo 2: dims %lldx%lldx%lld, first voxel of slice 1 %g",
+          (long long)v.geom.dim[0], (long long)v.geom.dim[1], (long long)v.geom.dim[2], v.geom.dim[2] > 1 ? v.data[64] : -1);
+    ls_volume_free(&v);
+    CHECK(read_every_way(d, &three, &v, msg) == LS_ERR_INPUT &&
+              strstr(msg, "no echo 3 in the series; its echoes (EchoNumbers, EchoTime): 1 (2.3 ms), 2 (4.6 ms)"),
+          "--series 5 --echo 3: %s", msg);
+}
+
 int main(void) {
     RUN(shared_series);
     RUN(broken_directories);
@@ -728,5 +831,6 @@ int main(void) {
     RUN(parallel_decoders);
     RUN(several_series);
     RUN(nested_study);
+    RUN(multi_echo);
     return test_summary();
 }

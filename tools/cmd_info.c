@@ -10,7 +10,7 @@
 
 static void info_usage(FILE *f) {
     fprintf(f,
-            "usage: livseg info [--series S] INPUT [INPUT ...]\n\n"
+            "usage: livseg info [--series S] [--echo N] INPUT [INPUT ...]\n\n"
             "Prints what livseg reads from each input: format, voxel grid, spacing, data type and\n"
             "scaling, orientation (the letters say where each voxel axis points: R/L right/left,\n"
             "A/P anterior/posterior, S/I superior/inferior), the voxel-to-world affine (RAS+ mm),\n"
@@ -18,7 +18,8 @@ static void info_usage(FILE *f) {
             "INPUT is a NIfTI file (.nii or .nii.gz, NIfTI-1 or -2) or a directory holding one DICOM\n"
             "series (subdirectories included). A directory holding several series (a whole study) is\n"
             "refused with a list of them; --series S reads the one whose SeriesNumber,\n"
-            "SeriesDescription or SeriesInstanceUID is S.\n"
+            "SeriesDescription or SeriesInstanceUID is S. A series of several echoes likewise, with\n"
+            "--echo N (its EchoNumbers).\n"
             "Exit status 2 when an input cannot be read (one line on stderr says why).\n");
 }
 
@@ -69,15 +70,17 @@ int cmd_info(int argc, char **argv) {
             info_usage(stdout);
             return 0;
         }
-    const char *series = NULL;
+    ls_dicom_pick pick = {NULL, 0};
     int n = 0; /* inputs, moved to the front of argv */
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--series")) {
+        if (!strcmp(argv[i], "--series") || !strcmp(argv[i], "--echo")) {
             if (i + 1 == argc) {
-                fprintf(stderr, "livseg info: option --series needs a value\n");
+                fprintf(stderr, "livseg info: option %s needs a value\n", argv[i]);
                 return 2;
             }
-            series = argv[++i];
+            if (argv[i][2] == 's') pick.series = argv[++i];
+            else if (!cli_int("info", argv[i], argv[i + 1], 1, 65535, &pick.echo)) return 2;
+            else i++;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "livseg info: unknown option '%s' (see livseg info --help)\n", argv[i]);
             return 2;
@@ -95,12 +98,14 @@ int cmd_info(int argc, char **argv) {
         ls_volume v;
         struct stat st;
         int dir = stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode);
-        if (series && !dir) {
-            fprintf(stderr, "livseg info: --series picks a series of a DICOM directory; %s is not a directory\n", argv[i]);
+        if ((pick.series || pick.echo) && !dir) {
+            fprintf(stderr, "livseg info: %s picks images of a DICOM directory; %s is not a directory\n",
+                    pick.series ? "--series" : "--echo", argv[i]);
             rc = 2;
             continue;
         }
-        if ((dir ? ls_volume_read_dicom_series(argv[i], series, &v, &err) : ls_volume_read(argv[i], &v, &err)) != LS_OK) {
+        ls_status s = dir ? ls_volume_read_dicom_pick(argv[i], &pick, &v, &err) : ls_volume_read(argv[i], &v, &err);
+        if (s != LS_OK) {
             rc = cli_report(&err);
             continue;
         }

@@ -34,6 +34,8 @@ static void segment_usage(FILE *f) {
             "  --series S          for a DICOM directory holding several series (a whole study): the one\n"
             "                      to segment, by SeriesNumber, SeriesDescription or SeriesInstanceUID\n"
             "                      (without it such a directory is refused with a list of its series)\n"
+            "  --echo N            for a DICOM series of several echoes (in- and opposed-phase T1): the\n"
+            "                      one to segment, by EchoNumbers (1, 2, ...)\n"
             "  --model FILE        trained model (default: $LIVSEG_MODEL, else the model shipped with this\n"
             "                      livseg: models/" DEFAULT_MODEL_NAME " of the repository it was built in,\n"
             "                      or PREFIX/share/livseg/models/ when installed with make install)\n"
@@ -62,13 +64,13 @@ static void segment_usage(FILE *f) {
 
 typedef struct {
     const char *input, *output, *model, *teacher, *prob, *stats, *preview, *modality, *device, *series;
-    int threads, quiet, batch, largest, fill;
+    int threads, quiet, batch, largest, fill, echo;
     float threshold;
     char model_path[4096]; /* the default model's path, when neither --model nor $LIVSEG_MODEL gives one */
 } seg_args;
 
 /* The options that take a value. */
-static const char *const valued[] = {"-o", "--output", "--series", "--model", "--teacher", "--prob", "--stats",
+static const char *const valued[] = {"-o", "--output", "--series", "--echo", "--model", "--teacher", "--prob", "--stats",
                                      "--preview", "--modality", "--device", "--threshold", "--batch", "--threads", NULL};
 
 /* The shipped model (default_model_dirs) into a->model; else 2, with one line naming the places looked at:
@@ -130,6 +132,8 @@ static int parse(int argc, char **argv, seg_args *a) {
             if (!cli_float("segment", s, argv[++i], 0, 1, &a->threshold)) return 2;
         } else if (!strcmp(s, "--batch")) {
             if (!cli_int("segment", s, argv[++i], 1, 4096, &a->batch)) return 2;
+        } else if (!strcmp(s, "--echo")) {
+            if (!cli_int("segment", s, argv[++i], 1, 65535, &a->echo)) return 2;
         } else if (!strcmp(s, "--threads")) {
             if (!cli_int("segment", s, argv[++i], 0, 4096, &a->threads)) return 2;
         }
@@ -272,10 +276,12 @@ int cmd_segment(int argc, char **argv) {
     if (stat(a.input, &sb) == 0 && S_ISDIR(sb.st_mode)) {
         double t = ls_now();
         int readers = a.threads > 0 ? a.threads : omp_get_max_threads();
-        rd.status = ls_dicom_begin(a.input, a.series, readers, &rd.job, &rd.err);
+        ls_dicom_pick pick = {a.series, a.echo};
+        rd.status = ls_dicom_begin(a.input, &pick, readers, &rd.job, &rd.err);
         rd.seconds = ls_now() - t;
-    } else if (a.series) {
-        fprintf(stderr, "livseg segment: --series picks a series of a DICOM directory; %s is not a directory\n", a.input);
+    } else if (a.series || a.echo) {
+        fprintf(stderr, "livseg segment: %s picks images of a DICOM directory; %s is not a directory\n",
+                a.series ? "--series" : "--echo", a.input);
         return 2;
     }
     pthread_t th;
