@@ -632,9 +632,12 @@ class decoder_pool {
 struct series_entry {
     std::string uid, number, description;
     size_t images;
-    std::vector<std::pair<int, double>> echoes; /* EchoNumbers met, with the first EchoTime of each, sorted */
+    /* EchoNumbers met, with the first EchoTime of each, sorted; images without the tag (CT, most MR)
+     * add none, so a series that numbers only some of its images is not taken for a multi-echo one. */
+    std::vector<std::pair<int, double>> echoes;
 
     void add_echo(int echo, double ms) {
+        if (echo <= 0) return;
         for (const auto &e : echoes)
             if (e.first == echo) return;
         echoes.push_back({echo, ms});

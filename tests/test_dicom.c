@@ -745,7 +745,8 @@ static size_t put_us(unsigned char *p, unsigned g, unsigned e, unsigned v) {
     return put_element(p, g, e, "US", b, 2);
 }
 
-/* A synthetic 8x8 MR slice at z mm of echo `echo` (EchoTime 2.3 * echo ms), every pixel 100 * echo + z. */
+/* A synthetic 8x8 MR slice at 2z mm of echo `echo` (EchoTime 2.3 * echo ms; 0: neither tag), every pixel
+ * 100 * echo + z. */
 static int write_echo_slice(const char *path, int z, int echo) {
     unsigned char meta[256], ds[1024], buf[2048];
     char s[64];
@@ -760,10 +761,12 @@ static int write_echo_slice(const char *path, int z, int echo) {
     n += put_str(ds + n, 8, 0x18, "UI", s);
     n += put_str(ds + n, 8, 0x60, "CS", "MR");
     n += put_str(ds + n, 0x18, 0x50, "DS", "2");
-    snprintf(s, sizeof s, "%.1f", 2.3 * echo);
-    n += put_str(ds + n, 0x18, 0x81, "DS", s);
-    snprintf(s, sizeof s, "%d", echo);
-    n += put_str(ds + n, 0x18, 0x86, "IS", s);
+    if (echo > 0) { /* echo 0: no EchoTime nor EchoNumbers */
+        snprintf(s, sizeof s, "%.1f", 2.3 * echo);
+        n += put_str(ds + n, 0x18, 0x81, "DS", s);
+        snprintf(s, sizeof s, "%d", echo);
+        n += put_str(ds + n, 0x18, 0x86, "IS", s);
+    }
     n += put_str(ds + n, 0x20, 0x0e, "UI", "1.2.3.4.8");
     n += put_str(ds + n, 0x20, 0x11, "IS", "5");
     snprintf(s, sizeof s, "-4\\-4\\%d", 2 * z);
@@ -817,6 +820,16 @@ TEST(multi_echo) {
     CHECK(read_every_way(d, &three, &v, msg) == LS_ERR_INPUT &&
               strstr(msg, "no echo 3 in the series; its echoes (EchoNumbers, EchoTime): 1 (2.3 ms), 2 (4.6 ms)"),
           "--series 5 --echo 3: %s", msg);
+    /* One echo at 4 positions beside 4 slices at other positions that carry no EchoNumbers: one series
+     * of one echo, read whole (the tag is optional). */
+    snprintf(d, sizeof d, "%s/one_echo", test_tmpdir());
+    mkdir(d, 0755);
+    for (int z = 0; z < 8; z++) {
+        snprintf(p, sizeof p, "%s/im%d.dcm", d, z);
+        REQUIRE(write_echo_slice(p, z, z < 4 ? 1 : 0) == 0, "cannot write %s", p);
+    }
+    CHECK(read_every_way(d, &none, &v, msg) == LS_OK && v.geom.dim[2] == 8, "one echo, some images unnumbered: %s", msg);
+    if (!msg[0]) ls_volume_free(&v);
 }
 
 int main(void) {
