@@ -33,6 +33,9 @@ int cli_one_of(const char *arg, const char *const *names);
 
 /* One line and 2 when the output `out` names the input `in` (either may be NULL: 0), else 0. */
 int cli_over_input(const char *out, const char *in);
+/* `input` is no directory: 2, with one line on stderr, when `pick` names a series or an echo (only a
+ * DICOM directory has them); else 0. */
+int cli_pick_needs_directory(const char *cmd, const ls_dicom_pick *pick, const char *input);
 
 /* A numeric option's value `v` (option `opt` of subcommand `cmd`): the whole string must be an integer in
  * [lo, hi] (cli_int), a finite number in [lo, hi] (cli_float) or a seed, 0 to 2^63-1 as cli_set_option's

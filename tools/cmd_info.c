@@ -98,9 +98,7 @@ int cmd_info(int argc, char **argv) {
         ls_volume v;
         struct stat st;
         int dir = stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode);
-        if ((pick.series || pick.echo) && !dir) {
-            fprintf(stderr, "livseg info: %s picks images of a DICOM directory; %s is not a directory\n",
-                    pick.series ? "--series" : "--echo", argv[i]);
+        if (!dir && cli_pick_needs_directory("info", &pick, argv[i])) {
             rc = 2;
             continue;
         }

@@ -273,16 +273,14 @@ int cmd_segment(int argc, char **argv) {
     if (ls_device_parse(a.device, &dev, &err)) return cli_report(&err);
     reader rd = {.path = a.input, .threads = a.threads, .quiet = a.quiet};
     struct stat sb;
+    ls_dicom_pick pick = {a.series, a.echo};
     if (stat(a.input, &sb) == 0 && S_ISDIR(sb.st_mode)) {
         double t = ls_now();
         int readers = a.threads > 0 ? a.threads : omp_get_max_threads();
-        ls_dicom_pick pick = {a.series, a.echo};
         rd.status = ls_dicom_begin(a.input, &pick, readers, &rd.job, &rd.err);
         rd.seconds = ls_now() - t;
-    } else if (a.series || a.echo) {
-        fprintf(stderr, "livseg segment: %s picks images of a DICOM directory; %s is not a directory\n",
-                a.series ? "--series" : "--echo", a.input);
-        return 2;
+    } else if ((rc = cli_pick_needs_directory("segment", &pick, a.input))) {
+        return rc;
     }
     pthread_t th;
     int threaded = !rd.status && pthread_create(&th, NULL, read_input, &rd) == 0;

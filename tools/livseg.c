@@ -98,6 +98,13 @@ int cli_one_of(const char *arg, const char *const *names) {
     return 0;
 }
 
+int cli_pick_needs_directory(const char *cmd, const ls_dicom_pick *pick, const char *input) {
+    if (!pick->series && !pick->echo) return 0;
+    fprintf(stderr, "livseg %s: %s picks images of a DICOM directory; %s is not a directory\n", cmd,
+            pick->series ? "--series" : "--echo", input);
+    return 2;
+}
+
 int cli_over_input(const char *out, const char *in) {
     if (!ls_same_target(out, in)) return 0;
     fprintf(stderr, "livseg: %s: refusing to write over the input %s\n", out, in);
