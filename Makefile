@@ -77,7 +77,7 @@ CLI_SRC  = $(wildcard tools/*.c)
 $(BUILD)/livseg: $(CLI_SRC) $(wildcard tools/*.h) $(BUILD)/liblivseg.a
 	$(CC) $(CFLAGS) -Itools $(CLI_SRC) $(BUILD)/liblivseg.a $(LDFLAGS) $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/liblivseg.a
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/liblivseg.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(BUILD)/liblivseg.a $(LDFLAGS) $(LDLIBS) -o $@
 

@@ -95,6 +95,23 @@ typedef struct {
  * several echoes (in- and opposed-phase T1): the images `pick` names (may be NULL). When more than one
  * series or echo is there and `pick` does not name exactly one, the error lists them. */
 ls_status ls_volume_read_dicom_pick(const char *dir, const ls_dicom_pick *pick, ls_volume *out, ls_error *err);
+/* One series of a DICOM directory as ls_dicom_list finds it. The names are the files' own bytes, cut to
+ * DICOM's longest values, anything unprintable as '?'; empty when the files lack the tag. */
+typedef struct {
+    char uid[65];          /* SeriesInstanceUID */
+    char number[17];       /* SeriesNumber */
+    char description[65];  /* SeriesDescription */
+    char modality[17];     /* Modality of its first image: CT, MR, ... */
+    int images;            /* image files (a multi-frame file counts once) */
+    int cols, rows;        /* its first image's size */
+    int n_echoes;          /* distinct EchoNumbers (0: none, as in CT); the first 16 follow */
+    int echo[16];
+    double echo_ms[16];    /* EchoTime of each */
+} ls_dicom_series;
+/* The series of a DICOM directory and its subdirectories, in the order of their first file's path:
+ * headers only, no pixel data decoded, in a forked child as ls_volume_read_dicom. `*out` (free() it)
+ * holds `*n` >= 1 entries; a directory without DICOM images is an error. */
+ls_status ls_dicom_list(const char *dir, ls_dicom_series **out, int *n, ls_error *err);
 
 /* Writes `v` as NIfTI-1 (.nii or .nii.gz, from the name) with its geom verbatim, converting the data
  * to `dtype` (rounded and clamped for integer types; no scaling stored). The write is atomic: a

@@ -46,6 +46,8 @@
 #endif
 
 #include <algorithm>
+#include <cctype>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <dirent.h>
@@ -204,13 +206,14 @@ class data_cap {
     bool set_ = false;
 };
 
-/* The header parse of one file under a data_cap: 1 read, 0 GDCM refused it, -1 over the budget. */
-int read_header_capped(gdcm::Reader &reader, const std::string &path, bool cap) {
+/* The header parse of one file under a data_cap: 1 read, 0 GDCM refused it, -1 over the budget.
+ * `upto_pixels`: stop before the pixel data (a listing needs only the header). */
+int read_header_capped(gdcm::Reader &reader, const std::string &path, bool cap, bool upto_pixels = false) {
     struct stat st;
     size_t file_bytes = stat(path.c_str(), &st) == 0 ? (size_t)st.st_size : 0;
     data_cap guard(cap, 4 * file_bytes + ((size_t)256 << 20));
     try {
-        return reader.Read() ? 1 : 0;
+        return (upto_pixels ? reader.ReadUpToTag(gdcm::Tag(0x7fe0, 0x0010)) : reader.Read()) ? 1 : 0;
     } catch (const std::bad_alloc &) {
         return -1;
     }
@@ -222,21 +225,88 @@ bool names_series(const std::string &want, const std::string &uid, const std::st
 }
 
 /* Which images to read (ls_dicom_pick, as C++): a series' name, empty for the only one; an echo number,
- * 0 for the only one. */
+ * 0 for the only one. `list`: none, the series are listed (ls_dicom_list). */
 struct pick {
     std::string series;
     int echo = 0;
+    bool list = false;
 };
 
 /* A slice is among the images `want` picks. */
 bool picked(const slice &s, const pick &want) {
-    return (want.series.empty() || names_series(want.series, s.series, s.number, s.description)) &&
+    return !want.list && (want.series.empty() || names_series(want.series, s.series, s.number, s.description)) &&
            (!want.echo || s.echo == want.echo);
+}
+
+/* How many bytes of a native (uncompressed) pixel data element of value length `vl` are missing from the
+ * end of the file. GDCM reads an element cut short by the end of the file without an error (it warns
+ * "Incomplete Pixel Data found, use file at own risk" and zero-fills), so an interrupted copy would
+ * pass for a slice. The element's header is found in the file: tag (7fe0,0010), either byte order,
+ * then `vl` as its length (implicit VR) or a VR and `vl` (explicit). 0 when the value fits in the file
+ * or no such header is found (a deflated data set cannot be scanned; GDCM's own checks stand there). */
+long long pixel_data_shortfall(const std::string &path, uint32_t vl) {
+    int fd = open(path.c_str(), O_RDONLY);
+    struct stat st;
+    if (fd < 0) return 0;
+    if (fstat(fd, &st) != 0 || st.st_size < 12) return close(fd), 0;
+    size_t n = (size_t)st.st_size;
+    void *map = mmap(nullptr, n, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return 0;
+    const unsigned char *b = static_cast<const unsigned char *>(map);
+    auto le32 = [&](size_t i) { return (uint32_t)b[i] | (uint32_t)b[i + 1] << 8 | (uint32_t)b[i + 2] << 16 | (uint32_t)b[i + 3] << 24; };
+    auto be32 = [&](size_t i) { return (uint32_t)b[i + 3] | (uint32_t)b[i + 2] << 8 | (uint32_t)b[i + 1] << 16 | (uint32_t)b[i] << 24; };
+    long long short_by = 0;
+    for (size_t p = 0; p + 8 <= n; p++) {
+        bool le = b[p] == 0xe0 && b[p + 1] == 0x7f && b[p + 2] == 0x10 && b[p + 3] == 0x00;
+        bool be = b[p] == 0x7f && b[p + 1] == 0xe0 && b[p + 2] == 0x00 && b[p + 3] == 0x10;
+        if (!le && !be) continue;
+        size_t head = 0;
+        if ((le ? le32(p + 4) : be32(p + 4)) == vl) head = 8;
+        else if (p + 12 <= n && isupper(b[p + 4]) && isupper(b[p + 5]) && (le ? le32(p + 8) : be32(p + 8)) == vl) head = 12;
+        if (!head) continue;
+        short_by = std::max(0LL, (long long)(p + head) + (long long)vl - (long long)n);
+        break;
+    }
+    munmap(map, n);
+    return short_by;
+}
+
+/* The series fields of a slice: those every outcome but SLICE_ERROR and SLICE_NONE carries. */
+void read_series_fields(const gdcm::File &file, slice &s) {
+    s.series = tag_string(file, 0x0020, 0x000e);
+    s.number = tag_string(file, 0x0020, 0x0011);
+    s.description = tag_string(file, 0x0008, 0x103e);
+    s.modality = tag_string(file, 0x0008, 0x0060);
+    s.echo = (int)tag_double(file, 0x0018, 0x0086, 0);
+    s.echo_time = tag_double(file, 0x0018, 0x0081, 0);
+}
+
+/* For a listing: a file's header up to its pixel data, SLICE_OTHER for an image (it has Rows), with its
+ * series fields and size; the pixels are neither read nor checked. */
+int list_slice(const std::string &path, slice &s, bool cap, ls_error *err) {
+    gdcm::Reader reader;
+    reader.SetFileName(path.c_str());
+    int got = read_header_capped(reader, path, cap, true);
+    if (got < 0 || (!got && looks_like_dicom(path))) {
+        ls_fail(err, LS_ERR_INPUT, "%s: %s", path.c_str(),
+                got < 0 ? "DICOM header declares more data than the file holds (corrupt element length)"
+                        : "DICOM header cannot be read (truncated or corrupt)");
+        return SLICE_ERROR;
+    }
+    const gdcm::File &file = reader.GetFile();
+    if (!got || !file.GetDataSet().FindDataElement(gdcm::Tag(0x0028, 0x0010))) return SLICE_NONE;
+    s.path = path;
+    read_series_fields(file, s);
+    s.rows = (unsigned)tag_double(file, 0x0028, 0x0010, 0);
+    s.cols = (unsigned)tag_double(file, 0x0028, 0x0011, 0);
+    return SLICE_OTHER;
 }
 
 /* One of the SLICE_ outcomes. `cap`: bound the header parse with a data_cap (forked child only); `want`:
  * the images asked for (picked). */
 int read_slice(const std::string &path, slice &s, bool cap, const pick &want, ls_error *err) {
+    if (want.list) return list_slice(path, s, cap, err);
     bool dicom_like = looks_like_dicom(path);
     gdcm::ImageReader reader;
     reader.SetFileName(path.c_str());
@@ -265,12 +335,7 @@ int read_slice(const std::string &path, slice &s, bool cap, const pick &want, ls
     if (!file.GetDataSet().FindDataElement(gdcm::Tag(0x7fe0, 0x0010))) return SLICE_NONE;
     const gdcm::Image &img = reader.GetImage();
     s.path = path;
-    s.series = tag_string(file, 0x0020, 0x000e);
-    s.number = tag_string(file, 0x0020, 0x0011);
-    s.description = tag_string(file, 0x0008, 0x103e);
-    s.modality = tag_string(file, 0x0008, 0x0060);
-    s.echo = (int)tag_double(file, 0x0018, 0x0086, 0);
-    s.echo_time = tag_double(file, 0x0018, 0x0081, 0);
+    read_series_fields(file, s);
     s.compressed = img.GetTransferSyntax().IsEncapsulated();
     if (!picked(s, want)) return SLICE_OTHER; /* nor decoded, nor checked */
     if (img.GetNumberOfDimensions() != 2 && img.GetDimension(2) > 1) {
@@ -301,6 +366,13 @@ int read_slice(const std::string &path, slice &s, bool cap, const pick &want, ls
     s.thickness = tag_double(file, 0x0018, 0x0088, tag_double(file, 0x0018, 0x0050, 0));
     s.slope = img.GetSlope();
     s.intercept = img.GetIntercept();
+    const gdcm::DataElement &px = file.GetDataSet().GetDataElement(gdcm::Tag(0x7fe0, 0x0010));
+    if (!s.compressed && !px.GetVL().IsUndefined())
+        if (long long missing = pixel_data_shortfall(path, (uint32_t)px.GetVL())) {
+            ls_fail(err, LS_ERR_INPUT, "%s: pixel data cut short, %lld bytes missing at the end of the file (an "
+                    "interrupted copy?)", path.c_str(), missing);
+            return SLICE_ERROR;
+        }
     size_t len = img.GetBufferLength();
     size_t need = (size_t)s.cols * s.rows * pf.GetPixelSize();
     if (len < need) {
@@ -630,7 +702,8 @@ class decoder_pool {
 /* The series a directory's images belong to, in the order first met, with their image counts. A series
  * is its SeriesInstanceUID; images without one (anonymised) are told apart by number and description. */
 struct series_entry {
-    std::string uid, number, description;
+    std::string uid, number, description, modality; /* modality, cols, rows: of its first image */
+    unsigned cols, rows;
     size_t images;
     /* EchoNumbers met, with the first EchoTime of each, sorted; images without the tag (CT, most MR)
      * add none, so a series that numbers only some of its images is not taken for a multi-echo one. */
@@ -664,7 +737,7 @@ class series_list {
                 e.add_echo(s.echo, s.echo_time);
                 return;
             }
-        v_.push_back({s.series, s.number, s.description, 1, {}});
+        v_.push_back({s.series, s.number, s.description, s.modality, s.cols, s.rows, 1, {}});
         v_.back().add_echo(s.echo, s.echo_time);
     }
     const series_entry &operator[](size_t i) const { return v_[i]; }
@@ -694,7 +767,31 @@ class series_list {
         return out;
     }
 
+    /* As ls_dicom_list hands them out. */
+    std::vector<ls_dicom_series> to_c() const {
+        std::vector<ls_dicom_series> out(v_.size());
+        for (size_t i = 0; i < v_.size(); i++) {
+            const series_entry &e = v_[i];
+            ls_dicom_series &c = out[i];
+            memset(&c, 0, sizeof c);
+            copy_printable(c.uid, sizeof c.uid, e.uid);
+            copy_printable(c.number, sizeof c.number, e.number);
+            copy_printable(c.description, sizeof c.description, e.description);
+            copy_printable(c.modality, sizeof c.modality, e.modality);
+            c.images = (int)std::min(e.images, (size_t)INT_MAX);
+            c.cols = (int)e.cols, c.rows = (int)e.rows;
+            c.n_echoes = (int)e.echoes.size();
+            for (size_t k = 0; k < e.echoes.size() && k < 16; k++) c.echo[k] = e.echoes[k].first, c.echo_ms[k] = e.echoes[k].second;
+        }
+        return out;
+    }
+
   private:
+    static void copy_printable(char *dst, size_t cap, const std::string &src) {
+        size_t n = std::min(src.size(), cap - 1);
+        for (size_t i = 0; i < n; i++) dst[i] = src[i] >= 0x20 && src[i] < 0x7f ? src[i] : '?';
+        dst[n] = 0;
+    }
     std::vector<series_entry> v_;
 };
 
@@ -760,18 +857,16 @@ ls_status list_files(const char *dir, std::vector<std::string> &files, ls_error 
     return LS_OK;
 }
 
-/* `want`: the images to read (picked). `pg` is non-null in the forked child
+/* Every file of `dir`: the slices `want` picks into `slices`, the series of every image into `seen`, the
+ * first unusable picked image's error into `unusable`. `pg` is non-null in the forked child
  * only: there each header parse is under a data_cap, and the files after a compressed first image go to
  * up to `readers` decoder processes. In-process (pg null) the files are read here, uncapped. `keep_fd`:
  * the child's pipe to the caller. */
-ls_status read_series(const char *dir, const pick &want, ls_volume *out, progress_page *pg, int readers,
-                      int keep_fd, ls_error *err) {
+ls_status read_files(const char *dir, const pick &want, progress_page *pg, int readers, int keep_fd,
+                     std::vector<slice> &slices, series_list &seen, ls_error &unusable, ls_error *err) {
     std::vector<std::string> files;
     LS_TRY(list_files(dir, files, err));
     if (pg) __atomic_store_n(&pg->total, (int64_t)files.size(), __ATOMIC_RELAXED);
-    std::vector<slice> slices;
-    series_list seen;
-    ls_error unusable = {}; /* the first SLICE_UNUSABLE's */
     {
         std::unique_ptr<decoder_pool> pool;
         for (size_t i = 0; i < files.size(); i++) {
@@ -803,6 +898,16 @@ ls_status read_series(const char *dir, const pick &want, ls_volume *out, progres
         }
     }
     if (pg) pg->current[0] = 0;
+    return LS_OK;
+}
+
+/* The volume of the images `want` picks; arguments as read_files. */
+ls_status read_series(const char *dir, const pick &want, ls_volume *out, progress_page *pg, int readers,
+                      int keep_fd, ls_error *err) {
+    std::vector<slice> slices;
+    series_list seen;
+    ls_error unusable = {}; /* the first SLICE_UNUSABLE's */
+    LS_TRY(read_files(dir, want, pg, readers, keep_fd, slices, seen, unusable, err));
     LS_TRY(check_series_found(dir, want, seen, err));
     if (unusable.code) {
         if (err) *err = unusable;
@@ -815,24 +920,44 @@ ls_status read_series(const char *dir, const pick &want, ls_volume *out, progres
     return assemble(dir, slices, step, out, err);
 }
 
-/* What the child sends before the voxels. */
+/* The series of `dir` (want.list), headers only; arguments as read_files. */
+ls_status list_series(const char *dir, const pick &want, std::vector<ls_dicom_series> &out, progress_page *pg,
+                      ls_error *err) {
+    std::vector<slice> slices;
+    series_list seen;
+    ls_error unusable = {};
+    LS_TRY(read_files(dir, want, pg, 1, -1, slices, seen, unusable, err));
+    if (seen.size() == 0) return ls_fail(err, LS_ERR_INPUT, "%s: no DICOM images found (in it or its subdirectories)", dir);
+    out = seen.to_c();
+    return LS_OK;
+}
+
+/* A job's work, in the child or in-process: the volume `want` picks, or with want.list the listing. */
+ls_status run_job(const char *dir, const pick &want, ls_volume *vol, std::vector<ls_dicom_series> &listing,
+                  progress_page *pg, int readers, int fd, ls_error *err) {
+    return want.list ? list_series(dir, want, listing, pg, err) : read_series(dir, want, vol, pg, readers, fd, err);
+}
+
+/* What the child sends before its result. */
 struct reply {
     ls_status status;
     ls_error err;
-    ls_volume vol; /* data pointer meaningless across processes */
+    ls_volume vol;  /* data pointer meaningless across processes */
+    uint64_t bytes; /* the result that follows: the volume's voxels, or the listing's ls_dicom_series */
 };
 
-ls_status read_series_guarded(const char *dir, const pick &want, ls_volume *out, ls_error *err) {
+ls_status run_job_guarded(const char *dir, const pick &want, ls_volume *vol, std::vector<ls_dicom_series> &listing,
+                          ls_error *err) {
     try {
-        return read_series(dir, want, out, nullptr, 0, -1, err);
+        return run_job(dir, want, vol, listing, nullptr, 0, -1, err);
     } catch (const std::bad_alloc &) {
-        ls_volume_free(out);
+        ls_volume_free(vol);
         return ls_fail(err, LS_ERR_NOMEM, "%s: out of memory reading the series", dir);
     } catch (const std::exception &e) {
-        ls_volume_free(out);
+        ls_volume_free(vol);
         return ls_fail(err, LS_ERR_INPUT, "%s: DICOM reading failed (%s)", dir, e.what());
     } catch (...) {
-        ls_volume_free(out);
+        ls_volume_free(vol);
         return ls_fail(err, LS_ERR_INPUT, "%s: DICOM reading failed", dir);
     }
 }
@@ -851,46 +976,49 @@ ls_status read_series_guarded(const char *dir, const pick &want, ls_volume *out,
     for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL}) sigaction(sig, &dfl, nullptr);
     reply r;
     memset(&r, 0, sizeof r);
+    std::vector<ls_dicom_series> listing;
     try {
-        r.status = read_series(dir, want, &r.vol, pg, readers, fd, &r.err);
+        r.status = run_job(dir, want, &r.vol, listing, pg, readers, fd, &r.err);
     } catch (...) {
         r.status = ls_fail(&r.err, LS_ERR_INPUT, "%s: DICOM reading failed", dir);
     }
-    float *data = r.vol.data;
+    const void *result = want.list ? static_cast<const void *>(listing.data()) : r.vol.data;
+    if (r.status == LS_OK)
+        r.bytes = want.list ? listing.size() * sizeof(ls_dicom_series) : ls_volume_nvox(&r.vol) * sizeof(float);
     r.vol.data = nullptr;
     bool ok = write_all(fd, &r, sizeof r);
-    if (ok && r.status == LS_OK) ok = write_all(fd, data, ls_volume_nvox(&r.vol) * sizeof(float));
+    if (ok && r.bytes) ok = write_all(fd, result, r.bytes);
     _exit(ok ? 0 : 1);
 }
 
 }  // namespace
 
-/* A read begun by ls_dicom_begin: the reader child and what the caller needs to collect its volume. With
- * no child (no pipe or shared page to be had) the series was read in-process, its outcome kept here. */
+/* A read begun by ls_dicom_begin (or ls_dicom_list's): the reader child, and the outcome once collected,
+ * or at once when there is no child (no pipe or shared page to be had: the series was read in-process). */
 struct ls_dicom_job {
     std::string dir;
     pick want;
     progress_page *pg = nullptr;
     int fd = -1;
     pid_t pid = -1;
-    ls_status status = LS_OK; /* of the in-process read or of a failed fork */
+    ls_status status = LS_OK; /* of the read, or of a failed fork */
     ls_error err = {};
     ls_volume vol = {};
+    std::vector<ls_dicom_series> listing; /* want.list */
 };
 
-extern "C" ls_status ls_dicom_begin(const char *dir, const ls_dicom_pick *p, int readers, ls_dicom_job **out,
-                                     ls_error *err) {
+static ls_status begin_job(const char *dir, const pick &want, int readers, ls_dicom_job **out, ls_error *err) {
     ls_dicom_job *job = new (std::nothrow) ls_dicom_job;
     if (!job) return ls_fail(err, LS_ERR_NOMEM, "%s: out of memory", dir);
     *out = job;
     job->dir = dir;
-    job->want.series = p && p->series ? p->series : "";
-    job->want.echo = p ? p->echo : 0;
+    job->want = want;
     void *shared = mmap(nullptr, sizeof(progress_page), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     int fds[2];
     if (shared == MAP_FAILED || pipe(fds) != 0) {
         if (shared != MAP_FAILED) munmap(shared, sizeof(progress_page));
-        job->status = read_series_guarded(dir, job->want, &job->vol, &job->err); /* no isolation: read in-process */
+        /* no isolation: read in-process */
+        job->status = run_job_guarded(dir, job->want, &job->vol, job->listing, &job->err);
         return LS_OK;
     }
     job->pg = static_cast<progress_page *>(shared);
@@ -911,6 +1039,14 @@ extern "C" ls_status ls_dicom_begin(const char *dir, const ls_dicom_pick *p, int
     return LS_OK;
 }
 
+extern "C" ls_status ls_dicom_begin(const char *dir, const ls_dicom_pick *p, int readers, ls_dicom_job **out,
+                                     ls_error *err) {
+    pick want;
+    want.series = p && p->series ? p->series : "";
+    want.echo = p ? p->echo : 0;
+    return begin_job(dir, want, readers, out, err);
+}
+
 /* Reports the child's files done every 0.1 s until its reply starts (or it dies), then once more. */
 static void watch(ls_dicom_job *job, ls_progress_fn progress, void *pctx) {
     if (!progress) return;
@@ -926,52 +1062,57 @@ static void watch(ls_dicom_job *job, ls_progress_fn progress, void *pctx) {
     if (total > 0) progress(pctx, __atomic_load_n(&job->pg->done, __ATOMIC_RELAXED), total);
 }
 
-/* Collects the child's volume, or names the file it was reading when it died. */
-static ls_status collect(ls_dicom_job *job, ls_progress_fn progress, void *pctx, ls_volume *out, ls_error *err) {
-    const char *dir = job->dir.c_str();
-    ls_status st = LS_OK;
+/* Collects the child's outcome into the job, as an in-process read leaves it; names the file the child
+ * was reading when it died. */
+static void collect(ls_dicom_job *job, ls_progress_fn progress, void *pctx) {
     watch(job, progress, pctx);
     reply r;
+    char *result = nullptr;
     bool got = read_all(job->fd, &r, sizeof r);
     if (got && r.status == LS_OK) {
-        r.vol.data = static_cast<float *>(ls_calloc(ls_volume_nvox(&r.vol), sizeof(float), err));
-        if (!r.vol.data) st = LS_ERR_NOMEM;
-        else if (!read_all(job->fd, r.vol.data, ls_volume_nvox(&r.vol) * sizeof(float))) got = false;
+        size_t want_bytes = job->want.list ? r.bytes - r.bytes % sizeof(ls_dicom_series)
+                                           : ls_volume_nvox(&r.vol) * sizeof(float);
+        result = r.bytes == want_bytes && r.bytes ? static_cast<char *>(malloc(r.bytes)) : nullptr;
+        if (r.bytes != want_bytes || !r.bytes) got = false; /* not what a reader child sends */
+        else if (!result) r.status = ls_fail(&r.err, LS_ERR_NOMEM, "%s: out of memory for the series", job->dir.c_str());
+        else if (!read_all(job->fd, result, r.bytes)) got = false;
     }
     close(job->fd);
     int wst = 0;
     waitpid(job->pid, &wst, 0);
     if (!got) {
-        st = library_failed(err, dir, job->pg->current[0] ? job->pg->current : "the series",
-                            WIFSIGNALED(wst) ? strsignal(WTERMSIG(wst)) : "no result");
+        job->status = library_failed(&job->err, job->dir.c_str(), job->pg->current[0] ? job->pg->current : "the series",
+                                     WIFSIGNALED(wst) ? strsignal(WTERMSIG(wst)) : "no result");
     } else if (r.status != LS_OK) {
-        if (err) *err = r.err;
-        st = r.status;
+        job->status = r.status, job->err = r.err;
+    } else if (job->want.list) {
+        const ls_dicom_series *e = reinterpret_cast<const ls_dicom_series *>(result);
+        job->listing.assign(e, e + r.bytes / sizeof(ls_dicom_series));
+    } else {
+        job->vol = r.vol;
+        job->vol.data = reinterpret_cast<float *>(result);
+        result = nullptr;
     }
-    if (st == LS_OK && got) {
-        *out = r.vol;
-    } else if (got && r.status == LS_OK) {
-        free(r.vol.data);
-    }
-    return st;
+    free(result);
+}
+
+static void end_job(ls_dicom_job *job) {
+    if (job->pg) munmap(job->pg, sizeof(progress_page));
+    delete job;
 }
 
 extern "C" ls_status ls_dicom_end(ls_dicom_job *job, ls_progress_fn progress, void *pctx, ls_volume *out,
                                    ls_error *err) {
     memset(out, 0, sizeof *out);
-    ls_status st;
-    if (job->pid > 0) {
-        st = collect(job, progress, pctx, out, err);
+    if (job->pid > 0) collect(job, progress, pctx);
+    ls_status st = job->status;
+    if (st) {
+        if (err) *err = job->err;
+        ls_volume_free(&job->vol);
     } else {
-        st = job->status;
-        if (st) {
-            if (err) *err = job->err;
-        } else {
-            *out = job->vol;
-        }
+        *out = job->vol;
     }
-    if (job->pg) munmap(job->pg, sizeof(progress_page));
-    delete job;
+    end_job(job);
     return st;
 }
 
@@ -980,4 +1121,25 @@ extern "C" ls_status ls_dicom_read(const char *dir, const ls_dicom_pick *p, int 
     memset(out, 0, sizeof *out);
     LS_TRY(ls_dicom_begin(dir, p, readers, &job, err));
     return ls_dicom_end(job, nullptr, nullptr, out, err);
+}
+
+extern "C" ls_status ls_dicom_list(const char *dir, ls_dicom_series **out, int *n, ls_error *err) {
+    *out = nullptr, *n = 0;
+    pick want;
+    want.list = true;
+    ls_dicom_job *job;
+    LS_TRY(begin_job(dir, want, 1, &job, err));
+    if (job->pid > 0) collect(job, nullptr, nullptr);
+    ls_status st = job->status;
+    size_t bytes = job->listing.size() * sizeof(ls_dicom_series);
+    if (st) {
+        if (err) *err = job->err;
+    } else if (!(*out = static_cast<ls_dicom_series *>(ls_calloc(job->listing.size(), sizeof(ls_dicom_series), err)))) {
+        st = LS_ERR_NOMEM;
+    } else {
+        memcpy(*out, job->listing.data(), bytes);
+        *n = (int)job->listing.size();
+    }
+    end_job(job);
+    return st;
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "dicom_synth.h"
 #include "ops.h"
 #include "test.h"
 
@@ -354,24 +355,51 @@ TEST(eval_ttest_files) {
     CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, "long.csv:2: case name longer than 127"), "exit %d, %s", rc, e);
 }
 
-/* A directory holding two series: `info` lists them in its one line, `info --series` reads the one named. */
+/* stdout of the last run() */
+static void last_stdout(char *text, size_t n) {
+    char path[800];
+    snprintf(path, sizeof path, "%s/stdout.txt", test_tmpdir());
+    text[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (f) text[fread(text, 1, n - 1, f)] = 0, fclose(f);
+}
+
+/* A directory holding two series: `info` lists them (exit 0), `info --series` reads the one named and
+ * says which it is; a series of two echoes: `info` lists the echoes. */
 TEST(info_series) {
+    char cmd[4096], args[2048], e[4096], text[4096], d[800];
+    const char *dir = test_tmpdir();
+    snprintf(d, sizeof d, "%s/echoes", dir);
+    REQUIRE(write_echo_dir(d, 2, 2) == 0, "cannot write %s", d);
+    snprintf(args, sizeof args, "info %s", d);
+    int rc = run(args, e, sizeof e);
+    last_stdout(text, sizeof text);
+    CHECK(rc == 0 && strstr(text, "DICOM, one series of 2 echoes: --echo N reads one") &&
+              strstr(text, "series 1     5: MR, 4 images of 8x8, echoes 1 (2.3 ms), 2 (4.6 ms)\n               UID 1.2.3.4.8\n"),
+          "info on two echoes: exit %d, %s%s", rc, e, text);
+    snprintf(args, sizeof args, "info --echo 2 %s", d);
+    rc = run(args, e, sizeof e);
+    last_stdout(text, sizeof text);
+    CHECK(rc == 0 && strstr(text, "8 x 8 x 2 voxels") && strstr(text, "min 200, max 201"), "info --echo 2: exit %d, %s%s", rc, e, text);
+
     const char *data = test_data_dir();
     if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
-    char cmd[4096], args[2048], e[4096], path[800], text[4096] = "";
-    const char *dir = test_tmpdir();
     snprintf(cmd, sizeof cmd, "mkdir -p %s/study && cp %s/dicom/totalseg_ct_dicom/* %s/dicom/dcmqi_ct_3slice/* %s/study/",
              dir, data, data, dir);
     REQUIRE(system(cmd) == 0, "%s", cmd);
     snprintf(args, sizeof args, "info %s/study", dir);
-    int rc = run(args, e, sizeof e);
-    CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, "holds 2 series") && strstr(e, "2 (3 images)"), "info: exit %d, %s", rc, e);
+    rc = run(args, e, sizeof e);
+    last_stdout(text, sizeof text);
+    CHECK(rc == 0 && strstr(text, "DICOM, 2 series: --series S reads one") &&
+              strstr(text, "series 2     \"CT Body 3.0\": CT, 20 images of 512x512\n") &&
+              strstr(text, "series 1     2: CT, 3 images of 512x512\n"
+                           "               UID 1.2.392.200103.20080913.113635.1.2009.6.22.21.43.10.23430.1\n"),
+          "info: exit %d, %s%s", rc, e, text);
     snprintf(args, sizeof args, "info --series 2 %s/study", dir);
     rc = run(args, e, sizeof e);
-    snprintf(path, sizeof path, "%s/stdout.txt", dir);
-    FILE *f = fopen(path, "r");
-    if (f) text[fread(text, 1, sizeof text - 1, f)] = 0, fclose(f);
-    CHECK(rc == 0 && strstr(text, "512 x 512 x 3 voxels"), "info --series 2: exit %d, %s%s", rc, e, text);
+    last_stdout(text, sizeof text);
+    CHECK(rc == 0 && strstr(text, "512 x 512 x 3 voxels") && strstr(text, "  series       2: CT, 3 images of 512x512\n"),
+          "info --series 2: exit %d, %s%s", rc, e, text);
 }
 
 /* `livseg eval` over a CSV of pairs, its per-case CSV, and the t-test between two result files. */

@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "livseg.h"
+#include "dicom_synth.h"
 #include "test.h"
 #include "volume.h"
 
@@ -218,14 +219,6 @@ static unsigned char *slurp(const char *path, long *n) {
     if (buf && fread(buf, 1, (size_t)*n, f) != (size_t)*n) free(buf), buf = NULL;
     fclose(f);
     return buf;
-}
-
-static int spill(const char *path, const unsigned char *buf, long n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    size_t w = fwrite(buf, 1, (size_t)n, f);
-    fclose(f);
-    return w == (size_t)n ? 0 : -1;
 }
 
 /* Offset of the first occurrence of `pat` (len bytes) in buf, or -1. */
@@ -723,88 +716,13 @@ TEST(nested_study) {
     ls_volume_free(&small);
 }
 
-/* One explicit-VR-little-endian element; strings padded to even length. */
-static size_t put_element(unsigned char *p, unsigned g, unsigned e, const char *vr, const void *val, size_t len) {
-    size_t pad = len & 1, n = 0, total = len + pad;
-    int long_form = !strcmp(vr, "OW") || !strcmp(vr, "OB");
-    unsigned char h[12] = {g & 255, g >> 8, e & 255, e >> 8, (unsigned char)vr[0], (unsigned char)vr[1]};
-    if (long_form) h[8] = total & 255, h[9] = (total >> 8) & 255, h[10] = (total >> 16) & 255, h[11] = (unsigned char)(total >> 24);
-    else h[6] = total & 255, h[7] = (total >> 8) & 255;
-    memcpy(p, h, long_form ? 12 : 8), n += long_form ? 12 : 8;
-    memcpy(p + n, val, len), n += len;
-    if (pad) p[n++] = !strcmp(vr, "UI") ? 0 : ' ';
-    return n;
-}
-
-static size_t put_str(unsigned char *p, unsigned g, unsigned e, const char *vr, const char *s) {
-    return put_element(p, g, e, vr, s, strlen(s));
-}
-
-static size_t put_us(unsigned char *p, unsigned g, unsigned e, unsigned v) {
-    unsigned char b[2] = {v & 255, v >> 8};
-    return put_element(p, g, e, "US", b, 2);
-}
-
-/* A synthetic 8x8 MR slice at 2z mm of echo `echo` (EchoTime 2.3 * echo ms; 0: neither tag), every pixel
- * 100 * echo + z. */
-static int write_echo_slice(const char *path, int z, int echo) {
-    unsigned char meta[256], ds[1024], buf[2048];
-    char s[64];
-    size_t m = 0, n = 0;
-    m += put_element(meta + m, 2, 1, "OB", "\0\1", 2);
-    m += put_str(meta + m, 2, 2, "UI", "1.2.840.10008.5.1.4.1.1.4");
-    snprintf(s, sizeof s, "1.2.3.4.7.%d.%d", z, echo);
-    m += put_str(meta + m, 2, 3, "UI", s);
-    m += put_str(meta + m, 2, 0x10, "UI", "1.2.840.10008.1.2.1");
-    uint32_t ml = (uint32_t)m;
-    n += put_str(ds + n, 8, 0x16, "UI", "1.2.840.10008.5.1.4.1.1.4");
-    n += put_str(ds + n, 8, 0x18, "UI", s);
-    n += put_str(ds + n, 8, 0x60, "CS", "MR");
-    n += put_str(ds + n, 0x18, 0x50, "DS", "2");
-    if (echo > 0) { /* echo 0: no EchoTime nor EchoNumbers */
-        snprintf(s, sizeof s, "%.1f", 2.3 * echo);
-        n += put_str(ds + n, 0x18, 0x81, "DS", s);
-        snprintf(s, sizeof s, "%d", echo);
-        n += put_str(ds + n, 0x18, 0x86, "IS", s);
-    }
-    n += put_str(ds + n, 0x20, 0x0e, "UI", "1.2.3.4.8");
-    n += put_str(ds + n, 0x20, 0x11, "IS", "5");
-    snprintf(s, sizeof s, "-4\\-4\\%d", 2 * z);
-    n += put_str(ds + n, 0x20, 0x32, "DS", s);
-    n += put_str(ds + n, 0x20, 0x37, "DS", "1\\0\\0\\0\\1\\0");
-    n += put_us(ds + n, 0x28, 2, 1);
-    n += put_str(ds + n, 0x28, 4, "CS", "MONOCHROME2");
-    n += put_us(ds + n, 0x28, 0x10, 8);
-    n += put_us(ds + n, 0x28, 0x11, 8);
-    n += put_str(ds + n, 0x28, 0x30, "DS", "1\\1");
-    n += put_us(ds + n, 0x28, 0x100, 16);
-    n += put_us(ds + n, 0x28, 0x101, 16);
-    n += put_us(ds + n, 0x28, 0x102, 15);
-    n += put_us(ds + n, 0x28, 0x103, 0);
-    unsigned char px[128];
-    for (int i = 0; i < 64; i++) px[2 * i] = (unsigned char)((100 * echo + z) & 255), px[2 * i + 1] = (unsigned char)((100 * echo + z) >> 8);
-    n += put_element(ds + n, 0x7fe0, 0x10, "OW", px, sizeof px);
-    size_t k = 0;
-    memset(buf, 0, 128), k = 128;
-    memcpy(buf + k, "DICM", 4), k += 4;
-    k += put_element(buf + k, 2, 0, "UL", &ml, 4);
-    memcpy(buf + k, meta, m), k += m;
-    memcpy(buf + k, ds, n), k += n;
-    return spill(path, buf, (long)k);
-}
-
 /* A series of two echoes at each of 4 positions (in- and opposed-phase T1 are stored so): refused with
  * its echoes listed unless --echo names one, which is read alone (its pixel values); a missing echo is
  * refused with the list. */
 TEST(multi_echo) {
     char d[700], p[800], msg[1024];
     snprintf(d, sizeof d, "%s/echoes", test_tmpdir());
-    mkdir(d, 0755);
-    for (int z = 0; z < 4; z++)
-        for (int e = 1; e <= 2; e++) {
-            snprintf(p, sizeof p, "%s/im%d%d.dcm", d, z, e);
-            REQUIRE(write_echo_slice(p, z, e) == 0, "cannot write %s", p);
-        }
+    REQUIRE(write_echo_dir(d, 4, 2) == 0, "cannot write %s", d);
     ls_volume v;
     ls_dicom_pick none = {NULL, 0}, two = {NULL, 2}, three = {"5", 3};
     CHECK(read_every_way(d, &none, &v, msg) == LS_ERR_INPUT &&
@@ -832,6 +750,57 @@ TEST(multi_echo) {
     if (!msg[0]) ls_volume_free(&v);
 }
 
+/* The listing (ls_dicom_list): a study's tree gives its two series with names, modality, image count
+ * and size; a multi-echo series its echoes; headers only, so a slice with its pixel data cut short is
+ * still listed (the read refuses it); an unreadable header and a directory without images are errors. */
+TEST(listing) {
+    const char *data = test_data_dir();
+    char cmd[4096], d[700], p[800];
+    const char *tmp = test_tmpdir();
+    ls_dicom_series *list = NULL;
+    int n = 0;
+    ls_error err = {0};
+    snprintf(d, sizeof d, "%s/list_echoes", tmp);
+    REQUIRE(write_echo_dir(d, 3, 2) == 0, "cannot write %s", d);
+    REQUIRE(ls_dicom_list(d, &list, &n, &err) == LS_OK, "%s", err.msg);
+    CHECK(n == 1 && !strcmp(list[0].uid, "1.2.3.4.8") && !strcmp(list[0].number, "5") && !list[0].description[0] &&
+              !strcmp(list[0].modality, "MR") && list[0].images == 6 && list[0].cols == 8 && list[0].rows == 8 &&
+              list[0].n_echoes == 2 && list[0].echo[0] == 1 && list[0].echo[1] == 2 &&
+              fabs(list[0].echo_ms[0] - 2.3) < 1e-9 && fabs(list[0].echo_ms[1] - 4.6) < 1e-9,
+          "echoes: %d series, first \"%s\" \"%s\" %s, %d images %dx%d, %d echoes", n, n ? list[0].uid : "",
+          n ? list[0].number : "", n ? list[0].modality : "", n ? list[0].images : 0, n ? list[0].cols : 0,
+          n ? list[0].rows : 0, n ? list[0].n_echoes : 0);
+    free(list);
+    snprintf(d, sizeof d, "%s/list_empty", tmp);
+    mkdir(d, 0755);
+    CHECK(ls_dicom_list(d, &list, &n, &err) == LS_ERR_INPUT && strstr(err.msg, "no DICOM images found") && !list && !n,
+          "empty directory: %s", err.msg);
+    snprintf(p, sizeof p, "%s/bad.dcm", d);
+    static const unsigned char head[140] = {[128] = 'D', 'I', 'C', 'M', 2, 0, 0, 0, 'U', 'L', 4};
+    REQUIRE(spill(p, head, sizeof head) == 0, "cannot write %s", p);
+    CHECK(ls_dicom_list(d, &list, &n, &err) == LS_ERR_INPUT && strstr(err.msg, "bad.dcm"), "truncated header: %s", err.msg);
+    if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
+    snprintf(d, sizeof d, "%s/list_study", tmp);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/a %s/b && cp %s/dicom/totalseg_ct_dicom/* %s/a/ && cp %s/dicom/dcmqi_ct_3slice/* %s/b/",
+             d, d, data, d, data, d);
+    REQUIRE(system(cmd) == 0, "%s", cmd);
+    /* Cut the pixel data of one slice of the second series short: a listing does not read it. */
+    snprintf(cmd, sizeof cmd, "f=$(ls %s/b/* | head -1) && truncate -s -2000 \"$f\"", d);
+    REQUIRE(system(cmd) == 0, "%s", cmd);
+    REQUIRE(ls_dicom_list(d, &list, &n, &err) == LS_OK, "%s", err.msg);
+    CHECK(n == 2 && !strcmp(list[0].description, "CT Body 3.0") && list[0].images == 20 && !strcmp(list[0].modality, "CT") &&
+              list[0].cols == 512 && list[0].rows == 512 && list[0].n_echoes == 0 && !strcmp(list[1].number, "2") &&
+              list[1].images == 3 && !strcmp(list[1].uid, "1.2.392.200103.20080913.113635.1.2009.6.22.21.43.10.23430.1"),
+          "study: %d series; %s %d images %dx%d; %s %d images", n, n ? list[0].description : "", n ? list[0].images : 0,
+          n ? list[0].cols : 0, n ? list[0].rows : 0, n > 1 ? list[1].number : "", n > 1 ? list[1].images : 0);
+    free(list);
+    ls_volume v;
+    ls_dicom_pick two = {"2", 0};
+    err.msg[0] = 0;
+    CHECK(ls_volume_read_dicom_pick(d, &two, &v, &err) == LS_ERR_INPUT && strstr(err.msg, "/b/01.dcm: pixel data cut short, 2000 bytes missing"),
+          "the cut slice must not read: %s", err.msg);
+}
+
 int main(void) {
     RUN(shared_series);
     RUN(broken_directories);
@@ -845,5 +814,6 @@ int main(void) {
     RUN(several_series);
     RUN(nested_study);
     RUN(multi_echo);
+    RUN(listing);
     return test_summary();
 }

@@ -1,7 +1,9 @@
 /*
- * cmd_info.c — `livseg info FILE|DIR`: what a volume is, as livseg reads it.
+ * cmd_info.c — `livseg info FILE|DIR`: what a volume is, as livseg reads it; for a DICOM directory of
+ * several series (a study) or echoes, what it holds, so that the user can pick one.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -15,15 +17,57 @@ static void info_usage(FILE *f) {
             "scaling, orientation (the letters say where each voxel axis points: R/L right/left,\n"
             "A/P anterior/posterior, S/I superior/inferior), the voxel-to-world affine (RAS+ mm),\n"
             "and the intensity range after scaling (Hounsfield units for CT).\n\n"
-            "INPUT is a NIfTI file (.nii or .nii.gz, NIfTI-1 or -2) or a directory holding one DICOM\n"
-            "series (subdirectories included). A directory holding several series (a whole study) is\n"
-            "refused with a list of them; --series S reads the one whose SeriesNumber,\n"
-            "SeriesDescription or SeriesInstanceUID is S. A series of several echoes likewise, with\n"
+            "INPUT is a NIfTI file (.nii or .nii.gz, NIfTI-1 or -2) or a DICOM directory: one series,\n"
+            "or a study's tree (subdirectories included). For a directory of several series, info\n"
+            "lists them (number, description, modality, images, size, echoes, UID; headers only) and\n"
+            "--series S reads the one whose SeriesNumber, SeriesDescription or SeriesInstanceUID is\n"
+            "S; the same S picks it in livseg segment. A series of several echoes likewise, with\n"
             "--echo N (its EchoNumbers).\n"
             "Exit status 2 when an input cannot be read (one line on stderr says why).\n");
 }
 
-static void print_volume(const char *path, const ls_volume *v) {
+/* 3 "CT Body 3.0": CT, 20 images of 512x512, echoes 1 (2.3 ms), 2 (4.6 ms) */
+static void print_series(const ls_dicom_series *s) {
+    if (s->number[0]) printf("%s", s->number);
+    if (s->description[0]) printf("%s\"%s\"", s->number[0] ? " " : "", s->description);
+    if (!s->number[0] && !s->description[0]) printf("(no number or description)");
+    printf(": %s, %d image%s of %dx%d", s->modality[0] ? s->modality : "modality unknown", s->images,
+           s->images == 1 ? "" : "s", s->cols, s->rows);
+    for (int k = 0; k < s->n_echoes && k < 16; k++)
+        printf("%s%d (%.3g ms)", k ? ", " : ", echoes ", s->echo[k], s->echo_ms[k]);
+    if (s->n_echoes > 16) printf(", ... (%d echoes)", s->n_echoes);
+    printf("\n");
+    if (s->uid[0]) printf("               UID %s\n", s->uid);
+}
+
+/* A study's series (or one series' echoes): what there is to pick from. */
+static void print_listing(const char *path, const ls_dicom_series *s, int n) {
+    printf("%s\n", path);
+    if (n > 1)
+        printf("  format       DICOM, %d series: --series S reads one (S: its number, description or UID)\n", n);
+    else
+        printf("  format       DICOM, one series of %d echoes: --echo N reads one\n", s[0].n_echoes);
+    for (int i = 0; i < n; i++) {
+        printf("  series %-5d ", i + 1);
+        print_series(&s[i]);
+    }
+}
+
+/* The entry of `list` that `pick` reads, as the reader matches names; NULL when none or several. */
+static const ls_dicom_series *picked_series(const ls_dicom_series *list, int n, const ls_dicom_pick *pick) {
+    if (!pick->series) return n == 1 ? &list[0] : NULL;
+    const ls_dicom_series *found = NULL;
+    for (int i = 0; i < n; i++) {
+        const ls_dicom_series *s = &list[i];
+        if (!strcmp(pick->series, s->uid) || !strcmp(pick->series, s->number) || !strcmp(pick->series, s->description)) {
+            if (found) return NULL;
+            found = s;
+        }
+    }
+    return found;
+}
+
+static void print_volume(const char *path, const ls_volume *v, const ls_dicom_series *series) {
     const ls_geom *g = &v->geom;
     size_t n = ls_volume_nvox(v);
     double lo = INFINITY, hi = -INFINITY, sum = 0, sum2 = 0;
@@ -43,6 +87,10 @@ static void print_volume(const char *path, const ls_volume *v) {
                      g->affine[2][j] * g->affine[2][j]);
     printf("%s\n", path);
     printf("  format       %s\n", v->format);
+    if (series) {
+        printf("  series       ");
+        print_series(series);
+    }
     printf("  dims         %lld x %lld x %lld voxels\n", (long long)g->dim[0], (long long)g->dim[1],
            (long long)g->dim[2]);
     printf("  spacing      %.4g x %.4g x %.4g mm (from the affine; pixdim %.4g x %.4g x %.4g)\n", sp[0],
@@ -102,13 +150,26 @@ int cmd_info(int argc, char **argv) {
             rc = 2;
             continue;
         }
-        ls_status s = dir ? ls_volume_read_dicom_pick(argv[i], &pick, &v, &err) : ls_volume_read(argv[i], &v, &err);
-        if (s != LS_OK) {
+        ls_dicom_series *list = NULL;
+        int nlist = 0;
+        if (dir && ls_dicom_list(argv[i], &list, &nlist, &err) != LS_OK) {
             rc = cli_report(&err);
             continue;
         }
-        print_volume(argv[i], &v);
-        ls_volume_free(&v);
+        /* Several series, or echoes, and none picked: the listing is the answer. */
+        if (dir && !pick.series && !pick.echo && (nlist > 1 || list[0].n_echoes > 1)) {
+            print_listing(argv[i], list, nlist);
+            free(list);
+            continue;
+        }
+        ls_status s = dir ? ls_volume_read_dicom_pick(argv[i], &pick, &v, &err) : ls_volume_read(argv[i], &v, &err);
+        if (s != LS_OK) {
+            rc = cli_report(&err);
+        } else {
+            print_volume(argv[i], &v, dir ? picked_series(list, nlist, &pick) : NULL);
+            ls_volume_free(&v);
+        }
+        free(list);
     }
     return rc;
 }

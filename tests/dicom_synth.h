@@ -1,0 +1,103 @@
+/*
+ * dicom_synth.h — tiny synthetic DICOM files written by the tests themselves (explicit VR little
+ * endian, 8x8 16-bit MR slices), for the cases the shared data lacks: several echoes, one series.
+ */
+#ifndef LS_DICOM_SYNTH_H
+#define LS_DICOM_SYNTH_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static inline int spill(const char *path, const unsigned char *buf, long n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(buf, 1, (size_t)n, f);
+    fclose(f);
+    return w == (size_t)n ? 0 : -1;
+}
+
+/* One explicit-VR-little-endian element; strings padded to even length. */
+static inline size_t put_element(unsigned char *p, unsigned g, unsigned e, const char *vr, const void *val, size_t len) {
+    size_t pad = len & 1, n = 0, total = len + pad;
+    int long_form = !strcmp(vr, "OW") || !strcmp(vr, "OB");
+    unsigned char h[12] = {g & 255, g >> 8, e & 255, e >> 8, (unsigned char)vr[0], (unsigned char)vr[1]};
+    if (long_form) h[8] = total & 255, h[9] = (total >> 8) & 255, h[10] = (total >> 16) & 255, h[11] = (unsigned char)(total >> 24);
+    else h[6] = total & 255, h[7] = (total >> 8) & 255;
+    memcpy(p, h, long_form ? 12 : 8), n += long_form ? 12 : 8;
+    memcpy(p + n, val, len), n += len;
+    if (pad) p[n++] = !strcmp(vr, "UI") ? 0 : ' ';
+    return n;
+}
+
+static inline size_t put_str(unsigned char *p, unsigned g, unsigned e, const char *vr, const char *s) {
+    return put_element(p, g, e, vr, s, strlen(s));
+}
+
+static inline size_t put_us(unsigned char *p, unsigned g, unsigned e, unsigned v) {
+    unsigned char b[2] = {v & 255, v >> 8};
+    return put_element(p, g, e, "US", b, 2);
+}
+
+/* A synthetic 8x8 MR slice at 2z mm of echo `echo` (EchoTime 2.3 * echo ms; 0: neither tag), every pixel
+ * 100 * echo + z. */
+static inline int write_echo_slice(const char *path, int z, int echo) {
+    unsigned char meta[256], ds[1024], buf[2048];
+    char s[64];
+    size_t m = 0, n = 0;
+    m += put_element(meta + m, 2, 1, "OB", "\0\1", 2);
+    m += put_str(meta + m, 2, 2, "UI", "1.2.840.10008.5.1.4.1.1.4");
+    snprintf(s, sizeof s, "1.2.3.4.7.%d.%d", z, echo);
+    m += put_str(meta + m, 2, 3, "UI", s);
+    m += put_str(meta + m, 2, 0x10, "UI", "1.2.840.10008.1.2.1");
+    uint32_t ml = (uint32_t)m;
+    n += put_str(ds + n, 8, 0x16, "UI", "1.2.840.10008.5.1.4.1.1.4");
+    n += put_str(ds + n, 8, 0x18, "UI", s);
+    n += put_str(ds + n, 8, 0x60, "CS", "MR");
+    n += put_str(ds + n, 0x18, 0x50, "DS", "2");
+    if (echo > 0) { /* echo 0: no EchoTime nor EchoNumbers */
+        snprintf(s, sizeof s, "%.1f", 2.3 * echo);
+        n += put_str(ds + n, 0x18, 0x81, "DS", s);
+        snprintf(s, sizeof s, "%d", echo);
+        n += put_str(ds + n, 0x18, 0x86, "IS", s);
+    }
+    n += put_str(ds + n, 0x20, 0x0e, "UI", "1.2.3.4.8");
+    n += put_str(ds + n, 0x20, 0x11, "IS", "5");
+    snprintf(s, sizeof s, "-4\\-4\\%d", 2 * z);
+    n += put_str(ds + n, 0x20, 0x32, "DS", s);
+    n += put_str(ds + n, 0x20, 0x37, "DS", "1\\0\\0\\0\\1\\0");
+    n += put_us(ds + n, 0x28, 2, 1);
+    n += put_str(ds + n, 0x28, 4, "CS", "MONOCHROME2");
+    n += put_us(ds + n, 0x28, 0x10, 8);
+    n += put_us(ds + n, 0x28, 0x11, 8);
+    n += put_str(ds + n, 0x28, 0x30, "DS", "1\\1");
+    n += put_us(ds + n, 0x28, 0x100, 16);
+    n += put_us(ds + n, 0x28, 0x101, 16);
+    n += put_us(ds + n, 0x28, 0x102, 15);
+    n += put_us(ds + n, 0x28, 0x103, 0);
+    unsigned char px[128];
+    for (int i = 0; i < 64; i++) px[2 * i] = (unsigned char)((100 * echo + z) & 255), px[2 * i + 1] = (unsigned char)((100 * echo + z) >> 8);
+    n += put_element(ds + n, 0x7fe0, 0x10, "OW", px, sizeof px);
+    size_t k = 0;
+    memset(buf, 0, 128), k = 128;
+    memcpy(buf + k, "DICM", 4), k += 4;
+    k += put_element(buf + k, 2, 0, "UL", &ml, 4);
+    memcpy(buf + k, meta, m), k += m;
+    memcpy(buf + k, ds, n), k += n;
+    return spill(path, buf, (long)k);
+}
+
+/* A new directory `dir` of `positions` x `echoes` such slices (im<z><echo>.dcm, echoes numbered from 1). */
+static inline int write_echo_dir(const char *dir, int positions, int echoes) {
+    char p[1200];
+    if (mkdir(dir, 0755) != 0) return -1;
+    for (int z = 0; z < positions; z++)
+        for (int e = 1; e <= echoes; e++) {
+            snprintf(p, sizeof p, "%s/im%d%d.dcm", dir, z, e);
+            if (write_echo_slice(p, z, e) != 0) return -1;
+        }
+    return 0;
+}
+
+#endif
