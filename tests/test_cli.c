@@ -304,7 +304,8 @@ TEST(experiment_report) {
 }
 
 /* eval --ttest on result files of 5000 cases (it once read at most 4096, silently), paired by case in any
- * order, "nan" left out; t as computed here; a value that is no number, a missing column: one line, exit 2. */
+ * order, "nan" left out; t as computed here; a value that is no number, a missing or doubled column: one
+ * line, exit 2. */
 TEST(eval_ttest_files) {
     const char *dir = test_tmpdir();
     char a[600], b[600], args[2048], e[4096], text[4096] = "", path[700];
@@ -343,6 +344,13 @@ TEST(eval_ttest_files) {
     snprintf(args, sizeof args, "eval --ttest %s %s --metric mssd_mm", b, b);
     rc = run(args, e, sizeof e);
     CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, "no column 'mssd_mm'"), "exit %d, %s", rc, e);
+    /* A header naming a column twice: which one is meant cannot be told. */
+    f = fopen(b, "w");
+    fprintf(f, "case,dice,Dice\nc1,0.5,0.6\n");
+    fclose(f);
+    snprintf(args, sizeof args, "eval --ttest %s %s", b, b);
+    rc = run(args, e, sizeof e);
+    CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, "tb.csv: the header names 'dice' twice"), "exit %d, %s", rc, e);
     /* --pairs: a case name or path that would not fit is refused, not cut short. */
     char pairs[700], longname[300];
     memset(longname, 'x', 200), longname[200] = 0;

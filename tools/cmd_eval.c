@@ -123,6 +123,27 @@ static char *bare(char *s) {
 /* The whole pair list, checked before any pair is evaluated: its header names case, pred and ref once
  * each (any order, any case), every row has them, no case twice, at least one pair, no output among the
  * files. Paths are resolved against the list's directory. */
+/* The header fields `fld` (nf of them): the index of each of `names` (k of them, case-insensitive) into
+ * col[]. One line on stderr and 2 when a name is missing or named twice. */
+static int header_columns(const char *path, char **fld, int nf, const char *const *names, int k, int *col) {
+    for (int i = 0; i < k; i++) {
+        col[i] = -1;
+        for (int j = 0; j < nf; j++) {
+            if (strcasecmp(fld[j], names[i])) continue;
+            if (col[i] >= 0) {
+                fprintf(stderr, "livseg: %s: the header names '%s' twice\n", path, names[i]);
+                return 2;
+            }
+            col[i] = j;
+        }
+        if (col[i] < 0) {
+            fprintf(stderr, "livseg: %s: no column '%s' in the header\n", path, names[i]);
+            return 2;
+        }
+    }
+    return 0;
+}
+
 static int read_pairs(const char *csv, const char *out_csv, const char *out_json, eval_row **rows_out, int *n_out) {
     char *text;
     size_t len;
@@ -130,7 +151,7 @@ static int read_pairs(const char *csv, const char *out_csv, const char *out_json
     *rows_out = NULL, *n_out = 0;
     if (ls_read_file(csv, (size_t)64 << 20, &text, &len, &err)) return cli_report(&err);
     eval_row *rows = NULL;
-    int n = 0, cap = 0, rc = 0, lineno = 0, col[3] = {-1, -1, -1}, ncol = 0;
+    int n = 0, cap = 0, rc = 0, lineno = 0, col[3], ncol = 0;
     static const char *const want[3] = {"case", "pred", "ref"};
     char *save = NULL;
     for (char *line = strtok_r(text, "\n", &save); line && !rc; line = strtok_r(NULL, "\n", &save)) {
@@ -141,14 +162,7 @@ static int read_pairs(const char *csv, const char *out_csv, const char *out_json
         for (int j = 0; j < nf; j++) fld[j] = bare(fld[j]);
         if (!ncol) {
             ncol = nf;
-            for (int k = 0; k < 3 && !rc; k++)
-                for (int j = 0; j < nf; j++)
-                    if (!strcasecmp(fld[j], want[k])) {
-                        if (col[k] >= 0) rc = 2, fprintf(stderr, "livseg: %s: the header names '%s' twice\n", csv, want[k]);
-                        col[k] = j;
-                    }
-            if (!rc && (col[0] < 0 || col[1] < 0 || col[2] < 0))
-                rc = 2, fprintf(stderr, "livseg: %s: the header must name the columns case, pred and ref\n", csv);
+            rc = header_columns(csv, fld, nf, want, 3, col);
             continue;
         }
         if (nf < ncol) {
@@ -283,7 +297,8 @@ static int read_results(const char *path, const char *metric, result_set *r) {
     }
     char *line = NULL, *fld[MAX_COLS];
     size_t cap = 0;
-    int lineno = 0, header = 0, col = -1, id = -1, rc = 0;
+    int lineno = 0, header = 0, cols[2] = {-1, -1}, rc = 0;
+    const char *names[2] = {"case", metric};
     while (!rc && getline(&line, &cap, f) >= 0) {
         lineno++;
         int k = split_csv(line, fld, MAX_COLS);
@@ -291,14 +306,10 @@ static int read_results(const char *path, const char *metric, result_set *r) {
         if (k == 1 && !*fld[0]) continue; /* a blank line */
         if (!header) {
             header = 1;
-            for (int j = 0; j < k; j++) {
-                if (!strcasecmp(fld[j], "case")) id = j;
-                if (!strcmp(fld[j], metric)) col = j;
-            }
-            if (id < 0 || col < 0)
-                rc = 2, fprintf(stderr, "livseg: %s: no column '%s' in the header\n", path, id < 0 ? "case" : metric);
+            rc = header_columns(path, fld, k, names, 2, cols);
             continue;
         }
+        int id = cols[0], col = cols[1];
         char *end = NULL;
         double x = k > col && k > id ? strtod(fld[col], &end) : 0;
         if (k <= col || k <= id) {
