@@ -796,8 +796,9 @@ class series_list {
 };
 
 /* After every file is read: the directory must hold one series, or `want` must name exactly one; that
- * series must hold one echo (EchoNumbers), or `want` must name one of its echoes. */
-ls_status check_series_found(const char *dir, const pick &want, const series_list &seen, ls_error *err) {
+ * series must hold one echo (EchoNumbers), or `want` must name one of its echoes. `which`: that series. */
+ls_status check_series_found(const char *dir, const pick &want, const series_list &seen, ls_dicom_series *which,
+                             ls_error *err) {
     if (seen.size() == 0) return ls_fail(err, LS_ERR_INPUT, "%s: no DICOM images found (in it or its subdirectories)", dir);
     if (want.series.empty() && seen.size() > 1)
         return ls_fail(err, LS_ERR_INPUT, "%s: holds %zu series; choose one with --series NUMBER, DESCRIPTION or UID: %s",
@@ -820,6 +821,7 @@ ls_status check_series_found(const char *dir, const pick &want, const series_lis
     if (!want.echo && e.echoes.size() > 1)
         return ls_fail(err, LS_ERR_INPUT, "%s: the series holds %zu echoes; choose one with --echo N: %s", dir,
                        e.echoes.size(), e.describe_echoes().c_str());
+    *which = named.to_c()[0];
     return LS_OK;
 }
 
@@ -901,14 +903,14 @@ ls_status read_files(const char *dir, const pick &want, progress_page *pg, int r
     return LS_OK;
 }
 
-/* The volume of the images `want` picks; arguments as read_files. */
-ls_status read_series(const char *dir, const pick &want, ls_volume *out, progress_page *pg, int readers,
-                      int keep_fd, ls_error *err) {
+/* The volume of the images `want` picks, and which series they are; arguments as read_files. */
+ls_status read_series(const char *dir, const pick &want, ls_volume *out, ls_dicom_series *which, progress_page *pg,
+                      int readers, int keep_fd, ls_error *err) {
     std::vector<slice> slices;
     series_list seen;
     ls_error unusable = {}; /* the first SLICE_UNUSABLE's */
     LS_TRY(read_files(dir, want, pg, readers, keep_fd, slices, seen, unusable, err));
-    LS_TRY(check_series_found(dir, want, seen, err));
+    LS_TRY(check_series_found(dir, want, seen, which, err));
     if (unusable.code) {
         if (err) *err = unusable;
         return unusable.code;
@@ -932,32 +934,39 @@ ls_status list_series(const char *dir, const pick &want, std::vector<ls_dicom_se
     return LS_OK;
 }
 
-/* A job's work, in the child or in-process: the volume `want` picks, or with want.list the listing. */
-ls_status run_job(const char *dir, const pick &want, ls_volume *vol, std::vector<ls_dicom_series> &listing,
-                  progress_page *pg, int readers, int fd, ls_error *err) {
-    return want.list ? list_series(dir, want, listing, pg, err) : read_series(dir, want, vol, pg, readers, fd, err);
+/* What a job yields: a volume and its series, or (want.list) the listing. */
+struct job_result {
+    ls_volume vol = {};
+    ls_dicom_series series = {};
+    std::vector<ls_dicom_series> listing;
+};
+
+/* A job's work, in the child or in-process. */
+ls_status run_job(const char *dir, const pick &want, job_result &res, progress_page *pg, int readers, int fd, ls_error *err) {
+    return want.list ? list_series(dir, want, res.listing, pg, err)
+                     : read_series(dir, want, &res.vol, &res.series, pg, readers, fd, err);
 }
 
 /* What the child sends before its result. */
 struct reply {
     ls_status status;
     ls_error err;
-    ls_volume vol;  /* data pointer meaningless across processes */
-    uint64_t bytes; /* the result that follows: the volume's voxels, or the listing's ls_dicom_series */
+    ls_volume vol;          /* data pointer meaningless across processes */
+    ls_dicom_series series; /* the volume's */
+    uint64_t bytes;         /* the result that follows: the volume's voxels, or the listing's ls_dicom_series */
 };
 
-ls_status run_job_guarded(const char *dir, const pick &want, ls_volume *vol, std::vector<ls_dicom_series> &listing,
-                          ls_error *err) {
+ls_status run_job_guarded(const char *dir, const pick &want, job_result &res, ls_error *err) {
     try {
-        return run_job(dir, want, vol, listing, nullptr, 0, -1, err);
+        return run_job(dir, want, res, nullptr, 0, -1, err);
     } catch (const std::bad_alloc &) {
-        ls_volume_free(vol);
+        ls_volume_free(&res.vol);
         return ls_fail(err, LS_ERR_NOMEM, "%s: out of memory reading the series", dir);
     } catch (const std::exception &e) {
-        ls_volume_free(vol);
+        ls_volume_free(&res.vol);
         return ls_fail(err, LS_ERR_INPUT, "%s: DICOM reading failed (%s)", dir, e.what());
     } catch (...) {
-        ls_volume_free(vol);
+        ls_volume_free(&res.vol);
         return ls_fail(err, LS_ERR_INPUT, "%s: DICOM reading failed", dir);
     }
 }
@@ -976,15 +985,16 @@ ls_status run_job_guarded(const char *dir, const pick &want, ls_volume *vol, std
     for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL}) sigaction(sig, &dfl, nullptr);
     reply r;
     memset(&r, 0, sizeof r);
-    std::vector<ls_dicom_series> listing;
+    job_result res;
     try {
-        r.status = run_job(dir, want, &r.vol, listing, pg, readers, fd, &r.err);
+        r.status = run_job(dir, want, res, pg, readers, fd, &r.err);
     } catch (...) {
         r.status = ls_fail(&r.err, LS_ERR_INPUT, "%s: DICOM reading failed", dir);
     }
-    const void *result = want.list ? static_cast<const void *>(listing.data()) : r.vol.data;
+    const void *result = want.list ? static_cast<const void *>(res.listing.data()) : res.vol.data;
     if (r.status == LS_OK)
-        r.bytes = want.list ? listing.size() * sizeof(ls_dicom_series) : ls_volume_nvox(&r.vol) * sizeof(float);
+        r.bytes = want.list ? res.listing.size() * sizeof(ls_dicom_series) : ls_volume_nvox(&res.vol) * sizeof(float);
+    r.vol = res.vol, r.series = res.series;
     r.vol.data = nullptr;
     bool ok = write_all(fd, &r, sizeof r);
     if (ok && r.bytes) ok = write_all(fd, result, r.bytes);
@@ -1003,8 +1013,7 @@ struct ls_dicom_job {
     pid_t pid = -1;
     ls_status status = LS_OK; /* of the read, or of a failed fork */
     ls_error err = {};
-    ls_volume vol = {};
-    std::vector<ls_dicom_series> listing; /* want.list */
+    job_result res;
 };
 
 static ls_status begin_job(const char *dir, const pick &want, int readers, ls_dicom_job **out, ls_error *err) {
@@ -1018,7 +1027,7 @@ static ls_status begin_job(const char *dir, const pick &want, int readers, ls_di
     if (shared == MAP_FAILED || pipe(fds) != 0) {
         if (shared != MAP_FAILED) munmap(shared, sizeof(progress_page));
         /* no isolation: read in-process */
-        job->status = run_job_guarded(dir, job->want, &job->vol, job->listing, &job->err);
+        job->status = run_job_guarded(dir, job->want, job->res, &job->err);
         return LS_OK;
     }
     job->pg = static_cast<progress_page *>(shared);
@@ -1087,10 +1096,11 @@ static void collect(ls_dicom_job *job, ls_progress_fn progress, void *pctx) {
         job->status = r.status, job->err = r.err;
     } else if (job->want.list) {
         const ls_dicom_series *e = reinterpret_cast<const ls_dicom_series *>(result);
-        job->listing.assign(e, e + r.bytes / sizeof(ls_dicom_series));
+        job->res.listing.assign(e, e + r.bytes / sizeof(ls_dicom_series));
     } else {
-        job->vol = r.vol;
-        job->vol.data = reinterpret_cast<float *>(result);
+        job->res.vol = r.vol;
+        job->res.vol.data = reinterpret_cast<float *>(result);
+        job->res.series = r.series;
         result = nullptr;
     }
     free(result);
@@ -1102,15 +1112,16 @@ static void end_job(ls_dicom_job *job) {
 }
 
 extern "C" ls_status ls_dicom_end(ls_dicom_job *job, ls_progress_fn progress, void *pctx, ls_volume *out,
-                                   ls_error *err) {
+                                   ls_dicom_series *series, ls_error *err) {
     memset(out, 0, sizeof *out);
     if (job->pid > 0) collect(job, progress, pctx);
     ls_status st = job->status;
     if (st) {
         if (err) *err = job->err;
-        ls_volume_free(&job->vol);
+        ls_volume_free(&job->res.vol);
     } else {
-        *out = job->vol;
+        *out = job->res.vol;
+        if (series) *series = job->res.series;
     }
     end_job(job);
     return st;
@@ -1120,7 +1131,7 @@ extern "C" ls_status ls_dicom_read(const char *dir, const ls_dicom_pick *p, int 
     ls_dicom_job *job;
     memset(out, 0, sizeof *out);
     LS_TRY(ls_dicom_begin(dir, p, readers, &job, err));
-    return ls_dicom_end(job, nullptr, nullptr, out, err);
+    return ls_dicom_end(job, nullptr, nullptr, out, nullptr, err);
 }
 
 extern "C" ls_status ls_dicom_list(const char *dir, ls_dicom_series **out, int *n, ls_error *err) {
@@ -1131,14 +1142,14 @@ extern "C" ls_status ls_dicom_list(const char *dir, ls_dicom_series **out, int *
     LS_TRY(begin_job(dir, want, 1, &job, err));
     if (job->pid > 0) collect(job, nullptr, nullptr);
     ls_status st = job->status;
-    size_t bytes = job->listing.size() * sizeof(ls_dicom_series);
+    const std::vector<ls_dicom_series> &listing = job->res.listing;
     if (st) {
         if (err) *err = job->err;
-    } else if (!(*out = static_cast<ls_dicom_series *>(ls_calloc(job->listing.size(), sizeof(ls_dicom_series), err)))) {
+    } else if (!(*out = static_cast<ls_dicom_series *>(ls_calloc(listing.size(), sizeof(ls_dicom_series), err)))) {
         st = LS_ERR_NOMEM;
     } else {
-        memcpy(*out, job->listing.data(), bytes);
-        *n = (int)job->listing.size();
+        memcpy(*out, listing.data(), listing.size() * sizeof(ls_dicom_series));
+        *n = (int)listing.size();
     }
     end_job(job);
     return st;

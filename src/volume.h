@@ -34,12 +34,14 @@ ls_status ls_dicom_read(const char *dir, const ls_dicom_pick *pick, int readers,
 
 /* ls_dicom_read in two halves, so that a caller can start threads while the series is read: begin forks
  * the reader process (so it must run while no other thread exists; errors wait for end), end waits for
- * the volume, on any thread, and frees the job. Every begin needs its end. While it waits, end calls
- * `progress` (may be NULL) with the directory's files read so far, about ten times a second and once
- * when they are all read or the reading stopped (done < total: an error follows). */
+ * the volume (and, when `series` is not NULL, which series it is), on any thread, and frees the job.
+ * Every begin needs its end. While it waits, end calls `progress` (may be NULL) with the directory's
+ * files read so far, about ten times a second and once when they are all read or the reading stopped
+ * (done < total: an error follows). */
 typedef struct ls_dicom_job ls_dicom_job;
 ls_status ls_dicom_begin(const char *dir, const ls_dicom_pick *pick, int readers, ls_dicom_job **job, ls_error *err);
-ls_status ls_dicom_end(ls_dicom_job *job, ls_progress_fn progress, void *pctx, ls_volume *out, ls_error *err);
+ls_status ls_dicom_end(ls_dicom_job *job, ls_progress_fn progress, void *pctx, ls_volume *out,
+                       ls_dicom_series *series, ls_error *err);
 
 /* What ls_volume_read_ras does after a read: `v` (taken over, freed) into RAS order, its grid in src_geom. */
 ls_status ls_volume_take_ras(ls_volume *v, ls_volume *ras, ls_geom *src_geom, ls_error *err);

@@ -90,8 +90,8 @@ static inline int write_echo_slice(const char *path, int z, int echo) {
 
 /* A new directory `dir` of `positions` x `echoes` such slices (im<z><echo>.dcm, echoes numbered from 1). */
 static inline int write_echo_dir(const char *dir, int positions, int echoes) {
-    char p[1200];
-    if (mkdir(dir, 0755) != 0) return -1;
+    char p[4200];
+    if (strlen(dir) > 4096 || mkdir(dir, 0755) != 0) return -1;
     for (int z = 0; z < positions; z++)
         for (int e = 1; e <= echoes; e++) {
             snprintf(p, sizeof p, "%s/im%d%d.dcm", dir, z, e);

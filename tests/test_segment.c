@@ -17,6 +17,7 @@
 #include "dino.h"
 #include "metrics.h"
 #include "segment.h"
+#include "dicom_synth.h"
 #include "test.h"
 #include "volume.h"
 
@@ -349,10 +350,31 @@ TEST(segment_command) {
     REQUIRE(system(cmd) == 0, "%s", cmd);
     snprintf(args, sizeof args, "segment %s/study -o %s/z.nii.gz --model %s -q", dir, dir, model3);
     CHECK(run(args, e, sizeof e) == 2 && strstr(e, "holds 2 series"), "two series: %s", e);
-    snprintf(args, sizeof args, "segment %s/study --series 2 -o %s --model %s -q", dir, out, model3);
+    snprintf(args, sizeof args, "segment %s/study --series 2 -o %s --model %s -q --stats %s/series2.json", dir, out, model3, dir);
     CHECK(run(args, e, sizeof e) == 0, "--series 2: %s", e);
     snprintf(series, sizeof series, "%s/dicom/dcmqi_ct_3slice", data);
     expect_same_header(series, out);
+    /* --stats names the series segmented (the record filed with the mask). */
+    snprintf(cmd, sizeof cmd, "%s/series2.json", dir);
+    json_error_t je;
+    json_t *j = json_load_file(cmd, 0, &je), *ds = j ? json_object_get(j, "dicom_series") : NULL;
+    CHECK(ds && !strcmp(json_string_value(json_object_get(ds, "number")), "2") &&
+              !strcmp(json_string_value(json_object_get(ds, "uid")), "1.2.392.200103.20080913.113635.1.2009.6.22.21.43.10.23430.1") &&
+              !strcmp(json_string_value(json_object_get(ds, "modality")), "CT") &&
+              json_integer_value(json_object_get(ds, "images")) == 3 && !json_object_get(ds, "echo"),
+          "%s: dicom_series %s", cmd, j ? "missing or wrong" : je.text);
+    json_decref(j);
+    /* ... and the echo, for a series of several. */
+    snprintf(cmd, sizeof cmd, "%s/echoes", dir);
+    REQUIRE(write_echo_dir(cmd, 4, 2) == 0, "cannot write %s", cmd);
+    snprintf(args, sizeof args, "segment %s/echoes --echo 2 -o %s/e.nii.gz --model %s -q --stats %s/echo2.json", dir, dir, model3, dir);
+    CHECK(run(args, e, sizeof e) == 0, "--echo 2: %s", e);
+    snprintf(cmd, sizeof cmd, "%s/echo2.json", dir);
+    j = json_load_file(cmd, 0, &je), ds = j ? json_object_get(j, "dicom_series") : NULL;
+    CHECK(ds && !strcmp(json_string_value(json_object_get(ds, "modality")), "MR") &&
+              json_integer_value(json_object_get(ds, "echo")) == 2 && json_integer_value(json_object_get(ds, "images")) == 8,
+          "%s: dicom_series %s", cmd, j ? "missing or wrong" : je.text);
+    json_decref(j);
     /* A directory without DICOM, and a series with a missing model: one line each, exit 2 (the begun read
      * is collected either way). */
     snprintf(cmd, sizeof cmd, "mkdir -p %s/nodicom && echo notes > %s/nodicom/README.txt", dir, dir);

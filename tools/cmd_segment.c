@@ -44,7 +44,8 @@ static void segment_usage(FILE *f) {
             "                      (default: that file's name in the model's directory)\n"
             "  --prob FILE         also write the liver probability (float32) on the input grid\n"
             "  --stats FILE.json   also write a JSON summary: liver volume (mL), mean and std intensity\n"
-            "                      inside, bounding box (mm, RAS), seconds per stage\n"
+            "                      inside, bounding box (mm, RAS), seconds per stage; for DICOM, the\n"
+            "                      series segmented (UID, number, description)\n"
             "  --preview FILE.png  also write a PNG: axial, coronal and sagittal slices through the liver with\n"
             "                      the mask outlined in red (patient's right on the image's left)\n"
             "  --modality M        ct, mr or auto (default auto: a DICOM series' Modality tag, else CT\n"
@@ -156,7 +157,17 @@ static int parse(int argc, char **argv, seg_args *a) {
 typedef struct {
     const ls_backend *be;
     double start, read, write, total;
+    const ls_dicom_series *series; /* a DICOM input's, else NULL */
+    int echo;                      /* --echo, 0 when not given */
 } run_info;
+
+/* Which DICOM series (and echo) was segmented: the record a clinical engineer files with the mask. */
+static json_t *series_json(const ls_dicom_series *s, int echo) {
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i}", "uid", s->uid, "number", s->number, "description",
+                          s->description, "modality", s->modality, "images", s->images);
+    if (j && echo) json_object_set_new(j, "echo", json_integer(echo));
+    return j;
+}
 
 static int write_stats(const seg_args *a, const ls_segment_result *r, const char *teacher_id, const run_info *ri) {
     const ls_mask_stats *s = &r->stats;
@@ -176,6 +187,7 @@ static int write_stats(const seg_args *a, const ls_segment_result *r, const char
                                 (json_int_t)r->components, "bbox_mm_ras", "min", s->bbox_min[0], s->bbox_min[1],
                                 s->bbox_min[2], "max", s->bbox_max[0], s->bbox_max[1], s->bbox_max[2], "seconds", sec)
                     : NULL;
+    if (j && ri->series) json_object_set_new(j, "dicom_series", series_json(ri->series, ri->echo));
     char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
     json_decref(j);
     ls_error err = {0};
@@ -228,6 +240,8 @@ typedef struct {
     const char *path;
     int threads, quiet;
     ls_dicom_job *job; /* a DICOM series' reader, begun */
+    int dicom;
+    ls_dicom_series series; /* a DICOM input's, once read */
     ls_volume vol; /* in RAS order */
     ls_geom src_geom;
     ls_error err;
@@ -244,7 +258,7 @@ static void *read_input(void *p) {
         progress bar;
         progress_init(&bar, "read", "files", r->quiet);
         ls_volume v;
-        r->status = ls_dicom_end(r->job, progress_update, &bar, &v, &r->err);
+        r->status = ls_dicom_end(r->job, progress_update, &bar, &v, &r->series, &r->err);
         progress_end(&bar);
         r->job = NULL;
         if (!r->status) r->status = ls_volume_take_ras(&v, &r->vol, &r->src_geom, &r->err);
@@ -279,6 +293,7 @@ int cmd_segment(int argc, char **argv) {
         double t = ls_now();
         int readers = a.threads > 0 ? a.threads : omp_get_max_threads();
         rd.status = ls_dicom_begin(a.input, &pick, readers, &rd.job, &rd.err);
+        rd.dicom = 1;
         rd.seconds = ls_now() - t;
     } else if ((rc = cli_pick_needs_directory("segment", &pick, a.input))) {
         return rc;
@@ -296,13 +311,14 @@ int cmd_segment(int argc, char **argv) {
     if (!s) s = ls_model_load(&m, &info, &be, a.model, &err);
     if (!s && (s = ls_segment_teacher(&t, &be, &m, &info, a.teacher, a.model, &err)) != LS_OK) ls_model_free(&m);
     int loaded = !s;
-    run_info ri = {.be = &be, .start = ls_now() - t_start};
+    run_info ri = {.be = &be, .start = ls_now() - t_start, .echo = a.echo};
     if (threaded) pthread_join(th, NULL);
     else if (!rd.status) read_input(&rd);
     /* Errors in the order the work was asked for: device, model, then input. */
     if (!s && rd.status) s = rd.status, err = rd.err;
     ls_volume in = rd.vol;
     ri.read = rd.seconds;
+    if (rd.dicom) ri.series = &rd.series;
     progress bar;
     progress_init(&bar, "segment", "slices", a.quiet);
     if (!s) s = ls_segment_ras(&in, &rd.src_geom, &t, &m, &o, progress_update, &bar, &r, &err);
