@@ -102,7 +102,8 @@ typedef struct {
     char number[17];       /* SeriesNumber */
     char description[65];  /* SeriesDescription */
     char modality[17];     /* Modality of its first image: CT, MR, ... */
-    int images;            /* image files (a multi-frame file counts once) */
+    int images;            /* image files */
+    int frames;            /* the slices they hold: NumberOfFrames of a multi-frame file, 1 of others */
     int cols, rows;        /* its first image's size */
     int n_echoes;          /* distinct EchoNumbers (0: none, as in CT); the first 16 follow */
     int echo[16];

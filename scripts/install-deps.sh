@@ -4,7 +4,7 @@
 #
 #   build:   gcc, make, pkg-config, nifticlib (NIfTI-1/2 headers), zlib + libdeflate (.nii.gz), GDCM (DICOM), OpenBLAS (GEMM),
 #            (OpenMP build), jansson (JSON), libpng (preview images)
-#   tests:   Debian's python3 with PyTorch, NumPy, SciPy, nibabel (the independent references),
+#   tests:   Debian's python3 with PyTorch, NumPy, SciPy, nibabel, pydicom (the independent references),
 #            clang + libFuzzer runtime (fuzz harnesses)
 set -euo pipefail
 
@@ -15,7 +15,7 @@ pkgs=(
   libopenblas-openmp-dev
   libjansson-dev
   libpng-dev
-  python3 python3-numpy python3-scipy python3-nibabel python3-torch
+  python3 python3-numpy python3-scipy python3-nibabel python3-torch python3-pydicom
   clang libclang-rt-14-dev
 )
 

@@ -8,7 +8,9 @@
  *    GDCM cannot read are ignored (READMEs, DICOMDIR indexes); a file with the magic that cannot be
  *    decoded is an error naming it. Files without pixel data are ignored.
  *  - The images must form one series: one SeriesInstanceUID, one orientation, one size and pixel
- *    spacing, single-frame, one sample per pixel. Anything else is an error that says what differs.
+ *    spacing, one sample per pixel. Anything else is an error that says what differs. A multi-frame
+ *    (enhanced CT/MR) file gives one slice a frame, placed by its Per-frame Functional Groups.
+ *  - A native slice whose pixel data the file cuts short is an error (GDCM would zero-fill it).
  *    In a directory of several series, the images whose SeriesNumber, SeriesDescription or
  *    SeriesInstanceUID is the `series` asked for are read and the others skipped undecoded; without
  *    one, the error lists the series. A series of several echoes (EchoNumbers) is read one echo at a
@@ -85,6 +87,7 @@ struct slice_info {
     double echo_time = 0;   /* EchoTime, ms */
     gdcm::PixelFormat::ScalarType type = gdcm::PixelFormat::UNKNOWN;
     bool compressed = false; /* an encapsulated transfer syntax (JPEG, JPEG 2000, RLE, ...) */
+    unsigned frames = 1;     /* NumberOfFrames */
 };
 
 struct slice : slice_info {
@@ -96,15 +99,18 @@ struct slice : slice_info {
     std::vector<char> pixels;
 };
 
-/* The outcomes of read_slice. An unusable image (colour, multi-frame, ...) is not an error at once: in
- * a directory that turns out to hold several series (a study exported whole, a dose report beside
- * the CT), the list of series is what the user needs to hear. */
+/* The outcomes of read_slice. An unusable image (colour, ...) is not an error at once: in a directory
+ * that turns out to hold several series (a study exported whole, a dose report beside the CT), the
+ * list of series is what the user needs to hear. */
 enum {
-    SLICE_ERROR = -1,    /* a file that cannot be read: an error (err), reading stops */
-    SLICE_UNUSABLE = -2, /* an image livseg cannot use (err); its series fields are set */
-    SLICE_NONE = 0,      /* not an image: skipped */
-    SLICE_READ = 1,      /* a slice of the wanted series, pixels and all */
-    SLICE_OTHER = 2,     /* an image of another series than the one asked for: its series fields only */
+    SLICE_ERROR = -1,      /* a file that cannot be read: an error (err), reading stops */
+    SLICE_UNUSABLE = -2,   /* an image livseg cannot use (err); its series fields are set */
+    SLICE_NONE = 0,        /* not an image: skipped */
+    SLICE_READ = 1,        /* a slice of the wanted series, pixels and all */
+    SLICE_OTHER = 2,       /* an image of another series than the one asked for: its series fields only */
+    SLICE_MULTIFRAME = 3,  /* a wanted multi-frame file, not decoded: a decoder process leaves it to the
+                            * reader child (one file, many slices); series fields set */
+    SLICE_FRAMES = 4,      /* a wanted multi-frame file read as one slice per frame (into `frames`) */
 };
 
 /* A file is DICOM-like when it carries the Part 10 "DICM" magic, or its preamble is followed by a
@@ -272,6 +278,41 @@ long long pixel_data_shortfall(const std::string &path, uint32_t vl) {
     return short_by;
 }
 
+/* The numbers of a decimal-string (DS) element of `ds` ("1\\0\\0\\0\\1\\0"); none when it is absent or empty. */
+std::vector<double> ds_values(const gdcm::DataSet &ds, uint16_t group, uint16_t element) {
+    std::vector<double> out;
+    const gdcm::Tag tag(group, element);
+    const gdcm::ByteValue *bv = ds.FindDataElement(tag) ? ds.GetDataElement(tag).GetByteValue() : nullptr;
+    if (!bv) return out;
+    std::string text(bv->GetPointer(), bv->GetLength());
+    const char *p = text.c_str();
+    for (;;) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || !std::isfinite(v)) break;
+        out.push_back(v);
+        p = end + strspn(end, " ");
+        if (*p++ != '\\') break;
+    }
+    return out;
+}
+
+/* An attribute of an enhanced (multi-frame) image's functional group: DS element (group, element) of
+ * the first item of sequence (sg, se) in the frame's own groups (`frame`, may be null), else in the
+ * shared ones (`shared`, may be null). */
+std::vector<double> group_values(const gdcm::DataSet *frame, const gdcm::DataSet *shared, uint16_t sg, uint16_t se,
+                                 uint16_t group, uint16_t element) {
+    for (const gdcm::DataSet *ds : {frame, shared}) {
+        const gdcm::Tag tag(sg, se);
+        if (!ds || !ds->FindDataElement(tag)) continue;
+        gdcm::SmartPointer<gdcm::SequenceOfItems> sq = ds->GetDataElement(tag).GetValueAsSQ();
+        if (!sq || sq->GetNumberOfItems() < 1) continue;
+        std::vector<double> v = ds_values(sq->GetItem(1).GetNestedDataSet(), group, element);
+        if (!v.empty()) return v;
+    }
+    return {};
+}
+
 /* The series fields of a slice: those every outcome but SLICE_ERROR and SLICE_NONE carries. */
 void read_series_fields(const gdcm::File &file, slice &s) {
     s.series = tag_string(file, 0x0020, 0x000e);
@@ -300,12 +341,63 @@ int list_slice(const std::string &path, slice &s, bool cap, ls_error *err) {
     read_series_fields(file, s);
     s.rows = (unsigned)tag_double(file, 0x0028, 0x0010, 0);
     s.cols = (unsigned)tag_double(file, 0x0028, 0x0011, 0);
+    s.frames = (unsigned)std::min(std::max(tag_double(file, 0x0028, 0x0008, 1), 1.0), 1e9);
     return SLICE_OTHER;
 }
 
+/* An enhanced CT/MR file's frames as slices (SLICE_FRAMES), `s` holding what they share and `pixels` all
+ * of them: each frame's position, and its orientation, pixel spacing, thickness and rescale where its own
+ * functional groups give them (else the shared groups', else those GDCM read for the image). A frame
+ * without a position cannot be placed: the file is SLICE_UNUSABLE. */
+int split_frames(const std::string &path, const gdcm::DataSet &ds, unsigned nframes, const slice &s,
+                 const std::vector<char> &pixels, std::vector<slice> &frames, ls_error *err) {
+    const gdcm::Tag shared_tag(0x5200, 0x9229), per_frame_tag(0x5200, 0x9230);
+    gdcm::SmartPointer<gdcm::SequenceOfItems> shared_sq, per_frame;
+    if (ds.FindDataElement(shared_tag)) shared_sq = ds.GetDataElement(shared_tag).GetValueAsSQ();
+    if (ds.FindDataElement(per_frame_tag)) per_frame = ds.GetDataElement(per_frame_tag).GetValueAsSQ();
+    const gdcm::DataSet *shared = shared_sq && shared_sq->GetNumberOfItems() >= 1 ? &shared_sq->GetItem(1).GetNestedDataSet() : nullptr;
+    if (!per_frame || per_frame->GetNumberOfItems() != nframes) {
+        ls_fail(err, LS_ERR_INPUT, "%s: multi-frame DICOM (%u frames) without a position for each frame (Per-frame "
+                "Functional Groups) is not supported", path.c_str(), nframes);
+        return SLICE_UNUSABLE;
+    }
+    size_t bytes = pixels.size() / nframes;
+    frames.assign(nframes, slice());
+    for (unsigned k = 0; k < nframes; k++) {
+        const gdcm::DataSet &own = per_frame->GetItem(k + 1).GetNestedDataSet();
+        slice &f = frames[k];
+        static_cast<slice_info &>(f) = s;
+        f.series = s.series, f.number = s.number, f.description = s.description, f.modality = s.modality;
+        f.path = path + " (frame " + std::to_string(k + 1) + ")";
+        std::vector<double> ipp = group_values(&own, shared, 0x0020, 0x9113, 0x0020, 0x0032);
+        std::vector<double> iop = group_values(&own, shared, 0x0020, 0x9116, 0x0020, 0x0037);
+        std::vector<double> px = group_values(&own, shared, 0x0028, 0x9110, 0x0028, 0x0030);
+        std::vector<double> th = group_values(&own, shared, 0x0028, 0x9110, 0x0018, 0x0050);
+        std::vector<double> slope = group_values(&own, shared, 0x0028, 0x9145, 0x0028, 0x1053);
+        std::vector<double> inter = group_values(&own, shared, 0x0028, 0x9145, 0x0028, 0x1052);
+        if (ipp.size() != 3) {
+            frames.clear();
+            ls_fail(err, LS_ERR_INPUT, "%s: frame %u of %u has no ImagePositionPatient (Plane Position Sequence); cannot "
+                    "place it", path.c_str(), k + 1, nframes);
+            return SLICE_UNUSABLE;
+        }
+        for (int i = 0; i < 3; i++) f.ipp[i] = ipp[i];
+        if (iop.size() == 6)
+            for (int i = 0; i < 6; i++) f.iop[i] = iop[i];
+        if (px.size() == 2) f.spacing[0] = px[1], f.spacing[1] = px[0]; /* PixelSpacing: between rows, then columns */
+        if (th.size() == 1) f.thickness = th[0];
+        if (slope.size() == 1) f.slope = slope[0];
+        if (inter.size() == 1) f.intercept = inter[0];
+        f.pixels.assign(pixels.begin() + (ptrdiff_t)(k * bytes), pixels.begin() + (ptrdiff_t)((k + 1) * bytes));
+    }
+    return SLICE_FRAMES;
+}
+
 /* One of the SLICE_ outcomes. `cap`: bound the header parse with a data_cap (forked child only); `want`:
- * the images asked for (picked). */
-int read_slice(const std::string &path, slice &s, bool cap, const pick &want, ls_error *err) {
+ * the images asked for (picked). A multi-frame file is split into `frames` (SLICE_FRAMES), or, where
+ * `frames` is null (a decoder process), left undecoded (SLICE_MULTIFRAME). */
+int read_slice(const std::string &path, slice &s, bool cap, const pick &want, ls_error *err,
+               std::vector<slice> *frames = nullptr) {
     if (want.list) return list_slice(path, s, cap, err);
     bool dicom_like = looks_like_dicom(path);
     gdcm::ImageReader reader;
@@ -338,8 +430,11 @@ int read_slice(const std::string &path, slice &s, bool cap, const pick &want, ls
     read_series_fields(file, s);
     s.compressed = img.GetTransferSyntax().IsEncapsulated();
     if (!picked(s, want)) return SLICE_OTHER; /* nor decoded, nor checked */
-    if (img.GetNumberOfDimensions() != 2 && img.GetDimension(2) > 1) {
-        ls_fail(err, LS_ERR_INPUT, "%s: multi-frame DICOM (%u frames) is not supported", path.c_str(), img.GetDimension(2));
+    unsigned nframes = img.GetNumberOfDimensions() == 2 ? 1 : std::max(img.GetDimension(2), 1u);
+    s.frames = nframes;
+    if (nframes > 1 && !frames) return SLICE_MULTIFRAME;
+    if (nframes > 4096) {
+        ls_fail(err, LS_ERR_INPUT, "%s: %u frames; at most 4096 slices", path.c_str(), nframes);
         return SLICE_UNUSABLE;
     }
     const gdcm::PixelFormat &pf = img.GetPixelFormat();
@@ -374,7 +469,7 @@ int read_slice(const std::string &path, slice &s, bool cap, const pick &want, ls
             return SLICE_ERROR;
         }
     size_t len = img.GetBufferLength();
-    size_t need = (size_t)s.cols * s.rows * pf.GetPixelSize();
+    size_t need = (size_t)s.cols * s.rows * pf.GetPixelSize() * nframes;
     if (len < need) {
         ls_fail(err, LS_ERR_INPUT, "%s: pixel data holds %zu bytes, %zu needed", path.c_str(), len, need);
         return SLICE_ERROR;
@@ -383,6 +478,12 @@ int read_slice(const std::string &path, slice &s, bool cap, const pick &want, ls
     if (!img.GetBuffer(s.pixels.data())) {
         ls_fail(err, LS_ERR_INPUT, "%s: pixel data cannot be decoded", path.c_str());
         return SLICE_ERROR;
+    }
+    if (nframes > 1) {
+        s.pixels.resize(need);
+        int r = split_frames(path, file.GetDataSet(), nframes, s, s.pixels, *frames, err);
+        s.pixels.clear();
+        return r;
     }
     return SLICE_READ;
 }
@@ -658,7 +759,7 @@ class decoder_pool {
         s.path = files_[i];
         std::string *str[4];
         strings_of(s, str);
-        bool sane = m.got >= SLICE_UNUSABLE && m.got <= SLICE_OTHER && m.pixel_len <= ((uint64_t)1 << 32);
+        bool sane = m.got >= SLICE_UNUSABLE && m.got <= SLICE_MULTIFRAME && m.pixel_len <= ((uint64_t)1 << 32);
         for (int j = 0; j < 4; j++) sane = sane && m.str_len[j] <= 65536;
         if (!sane)
             return ls_fail(err, LS_ERR_INPUT, "%s: garbled reply from the DICOM decoder for %s", dir_, files_[i].c_str()),
@@ -704,7 +805,7 @@ class decoder_pool {
 struct series_entry {
     std::string uid, number, description, modality; /* modality, cols, rows: of its first image */
     unsigned cols, rows;
-    size_t images;
+    size_t images, frames;
     /* EchoNumbers met, with the first EchoTime of each, sorted; images without the tag (CT, most MR)
      * add none, so a series that numbers only some of its images is not taken for a multi-echo one. */
     std::vector<std::pair<int, double>> echoes;
@@ -733,11 +834,11 @@ class series_list {
     void add(const slice &s) {
         for (series_entry &e : v_)
             if (!e.uid.empty() || !s.series.empty() ? e.uid == s.series : e.number == s.number && e.description == s.description) {
-                e.images++;
+                e.images++, e.frames += s.frames;
                 e.add_echo(s.echo, s.echo_time);
                 return;
             }
-        v_.push_back({s.series, s.number, s.description, s.modality, s.cols, s.rows, 1, {}});
+        v_.push_back({s.series, s.number, s.description, s.modality, s.cols, s.rows, 1, s.frames, {}});
         v_.back().add_echo(s.echo, s.echo_time);
     }
     const series_entry &operator[](size_t i) const { return v_[i]; }
@@ -779,6 +880,7 @@ class series_list {
             copy_printable(c.description, sizeof c.description, e.description);
             copy_printable(c.modality, sizeof c.modality, e.modality);
             c.images = (int)std::min(e.images, (size_t)INT_MAX);
+            c.frames = (int)std::min(e.frames, (size_t)INT_MAX);
             c.cols = (int)e.cols, c.rows = (int)e.rows;
             c.n_echoes = (int)e.echoes.size();
             for (size_t k = 0; k < e.echoes.size() && k < 16; k++) c.echo[k] = e.echoes[k].first, c.echo_ms[k] = e.echoes[k].second;
@@ -874,8 +976,10 @@ ls_status read_files(const char *dir, const pick &want, progress_page *pg, int r
         for (size_t i = 0; i < files.size(); i++) {
             if (pg) snprintf(pg->current, sizeof pg->current, "%s", files[i].c_str());
             slice s;
+            std::vector<slice> frames;
             ls_error e = {};
-            int r = pool ? pool->get(i, s, &e) : read_slice(files[i], s, pg != nullptr, want, &e);
+            int r = pool ? pool->get(i, s, &e) : read_slice(files[i], s, pg != nullptr, want, &e, &frames);
+            if (r == SLICE_MULTIFRAME) r = read_slice(files[i], s, pg != nullptr, want, &e, &frames); /* a decoder's */
             if (r == SLICE_ERROR) {
                 if (err) *err = e;
                 return e.code ? e.code : LS_ERR_INPUT;
@@ -890,11 +994,14 @@ ls_status read_files(const char *dir, const pick &want, progress_page *pg, int r
                 if (pool && !pool->started()) pool.reset();
             }
             if (r == SLICE_READ) slices.push_back(std::move(s));
+            if (r == SLICE_FRAMES)
+                for (slice &f : frames) slices.push_back(std::move(f));
             if (pg) __atomic_store_n(&pg->done, (int64_t)i + 1, __ATOMIC_RELAXED);
             /* Bounds before the next file's pixels are held: at most 4096 slices and 2^31 voxels. */
-            if (r == SLICE_READ && slices.size() > 4096)
+            bool more = r == SLICE_READ || r == SLICE_FRAMES;
+            if (more && slices.size() > 4096)
                 return ls_fail(err, LS_ERR_INPUT, "%s: more than 4096 slices", dir);
-            if (r == SLICE_READ && (double)slices.size() * slices[0].cols * slices[0].rows > 2147483648.0)
+            if (more && (double)slices.size() * slices[0].cols * slices[0].rows > 2147483648.0)
                 return ls_fail(err, LS_ERR_INPUT, "%s: more than 2^31 voxels (%ux%u x %zu slices)", dir, slices[0].cols,
                                slices[0].rows, slices.size());
         }

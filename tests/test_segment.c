@@ -361,7 +361,8 @@ TEST(segment_command) {
     CHECK(ds && !strcmp(json_string_value(json_object_get(ds, "number")), "2") &&
               !strcmp(json_string_value(json_object_get(ds, "uid")), "1.2.392.200103.20080913.113635.1.2009.6.22.21.43.10.23430.1") &&
               !strcmp(json_string_value(json_object_get(ds, "modality")), "CT") &&
-              json_integer_value(json_object_get(ds, "images")) == 3 && !json_object_get(ds, "echo"),
+              json_integer_value(json_object_get(ds, "images")) == 3 && json_integer_value(json_object_get(ds, "frames")) == 3 &&
+              !json_object_get(ds, "echo"),
           "%s: dicom_series %s", cmd, j ? "missing or wrong" : je.text);
     json_decref(j);
     /* ... and the echo, for a series of several. */

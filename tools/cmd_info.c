@@ -31,8 +31,9 @@ static void print_series(const ls_dicom_series *s) {
     if (s->number[0]) printf("%s", s->number);
     if (s->description[0]) printf("%s\"%s\"", s->number[0] ? " " : "", s->description);
     if (!s->number[0] && !s->description[0]) printf("(no number or description)");
-    printf(": %s, %d image%s of %dx%d", s->modality[0] ? s->modality : "modality unknown", s->images,
-           s->images == 1 ? "" : "s", s->cols, s->rows);
+    printf(": %s, %d image%s", s->modality[0] ? s->modality : "modality unknown", s->images, s->images == 1 ? "" : "s");
+    if (s->frames != s->images) printf(" (%d frames)", s->frames);
+    printf(" of %dx%d", s->cols, s->rows);
     for (int k = 0; k < s->n_echoes && k < 16; k++)
         printf("%s%d (%.3g ms)", k ? ", " : ", echoes ", s->echo[k], s->echo_ms[k]);
     if (s->n_echoes > 16) printf(", ... (%d echoes)", s->n_echoes);

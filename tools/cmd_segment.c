@@ -163,8 +163,8 @@ typedef struct {
 
 /* Which DICOM series (and echo) was segmented: the record a clinical engineer files with the mask. */
 static json_t *series_json(const ls_dicom_series *s, int echo) {
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i}", "uid", s->uid, "number", s->number, "description",
-                          s->description, "modality", s->modality, "images", s->images);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i}", "uid", s->uid, "number", s->number, "description",
+                          s->description, "modality", s->modality, "images", s->images, "frames", s->frames);
     if (j && echo) json_object_set_new(j, "echo", json_integer(echo));
     return j;
 }
