@@ -9,7 +9,8 @@
  *    decoded is an error naming it. Files without pixel data are ignored.
  *  - The images must form one series: one SeriesInstanceUID, one orientation, one size and pixel
  *    spacing, one sample per pixel. Anything else is an error that says what differs. A multi-frame
- *    (enhanced CT/MR) file gives one slice a frame, placed by its Per-frame Functional Groups.
+ *    (enhanced CT/MR) file gives one slice a frame, placed by its Per-frame Functional Groups; frames
+ *    of several EffectiveEchoTimes are echoes 1, 2, ... by ascending time.
  *  - A native slice whose pixel data the file cuts short is an error (GDCM would zero-fill it).
  *    In a directory of several series, the images whose SeriesNumber, SeriesDescription or
  *    SeriesInstanceUID is the `series` asked for are read and the others skipped undecoded; without
@@ -92,6 +93,7 @@ struct slice_info {
 
 struct slice : slice_info {
     std::string path;
+    std::vector<std::pair<int, double>> frame_echoes; /* a multi-frame file's echoes (number, ms), if several */
     std::string series;      /* SeriesInstanceUID */
     std::string number;      /* SeriesNumber */
     std::string description; /* SeriesDescription */
@@ -238,10 +240,10 @@ struct pick {
     bool list = false;
 };
 
-/* A slice is among the images `want` picks. */
-bool picked(const slice &s, const pick &want) {
+/* A slice is among the images `want` picks. `multi_frame`: its echo is picked frame by frame. */
+bool picked(const slice &s, const pick &want, bool multi_frame = false) {
     return !want.list && (want.series.empty() || names_series(want.series, s.series, s.number, s.description)) &&
-           (!want.echo || s.echo == want.echo);
+           (!want.echo || multi_frame || s.echo == want.echo);
 }
 
 /* How many bytes of a native (uncompressed) pixel data element of value length `vl` are missing from the
@@ -313,6 +315,50 @@ std::vector<double> group_values(const gdcm::DataSet *frame, const gdcm::DataSet
     return {};
 }
 
+/* Each frame's EffectiveEchoTime (MR Echo Sequence, per-frame or shared; an FD, binary), NAN where none.
+ * Empty unless the data set has as many per-frame groups as `nframes`. */
+std::vector<double> frame_echo_times(const gdcm::DataSet &ds, unsigned nframes) {
+    std::vector<double> out;
+    const gdcm::Tag shared_tag(0x5200, 0x9229), per_frame_tag(0x5200, 0x9230), echo_sq(0x0018, 0x9114), te(0x0018, 0x9082);
+    if (!ds.FindDataElement(per_frame_tag)) return out;
+    gdcm::SmartPointer<gdcm::SequenceOfItems> per_frame = ds.GetDataElement(per_frame_tag).GetValueAsSQ(), shared_sq;
+    if (!per_frame || per_frame->GetNumberOfItems() != nframes) return out;
+    if (ds.FindDataElement(shared_tag)) shared_sq = ds.GetDataElement(shared_tag).GetValueAsSQ();
+    const gdcm::DataSet *shared = shared_sq && shared_sq->GetNumberOfItems() >= 1 ? &shared_sq->GetItem(1).GetNestedDataSet() : nullptr;
+    for (unsigned k = 0; k < nframes; k++) {
+        double ms = NAN;
+        const gdcm::DataSet *own = &per_frame->GetItem(k + 1).GetNestedDataSet();
+        for (const gdcm::DataSet *g : {own, shared}) {
+            if (!g || !g->FindDataElement(echo_sq)) continue;
+            gdcm::SmartPointer<gdcm::SequenceOfItems> sq = g->GetDataElement(echo_sq).GetValueAsSQ();
+            if (!sq || sq->GetNumberOfItems() < 1 || !sq->GetItem(1).GetNestedDataSet().FindDataElement(te)) continue;
+            const gdcm::ByteValue *bv = sq->GetItem(1).GetNestedDataSet().GetDataElement(te).GetByteValue();
+            if (bv && bv->GetLength() == 8) memcpy(&ms, bv->GetPointer(), 8); /* little endian: enhanced files are */
+            break;
+        }
+        out.push_back(std::isfinite(ms) ? ms : NAN);
+    }
+    return out;
+}
+
+/* A multi-frame file whose frames hold several echo times (an enhanced multi-echo MR: in- and
+ * opposed-phase in one file) numbers its echoes 1, 2, ... by ascending time, as EchoNumbers would;
+ * into each frame's echo, and the file's list into `echoes`. One echo time or none: nothing changes. */
+void number_frame_echoes(const std::vector<double> &ms, std::vector<slice> &frames, std::vector<std::pair<int, double>> &echoes) {
+    std::vector<double> times;
+    for (double t : ms)
+        if (std::isfinite(t)) times.push_back(t);
+    std::sort(times.begin(), times.end());
+    times.erase(std::unique(times.begin(), times.end()), times.end());
+    if (times.size() < 2) return;
+    for (size_t i = 0; i < times.size(); i++) echoes.push_back({(int)i + 1, times[i]});
+    for (size_t k = 0; k < frames.size() && k < ms.size(); k++) {
+        auto at = std::lower_bound(times.begin(), times.end(), ms[k]);
+        frames[k].echo = std::isfinite(ms[k]) ? (int)(at - times.begin()) + 1 : 0;
+        frames[k].echo_time = std::isfinite(ms[k]) ? ms[k] : 0;
+    }
+}
+
 /* The series fields of a slice: those every outcome but SLICE_ERROR and SLICE_NONE carries. */
 void read_series_fields(const gdcm::File &file, slice &s) {
     s.series = tag_string(file, 0x0020, 0x000e);
@@ -342,6 +388,10 @@ int list_slice(const std::string &path, slice &s, bool cap, ls_error *err) {
     s.rows = (unsigned)tag_double(file, 0x0028, 0x0010, 0);
     s.cols = (unsigned)tag_double(file, 0x0028, 0x0011, 0);
     s.frames = (unsigned)std::min(std::max(tag_double(file, 0x0028, 0x0008, 1), 1.0), 1e9);
+    if (s.frames > 1 && s.frames <= 4096) {
+        std::vector<slice> none;
+        number_frame_echoes(frame_echo_times(file.GetDataSet(), s.frames), none, s.frame_echoes);
+    }
     return SLICE_OTHER;
 }
 
@@ -429,9 +479,9 @@ int read_slice(const std::string &path, slice &s, bool cap, const pick &want, ls
     s.path = path;
     read_series_fields(file, s);
     s.compressed = img.GetTransferSyntax().IsEncapsulated();
-    if (!picked(s, want)) return SLICE_OTHER; /* nor decoded, nor checked */
     unsigned nframes = img.GetNumberOfDimensions() == 2 ? 1 : std::max(img.GetDimension(2), 1u);
     s.frames = nframes;
+    if (!picked(s, want, nframes > 1)) return SLICE_OTHER; /* nor decoded, nor checked */
     if (nframes > 1 && !frames) return SLICE_MULTIFRAME;
     if (nframes > 4096) {
         ls_fail(err, LS_ERR_INPUT, "%s: %u frames; at most 4096 slices", path.c_str(), nframes);
@@ -483,6 +533,11 @@ int read_slice(const std::string &path, slice &s, bool cap, const pick &want, ls
         s.pixels.resize(need);
         int r = split_frames(path, file.GetDataSet(), nframes, s, s.pixels, *frames, err);
         s.pixels.clear();
+        if (r != SLICE_FRAMES) return r;
+        number_frame_echoes(frame_echo_times(file.GetDataSet(), nframes), *frames, s.frame_echoes);
+        if (want.echo) /* the echo asked for, frame by frame */
+            frames->erase(std::remove_if(frames->begin(), frames->end(), [&](const slice &f) { return f.echo != want.echo; }),
+                          frames->end());
         return r;
     }
     return SLICE_READ;
@@ -836,10 +891,12 @@ class series_list {
             if (!e.uid.empty() || !s.series.empty() ? e.uid == s.series : e.number == s.number && e.description == s.description) {
                 e.images++, e.frames += s.frames;
                 e.add_echo(s.echo, s.echo_time);
+                for (const auto &x : s.frame_echoes) e.add_echo(x.first, x.second);
                 return;
             }
         v_.push_back({s.series, s.number, s.description, s.modality, s.cols, s.rows, 1, s.frames, {}});
         v_.back().add_echo(s.echo, s.echo_time);
+        for (const auto &x : s.frame_echoes) v_.back().add_echo(x.first, x.second);
     }
     const series_entry &operator[](size_t i) const { return v_[i]; }
     size_t size() const { return v_.size(); }

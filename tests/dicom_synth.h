@@ -107,9 +107,11 @@ static inline size_t put_sq1(unsigned char *p, unsigned g, unsigned e, const uns
 
 /* An enhanced MR file (one file, `n` 8x8 frames, n <= 16) of series 7: frame k at z[k] mm (Per-frame
  * Functional Groups, in file order), every pixel 1000 + 10k stored; frame k rescaled by slope[k] when
- * `slope` is given (its own Pixel Value Transformation), else by none. Orientation and pixel spacing
- * in the shared groups; `per_frame` 0 leaves the per-frame groups out (frames that cannot be placed). */
-static inline int write_enhanced_mr(const char *path, int n, const double *z, const double *slope, int per_frame) {
+ * `slope` is given (its own Pixel Value Transformation), else by none; with echo time te[k] ms when
+ * `te` is given (its own MR Echo Sequence). Orientation and pixel spacing in the shared groups;
+ * `per_frame` 0 leaves the per-frame groups out (frames that cannot be placed). */
+static inline int write_enhanced_mr(const char *path, int n, const double *z, const double *slope, const double *te,
+                                    int per_frame) {
     unsigned char meta[256], ds[32768], a[1024], b[1024], grp[8192], items[16384];
     char s[64];
     size_t m = 0, na, nb, ng, ni = 0;
@@ -143,9 +145,14 @@ static inline int write_enhanced_mr(const char *path, int n, const double *z, co
     d += put_sq1(ds + d, 0x5200, 0x9229, grp, ng);
     if (per_frame) { /* Per-frame: Plane Position, Pixel Value Transformation; one item a frame */
         for (int f = 0; f < n; f++) {
+            ng = 0;
+            if (te) {
+                na = put_element(a, 0x18, 0x9082, "FD", &te[f], 8); /* EffectiveEchoTime, binary */
+                ng += put_sq1(grp + ng, 0x18, 0x9114, a, na);
+            }
             snprintf(s, sizeof s, "-4\\-4\\%g", z[f]);
             na = put_str(a, 0x20, 0x32, "DS", s);
-            ng = put_sq1(grp, 0x20, 0x9113, a, na);
+            ng += put_sq1(grp + ng, 0x20, 0x9113, a, na);
             if (slope) {
                 nb = put_str(b, 0x28, 0x1052, "DS", "0");
                 snprintf(s, sizeof s, "%g", slope[f]);

@@ -803,7 +803,8 @@ TEST(listing) {
 
 /* An enhanced MR file (one file, several frames): its frames become the slices, sorted by their own
  * positions, each rescaled by its own slope; the same through decoder processes (a decoder leaves the
- * file to the reader child); two frames at one position, or frames without positions: one line. */
+ * file to the reader child); echoes picked frame by frame; two frames at one position, or frames without
+ * positions: one line. */
 TEST(multi_frame) {
     char d[700], p[800], msg[1024];
     const char *tmp = test_tmpdir();
@@ -811,7 +812,7 @@ TEST(multi_frame) {
     snprintf(d, sizeof d, "%s/enhanced", tmp);
     mkdir(d, 0755);
     snprintf(p, sizeof p, "%s/mr.dcm", d);
-    REQUIRE(write_enhanced_mr(p, 4, z, slope, 1) == 0, "cannot write %s", p);
+    REQUIRE(write_enhanced_mr(p, 4, z, slope, NULL, 1) == 0, "cannot write %s", p);
     ls_volume v;
     ls_dicom_pick none = {NULL, 0};
     REQUIRE(read_every_way(d, &none, &v, msg) == LS_OK, "enhanced MR: %s", msg);
@@ -872,14 +873,38 @@ TEST(multi_frame) {
     mkdir(d, 0755);
     snprintf(p, sizeof p, "%s/mr.dcm", d);
     const double same[2] = {3, 3};
-    REQUIRE(write_enhanced_mr(p, 2, same, NULL, 1) == 0, "cannot write %s", p);
+    REQUIRE(write_enhanced_mr(p, 2, same, NULL, NULL, 1) == 0, "cannot write %s", p);
     CHECK(read_every_way(d, &none, &v, msg) == LS_ERR_INPUT && strstr(msg, "two slices at the same position") &&
               strstr(msg, "mr.dcm (frame 1)") && strstr(msg, "mr.dcm (frame 2)"),
           "two frames at one position: %s", msg);
+    /* Two echoes at two positions in one file (in- and opposed-phase): its echoes numbered by echo time,
+     * listed, refused without --echo, and --echo 2 reads the later echo's frames alone. */
+    snprintf(d, sizeof d, "%s/enhanced_echoes", tmp);
+    mkdir(d, 0755);
+    snprintf(p, sizeof p, "%s/mr.dcm", d);
+    const double ez[4] = {0, 0, 2, 2}, te[4] = {4.6, 2.3, 2.3, 4.6};
+    REQUIRE(write_enhanced_mr(p, 4, ez, NULL, te, 1) == 0, "cannot write %s", p);
+    CHECK(read_every_way(d, &none, &v, msg) == LS_ERR_INPUT &&
+              strstr(msg, "the series holds 2 echoes; choose one with --echo N: 1 (2.3 ms), 2 (4.6 ms)"),
+          "enhanced multi-echo without --echo: %s", msg);
+    ls_dicom_pick two = {NULL, 2};
+    REQUIRE(read_every_way(d, &two, &v, msg) == LS_OK, "enhanced multi-echo --echo 2: %s", msg);
+    CHECK(v.geom.dim[2] == 2 && v.data[0] == 1000 && v.data[64] == 1030, "--echo 2: %lld slices of %g, %g (frames 0 and 3 wanted)",
+          (long long)v.geom.dim[2], v.data[0], v.geom.dim[2] > 1 ? v.data[64] : 0);
+    ls_volume_free(&v);
+    {
+        ls_dicom_series *list;
+        int n;
+        ls_error err = {0};
+        REQUIRE(ls_dicom_list(d, &list, &n, &err) == LS_OK, "%s", err.msg);
+        CHECK(n == 1 && list[0].n_echoes == 2 && list[0].echo[1] == 2 && list[0].echo_ms[1] == 4.6 && list[0].frames == 4,
+              "listing a multi-echo file: %d series, %d echoes", n, n ? list[0].n_echoes : 0);
+        free(list);
+    }
     snprintf(d, sizeof d, "%s/enhanced_unplaced", tmp);
     mkdir(d, 0755);
     snprintf(p, sizeof p, "%s/mr.dcm", d);
-    REQUIRE(write_enhanced_mr(p, 3, z, NULL, 0) == 0, "cannot write %s", p);
+    REQUIRE(write_enhanced_mr(p, 3, z, NULL, NULL, 0) == 0, "cannot write %s", p);
     CHECK(read_every_way(d, &none, &v, msg) == LS_ERR_INPUT && strstr(msg, "mr.dcm: multi-frame DICOM (3 frames) without a position"),
           "frames without positions: %s", msg);
 }
