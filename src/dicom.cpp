@@ -315,20 +315,36 @@ std::vector<double> group_values(const gdcm::DataSet *frame, const gdcm::DataSet
     return {};
 }
 
+/* An enhanced image's functional groups: the shared ones (Shared Functional Groups Sequence, one item)
+ * and each frame's own (Per-frame Functional Groups Sequence, an item a frame). */
+class functional_groups {
+  public:
+    explicit functional_groups(const gdcm::DataSet &ds) {
+        const gdcm::Tag shared_tag(0x5200, 0x9229), per_frame_tag(0x5200, 0x9230);
+        if (ds.FindDataElement(shared_tag)) shared_sq_ = ds.GetDataElement(shared_tag).GetValueAsSQ();
+        if (ds.FindDataElement(per_frame_tag)) per_frame_ = ds.GetDataElement(per_frame_tag).GetValueAsSQ();
+    }
+    /* One per-frame item for each of `nframes` frames. */
+    bool per_frame(unsigned nframes) const { return per_frame_ && per_frame_->GetNumberOfItems() == nframes; }
+    const gdcm::DataSet *shared() const {
+        return shared_sq_ && shared_sq_->GetNumberOfItems() >= 1 ? &shared_sq_->GetItem(1).GetNestedDataSet() : nullptr;
+    }
+    const gdcm::DataSet *frame(unsigned k) const { return &per_frame_->GetItem(k + 1).GetNestedDataSet(); }
+
+  private:
+    gdcm::SmartPointer<gdcm::SequenceOfItems> shared_sq_, per_frame_;
+};
+
 /* Each frame's EffectiveEchoTime (MR Echo Sequence, per-frame or shared; an FD, binary), NAN where none.
  * Empty unless the data set has as many per-frame groups as `nframes`. */
 std::vector<double> frame_echo_times(const gdcm::DataSet &ds, unsigned nframes) {
     std::vector<double> out;
-    const gdcm::Tag shared_tag(0x5200, 0x9229), per_frame_tag(0x5200, 0x9230), echo_sq(0x0018, 0x9114), te(0x0018, 0x9082);
-    if (!ds.FindDataElement(per_frame_tag)) return out;
-    gdcm::SmartPointer<gdcm::SequenceOfItems> per_frame = ds.GetDataElement(per_frame_tag).GetValueAsSQ(), shared_sq;
-    if (!per_frame || per_frame->GetNumberOfItems() != nframes) return out;
-    if (ds.FindDataElement(shared_tag)) shared_sq = ds.GetDataElement(shared_tag).GetValueAsSQ();
-    const gdcm::DataSet *shared = shared_sq && shared_sq->GetNumberOfItems() >= 1 ? &shared_sq->GetItem(1).GetNestedDataSet() : nullptr;
+    const gdcm::Tag echo_sq(0x0018, 0x9114), te(0x0018, 0x9082);
+    functional_groups fg(ds);
+    if (!fg.per_frame(nframes)) return out;
     for (unsigned k = 0; k < nframes; k++) {
         double ms = NAN;
-        const gdcm::DataSet *own = &per_frame->GetItem(k + 1).GetNestedDataSet();
-        for (const gdcm::DataSet *g : {own, shared}) {
+        for (const gdcm::DataSet *g : {fg.frame(k), fg.shared()}) {
             if (!g || !g->FindDataElement(echo_sq)) continue;
             gdcm::SmartPointer<gdcm::SequenceOfItems> sq = g->GetDataElement(echo_sq).GetValueAsSQ();
             if (!sq || sq->GetNumberOfItems() < 1 || !sq->GetItem(1).GetNestedDataSet().FindDataElement(te)) continue;
@@ -401,12 +417,9 @@ int list_slice(const std::string &path, slice &s, bool cap, ls_error *err) {
  * without a position cannot be placed: the file is SLICE_UNUSABLE. */
 int split_frames(const std::string &path, const gdcm::DataSet &ds, unsigned nframes, const slice &s,
                  const std::vector<char> &pixels, std::vector<slice> &frames, ls_error *err) {
-    const gdcm::Tag shared_tag(0x5200, 0x9229), per_frame_tag(0x5200, 0x9230);
-    gdcm::SmartPointer<gdcm::SequenceOfItems> shared_sq, per_frame;
-    if (ds.FindDataElement(shared_tag)) shared_sq = ds.GetDataElement(shared_tag).GetValueAsSQ();
-    if (ds.FindDataElement(per_frame_tag)) per_frame = ds.GetDataElement(per_frame_tag).GetValueAsSQ();
-    const gdcm::DataSet *shared = shared_sq && shared_sq->GetNumberOfItems() >= 1 ? &shared_sq->GetItem(1).GetNestedDataSet() : nullptr;
-    if (!per_frame || per_frame->GetNumberOfItems() != nframes) {
+    functional_groups fg(ds);
+    const gdcm::DataSet *shared = fg.shared();
+    if (!fg.per_frame(nframes)) {
         ls_fail(err, LS_ERR_INPUT, "%s: multi-frame DICOM (%u frames) without a position for each frame (Per-frame "
                 "Functional Groups) is not supported", path.c_str(), nframes);
         return SLICE_UNUSABLE;
@@ -414,17 +427,17 @@ int split_frames(const std::string &path, const gdcm::DataSet &ds, unsigned nfra
     size_t bytes = pixels.size() / nframes;
     frames.assign(nframes, slice());
     for (unsigned k = 0; k < nframes; k++) {
-        const gdcm::DataSet &own = per_frame->GetItem(k + 1).GetNestedDataSet();
+        const gdcm::DataSet *own = fg.frame(k);
         slice &f = frames[k];
         static_cast<slice_info &>(f) = s;
         f.series = s.series, f.number = s.number, f.description = s.description, f.modality = s.modality;
         f.path = path + " (frame " + std::to_string(k + 1) + ")";
-        std::vector<double> ipp = group_values(&own, shared, 0x0020, 0x9113, 0x0020, 0x0032);
-        std::vector<double> iop = group_values(&own, shared, 0x0020, 0x9116, 0x0020, 0x0037);
-        std::vector<double> px = group_values(&own, shared, 0x0028, 0x9110, 0x0028, 0x0030);
-        std::vector<double> th = group_values(&own, shared, 0x0028, 0x9110, 0x0018, 0x0050);
-        std::vector<double> slope = group_values(&own, shared, 0x0028, 0x9145, 0x0028, 0x1053);
-        std::vector<double> inter = group_values(&own, shared, 0x0028, 0x9145, 0x0028, 0x1052);
+        std::vector<double> ipp = group_values(own, shared, 0x0020, 0x9113, 0x0020, 0x0032);
+        std::vector<double> iop = group_values(own, shared, 0x0020, 0x9116, 0x0020, 0x0037);
+        std::vector<double> px = group_values(own, shared, 0x0028, 0x9110, 0x0028, 0x0030);
+        std::vector<double> th = group_values(own, shared, 0x0028, 0x9110, 0x0018, 0x0050);
+        std::vector<double> slope = group_values(own, shared, 0x0028, 0x9145, 0x0028, 0x1053);
+        std::vector<double> inter = group_values(own, shared, 0x0028, 0x9145, 0x0028, 0x1052);
         if (ipp.size() != 3) {
             frames.clear();
             ls_fail(err, LS_ERR_INPUT, "%s: frame %u of %u has no ImagePositionPatient (Plane Position Sequence); cannot "
