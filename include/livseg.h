@@ -105,7 +105,8 @@ typedef struct {
     int images;            /* image files */
     int frames;            /* the slices they hold: NumberOfFrames of a multi-frame file, 1 of others */
     int cols, rows;        /* its first image's size */
-    int n_echoes;          /* distinct EchoNumbers (0: none, as in CT); the first 16 follow */
+    int n_echoes;          /* distinct EchoNumbers, or an enhanced file's echo times numbered 1, 2, ...
+                            * by ascending time (0: none, as in CT); the first 16 follow */
     int echo[16];
     double echo_ms[16];    /* EchoTime of each */
 } ls_dicom_series;
