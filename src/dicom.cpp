@@ -299,20 +299,26 @@ std::vector<double> ds_values(const gdcm::DataSet &ds, uint16_t group, uint16_t 
     return out;
 }
 
-/* An attribute of an enhanced (multi-frame) image's functional group: DS element (group, element) of
- * the first item of sequence (sg, se) in the frame's own groups (`frame`, may be null), else in the
- * shared ones (`shared`, may be null). */
-std::vector<double> group_values(const gdcm::DataSet *frame, const gdcm::DataSet *shared, uint16_t sg, uint16_t se,
-                                 uint16_t group, uint16_t element) {
+/* A functional group of an enhanced (multi-frame) image: the first item of sequence (sg, se) in the
+ * frame's own groups (`frame`, may be null), else in the shared ones (`shared`, may be null), handed to
+ * `take` until it returns true (it found what it wanted there). True when it did. */
+template <class F>
+bool in_group(const gdcm::DataSet *frame, const gdcm::DataSet *shared, uint16_t sg, uint16_t se, F &&take) {
     for (const gdcm::DataSet *ds : {frame, shared}) {
         const gdcm::Tag tag(sg, se);
         if (!ds || !ds->FindDataElement(tag)) continue;
         gdcm::SmartPointer<gdcm::SequenceOfItems> sq = ds->GetDataElement(tag).GetValueAsSQ();
-        if (!sq || sq->GetNumberOfItems() < 1) continue;
-        std::vector<double> v = ds_values(sq->GetItem(1).GetNestedDataSet(), group, element);
-        if (!v.empty()) return v;
+        if (sq && sq->GetNumberOfItems() >= 1 && take(sq->GetItem(1).GetNestedDataSet())) return true;
     }
-    return {};
+    return false;
+}
+
+/* A DS attribute (group, element) of a functional group (in_group); none when neither has it. */
+std::vector<double> group_values(const gdcm::DataSet *frame, const gdcm::DataSet *shared, uint16_t sg, uint16_t se,
+                                 uint16_t group, uint16_t element) {
+    std::vector<double> v;
+    in_group(frame, shared, sg, se, [&](const gdcm::DataSet &item) { return !(v = ds_values(item, group, element)).empty(); });
+    return v;
 }
 
 /* An enhanced image's functional groups: the shared ones (Shared Functional Groups Sequence, one item)
@@ -339,19 +345,17 @@ class functional_groups {
  * Empty unless the data set has as many per-frame groups as `nframes`. */
 std::vector<double> frame_echo_times(const gdcm::DataSet &ds, unsigned nframes) {
     std::vector<double> out;
-    const gdcm::Tag echo_sq(0x0018, 0x9114), te(0x0018, 0x9082);
+    const gdcm::Tag te(0x0018, 0x9082);
     functional_groups fg(ds);
     if (!fg.per_frame(nframes)) return out;
     for (unsigned k = 0; k < nframes; k++) {
         double ms = NAN;
-        for (const gdcm::DataSet *g : {fg.frame(k), fg.shared()}) {
-            if (!g || !g->FindDataElement(echo_sq)) continue;
-            gdcm::SmartPointer<gdcm::SequenceOfItems> sq = g->GetDataElement(echo_sq).GetValueAsSQ();
-            if (!sq || sq->GetNumberOfItems() < 1 || !sq->GetItem(1).GetNestedDataSet().FindDataElement(te)) continue;
-            const gdcm::ByteValue *bv = sq->GetItem(1).GetNestedDataSet().GetDataElement(te).GetByteValue();
+        in_group(fg.frame(k), fg.shared(), 0x0018, 0x9114, [&](const gdcm::DataSet &item) {
+            if (!item.FindDataElement(te)) return false;
+            const gdcm::ByteValue *bv = item.GetDataElement(te).GetByteValue();
             if (bv && bv->GetLength() == 8) memcpy(&ms, bv->GetPointer(), 8); /* little endian: enhanced files are */
-            break;
-        }
+            return true;
+        });
         out.push_back(std::isfinite(ms) ? ms : NAN);
     }
     return out;
@@ -967,11 +971,17 @@ class series_list {
     std::vector<series_entry> v_;
 };
 
+/* Any image at all: a directory without one is an error. */
+ls_status check_any_image(const char *dir, const series_list &seen, ls_error *err) {
+    if (seen.size() == 0) return ls_fail(err, LS_ERR_INPUT, "%s: no DICOM images found (in it or its subdirectories)", dir);
+    return LS_OK;
+}
+
 /* After every file is read: the directory must hold one series, or `want` must name exactly one; that
  * series must hold one echo (EchoNumbers), or `want` must name one of its echoes. `which`: that series. */
 ls_status check_series_found(const char *dir, const pick &want, const series_list &seen, ls_dicom_series *which,
                              ls_error *err) {
-    if (seen.size() == 0) return ls_fail(err, LS_ERR_INPUT, "%s: no DICOM images found (in it or its subdirectories)", dir);
+    LS_TRY(check_any_image(dir, seen, err));
     if (want.series.empty() && seen.size() > 1)
         return ls_fail(err, LS_ERR_INPUT, "%s: holds %zu series; choose one with --series NUMBER, DESCRIPTION or UID: %s",
                        dir, seen.size(), seen.describe().c_str());
@@ -1106,7 +1116,7 @@ ls_status list_series(const char *dir, const pick &want, std::vector<ls_dicom_se
     series_list seen;
     ls_error unusable = {};
     LS_TRY(read_files(dir, want, pg, 1, -1, slices, seen, unusable, err));
-    if (seen.size() == 0) return ls_fail(err, LS_ERR_INPUT, "%s: no DICOM images found (in it or its subdirectories)", dir);
+    LS_TRY(check_any_image(dir, seen, err));
     out = seen.to_c();
     return LS_OK;
 }
