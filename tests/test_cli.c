@@ -31,18 +31,22 @@ TEST(help_and_usage) {
     CHECK(run("frobnicate", e, sizeof e) == 2 && strstr(e, "frobnicate"), "unknown command: %s", e);
 }
 
+/* stdout of the last run() */
+static void last_stdout(char *text, size_t n) {
+    char path[800];
+    snprintf(path, sizeof path, "%s/stdout.txt", test_tmpdir());
+    text[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (f) text[fread(text, 1, n - 1, f)] = 0, fclose(f);
+}
+
 /* The OpenBLAS kernel choice (ops.h): the table, then the command itself, which must run kernels as good
  * as this CPU allows unless the user named others. */
 static int version_core(const char *env, char core[32]) {
-    char cmd[1400], path[600], text[512] = "";
+    char cmd[1400], text[512];
     snprintf(cmd, sizeof cmd, "%s %s", env, livseg);
     if (test_run_livseg(cmd, "--version", NULL, 0) != 0) return 0;
-    snprintf(path, sizeof path, "%s/stdout.txt", test_tmpdir());
-    FILE *f = fopen(path, "r");
-    if (f) {
-        text[fread(text, 1, sizeof text - 1, f)] = 0;
-        fclose(f);
-    }
+    last_stdout(text, sizeof text);
     const char *k = strstr(text, "OpenBLAS kernels: ");
     return k && sscanf(k + strlen("OpenBLAS kernels: "), "%31s", core) == 1;
 }
@@ -308,7 +312,7 @@ TEST(experiment_report) {
  * line, exit 2. */
 TEST(eval_ttest_files) {
     const char *dir = test_tmpdir();
-    char a[600], b[600], args[2048], e[4096], text[4096] = "", path[700];
+    char a[600], b[600], args[2048], e[4096], text[4096];
     snprintf(a, sizeof a, "%s/ta.csv", dir);
     snprintf(b, sizeof b, "%s/tb.csv", dir);
     FILE *fa = fopen(a, "w"), *fb = fopen(b, "w");
@@ -329,9 +333,7 @@ TEST(eval_ttest_files) {
     double mean = sum / k, sd = sqrt((sum2 - k * mean * mean) / (k - 1)), t = mean / (sd / sqrt(k));
     snprintf(args, sizeof args, "eval --ttest %s %s", a, b);
     int rc = run(args, e, sizeof e);
-    snprintf(path, sizeof path, "%s/stdout.txt", dir);
-    FILE *f = fopen(path, "r");
-    if (f) text[fread(text, 1, sizeof text - 1, f)] = 0, fclose(f);
+    last_stdout(text, sizeof text);
     const char *tp = strstr(text, "t = ");
     double got = tp ? atof(tp + 4) : 0;
     CHECK(rc == 0 && strstr(text, "4997 paired cases") && fabs(got - t) < 1e-3 * fabs(t), "exit %d, expected t = %.4f: %s%s",
@@ -345,7 +347,7 @@ TEST(eval_ttest_files) {
     rc = run(args, e, sizeof e);
     CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, "no column 'mssd_mm'"), "exit %d, %s", rc, e);
     /* A header naming a column twice: which one is meant cannot be told. */
-    f = fopen(b, "w");
+    FILE *f = fopen(b, "w");
     fprintf(f, "case,dice,Dice\nc1,0.5,0.6\n");
     fclose(f);
     snprintf(args, sizeof args, "eval --ttest %s %s", b, b);
@@ -361,15 +363,6 @@ TEST(eval_ttest_files) {
     snprintf(args, sizeof args, "eval --pairs %s", pairs);
     rc = run(args, e, sizeof e);
     CHECK(rc == 2 && count_lines(e) == 1 && strstr(e, "long.csv:2: case name longer than 127"), "exit %d, %s", rc, e);
-}
-
-/* stdout of the last run() */
-static void last_stdout(char *text, size_t n) {
-    char path[800];
-    snprintf(path, sizeof path, "%s/stdout.txt", test_tmpdir());
-    text[0] = 0;
-    FILE *f = fopen(path, "r");
-    if (f) text[fread(text, 1, n - 1, f)] = 0, fclose(f);
 }
 
 /* A directory holding two series: `info` lists them (exit 0), `info --series` reads the one named and
