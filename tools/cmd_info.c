@@ -3,12 +3,14 @@
  * several series (a study) or echoes, what it holds, so that the user can pick one.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "volume.h"
 
 static void info_usage(FILE *f) {
     fprintf(f,
@@ -54,20 +56,6 @@ static void print_listing(const char *path, const ls_dicom_series *s, int n) {
     }
 }
 
-/* The entry of `list` that `pick` reads, as the reader matches names; NULL when none or several. */
-static const ls_dicom_series *picked_series(const ls_dicom_series *list, int n, const ls_dicom_pick *pick) {
-    if (!pick->series) return n == 1 ? &list[0] : NULL;
-    const ls_dicom_series *found = NULL;
-    for (int i = 0; i < n; i++) {
-        const ls_dicom_series *s = &list[i];
-        if (!strcmp(pick->series, s->uid) || !strcmp(pick->series, s->number) || !strcmp(pick->series, s->description)) {
-            if (found) return NULL;
-            found = s;
-        }
-    }
-    return found;
-}
-
 static void print_volume(const char *path, const ls_volume *v, const ls_dicom_series *series) {
     const ls_geom *g = &v->geom;
     size_t n = ls_volume_nvox(v);
@@ -109,6 +97,44 @@ static void print_volume(const char *path, const ls_volume *v, const ls_dicom_se
     printf("  volume       %.1f mL field of view\n", (double)n * sp[0] * sp[1] * sp[2] / 1000.0);
 }
 
+/* A DICOM directory's volume and which series it is, read as ls_volume_read_dicom_pick reads it. */
+static ls_status read_dicom(const char *dir, const ls_dicom_pick *pick, ls_volume *v, ls_dicom_series *series,
+                            ls_error *err) {
+    ls_dicom_job *job;
+    ls_status s = ls_dicom_begin(dir, pick, omp_get_max_threads(), &job, err);
+    return s ? s : ls_dicom_end(job, NULL, NULL, v, series, err);
+}
+
+/* One input: its volume, or for a DICOM directory with a choice to make and nothing picked, its listing.
+ * 0, or 2 after one line on stderr. */
+static int info_one(const char *path, const ls_dicom_pick *pick) {
+    ls_error err = {0};
+    ls_volume v;
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        if (cli_pick_needs_directory("info", pick, path)) return 2;
+        if (ls_volume_read(path, &v, &err)) return cli_report(&err);
+        print_volume(path, &v, NULL);
+        ls_volume_free(&v);
+        return 0;
+    }
+    /* Nothing picked: several series, or echoes, make the listing the answer (headers only). */
+    if (!pick->series && !pick->echo) {
+        ls_dicom_series *list;
+        int n;
+        if (ls_dicom_list(path, &list, &n, &err)) return cli_report(&err);
+        int choice = n > 1 || list[0].n_echoes > 1;
+        if (choice) print_listing(path, list, n);
+        free(list);
+        if (choice) return 0;
+    }
+    ls_dicom_series series;
+    if (read_dicom(path, pick, &v, &series, &err)) return cli_report(&err);
+    print_volume(path, &v, &series);
+    ls_volume_free(&v);
+    return 0;
+}
+
 int cmd_info(int argc, char **argv) {
     if (argc < 2) {
         info_usage(stderr);
@@ -143,34 +169,8 @@ int cmd_info(int argc, char **argv) {
     }
     int rc = 0;
     for (int i = 0; i < n; i++) {
-        ls_error err = {0};
-        ls_volume v;
-        struct stat st;
-        int dir = stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode);
-        if (!dir && cli_pick_needs_directory("info", &pick, argv[i])) {
-            rc = 2;
-            continue;
-        }
-        ls_dicom_series *list = NULL;
-        int nlist = 0;
-        if (dir && ls_dicom_list(argv[i], &list, &nlist, &err) != LS_OK) {
-            rc = cli_report(&err);
-            continue;
-        }
-        /* Several series, or echoes, and none picked: the listing is the answer. */
-        if (dir && !pick.series && !pick.echo && (nlist > 1 || list[0].n_echoes > 1)) {
-            print_listing(argv[i], list, nlist);
-            free(list);
-            continue;
-        }
-        ls_status s = dir ? ls_volume_read_dicom_pick(argv[i], &pick, &v, &err) : ls_volume_read(argv[i], &v, &err);
-        if (s != LS_OK) {
-            rc = cli_report(&err);
-        } else {
-            print_volume(argv[i], &v, dir ? picked_series(list, nlist, &pick) : NULL);
-            ls_volume_free(&v);
-        }
-        free(list);
+        int r = info_one(argv[i], &pick);
+        if (r) rc = r;
     }
     return rc;
 }
