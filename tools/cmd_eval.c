@@ -120,9 +120,6 @@ static char *bare(char *s) {
 
 #define MAX_COLS 64
 
-/* The whole pair list, checked before any pair is evaluated: its header names case, pred and ref once
- * each (any order, any case), every row has them, no case twice, at least one pair, no output among the
- * files. Paths are resolved against the list's directory. */
 /* The header fields `fld` (nf of them): the index of each of `names` (k of them, case-insensitive) into
  * col[]. One line on stderr and 2 when a name is missing or named twice. */
 static int header_columns(const char *path, char **fld, int nf, const char *const *names, int k, int *col) {
@@ -144,6 +141,9 @@ static int header_columns(const char *path, char **fld, int nf, const char *cons
     return 0;
 }
 
+/* The whole pair list, checked before any pair is evaluated: its header names case, pred and ref once
+ * each (any order, any case), every row has them, no case twice, at least one pair, no output among the
+ * files. Paths are resolved against the list's directory. */
 static int read_pairs(const char *csv, const char *out_csv, const char *out_json, eval_row **rows_out, int *n_out) {
     char *text;
     size_t len;
