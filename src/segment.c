@@ -124,8 +124,10 @@ static void prep_batch(const host_side *h, int k0, int nb, float *in, float *img
 }
 
 /* Logits of slices k0.. -> probabilities on each slice's grid (into prob_ras, or scratch when NULL),
- * thresholded at th into mask_ras. */
-static void unprep_batch(const host_side *h, int k0, int nb, float *logit, float th, float *prob_ras, uint8_t *mask_ras) {
+ * thresholded at th into mask_ras; counts[2k], counts[2k+1]: slice k's voxels above th, and of probability
+ * in (0.25, 0.75) (for the review). */
+static void unprep_batch(const host_side *h, int k0, int nb, float *logit, float th, float *prob_ras, uint8_t *mask_ras,
+                         int64_t *counts) {
 #pragma omp parallel for schedule(static) num_threads(h->nth)
     for (int b = 0; b < nb; b++) {
         float *pr = logit + (size_t)b * h->img_per, *sc = h->scratch + 2 * (size_t)omp_get_thread_num() * h->plane;
@@ -134,7 +136,13 @@ static void unprep_batch(const host_side *h, int k0, int nb, float *logit, float
         uint8_t *mk = mask_ras + k * h->plane;
         for (size_t i = 0; i < h->img_per; i++) pr[i] = sigmoidf_(pr[i]);
         ls_unprep_plane(pr, h->Sd, h->Sd, h->ras, sc, slice);
-        for (size_t i = 0; i < h->plane; i++) mk[i] = slice[i] >= th;
+        int64_t above = 0, unsure = 0;
+        for (size_t i = 0; i < h->plane; i++) {
+            mk[i] = slice[i] >= th;
+            above += mk[i];
+            unsure += slice[i] > 0.25f && slice[i] < 0.75f;
+        }
+        counts[2 * k] = above, counts[2 * k + 1] = unsure;
     }
 }
 
@@ -150,6 +158,7 @@ typedef struct {
     ls_arena va, ma;
     float th, *prob_ras;
     uint8_t *mask_ras;
+    int64_t *counts; /* per slice: above the threshold, unsure (unprep_batch) */
     ls_progress_fn progress;
     void *pctx;
     ls_segment_result *r;
@@ -196,7 +205,7 @@ static ls_status loop_finish(void *ctx, int k0, int nb, float *set, ls_error *er
     (void)err;
     slice_loop *L = ctx;
     double t0 = ls_now();
-    unprep_batch(&L->h, k0, nb, set_logit(L, set), L->th, L->prob_ras, L->mask_ras);
+    unprep_batch(&L->h, k0, nb, set_logit(L, set), L->th, L->prob_ras, L->mask_ras, L->counts);
     L->r->seconds_resample += ls_now() - t0;
     if (L->progress) L->progress(L->pctx, k0 + nb, L->h.ras->geom.dim[2]);
     return LS_OK;
@@ -221,8 +230,9 @@ static ls_status predict(const ls_volume *ras, const ls_prep *prep, ls_teacher *
                       .in_per = (size_t)3 * S * S, .img_per = (size_t)Sd * Sd,
                       .plane = (size_t)ras->geom.dim[0] * (size_t)ras->geom.dim[1]};
     L.h.scratch = ls_calloc((size_t)L.h.nth * 2 * L.h.plane, sizeof(float), err);
+    L.counts = L.h.scratch ? ls_calloc((size_t)ras->geom.dim[2] * 2, sizeof(int64_t), err) : NULL;
     ls_arena io = {0};
-    ls_status s = L.h.scratch ? LS_OK : LS_ERR_NOMEM;
+    ls_status s = L.counts ? LS_OK : LS_ERR_NOMEM;
     if (!s) s = ls_arena_init(&L.va, be, ls_vit_arena_floats(vc, L.batch, S, S) * sizeof(float), err);
     if (!s) s = ls_arena_init(&L.ma, be, ls_model_arena_floats(&m->cfg, L.dbatch) * sizeof(float), err);
     if (!s) s = ls_arena_init(&io, be, ((size_t)L.batch * (L.h.in_per + L.f_per + L.h.img_per) + 64) * sizeof(float), err);
@@ -237,6 +247,8 @@ static ls_status predict(const ls_volume *ras, const ls_prep *prep, ls_teacher *
         r->seconds_predict = ls_now() - t0;
     }
     ls_arena_free(&L.va), ls_arena_free(&L.ma), ls_arena_free(&io);
+    for (int64_t k = 0; !s && k < ras->geom.dim[2]; k++) r->counts.above += L.counts[2 * k], r->counts.unsure += L.counts[2 * k + 1];
+    free(L.counts);
     free(L.h.scratch);
     return s;
 }
@@ -249,6 +261,14 @@ ls_status ls_segment_volume(const ls_volume *input, ls_teacher *t, ls_model *m, 
     ls_volume ras;
     LS_TRY(ls_volume_to_ras(input, &orient, &ras, err));
     return ls_segment_ras(&ras, &input->geom, t, m, o, progress, pctx, r, err);
+}
+
+static int64_t count_mask(const uint8_t *m, const ls_geom *g) {
+    int64_t n = 0;
+    size_t nvox = (size_t)(g->dim[0] * g->dim[1] * g->dim[2]);
+#pragma omp parallel for reduction(+ : n) schedule(static)
+    for (size_t i = 0; i < nvox; i++) n += m[i];
+    return n;
 }
 
 ls_status ls_segment_ras(ls_volume *ras, const ls_geom *src_geom, ls_teacher *t, ls_model *m,
@@ -272,6 +292,7 @@ ls_status ls_segment_ras(ls_volume *ras, const ls_geom *src_geom, ls_teacher *t,
     if (!s) s = predict(&r->ras, &prep, t, m, o->batch, progress, pctx, o->threshold, prob_ras.data, r->ras_mask, r, err);
     double t0 = ls_now();
     if (!s && o->keep_largest) s = ls_mask_largest_component(r->ras_mask, r->ras.geom.dim, &r->components, err);
+    if (!s) r->counts.kept = o->keep_largest ? count_mask(r->ras_mask, &r->ras.geom) : r->counts.above;
     if (!s && o->fill_holes) s = ls_mask_fill_holes(r->ras_mask, r->ras.geom.dim, err);
     if (!s && o->fill_holes) s = ls_mask_fill_holes_slices(r->ras_mask, r->ras.geom.dim, err);
     r->mask = s ? NULL : ls_calloc(n, 1, err);
@@ -281,6 +302,9 @@ ls_status ls_segment_ras(ls_volume *ras, const ls_geom *src_geom, ls_teacher *t,
     /* In RAS order: the voxels and the world box of the input grid's measurement, without keeping the input
      * in its own order. */
     if (!s) s = ls_mask_measure(&r->ras, r->ras_mask, &r->stats, err);
+    if (!s)
+        s = ls_review_mask(&r->ras, r->ras_mask, prep.lo + 0.1f * (prep.hi - prep.lo), r->stats.volume_ml, &r->counts,
+                           &r->review, err);
     free(prob_ras.data);
     r->seconds_post = ls_now() - t0;
     if (s) ls_segment_result_free(r);

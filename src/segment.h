@@ -8,6 +8,7 @@
 
 #include "model.h"
 #include "postprocess.h"
+#include "review.h"
 #include "teacher.h"
 
 typedef struct {
@@ -31,6 +32,8 @@ typedef struct {
     float window_lo, window_hi;
     ls_mask_stats stats;   /* the input's voxels under the mask (measured in RAS order) */
     int64_t components;    /* connected components before clean-up */
+    ls_review_counts counts; /* what the review counted: voxels above the threshold, unsure, kept */
+    ls_review review;      /* plausibility checks of the mask (review.h) */
     /* predict: the slice loop, wall time. Inside it, resample: the host's resampling of slices in and out
      * (on CUDA it overlaps the device); teacher, decoder: time in those calls, which is their compute on
      * the CPU but only their queueing on CUDA (asynchronous). post: clean-up, back to the input grid, measuring. */

@@ -275,7 +275,7 @@ static int count_in_file(const char *path, const char *needle) {
 
 /* `livseg experiment` end to end on tiny synthetic scans: 3 to train on, 520 of one dataset to test (the
  * report's box plot once overflowed a buffer sized for fewer than ~170 cases a group, and kept at most 512
- * points a group): report.md, cases.csv and dice.svg hold every case. */
+ * points a group): report.md, cases.csv and dice.svg hold every case; cases.csv has the review's flags. */
 TEST(experiment_report) {
     const char *dir = test_tmpdir();
     char m[600], img[700], lab[700], args[4096], e[4096], path[800];
@@ -300,6 +300,8 @@ TEST(experiment_report) {
     REQUIRE(rc == 0, "experiment: exit %d, %s", rc, e);
     snprintf(path, sizeof path, "%s/exp/cases.csv", dir);
     CHECK(count_in_file(path, ",many,cd,") == 520, "%s: %d test rows", path, count_in_file(path, ",many,cd,"));
+    CHECK(count_in_file(path, "case,dataset,variant,dice,assd_mm,mssd_mm,pred_ml,ref_ml,review\n") == 1,
+          "%s: no review column in the header", path);
     snprintf(path, sizeof path, "%s/exp/report.md", dir);
     CHECK(count_in_file(path, "| many |") == 520, "%s: %d case rows", path, count_in_file(path, "| many |"));
     snprintf(path, sizeof path, "%s/exp/dice.svg", dir);

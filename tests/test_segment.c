@@ -414,10 +414,21 @@ TEST(segment_command) {
     CHECK(access(z, F_OK) != 0, "%s was written although an output was refused", z);
 }
 
+/* The names in a --stats file's review.flags, space-separated ("" for none; "?" for no such field). */
+static void review_flags(const char *stats, char *out, size_t n) {
+    json_error_t je;
+    json_t *j = json_load_file(stats, 0, &je), *f = json_object_get(json_object_get(j, "review"), "flags");
+    snprintf(out, n, "%s", json_is_array(f) ? "" : "?");
+    for (size_t i = 0; json_is_array(f) && i < json_array_size(f); i++)
+        snprintf(out + strlen(out), n - strlen(out), "%s%s", i ? " " : "", json_string_value(json_array_get(f, i)));
+    json_decref(j);
+}
+
 /* The models shipped in models/ (run from the repository root): each segments btcv_29, a BTCV scan held
  * out of their training, with the Dice their experiment measured (0.818 default, 0.828 pretrained
  * teacher, found beside the model); bound 0.78, below which a model would no longer be what
- * docs/experiments.md describes. Their --stats are checked as segment_command's are, on a real liver. */
+ * docs/experiments.md describes. Their --stats are checked as segment_command's are, on a real liver, and
+ * their review of the mask raises no flag. */
 TEST(shipped_models) {
     const char *data = test_data_dir();
     if (!data) SKIP("../shared/data not found (set LIVSEG_DATA)");
@@ -432,6 +443,9 @@ TEST(shipped_models) {
         snprintf(args, sizeof args, "segment %s -o %s --model %s --stats %s -q", in, out, models[i], stats);
         REQUIRE(run(args, e, sizeof e) == 0, "%s: %s", models[i], e);
         expect_stats_match(in, out, stats);
+        char flags[256];
+        review_flags(stats, flags, sizeof flags);
+        CHECK(!strcmp(flags, ""), "%s: btcv_29's mask raised review flags '%s': %s", models[i], flags, e);
         ls_volume pred, ref;
         ls_metrics m;
         ls_error err = {0};
@@ -441,6 +455,52 @@ TEST(shipped_models) {
         CHECK(m.dice > 0.78, "%s: Dice %.4f on btcv_29", models[i], m.dice);
         ls_volume_free(&pred), ls_volume_free(&ref);
     }
+}
+
+/* btcv_29's slices k0..k1-1 (inferior to superior) into path, its x axis' direction reversed in the header
+ * when mirror is set: a left-right label error, which shows the model a mirrored patient. */
+static void write_crop(const ls_volume *v, int64_t k0, int64_t k1, int mirror, const char *path) {
+    double A[4][4];
+    memcpy(A, v->geom.affine, sizeof A);
+    for (int a = 0; a < 3; a++) A[a][3] += A[a][2] * (double)k0, A[a][0] *= mirror ? -1 : 1;
+    ls_volume c = *v;
+    int64_t d[3] = {v->geom.dim[0], v->geom.dim[1], k1 - k0};
+    ls_geom_from_affine(&c.geom, d, A);
+    c.data = v->data + (size_t)(k0 * d[0] * d[1]);
+    ls_error err = {0};
+    REQUIRE(ls_volume_write(path, &c, LS_DT_I16, NULL, &err) == LS_OK, "%s", err.msg);
+}
+
+/* The review of the mask on a real scan (src/review.c), with the default model: a crop of btcv_29 whose top
+ * slice cuts through the liver (slices 60-109) raises cut_superior and nothing else; a crop holding the whole
+ * liver (60-139) mirrored by its header raises left (with small: the model finds little liver in a mirrored
+ * patient). Each flag is a line on stderr, also under -q, and a name in --stats. (The whole scan raises none:
+ * shipped_models.) */
+TEST(review_real) {
+    const char *data = test_data_dir();
+    if (!data) SKIP("../shared/data not found (set LIVSEG_DATA)");
+    char in[1024], crop[800], out[800], stats[800], args[3000], e[4096], flags[256];
+    snprintf(in, sizeof in, "%s/btcv/btcv_29_ct.nii.gz", data);
+    ls_volume v;
+    ls_error err = {0};
+    REQUIRE(ls_volume_read(in, &v, &err) == LS_OK, "%s", err.msg);
+    REQUIRE(v.geom.dim[2] == 196 && v.geom.affine[2][2] > 0, "btcv_29 is no longer 196 slices from inferior up");
+    const char *name[2] = {"cut_superior", "left"};
+    for (int mirror = 0; mirror < 2; mirror++) {
+        snprintf(crop, sizeof crop, "%s/crop%d.nii.gz", test_tmpdir(), mirror);
+        snprintf(out, sizeof out, "%s/crop%d_liver.nii.gz", test_tmpdir(), mirror);
+        snprintf(stats, sizeof stats, "%s/crop%d.json", test_tmpdir(), mirror);
+        write_crop(&v, 60, mirror ? 140 : 110, mirror, crop); /* its liver: slices 68-129 */
+        snprintf(args, sizeof args, "segment %s -o %s --stats %s -q", crop, out, stats);
+        REQUIRE(run(args, e, sizeof e) == 0, "%s", e);
+        review_flags(stats, flags, sizeof flags);
+        char line[64];
+        snprintf(line, sizeof line, ": check the mask (%s): ", name[mirror]);
+        printf("  crop%s: flags '%s'\n", mirror ? ", mirrored" : "", flags);
+        CHECK(strstr(flags, name[mirror]) && strstr(e, line), "crop%d: flags '%s', stderr: %s", mirror, flags, e);
+        if (!mirror) CHECK(!strcmp(flags, name[0]), "the crop raised more than %s: '%s'", name[0], flags);
+    }
+    ls_volume_free(&v);
 }
 
 /* Runs `cd DIR && LIVSEG [args]` without $LIVSEG_MODEL; stderr into e. */
@@ -492,6 +552,7 @@ int main(int argc, char **argv) {
     RUN(corrupt_model_metadata);
     RUN(segment_command);
     RUN(shipped_models);
+    RUN(review_real);
     RUN(default_model_lookup);
     return test_summary();
 }

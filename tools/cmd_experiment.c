@@ -8,7 +8,8 @@
  * Output directory:
  *   VARIANT/model/...            the training run (resumable: an existing run continues to --epochs)
  *   VARIANT/pred/CASE.nii.gz     predicted masks
- *   cases.csv                    one line per case and variant: Dice, ASSD, MSSD, volumes
+ *   cases.csv                    one line per case and variant: Dice, ASSD, MSSD, volumes, the flags of
+ *                                segment's review of the mask (src/review.h)
  *   report.md                    the protocol, teacher, settings, summary table, paired t-tests, cases
  *   dice.svg                     box plot of Dice per variant and target dataset
  */
@@ -59,6 +60,7 @@ typedef struct {
 typedef struct {
     int case_index, variant;
     ls_metrics m;
+    unsigned review; /* ls_review_flag bits */
 } result;
 
 static int parse(int argc, char **argv, ls_train_config *c, exp_opts *o, int *done) {
@@ -124,7 +126,7 @@ static void on_epoch(void *ctx, const char *json) {
 
 /* Segments one case with a loaded model and evaluates it; the mask goes to `pred_path`. */
 static ls_status segment_case(const ls_case *cs, ls_teacher *t, ls_model *m, const char *pred_path, exp_ui *ui,
-                              ls_metrics *out, ls_error *err) {
+                              result *out, ls_error *err) {
     ls_volume img, ref;
     ls_geom grid;
     LS_TRY(ls_volume_read_ras(cs->image, &img, &grid, err));
@@ -144,7 +146,8 @@ static ls_status segment_case(const ls_case *cs, ls_teacher *t, ls_model *m, con
     ls_volume pred = {0};
     if (!s) s = ls_segment_write_mask(pred_path, &r, cs->image, err);
     if (!s) s = ls_segment_mask_volume(&r, &pred, err);
-    if (!s) s = ls_metrics_volumes(&pred, &ref, pred_path, cs->label, out, err);
+    if (!s) s = ls_metrics_volumes(&pred, &ref, pred_path, cs->label, &out->m, err);
+    out->review = r.review.flags;
     ls_volume_free(&pred);
     ls_segment_result_free(&r);
     ls_volume_free(&img), ls_volume_free(&ref);
@@ -191,7 +194,7 @@ static ls_status run_variant(const ls_train_config *c, const ls_manifest *m, con
         const ls_case *cs = &m->cases[tests[i]];
         snprintf(pred, sizeof pred, "%s/%s.nii.gz", pred_dir, cs->id);
         res[i].case_index = tests[i], res[i].variant = variant;
-        s = segment_case(cs, &t, &model, pred, ui, &res[i].m, err);
+        s = segment_case(cs, &t, &model, pred, ui, &res[i], err);
         if (!s) fprintf(stderr, "  %s: Dice %.4f  ASSD %.2f mm  MSSD %.1f mm\n", cs->id, res[i].m.dice, res[i].m.assd_mm,
                         res[i].m.mssd_mm);
     }
@@ -338,7 +341,7 @@ static ls_status write_report(const char *dir, const exp_opts *o, const ls_train
     MD("\n| --- | --- |");
     for (int v = 0; v < nv; v++) MD(" --- | --- | --- |");
     MD("\n");
-    fprintf(fc, "case,dataset,variant,dice,assd_mm,mssd_mm,pred_ml,ref_ml\n");
+    fprintf(fc, "case,dataset,variant,dice,assd_mm,mssd_mm,pred_ml,ref_ml,review\n");
     for (int i = 0; i < nt; i++) {
         const ls_case *cs = &m->cases[res[i].case_index];
         MD("| %s | %s |", cs->id, cs->dataset);
@@ -346,8 +349,12 @@ static ls_status write_report(const char *dir, const exp_opts *o, const ls_train
             const ls_metrics *q = &res[v * nt + i].m;
             if (isfinite(q->assd_mm)) MD(" %.4f | %.2f | %.1f |", q->dice, q->assd_mm, q->mssd_mm);
             else MD(" %.4f | - | - |", q->dice);
-            fprintf(fc, "%s,%s,%s,%.6f,%.4f,%.4f,%.2f,%.2f\n", cs->id, cs->dataset, v ? "no_cd" : "cd", q->dice,
+            fprintf(fc, "%s,%s,%s,%.6f,%.4f,%.4f,%.2f,%.2f,", cs->id, cs->dataset, v ? "no_cd" : "cd", q->dice,
                     q->assd_mm, q->mssd_mm, q->pred_ml, q->ref_ml);
+            for (int b = 0, first = 1; b < LS_REVIEW_NFLAGS; b++)
+                if (res[v * nt + i].review & (1u << b))
+                    fprintf(fc, "%s%s", first ? "" : " ", ls_review_name((ls_review_flag)(1u << b))), first = 0;
+            fputc('\n', fc);
         }
         MD("\n");
     }

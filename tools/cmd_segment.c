@@ -3,6 +3,7 @@
  */
 #include <ctype.h>
 #include <jansson.h>
+#include <math.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -44,8 +45,8 @@ static void segment_usage(FILE *f) {
             "                      (default: that file's name in the model's directory)\n"
             "  --prob FILE         also write the liver probability (float32) on the input grid\n"
             "  --stats FILE.json   also write a JSON summary: liver volume (mL), mean and std intensity\n"
-            "                      inside, bounding box (mm, RAS), seconds per stage; for DICOM, the\n"
-            "                      series segmented (UID, number, description)\n"
+            "                      inside, bounding box (mm, RAS), seconds per stage, the checks below;\n"
+            "                      for DICOM, the series segmented (UID, number, description)\n"
             "  --preview FILE.png  also write a PNG: axial, coronal and sagittal slices through the liver with\n"
             "                      the mask outlined in red (patient's right on the image's left)\n"
             "  --modality M        ct, mr or auto (default auto: a DICOM series' Modality tag, else CT\n"
@@ -60,6 +61,14 @@ static void segment_usage(FILE *f) {
             "                      tensor cores (a third faster; masks within Dice 0.9994 of float32 on three\n"
             "                      scans), LIVSEG_CUDA_TF32=0 in the environment keeps float32\n"
             "  -q, --quiet         no progress bars (the DICOM read's, the slices')\n\n"
+            "Checks of the mask: after segmenting, livseg checks that the mask looks like one whole liver.\n"
+            "Each failed check prints 'INPUT: check the mask (NAME): why' on stderr (also with -q) and is\n"
+            "named in --stats' review.flags: empty (no liver found), cut_inferior and cut_superior (the\n"
+            "liver reaches an end of the scan: it may not be whole), small (under 400 mL, not cut), large\n"
+            "(over 4000 mL), left (not on the patient's right: a left-right error in the file, or another\n"
+            "organ), fragmented and unsure (the model was not confident). The mask is still written and the\n"
+            "exit status is 0: look at such a mask (--preview) before using it. The checks catch gross\n"
+            "failures, not a mediocre boundary (docs/segment.md).\n\n"
             "Exit status 0 on success, 2 on bad input (one line on stderr says which file and why);\n"
             "every output is checked before the work starts, and written atomically, never over an input.\n");
 }
@@ -169,6 +178,26 @@ static json_t *series_json(const ls_dicom_series *s, int echo) {
     return j;
 }
 
+/* The review's flags by name and the figures they rest on (NaN, for an empty mask, as null). */
+static json_t *review_json(const ls_review *rv) {
+    json_t *flags = json_array();
+    for (int b = 0; flags && b < LS_REVIEW_NFLAGS; b++)
+        if (rv->flags & (1u << b)) json_array_append_new(flags, json_string(ls_review_name((ls_review_flag)(1u << b))));
+    return json_pack("{s:o, s:[f,f], s:o, s:f, s:f}", "flags", flags, "end_area", rv->end_area[0], rv->end_area[1],
+                     "right_mm", isnan(rv->right_mm) ? json_null() : json_real(rv->right_mm), "kept_fraction",
+                     rv->kept_fraction, "unsure_fraction", rv->unsure_fraction);
+}
+
+/* One line per failed check, also under -q: a mask to look at before it is used. */
+static void print_review(const char *input, const ls_review *rv) {
+    char line[512];
+    for (int b = 0; b < LS_REVIEW_NFLAGS; b++)
+        if (rv->flags & (1u << b)) {
+            ls_review_describe(rv, (ls_review_flag)(1u << b), line, sizeof line);
+            fprintf(stderr, "%s: check the mask (%s): %s\n", input, ls_review_name((ls_review_flag)(1u << b)), line);
+        }
+}
+
 static int write_stats(const seg_args *a, const ls_segment_result *r, const char *teacher_id, const run_info *ri) {
     const ls_mask_stats *s = &r->stats;
     /* teacher and decoder are compute times only on the CPU; on CUDA the calls just queue work. */
@@ -187,6 +216,7 @@ static int write_stats(const seg_args *a, const ls_segment_result *r, const char
                                 (json_int_t)r->components, "bbox_mm_ras", "min", s->bbox_min[0], s->bbox_min[1],
                                 s->bbox_min[2], "max", s->bbox_max[0], s->bbox_max[1], s->bbox_max[2], "seconds", sec)
                     : NULL;
+    if (j) json_object_set_new(j, "review", review_json(&r->review));
     if (j && ri->series) json_object_set_new(j, "dicom_series", series_json(ri->series, ri->echo));
     char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
     json_decref(j);
@@ -331,6 +361,7 @@ int cmd_segment(int argc, char **argv) {
     rc = s ? cli_report(&err) : 0;
     ri.total = ls_now() - t_start;
     if (!rc && a.stats) rc = write_stats(&a, &r, t.id, &ri);
+    if (!rc) print_review(a.input, &r.review);
     char on[48] = "";
     if (have_be && be.device == LS_DEV_CUDA) snprintf(on, sizeof on, " on cuda (%s)", ls_precision_name(be.precision));
     if (!rc && !a.quiet)
