@@ -25,12 +25,18 @@ typedef struct {
 
 static void sum_slice(const ls_volume *ras, const uint8_t *mask, float level, int64_t k, slice_sums *s) {
     const int64_t *d = ras->geom.dim;
-    size_t plane = (size_t)(d[0] * d[1]), base = (size_t)k * plane;
-    for (size_t p = 0; p < plane; p++)
-        if (mask[base + p]) s->area++, s->liver_x += (double)(p % (size_t)d[0]);
-    if (s->area == 0) return;
-    for (size_t p = 0; p < plane; p++)
-        if (ras->data[base + p] >= level) s->body++, s->body_x += (double)(p % (size_t)d[0]);
+    for (int64_t j = 0; j < d[1]; j++) {
+        const uint8_t *row = mask + (size_t)(d[0] * (j + d[1] * k));
+        int64_t n = 0, x = 0;
+        for (int64_t i = 0; i < d[0]; i++) n += row[i] != 0, x += row[i] ? i : 0;
+        s->area += (double)n, s->liver_x += (double)x;
+    }
+    for (int64_t j = 0; s->area > 0 && j < d[1]; j++) {
+        const float *row = ras->data + (size_t)(d[0] * (j + d[1] * k));
+        int64_t n = 0, x = 0;
+        for (int64_t i = 0; i < d[0]; i++) n += row[i] >= level, x += row[i] >= level ? i : 0;
+        s->body += (double)n, s->body_x += (double)x;
+    }
 }
 
 ls_status ls_review_mask(const ls_volume *ras, const uint8_t *mask, float body_level, double volume_ml,
