@@ -162,23 +162,63 @@ ls_status ls_prep_init(ls_prep *p, const ls_volume *ras, ls_modality m, int H, i
     return LS_OK;
 }
 
-void ls_resize_bilinear(const float *in, int ih, int iw, float *out, int oh, int ow) {
-    double sy = (double)ih / oh, sx = (double)iw / ow;
+/* Bilinear weights of output index y over a canvas of n samples shown at m: PyTorch's source index
+ * (align_corners=False, clamped at 0) and its neighbour (clamped at the canvas' end). */
+static inline void source_index(int y, int n, int m, int *i0, int *i1, float *w) {
+    double f = (y + 0.5) * ((double)n / m) - 0.5;
+    if (f < 0) f = 0;
+    *i0 = (int)f, *i1 = *i0 + (*i0 < n - 1), *w = (float)(f - *i0);
+}
+
+/* in[r, c] for canvas row r and column c padded by py and px: the fill outside the plane. */
+static inline float canvas_at(const float *in, int ih, int iw, int py, int px, float fill, int r, int c) {
+    r -= py, c -= px;
+    return r >= 0 && r < ih && c >= 0 && c < iw ? in[(size_t)r * iw + c] : fill;
+}
+
+void ls_resize_padded(const float *in, int ih, int iw, int py, int px, float fill, float *out, int oh, int ow) {
+    int ch = ih + 2 * py, cw = iw + 2 * px;
     for (int y = 0; y < oh; y++) {
-        double fy = (y + 0.5) * sy - 0.5;
-        if (fy < 0) fy = 0;
-        int y0 = (int)fy, y1 = y0 + (y0 < ih - 1);
-        float wy = (float)(fy - y0);
+        int y0, y1, x0, x1;
+        float wy, wx;
+        source_index(y, ch, oh, &y0, &y1, &wy);
         for (int x = 0; x < ow; x++) {
-            double fx = (x + 0.5) * sx - 0.5;
-            if (fx < 0) fx = 0;
-            int x0 = (int)fx, x1 = x0 + (x0 < iw - 1);
-            float wx = (float)(fx - x0);
-            float top = (1 - wx) * in[(size_t)y0 * iw + x0] + wx * in[(size_t)y0 * iw + x1];
-            float bot = (1 - wx) * in[(size_t)y1 * iw + x0] + wx * in[(size_t)y1 * iw + x1];
+            source_index(x, cw, ow, &x0, &x1, &wx);
+            float top = (1 - wx) * canvas_at(in, ih, iw, py, px, fill, y0, x0) + wx * canvas_at(in, ih, iw, py, px, fill, y0, x1);
+            float bot = (1 - wx) * canvas_at(in, ih, iw, py, px, fill, y1, x0) + wx * canvas_at(in, ih, iw, py, px, fill, y1, x1);
             out[(size_t)y * ow + x] = (1 - wy) * top + wy * bot;
         }
     }
+}
+
+void ls_resize_unpad(const float *in, int h, int w, int ih, int iw, int py, int px, float *out) {
+    int ch = ih + 2 * py, cw = iw + 2 * px;
+    for (int r = 0; r < ih; r++) {
+        int y0, y1, x0, x1;
+        float wy, wx;
+        source_index(r + py, h, ch, &y0, &y1, &wy);
+        for (int c = 0; c < iw; c++) {
+            source_index(c + px, w, cw, &x0, &x1, &wx);
+            float top = (1 - wx) * in[(size_t)y0 * w + x0] + wx * in[(size_t)y0 * w + x1];
+            float bot = (1 - wx) * in[(size_t)y1 * w + x0] + wx * in[(size_t)y1 * w + x1];
+            out[(size_t)r * iw + c] = (1 - wy) * top + wy * bot;
+        }
+    }
+}
+
+void ls_resize_bilinear(const float *in, int ih, int iw, float *out, int oh, int ow) {
+    ls_resize_padded(in, ih, iw, 0, 0, 0.0f, out, oh, ow);
+}
+
+void ls_prep_padding(const ls_volume *ras, int H, int W, int *py, int *px) {
+    const double(*A)[4] = ras->geom.affine;
+    double dx = sqrt(A[0][0] * A[0][0] + A[1][0] * A[1][0] + A[2][0] * A[2][0]);
+    double dy = sqrt(A[0][1] * A[0][1] + A[1][1] * A[1][1] + A[2][1] * A[2][1]);
+    double nx = (double)ras->geom.dim[0], ny = (double)ras->geom.dim[1];
+    *py = *px = 0;
+    if (!(dx > 0 && dy > 0 && isfinite(dx) && isfinite(dy))) return;
+    double mm = fmax(nx * dx / W, ny * dy / H); /* per output pixel, on both axes */
+    *px = (int)lround((W * mm / dx - nx) / 2), *py = (int)lround((H * mm / dy - ny) / 2);
 }
 
 void ls_prep_grey(const ls_prep *p, const ls_volume *ras, int64_t k, float *img, float *out, int H, int W) {
@@ -193,7 +233,9 @@ void ls_prep_grey(const ls_prep *p, const ls_volume *ras, int64_t k, float *img,
         }
     if (p->gamma != 1)
         for (size_t i = 0; i < (size_t)nx * ny; i++) img[i] = powf(img[i], p->gamma);
-    ls_resize_bilinear(img, ny, nx, out, H, W);
+    int py, px;
+    ls_prep_padding(ras, H, W, &py, &px);
+    ls_resize_padded(img, ny, nx, py, px, 0.0f, out, H, W);
 }
 
 void ls_prep_slice(const ls_prep *p, const ls_volume *ras, int64_t k, float *img, float *out) {
@@ -205,8 +247,9 @@ void ls_prep_slice(const ls_prep *p, const ls_volume *ras, int64_t k, float *img
 }
 
 void ls_unprep_plane(const float *in, int H, int W, const ls_volume *ras, float *img, float *slice) {
-    int nx = (int)ras->geom.dim[0], ny = (int)ras->geom.dim[1];
-    ls_resize_bilinear(in, H, W, img, ny, nx);
+    int nx = (int)ras->geom.dim[0], ny = (int)ras->geom.dim[1], py, px;
+    ls_prep_padding(ras, H, W, &py, &px);
+    ls_resize_unpad(in, H, W, ny, nx, py, px, img);
     for (int r = 0; r < ny; r++)
         for (int c = 0; c < nx; c++) slice[(size_t)(ny - 1 - r) * nx + (nx - 1 - c)] = img[(size_t)r * nx + c];
 }

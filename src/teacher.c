@@ -164,9 +164,14 @@ static void describe(const ls_teacher *t, const ls_volume *ras, const ls_prep *p
              t->id, t->input_size, ls_modality_name(prep->modality), prep->lo, prep->hi, (long long)ras->geom.dim[0],
              (long long)ras->geom.dim[1], (long long)ras->geom.dim[2], A[0][0], A[0][1], A[0][2], A[0][3], A[1][0],
              A[1][1], A[1][2], A[1][3], A[2][0], A[2][1], A[2][2], A[2][3]);
-    /* Only a gamma other than 1 enters the key, so the caches of the inputs without one stay valid. */
+    /* Only a gamma other than 1 and a padding enter the key, so the caches of the inputs without them (made
+     * before either existed) stay valid. */
     size_t len = strlen(buf);
     if (prep->gamma != 1 && len < n) snprintf(buf + len, n - len, "|gamma=%.6g", prep->gamma);
+    int py, px;
+    ls_prep_padding(ras, t->input_size, t->input_size, &py, &px);
+    len = strlen(buf);
+    if ((py || px) && len < n) snprintf(buf + len, n - len, "|pad=%d,%d", py, px);
 }
 
 ls_status ls_features_cache_path(const char *dir, const ls_teacher *t, const ls_volume *ras, const ls_prep *prep,

@@ -189,13 +189,14 @@ static ls_status scan_load(scan *s, const ls_case *c, ls_teacher *t, const char 
     return st;
 }
 
-/* The label of slice k, displayed like ls_prep_grey and resized to S x S: bilinear, then >= 0.5. */
+/* The label of slice k, displayed, padded and resized to S x S like ls_prep_grey: bilinear, then >= 0.5. */
 static void mask_plane(const scan *s, int k, float *scratch, float *out, int S) {
-    int nx = (int)s->ras.geom.dim[0], ny = (int)s->ras.geom.dim[1];
+    int nx = (int)s->ras.geom.dim[0], ny = (int)s->ras.geom.dim[1], py, px;
     const uint8_t *m = s->mask + (size_t)k * nx * ny;
     for (int r = 0; r < ny; r++)
         for (int c = 0; c < nx; c++) scratch[(size_t)r * nx + c] = m[(size_t)(ny - 1 - r) * nx + (nx - 1 - c)];
-    ls_resize_bilinear(scratch, ny, nx, out, S, S);
+    ls_prep_padding(&s->ras, S, S, &py, &px);
+    ls_resize_padded(scratch, ny, nx, py, px, 0.0f, out, S, S);
     for (size_t i = 0; i < (size_t)S * S; i++) out[i] = out[i] >= 0.5f;
 }
 

@@ -32,7 +32,27 @@ TEST(resize_and_percentiles_match_reference) {
         CHECK(e <= 1e-5, "resize to %dx%d: max rel err %.2e", sizes[i].h, sizes[i].w, e);
         free(ref), free(got);
     }
-    free(plane);
+    /* Padded (letterboxed) and back. */
+    struct { const char *name; int py, px, h, w; } pads[] = {{"padup", 8, 0, 224, 224}, {"padwide", 8, 0, 40, 90}, {"padcols", 0, 3, 19, 31}};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s.bin", test_tmpdir(), pads[i].name);
+        size_t n = (size_t)pads[i].h * pads[i].w;
+        float *ref = test_read_f32(path, n), *got = malloc(n * sizeof(float));
+        REQUIRE(ref, "no %s", path);
+        ls_resize_padded(plane, 37, 53, pads[i].py, pads[i].px, 0.3f, got, pads[i].h, pads[i].w);
+        double e = test_max_rel_err(got, ref, n, 1.0);
+        CHECK(e <= 1e-5, "%s: max rel err %.2e", pads[i].name, e);
+        free(ref), free(got);
+    }
+    snprintf(path, sizeof path, "%s/canvas.bin", test_tmpdir());
+    float *canvas = test_read_f32(path, 48 * 48), got[37 * 53];
+    snprintf(path, sizeof path, "%s/unpad.bin", test_tmpdir());
+    float *ref = test_read_f32(path, 37 * 53);
+    REQUIRE(canvas && ref, "no %s", path);
+    ls_resize_unpad(canvas, 48, 48, 37, 53, 5, 3, got);
+    double e = test_max_rel_err(got, ref, 37 * 53, 1.0);
+    CHECK(e <= 1e-5, "unpad: max rel err %.2e", e);
+    free(canvas), free(ref), free(plane);
     snprintf(path, sizeof path, "%s/values.bin", test_tmpdir());
     float *v = test_read_f32(path, 10007);
     snprintf(path, sizeof path, "%s/pct.bin", test_tmpdir());
@@ -146,11 +166,49 @@ TEST(mr_nan_voxels) {
     int nonfinite = 0;
     for (int i = 0; i < 3 * 16 * 16; i++) nonfinite += !isfinite(out[i]);
     CHECK(nonfinite == 0, "%d non-finite outputs from a slice with NaN voxels", nonfinite);
-    /* image row 0 is anterior (j = 9, the NaN half): it must read as 0 -> (0 - mean) / std */
-    CHECK(fabsf(out[0] - (0 - 0.485f) / 0.229f) < 1e-5f, "NaN pixel normalised to %g", out[0]);
+    /* Output row 4 samples image rows 0-1 (anterior, j = 9 and 8: the NaN half; rows 0-3 show the padding of
+     * the 20 x 10 mm field of view): it must read as 0 -> (0 - mean) / std */
+    CHECK(fabsf(out[4 * 16 + 8] - (0 - 0.485f) / 0.229f) < 1e-5f, "NaN pixel normalised to %g", out[4 * 16 + 8]);
     for (int i = 0; i < 600; i++) v.data[i] = NAN;
     CHECK(ls_prep_init(&p, &v, LS_MOD_MR, 16, 16, &err) == LS_ERR_INPUT && strstr(err.msg, "finite"),
           "all-NaN volume: %s", err.msg);
+    free(v.data);
+}
+
+/* A slice's field of view keeps its shape: the padding for rectangular fields of view (in voxels and in mm),
+ * none for a square one; shown at its canvas' own size, a slice comes back from ls_prep_grey and
+ * ls_unprep_plane unchanged, at the place it left. */
+TEST(letterbox) {
+    ls_volume v;
+    marker_volume(&v, -1000, 275); /* 20 x 10 voxels of 1 mm: 20 x 10 mm */
+    int py, px;
+    ls_prep_padding(&v, 16, 16, &py, &px);
+    CHECK(py == 5 && px == 0, "20 x 10 mm at 16 x 16: pad %d rows, %d columns (want 5, 0)", py, px);
+    ls_prep_padding(&v, 20, 40, &py, &px);
+    CHECK(py == 0 && px == 0, "20 x 10 mm at 20 x 40 (its own shape): pad %d, %d", py, px);
+    double aff[4][4] = {{0.5, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 2, 0}, {0, 0, 0, 1}};
+    const int64_t d[3] = {20, 10, 3};
+    ls_geom_from_affine(&v.geom, d, aff); /* 10 x 10 mm in 20 x 10 voxels: square */
+    ls_prep_padding(&v, 224, 224, &py, &px);
+    CHECK(py == 0 && px == 0, "a square field of view of oblong voxels: pad %d, %d", py, px);
+    aff[0][0] = -0.25, aff[1][1] = 2; /* 5 x 20 mm: columns */
+    ls_geom_from_affine(&v.geom, d, aff);
+    ls_prep_padding(&v, 224, 224, &py, &px);
+    CHECK(py == 0 && px == 30, "5 x 20 mm in 20 x 10 voxels: pad %d, %d (want 0, 30)", py, px);
+    aff[0][0] = 1, aff[1][1] = 1;
+    ls_geom_from_affine(&v.geom, d, aff);
+    for (int i = 0; i < 600; i++) v.data[i] = -125.0f + (float)((i * 37) % 400); /* greys in [0, 1) */
+    ls_prep p;
+    ls_error err = {0};
+    REQUIRE(ls_prep_init(&p, &v, LS_MOD_CT, 20, 20, &err) == LS_OK, "%s", err.msg);
+    float scratch[200], shown[400], back[200];
+    ls_prep_grey(&p, &v, 1, scratch, shown, 20, 20);
+    int bad = 0;
+    for (int r = 0; r < 20; r++) /* rows 0-4 and 15-19 are the padding, grey 0 */
+        for (int c = 0; c < 20; c++) bad += (r < 5 || r >= 15) && shown[r * 20 + c] != 0;
+    ls_unprep_plane(shown, 20, 20, &v, scratch, back);
+    for (int i = 0; i < 200; i++) bad += fabsf(back[i] - (v.data[200 + i] + 125.0f) / 400.0f) > 1e-6f;
+    CHECK(bad == 0, "%d pixels wrong in the padding or after the round trip", bad);
     free(v.data);
 }
 
@@ -208,5 +266,6 @@ int main(void) {
     RUN(mr_percentile_window);
     RUN(percentiles_exact);
     RUN(mr_nan_voxels);
+    RUN(letterbox);
     return test_summary();
 }
