@@ -81,6 +81,10 @@ size_t ls_volume_nvox(const ls_volume *v);
 /* Reads a NIfTI-1/NIfTI-2 file (.nii or .nii.gz) or a DICOM series directory. */
 ls_status ls_volume_read(const char *path, ls_volume *out, ls_error *err);
 ls_status ls_volume_read_nifti(const char *path, ls_volume *out, ls_error *err);
+/* A 4-D NIfTI file (a dynamic series, several contrast phases, which the reads above refuse) holds several
+ * 3-D volumes: this reads volume `volume`, 1 being the first (1 on a 3-D file reads it). The grid is the
+ * file's spatial one. */
+ls_status ls_volume_read_nifti_volume(const char *path, int volume, ls_volume *out, ls_error *err);
 /* A DICOM series is parsed in a forked child process (a malformed file cannot take the caller down): call
  * it while no other thread of the process may hold a lock the child needs (the allocator's), e.g. before
  * starting threads of one's own; a fork at the wrong moment leaves the child, and the call, waiting. A

@@ -284,14 +284,22 @@ ls_status ls_volume_from_ras(const ls_volume *ras, const ls_orient *o, const ls_
 
 /* ------------------------------------------------------------------ reading */
 
-static ls_status check_dims(const char *path, const nifti_image *nim, ls_error *err) {
-    int64_t nd = nim->dim[0];
+/* volume: which 3-D volume of a 4-D file is wanted (1 = the first), 0 when the file must hold only one, -1
+ * when any number will do (a header read). */
+static ls_status check_dims(const char *path, const nifti_image *nim, int volume, ls_error *err) {
+    int64_t nd = nim->dim[0], nt = nd >= 4 ? nim->dim[4] : 1;
     if (nd < 3) return ls_fail(err, LS_ERR_INPUT, "%s: %lld-D image; livseg needs a 3-D volume", path, (long long)nd);
     if (nd > 7) return ls_fail(err, LS_ERR_INPUT, "%s: invalid dim[0] = %lld", path, (long long)nd);
-    for (int i = 4; i <= nd; i++)
+    for (int i = 5; i <= nd; i++)
         if (nim->dim[i] > 1)
-            return ls_fail(err, LS_ERR_INPUT, "%s: %lld-D image with %lld volumes along axis %d; livseg needs one 3-D volume",
-                           path, (long long)nd, (long long)nim->dim[i], i);
+            return ls_fail(err, LS_ERR_INPUT,
+                           "%s: %lld-D image with %lld values along axis %d (a vector or tensor image); livseg reads "
+                           "3-D volumes", path, (long long)nd, (long long)nim->dim[i], i);
+    if (nt > 1 && volume == 0)
+        return ls_fail(err, LS_ERR_INPUT, "%s: 4-D image of %lld volumes; pick one with --volume 1..%lld", path,
+                       (long long)nt, (long long)nt);
+    if (volume > nt)
+        return ls_fail(err, LS_ERR_INPUT, "%s: no volume %d: the file holds %lld", path, volume, (long long)nt);
     int64_t n = 1;
     for (int i = 1; i <= 3; i++) {
         if (nim->dim[i] < 1 || nim->dim[i] > LS_MAX_AXIS)
@@ -449,9 +457,11 @@ static int is_gzip(const char *path) {
 /* Reads the voxel bytes of exactly `path` (nifticlib's own loader would look for sibling files with
  * other extensions first, and silently zeroes NaN floats). *base is the buffer to free, *vox the voxels
  * in it: a gzip file is inflated whole from its start (libdeflate, gzip.h), header included. */
-static ls_status read_voxels(const char *path, const nifti_image *nim, int gz, void **base, const void **vox,
-                               ls_error *err) {
-    size_t nbytes = (size_t)nim->nvox * (size_t)nim->nbyper, skip = gz ? (size_t)nim->iname_offset : 0;
+static ls_status read_voxels(const char *path, const nifti_image *nim, int gz, int volume, void **base,
+                               const void **vox, ls_error *err) {
+    /* One 3-D volume: the first, or `volume` of a 4-D file (a gzip file is inflated up to its end). */
+    size_t n3 = (size_t)(nim->dim[1] * nim->dim[2] * nim->dim[3]), nbytes = n3 * (size_t)nim->nbyper;
+    size_t before = (size_t)(volume > 1 ? volume - 1 : 0) * nbytes, skip = gz ? (size_t)nim->iname_offset + before : 0;
     unsigned char *buf = ls_calloc(skip + nbytes, 1, err);
     if (!buf) return LS_ERR_NOMEM;
     ls_status s = LS_OK;
@@ -462,7 +472,8 @@ static ls_status read_voxels(const char *path, const nifti_image *nim, int gz, v
         if (znz_isnull(fp)) {
             s = ls_fail(err, LS_ERR_INPUT, "%s: cannot open (%s)", path, strerror(errno));
         } else {
-            if (znzseek(fp, (znz_off_t)nim->iname_offset, SEEK_SET) < 0 || znzread(buf, 1, nbytes, fp) != nbytes)
+            if (znzseek(fp, (znz_off_t)(nim->iname_offset + (int64_t)before), SEEK_SET) < 0 ||
+                znzread(buf, 1, nbytes, fp) != nbytes)
                 s = ls_fail(err, LS_ERR_INPUT, "%s: voxel data could not be read (truncated or corrupt file)", path);
             znzclose(fp);
         }
@@ -471,7 +482,7 @@ static ls_status read_voxels(const char *path, const nifti_image *nim, int gz, v
         free(buf);
         return s;
     }
-    if (nim->byteorder != nifti_short_order() && nim->nbyper > 1) nifti_swap_Nbytes(nim->nvox, nim->nbyper, buf + skip);
+    if (nim->byteorder != nifti_short_order() && nim->nbyper > 1) nifti_swap_Nbytes((size_t)n3, nim->nbyper, buf + skip);
     *base = buf;
     *vox = buf + skip;
     return LS_OK;
@@ -479,12 +490,12 @@ static ls_status read_voxels(const char *path, const nifti_image *nim, int gz, v
 
 /* Header checks in the order a user would fix them; fills out->geom and *t. */
 static ls_status check_header(const char *path, const struct stat *st, int gz, const void *hdr, int nver,
-                              const nifti_image *nim, ls_volume *out, ls_dtype *t, ls_error *err) {
+                              const nifti_image *nim, int volume, ls_volume *out, ls_dtype *t, ls_error *err) {
     if (nim->nifti_type == NIFTI_FTYPE_NIFTI1_2 || nim->nifti_type == NIFTI_FTYPE_NIFTI2_2)
         return ls_fail(err, LS_ERR_INPUT, "%s: two-file NIfTI (.hdr/.img) is not supported; convert to .nii.gz", path);
     if (nim->nifti_type != NIFTI_FTYPE_NIFTI1_1 && nim->nifti_type != NIFTI_FTYPE_NIFTI2_1)
         return ls_fail(err, LS_ERR_INPUT, "%s: not a NIfTI file (ANALYZE or ASCII header)", path);
-    LS_TRY(check_dims(path, nim, err));
+    LS_TRY(check_dims(path, nim, volume, err));
     LS_TRY(check_raw_spacing(path, hdr, nver, err));
     if (!dtype_from_nifti(nim->datatype, t))
         return ls_fail(err, LS_ERR_INPUT, "%s: unsupported voxel type %s (%d)", path,
@@ -503,9 +514,11 @@ static ls_status check_header(const char *path, const struct stat *st, int gz, c
     return LS_OK;
 }
 
-/* The header of a NIfTI file, checked as ls_volume_read_nifti checks it; with want_voxels, the voxels too.
- * With src_geom, the volume comes in RAS order (ls_volume_read_ras) and *src_geom gets the file's grid. */
-static ls_status read_nifti(const char *path, int want_voxels, ls_geom *src_geom, ls_volume *out, ls_error *err) {
+/* The header of a NIfTI file, checked as ls_volume_read_nifti checks it; with want_voxels, the voxels of
+ * one volume too (check_dims says which); *nvol (may be NULL) gets how many the file holds. With src_geom,
+ * the volume comes in RAS order (ls_volume_read_ras) and *src_geom gets the file's grid. */
+static ls_status read_nifti(const char *path, int want_voxels, int volume, ls_geom *src_geom, ls_volume *out,
+                            int64_t *nvol, ls_error *err) {
     memset(out, 0, sizeof *out);
     struct stat st;
     if (stat(path, &st) != 0) return ls_fail(err, LS_ERR_INPUT, "%s: cannot open (%s)", path, strerror(errno));
@@ -528,8 +541,9 @@ static ls_status read_nifti(const char *path, int want_voxels, ls_geom *src_geom
     void *raw = NULL;
     const void *vox = NULL;
     int gz = is_gzip(path);
-    ls_status s = check_header(path, &st, gz, hdr, nver, nim, out, &t, err);
-    if (s == LS_OK && want_voxels) s = read_voxels(path, nim, gz, &raw, &vox, err);
+    ls_status s = check_header(path, &st, gz, hdr, nver, nim, volume, out, &t, err);
+    if (nvol) *nvol = nim->dim[0] >= 4 ? nim->dim[4] : 1;
+    if (s == LS_OK && want_voxels) s = read_voxels(path, nim, gz, volume, &raw, &vox, err);
     if (s == LS_OK && want_voxels) {
         double slope = nim->scl_slope, inter = nim->scl_inter;
         if (slope == 0 || !isfinite(slope) || !isfinite(inter)) slope = 1, inter = 0; /* NIfTI: 0 = none */
@@ -539,7 +553,7 @@ static ls_status read_nifti(const char *path, int want_voxels, ls_geom *src_geom
             ls_orient_from_geom(src_geom, &o);
             ls_geom_to_ras(src_geom, &o, &out->geom);
         }
-        out->data = ls_calloc((size_t)nim->nvox, sizeof(float), err);
+        out->data = ls_calloc(ls_volume_nvox(out), sizeof(float), err);
         if (!out->data) s = LS_ERR_NOMEM;
         else {
             int64_t bad = convert_to_float(vox, t, src_geom ? src_geom->dim : out->geom.dim, &o, slope, inter, out->data);
@@ -560,7 +574,19 @@ static ls_status read_nifti(const char *path, int want_voxels, ls_geom *src_geom
 }
 
 ls_status ls_volume_read_nifti(const char *path, ls_volume *out, ls_error *err) {
-    return read_nifti(path, 1, NULL, out, err);
+    return read_nifti(path, 1, 0, NULL, out, NULL, err);
+}
+
+ls_status ls_volume_read_nifti_volume(const char *path, int volume, ls_volume *out, ls_error *err) {
+    if (volume < 1) return ls_fail(err, LS_ERR_INPUT, "%s: volume %d: volumes count from 1", path, volume);
+    return read_nifti(path, 1, volume, NULL, out, NULL, err);
+}
+
+ls_status ls_nifti_volumes(const char *path, int64_t *n, ls_geom *g, ls_error *err) {
+    ls_volume v;
+    LS_TRY(read_nifti(path, 0, -1, NULL, &v, n, err));
+    if (g) *g = v.geom;
+    return LS_OK;
 }
 
 ls_status ls_volume_read_geom(const char *path, ls_geom *g, ls_error *err) {
@@ -568,7 +594,7 @@ ls_status ls_volume_read_geom(const char *path, ls_geom *g, ls_error *err) {
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         return ls_fail(err, LS_ERR_UNSUPPORTED, "%s: a DICOM series has no header to read alone", path);
     ls_volume v;
-    LS_TRY(read_nifti(path, 0, NULL, &v, err));
+    LS_TRY(read_nifti(path, 0, 0, NULL, &v, NULL, err));
     *g = v.geom;
     return LS_OK;
 }
@@ -596,10 +622,20 @@ ls_status ls_volume_read(const char *path, ls_volume *out, ls_error *err) {
 ls_status ls_volume_read_ras(const char *path, ls_volume *ras, ls_geom *src_geom, ls_error *err) {
     struct stat st;
     memset(ras, 0, sizeof *ras);
-    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) return read_nifti(path, 1, src_geom, ras, err);
+    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) return read_nifti(path, 1, 0, src_geom, ras, NULL, err);
     ls_volume v;
     LS_TRY(ls_volume_read(path, &v, err));
     return ls_volume_take_ras(&v, ras, src_geom, err);
+}
+
+ls_status ls_volume_read_ras_volume(const char *path, int volume, ls_volume *ras, ls_geom *src_geom, ls_error *err) {
+    if (volume == 0) return ls_volume_read_ras(path, ras, src_geom, err);
+    memset(ras, 0, sizeof *ras);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return ls_fail(err, LS_ERR_INPUT, "%s: a volume is picked from a 4-D NIfTI file, and this is a directory", path);
+    if (volume < 1) return ls_fail(err, LS_ERR_INPUT, "%s: volume %d: volumes count from 1", path, volume);
+    return read_nifti(path, 1, volume, src_geom, ras, NULL, err);
 }
 
 ls_status ls_volume_take_ras(ls_volume *v, ls_volume *ras, ls_geom *src_geom, ls_error *err) {

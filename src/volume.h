@@ -43,6 +43,13 @@ ls_status ls_dicom_begin(const char *dir, const ls_dicom_pick *pick, int readers
 ls_status ls_dicom_end(ls_dicom_job *job, ls_progress_fn progress, void *pctx, ls_volume *out,
                        ls_dicom_series *series, ls_error *err);
 
+/* How many 3-D volumes a NIfTI file holds (its dim[4]; 1 for a 3-D file) and their grid (g may be NULL),
+ * from its header, checked as a read checks it. */
+ls_status ls_nifti_volumes(const char *path, int64_t *n, ls_geom *g, ls_error *err);
+
+/* ls_volume_read_ras of volume `volume` (1 = the first) of a 4-D NIfTI file; 0: ls_volume_read_ras. */
+ls_status ls_volume_read_ras_volume(const char *path, int volume, ls_volume *ras, ls_geom *src_geom, ls_error *err);
+
 /* What ls_volume_read_ras does after a read: `v` (taken over, freed) into RAS order, its grid in src_geom. */
 ls_status ls_volume_take_ras(ls_volume *v, ls_volume *ras, ls_geom *src_geom, ls_error *err);
 

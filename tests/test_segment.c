@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <nifti2_io.h>
 
 #include "dino.h"
 #include "metrics.h"
@@ -567,6 +568,91 @@ TEST(letterbox_real) {
     ls_volume_free(&m[0]), ls_volume_free(&m[1]), ls_volume_free(&v);
 }
 
+/* A NIfTI-1 file of nt int16 volumes of d[0] x d[1] x d[2] (3-D when nt is 0), 0.8 x 0.8 x 2.5 mm; gzip-
+ * compressed when the name ends in .gz. */
+static void write_int16_volumes(const char *path, const int64_t d[3], int nt, const int16_t *vox) {
+    nifti_1_header h;
+    memset(&h, 0, sizeof h);
+    h.sizeof_hdr = 348;
+    h.dim[0] = (short)(nt ? 4 : 3);
+    for (int i = 1; i <= 7; i++) h.dim[i] = (short)(i <= 3 ? d[i - 1] : i == 4 && nt ? nt : 1);
+    h.datatype = NIFTI_TYPE_INT16, h.bitpix = 16;
+    h.pixdim[0] = 1, h.pixdim[1] = 0.8f, h.pixdim[2] = 0.8f, h.pixdim[3] = 2.5f;
+    h.vox_offset = 352;
+    memcpy(h.magic, "n+1", 4);
+    char raw[800], cmd[2000];
+    snprintf(raw, sizeof raw, "%s.raw", path);
+    FILE *f = fopen(raw, "wb");
+    REQUIRE(f, "cannot write %s", raw);
+    char ext[4] = {0};
+    size_t n = (size_t)(d[0] * d[1] * d[2]) * (size_t)(nt ? nt : 1);
+    int ok = fwrite(&h, sizeof h, 1, f) == 1 && fwrite(ext, 4, 1, f) == 1 && fwrite(vox, 2, n, f) == n;
+    REQUIRE(fclose(f) == 0 && ok, "cannot write %s", raw);
+    size_t len = strlen(path);
+    if (len > 3 && !strcmp(path + len - 3, ".gz")) snprintf(cmd, sizeof cmd, "gzip -c '%s' > '%s' && rm '%s'", raw, path, raw);
+    else snprintf(cmd, sizeof cmd, "mv '%s' '%s'", raw, path);
+    REQUIRE(system(cmd) == 0, "%s", cmd);
+}
+
+/* A 4-D NIfTI file (a dynamic series): segment and info name --volume without it; with --volume 2 the
+ * mask is the one of a 3-D file holding that volume alone, on the spatial grid, and --stats names the
+ * volume; a volume past the last, or --volume on a DICOM directory: one line, exit 2. */
+TEST(four_d_input) {
+    const char *dir = test_tmpdir();
+    char model[600], in4[600], in3[600], args[4096], e[4096], out[2][600], text[4096];
+    snprintf(model, sizeof model, "%s/model4d.safetensors", dir);
+    make_model(model, "vits16:random:seed=0");
+    const int64_t d[3] = {48, 40, 6};
+    enum { N = 48 * 40 * 6 };
+    static int16_t vox[2 * N];
+    for (int i = 0; i < 2 * N; i++) vox[i] = (int16_t)(i < N ? (i * 7919) % 1400 - 1000 : ((int64_t)i * 104729) % 1300 - 1000);
+    snprintf(in4, sizeof in4, "%s/dynamic.nii.gz", dir);
+    snprintf(in3, sizeof in3, "%s/second.nii.gz", dir);
+    write_int16_volumes(in4, d, 2, vox);
+    write_int16_volumes(in3, d, 0, vox + N);
+    snprintf(out[0], sizeof out[0], "%s/m4.nii.gz", dir);
+    snprintf(out[1], sizeof out[1], "%s/m3.nii.gz", dir);
+    snprintf(args, sizeof args, "segment %s -o %s --model %s -q", in4, out[0], model);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "4-D image of 2 volumes; pick one with --volume 1..2") &&
+              strchr(e, '\n') == e + strlen(e) - 1 && access(out[0], F_OK) != 0,
+          "4-D without --volume: %s", e);
+    snprintf(args, sizeof args, "segment %s -o %s --model %s --volume 3 -q", in4, out[0], model);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "no volume 3: the file holds 2"), "--volume 3 of 2: %s", e);
+    snprintf(args, sizeof args, "segment %s -o %s --model %s --volume 1 -q", dir, out[0], model);
+    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "is a directory"), "--volume on a directory: %s", e);
+    snprintf(args, sizeof args, "segment %s -o %s --model %s --volume 2 --stats %s/v.json -q", in4, out[0], model, dir);
+    REQUIRE(run(args, e, sizeof e) == 0, "--volume 2: %s", e);
+    snprintf(args, sizeof args, "segment %s -o %s --model %s -q", in3, out[1], model);
+    REQUIRE(run(args, e, sizeof e) == 0, "the 3-D file: %s", e);
+    ls_volume m[2];
+    ls_error err = {0};
+    REQUIRE(!ls_volume_read(out[0], &m[0], &err) && !ls_volume_read(out[1], &m[1], &err), "%s", err.msg);
+    CHECK(!memcmp(m[0].geom.dim, d, sizeof m[0].geom.dim) && !memcmp(m[0].data, m[1].data, sizeof(float) * N),
+          "volume 2's mask differs from the 3-D file's");
+    ls_volume_free(&m[0]), ls_volume_free(&m[1]);
+    snprintf(args, sizeof args, "%s/v.json", dir);
+    json_error_t je;
+    json_t *j = json_load_file(args, 0, &je);
+    CHECK(json_integer_value(json_object_get(j, "volume")) == 2, "--stats: no \"volume\": 2 (%s)", je.text);
+    json_decref(j);
+    snprintf(args, sizeof args, "info %s", in4);
+    CHECK(run(args, e, sizeof e) == 0, "info of a 4-D file: %s", e);
+    snprintf(args, sizeof args, "%s/stdout.txt", dir);
+    FILE *f = fopen(args, "r");
+    size_t got = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    text[got] = 0;
+    if (f) fclose(f);
+    CHECK(strstr(text, "volumes      2 of 48 x 40 x 6 voxels"), "info: %s", text);
+    snprintf(args, sizeof args, "info --volume 2 %s", in4);
+    CHECK(run(args, e, sizeof e) == 0, "info --volume 2: %s", e);
+    snprintf(args, sizeof args, "%s/stdout.txt", dir);
+    f = fopen(args, "r");
+    got = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    text[got] = 0;
+    if (f) fclose(f);
+    CHECK(strstr(text, "dims         48 x 40 x 6 voxels"), "info --volume 2: %s", text);
+}
+
 /* Runs `cd DIR && LIVSEG [args]` without $LIVSEG_MODEL; stderr into e. */
 static int run_in(const char *dir, const char *exe, const char *args, char *e, size_t n) {
     char cmd[8192];
@@ -615,6 +701,7 @@ int main(int argc, char **argv) {
     RUN(model_file_roundtrip);
     RUN(corrupt_model_metadata);
     RUN(segment_command);
+    RUN(four_d_input);
     RUN(shipped_models);
     RUN(review_real);
     RUN(letterbox_real);

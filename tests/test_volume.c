@@ -634,6 +634,63 @@ TEST(gzip_paths) {
 
 /* ----------------------------------------------------------------- shared data */
 
+/* A 4-D file (a dynamic series): the plain reads refuse it naming --volume; each volume reads alone, as
+ * .nii and as .nii.gz, in the file's order and in RAS order, as nibabel reads it; a volume past the last and
+ * a 5-D vector image are refused. */
+TEST(four_d_volumes) {
+    enum { NX = 5, NY = 4, NZ = 3, NT = 3, N3 = NX * NY * NZ };
+    static int16_t vox[N3 * NT];
+    for (int i = 0; i < N3 * NT; i++) vox[i] = (int16_t)(1000 * (i / N3 + 1) + i % N3);
+    int d4[4] = {NX, NY, NZ, NT};
+    float pix[3] = {1.5f, 2, 3};
+    char p[512], pz[512], cmd[2048];
+    path_in_tmp(p, sizeof p, "dyn.nii");
+    path_in_tmp(pz, sizeof pz, "dyn.nii.gz");
+    write_n1(p, 4, d4, NIFTI_TYPE_INT16, 16, pix, vox, sizeof vox);
+    snprintf(cmd, sizeof cmd, "gzip -c '%s' > '%s'", p, pz);
+    REQUIRE(system(cmd) == 0, "%s", cmd);
+    ls_error err = {0};
+    ls_volume v;
+    CHECK(ls_volume_read(p, &v, &err) == LS_ERR_INPUT && strstr(err.msg, "4-D image of 3 volumes; pick one with --volume 1..3"),
+          "plain read of a 4-D file: %s", err.msg);
+    int64_t nt = 0;
+    ls_geom g4;
+    CHECK(ls_nifti_volumes(pz, &nt, &g4, &err) == LS_OK && nt == 3 && g4.dim[0] == NX && g4.dim[2] == NZ,
+          "volumes: %lld (%s)", (long long)nt, err.msg);
+    for (int f = 0; f < 2; f++)
+        for (int t = 1; t <= NT; t++) {
+            const char *path = f ? pz : p;
+            REQUIRE(ls_volume_read_nifti_volume(path, t, &v, &err) == LS_OK, "%s volume %d: %s", path, t, err.msg);
+            int bad = v.geom.dim[0] != NX || v.geom.dim[1] != NY || v.geom.dim[2] != NZ;
+            for (int i = 0; !bad && i < N3; i++) bad += v.data[i] != (float)(1000 * t + i);
+            CHECK(!bad, "%s volume %d: wrong grid or voxels", path, t);
+            ls_volume r, want;
+            ls_geom g;
+            ls_orient o;
+            ls_orient_from_geom(&v.geom, &o);
+            REQUIRE(ls_volume_read_ras_volume(path, t, &r, &g, &err) == LS_OK && ls_volume_to_ras(&v, &o, &want, &err) == LS_OK,
+                    "%s", err.msg);
+            CHECK(!memcmp(r.data, want.data, sizeof(float) * N3) && !memcmp(g.dim, v.geom.dim, sizeof g.dim),
+                  "%s volume %d in RAS order differs", path, t);
+            ls_volume_free(&v), ls_volume_free(&r), ls_volume_free(&want);
+        }
+    CHECK(ls_volume_read_nifti_volume(pz, 4, &v, &err) == LS_ERR_INPUT && strstr(err.msg, "no volume 4: the file holds 3") &&
+              strstr(err.msg, pz),
+          "volume 4 of 3: %s", err.msg);
+    if (test_python_has("nibabel,numpy")) {
+        snprintf(cmd, sizeof cmd,
+                 "%s -c \"import sys, nibabel, numpy; d = numpy.asarray(nibabel.load(sys.argv[1]).dataobj); "
+                 "sys.exit(0 if d.shape == (5, 4, 3, 3) and (d[..., 1].ravel(order='F') == 2000 + numpy.arange(60)).all() else 1)\" '%s'",
+                 test_python(), pz);
+        CHECK(system(cmd) == 0, "nibabel reads another volume 2 from %s", pz);
+    }
+    int d5[5] = {NX, NY, NZ, 1, 3};
+    path_in_tmp(p, sizeof p, "vector.nii");
+    write_n1(p, 5, d5, NIFTI_TYPE_INT16, 16, pix, vox, sizeof vox);
+    CHECK(ls_volume_read_nifti_volume(p, 1, &v, &err) == LS_ERR_INPUT && strstr(err.msg, "vector or tensor"),
+          "5-D vector image: %s", err.msg);
+}
+
 TEST(shared_manifest_cases) {
     const char *data = test_data_dir();
     if (!data) SKIP("../shared/data not found (set LIVSEG_DATA to the data directory)");
@@ -723,6 +780,7 @@ int main(void) {
     RUN(atomic_and_protected_output);
     RUN(bad_inputs);
     RUN(gzip_paths);
+    RUN(four_d_volumes);
     RUN(shared_manifest_cases);
     return test_summary();
 }

@@ -14,7 +14,7 @@
 
 static void info_usage(FILE *f) {
     fprintf(f,
-            "usage: livseg info [--series S] [--echo N] INPUT [INPUT ...]\n\n"
+            "usage: livseg info [--series S] [--echo N] [--volume N] INPUT [INPUT ...]\n\n"
             "Prints what livseg reads from each input: format, voxel grid, spacing, data type and\n"
             "scaling, orientation (the letters say where each voxel axis points: R/L right/left,\n"
             "A/P anterior/posterior, S/I superior/inferior), the voxel-to-world affine (RAS+ mm),\n"
@@ -24,7 +24,9 @@ static void info_usage(FILE *f) {
             "lists them (number, description, modality, images, size, echoes, UID; headers only) and\n"
             "--series S reads the one whose SeriesNumber, SeriesDescription or SeriesInstanceUID is\n"
             "S; the same S picks it in livseg segment. A series of several echoes likewise, with\n"
-            "--echo N (its EchoNumbers).\n"
+            "--echo N (its EchoNumbers). A 4-D NIfTI file (a dynamic series) holds several volumes:\n"
+            "info counts them (header only), and --volume N reads the N-th (1 is the first), as in\n"
+            "livseg segment.\n"
             "Exit status 2 when an input cannot be read (one line on stderr says why).\n");
 }
 
@@ -105,18 +107,43 @@ static ls_status read_dicom(const char *dir, const ls_dicom_pick *pick, ls_volum
     return s ? s : ls_dicom_end(job, NULL, NULL, v, series, err);
 }
 
+/* A 4-D NIfTI file without --volume: how many volumes it holds, of which grid. */
+static void print_volumes(const char *path, const ls_geom *g, int64_t n) {
+    printf("%s\n", path);
+    printf("  volumes      %lld of %lld x %lld x %lld voxels (4-D; --volume N reads one, 1 the first)\n", (long long)n,
+           (long long)g->dim[0], (long long)g->dim[1], (long long)g->dim[2]);
+}
+
+/* A NIfTI file: its volume (--volume's, when given), or a 4-D file's count of volumes. */
+static int info_file(const char *path, int volume) {
+    ls_error err = {0};
+    int64_t n = 1;
+    ls_geom g;
+    ls_volume v;
+    if (!volume && ls_nifti_volumes(path, &n, &g, &err) == LS_OK && n > 1) {
+        print_volumes(path, &g, n);
+        return 0;
+    }
+    if ((volume ? ls_volume_read_nifti_volume(path, volume, &v, &err) : ls_volume_read(path, &v, &err)) != LS_OK)
+        return cli_report(&err);
+    print_volume(path, &v, NULL);
+    ls_volume_free(&v);
+    return 0;
+}
+
 /* One input: its volume, or for a DICOM directory with a choice to make and nothing picked, its listing.
  * 0, or 2 after one line on stderr. */
-static int info_one(const char *path, const ls_dicom_pick *pick) {
+static int info_one(const char *path, const ls_dicom_pick *pick, int volume) {
     ls_error err = {0};
     ls_volume v;
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
         if (cli_pick_needs_directory("info", pick, path)) return 2;
-        if (ls_volume_read(path, &v, &err)) return cli_report(&err);
-        print_volume(path, &v, NULL);
-        ls_volume_free(&v);
-        return 0;
+        return info_file(path, volume);
+    }
+    if (volume) {
+        fprintf(stderr, "livseg info: --volume picks a volume of a 4-D NIfTI file; %s is a directory\n", path);
+        return 2;
     }
     /* Nothing picked: several series, or echoes, make the listing the answer (headers only). */
     if (!pick->series && !pick->echo) {
@@ -146,15 +173,16 @@ int cmd_info(int argc, char **argv) {
             return 0;
         }
     ls_dicom_pick pick = {NULL, 0};
-    int n = 0; /* inputs, moved to the front of argv */
+    int n = 0, volume = 0; /* n: inputs, moved to the front of argv */
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--series") || !strcmp(argv[i], "--echo")) {
+        if (!strcmp(argv[i], "--series") || !strcmp(argv[i], "--echo") || !strcmp(argv[i], "--volume")) {
             if (i + 1 == argc) {
                 fprintf(stderr, "livseg info: option %s needs a value\n", argv[i]);
                 return 2;
             }
             if (argv[i][2] == 's') pick.series = argv[++i];
-            else if (!cli_int("info", argv[i], argv[i + 1], 1, 65535, &pick.echo)) return 2;
+            else if (argv[i][2] == 'v' && !cli_int("info", argv[i], argv[i + 1], 1, 1 << 30, &volume)) return 2;
+            else if (argv[i][2] == 'e' && !cli_int("info", argv[i], argv[i + 1], 1, 65535, &pick.echo)) return 2;
             else i++;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "livseg info: unknown option '%s' (see livseg info --help)\n", argv[i]);
@@ -169,7 +197,7 @@ int cmd_info(int argc, char **argv) {
     }
     int rc = 0;
     for (int i = 0; i < n; i++) {
-        int r = info_one(argv[i], &pick);
+        int r = info_one(argv[i], &pick, volume);
         if (r) rc = r;
     }
     return rc;

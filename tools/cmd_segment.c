@@ -38,6 +38,9 @@ static void segment_usage(FILE *f) {
             "                      livseg info DIR lists them with their modality, size and UID)\n"
             "  --echo N            for a DICOM series of several echoes (in- and opposed-phase T1): the\n"
             "                      one to segment, by EchoNumbers (1, 2, ...)\n"
+            "  --volume N          for a 4-D NIfTI file (a dynamic series, contrast phases in one file):\n"
+            "                      the volume to segment, 1 being the first (livseg info FILE counts them);\n"
+            "                      the mask is 3-D, on the file's spatial grid\n"
             "  --model FILE        trained model (default: $LIVSEG_MODEL, else the model shipped with this\n"
             "                      livseg: models/" DEFAULT_MODEL_NAME " of the repository it was built in,\n"
             "                      or PREFIX/share/livseg/models/ when installed with make install)\n"
@@ -75,14 +78,15 @@ static void segment_usage(FILE *f) {
 
 typedef struct {
     const char *input, *output, *model, *teacher, *prob, *stats, *preview, *modality, *device, *series;
-    int threads, quiet, batch, largest, fill, echo;
+    int threads, quiet, batch, largest, fill, echo, volume;
     float threshold;
     char model_path[4096]; /* the default model's path, when neither --model nor $LIVSEG_MODEL gives one */
 } seg_args;
 
 /* The options that take a value. */
-static const char *const valued[] = {"-o", "--output", "--series", "--echo", "--model", "--teacher", "--prob", "--stats",
-                                     "--preview", "--modality", "--device", "--threshold", "--batch", "--threads", NULL};
+static const char *const valued[] = {"-o", "--output", "--series", "--echo", "--volume", "--model", "--teacher",
+                                     "--prob", "--stats", "--preview", "--modality", "--device", "--threshold",
+                                     "--batch", "--threads", NULL};
 
 /* The shipped model (default_model_dirs) into a->model; else 2, with one line naming the places looked at:
  * running livseg from another directory must not depend on the current one. */
@@ -145,6 +149,8 @@ static int parse(int argc, char **argv, seg_args *a) {
             if (!cli_int("segment", s, argv[++i], 1, 4096, &a->batch)) return 2;
         } else if (!strcmp(s, "--echo")) {
             if (!cli_int("segment", s, argv[++i], 1, 65535, &a->echo)) return 2;
+        } else if (!strcmp(s, "--volume")) {
+            if (!cli_int("segment", s, argv[++i], 1, 1 << 30, &a->volume)) return 2;
         } else if (!strcmp(s, "--threads")) {
             if (!cli_int("segment", s, argv[++i], 0, 4096, &a->threads)) return 2;
         }
@@ -168,6 +174,7 @@ typedef struct {
     double start, read, write, total;
     const ls_dicom_series *series; /* a DICOM input's, else NULL */
     int echo;                      /* --echo, 0 when not given */
+    int volume;                    /* --volume, 0 when not given */
 } run_info;
 
 /* Which DICOM series (and echo) was segmented: the record a clinical engineer files with the mask. */
@@ -217,6 +224,7 @@ static int write_stats(const seg_args *a, const ls_segment_result *r, const char
                                 s->bbox_min[2], "max", s->bbox_max[0], s->bbox_max[1], s->bbox_max[2], "seconds", sec)
                     : NULL;
     if (j) json_object_set_new(j, "review", review_json(&r->review));
+    if (j && ri->volume) json_object_set_new(j, "volume", json_integer(ri->volume));
     if (j && ri->series) json_object_set_new(j, "dicom_series", series_json(ri->series, ri->echo));
     char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
     json_decref(j);
@@ -268,7 +276,7 @@ static int check_outputs(const seg_args *a) {
  * the main thread, the child stuck in malloc). */
 typedef struct {
     const char *path;
-    int threads, quiet;
+    int threads, quiet, volume; /* volume: --volume, 0 when not given */
     ls_dicom_job *job; /* a DICOM series' reader, begun */
     int dicom;
     ls_dicom_series series; /* a DICOM input's, once read */
@@ -293,7 +301,7 @@ static void *read_input(void *p) {
         r->job = NULL;
         if (!r->status) r->status = ls_volume_take_ras(&v, &r->vol, &r->src_geom, &r->err);
     } else {
-        r->status = ls_volume_read_ras(r->path, &r->vol, &r->src_geom, &r->err);
+        r->status = ls_volume_read_ras_volume(r->path, r->volume, &r->vol, &r->src_geom, &r->err);
     }
     r->seconds += ls_now() - t;
     return NULL;
@@ -316,10 +324,15 @@ int cmd_segment(int argc, char **argv) {
     }
     ls_device dev;
     if (ls_device_parse(a.device, &dev, &err)) return cli_report(&err);
-    reader rd = {.path = a.input, .threads = a.threads, .quiet = a.quiet};
+    reader rd = {.path = a.input, .threads = a.threads, .quiet = a.quiet, .volume = a.volume};
     struct stat sb;
     ls_dicom_pick pick = {a.series, a.echo};
-    if (stat(a.input, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    int is_dir = stat(a.input, &sb) == 0 && S_ISDIR(sb.st_mode);
+    if (is_dir && a.volume) {
+        fprintf(stderr, "livseg segment: --volume picks a volume of a 4-D NIfTI file; %s is a directory\n", a.input);
+        return 2;
+    }
+    if (is_dir) {
         double t = ls_now();
         int readers = a.threads > 0 ? a.threads : omp_get_max_threads();
         rd.status = ls_dicom_begin(a.input, &pick, readers, &rd.job, &rd.err);
@@ -341,7 +354,7 @@ int cmd_segment(int argc, char **argv) {
     if (!s) s = ls_model_load(&m, &info, &be, a.model, &err);
     if (!s && (s = ls_segment_teacher(&t, &be, &m, &info, a.teacher, a.model, &err)) != LS_OK) ls_model_free(&m);
     int loaded = !s;
-    run_info ri = {.be = &be, .start = ls_now() - t_start, .echo = a.echo};
+    run_info ri = {.be = &be, .start = ls_now() - t_start, .echo = a.echo, .volume = a.volume};
     if (threaded) pthread_join(th, NULL);
     else if (!rd.status) read_input(&rd);
     /* Errors in the order the work was asked for: device, model, then input. */
