@@ -184,9 +184,9 @@ void ls_resize_padded(const float *in, int ih, int iw, int py, int px, float fil
         source_index(y, ch, oh, &y0, &y1, &wy);
         for (int x = 0; x < ow; x++) {
             source_index(x, cw, ow, &x0, &x1, &wx);
-            float top = (1 - wx) * canvas_at(in, ih, iw, py, px, fill, y0, x0) + wx * canvas_at(in, ih, iw, py, px, fill, y0, x1);
-            float bot = (1 - wx) * canvas_at(in, ih, iw, py, px, fill, y1, x0) + wx * canvas_at(in, ih, iw, py, px, fill, y1, x1);
-            out[(size_t)y * ow + x] = (1 - wy) * top + wy * bot;
+            float a = canvas_at(in, ih, iw, py, px, fill, y0, x0), b = canvas_at(in, ih, iw, py, px, fill, y0, x1);
+            float c = canvas_at(in, ih, iw, py, px, fill, y1, x0), d = canvas_at(in, ih, iw, py, px, fill, y1, x1);
+            out[(size_t)y * ow + x] = (1 - wy) * ((1 - wx) * a + wx * b) + wy * ((1 - wx) * c + wx * d);
         }
     }
 }

@@ -11,11 +11,12 @@
 
 #include "util.h"
 
-#define CUT_AREA 0.2        /* end slice over largest axial area (masks of livers the scan holds whole: 0.14 and less, one 0.31) */
-#define SMALL_ML 400.0      /* good masks of whole livers: 881 mL and up; failed ones: 115 mL and below */
-#define LARGE_ML 4000.0     /* good masks: up to 2917 mL; references: up to 3431 mL */
-#define RIGHT_MM 15.0       /* good masks: 39 mm right of the body's centre and more; failed ones: 7 mm left and beyond */
-#define KEPT_FRACTION 0.6   /* good masks: 0.75 and more; failed ones: 0.45 and less, some 0.8-0.9 */
+/* Each bound, and on the shared scans the values either side of it. */
+#define CUT_AREA 0.2         /* end slice over largest axial area; masks of whole livers: 0.14 and less, one 0.31 */
+#define SMALL_ML 400.0       /* good masks of whole livers: 881 mL and up; failed ones: 115 mL and below */
+#define LARGE_ML 4000.0      /* good masks: up to 2917 mL; references: up to 3431 mL */
+#define RIGHT_MM 15.0        /* right of the body's centre; good masks: 39 mm and more; failed: 7 mm left and beyond */
+#define KEPT_FRACTION 0.6    /* good masks: 0.75 and more; failed ones: 0.45 and less, some 0.8-0.9 */
 #define UNSURE_FRACTION 0.25 /* good masks: 0.19 and less; failed ones: 0.29 and more */
 
 /* Per axial slice: mask area and the sum of its x indices, and the same for the body where the mask is. */

@@ -482,7 +482,7 @@ static ls_status read_voxels(const char *path, const nifti_image *nim, int gz, i
         free(buf);
         return s;
     }
-    if (nim->byteorder != nifti_short_order() && nim->nbyper > 1) nifti_swap_Nbytes((size_t)n3, nim->nbyper, buf + skip);
+    if (nim->byteorder != nifti_short_order() && nim->nbyper > 1) nifti_swap_Nbytes((int64_t)n3, nim->nbyper, buf + skip);
     *base = buf;
     *vox = buf + skip;
     return LS_OK;
@@ -633,7 +633,7 @@ ls_status ls_volume_read_ras_volume(const char *path, int volume, ls_volume *ras
     memset(ras, 0, sizeof *ras);
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        return ls_fail(err, LS_ERR_INPUT, "%s: a volume is picked from a 4-D NIfTI file, and this is a directory", path);
+        return ls_fail(err, LS_ERR_INPUT, "%s: a directory; a volume is picked from a 4-D NIfTI file", path);
     if (volume < 1) return ls_fail(err, LS_ERR_INPUT, "%s: volume %d: volumes count from 1", path, volume);
     return read_nifti(path, 1, volume, src_geom, ras, NULL, err);
 }
