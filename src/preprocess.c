@@ -218,7 +218,9 @@ void ls_prep_padding(const ls_volume *ras, int H, int W, int *py, int *px) {
     *py = *px = 0;
     if (!(dx > 0 && dy > 0 && isfinite(dx) && isfinite(dy))) return;
     double mm = fmax(nx * dx / W, ny * dy / H); /* per output pixel, on both axes */
-    *px = (int)lround((W * mm / dx - nx) / 2), *py = (int)lround((H * mm / dy - ny) / 2);
+    /* Bounded (a spacing ratio of a million would otherwise overflow): a field of view 2^20 voxels from
+     * square is nothing the model could see anyway. */
+    *px = (int)lround(fmin((W * mm / dx - nx) / 2, 1 << 20)), *py = (int)lround(fmin((H * mm / dy - ny) / 2, 1 << 20));
 }
 
 void ls_prep_grey(const ls_prep *p, const ls_volume *ras, int64_t k, float *img, float *out, int H, int W) {

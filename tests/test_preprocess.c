@@ -195,6 +195,10 @@ TEST(letterbox) {
     ls_geom_from_affine(&v.geom, d, aff);
     ls_prep_padding(&v, 224, 224, &py, &px);
     CHECK(py == 0 && px == 30, "5 x 20 mm in 20 x 10 voxels: pad %d, %d (want 0, 30)", py, px);
+    aff[0][0] = 1e-9, aff[1][1] = 1e6; /* absurd, but a header may say it: bounded, no overflow */
+    ls_geom_from_affine(&v.geom, d, aff);
+    ls_prep_padding(&v, 224, 224, &py, &px);
+    CHECK(py == 0 && px == 1 << 20, "a spacing ratio of 1e15: pad %d, %d", py, px);
     aff[0][0] = 1, aff[1][1] = 1;
     ls_geom_from_affine(&v.geom, d, aff);
     for (int i = 0; i < 600; i++) v.data[i] = -125.0f + (float)((i * 37) % 400); /* greys in [0, 1) */
