@@ -303,8 +303,8 @@ ls_status ls_segment_ras(ls_volume *ras, const ls_geom *src_geom, ls_teacher *t,
      * in its own order. */
     if (!s) s = ls_mask_measure(&r->ras, r->ras_mask, &r->stats, err);
     if (!s)
-        s = ls_review_mask(&r->ras, r->ras_mask, prep.lo + 0.1f * (prep.hi - prep.lo), r->stats.volume_ml, &r->counts,
-                           &r->review, err);
+        s = ls_review_mask(&r->ras, r->ras_mask, prep.lo + 0.1f * (prep.hi - prep.lo), r->modality == LS_MOD_CT,
+                           r->stats.volume_ml, &r->counts, &r->review, err);
     free(prob_ras.data);
     r->seconds_post = ls_now() - t0;
     if (s) ls_segment_result_free(r);

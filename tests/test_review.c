@@ -1,6 +1,7 @@
 /*
  * test_review.c — the mask review (src/review.c) on hand-made RAS volumes whose figures are known exactly:
- * a box of body with a box of liver placed right, left, against the scan's ends, empty; each flag raised
+ * a box of body (with a spine, behind or in front) with a box of liver placed right, left, against the
+ * scan's ends, empty; each flag raised
  * when, and only when, its bound is crossed; the result independent of the thread count. Segment's use of
  * it on real scans is in test_segment (shipped_models, review_real).
  */
@@ -10,11 +11,12 @@
 #include "review.h"
 #include "test.h"
 
-/* 40 x 30 x 20 voxels of 2 x 1.5 x 3 mm in RAS order; body (100) at x 4..35, y 5..24, background 0 and a
- * few NaN (MR files hold NaN outside the body: not body). */
+/* 40 x 30 x 20 voxels of 2 x 1.5 x 3 mm in RAS order; body (100) at x 4..35, y 5..24 (centre 19.5, 14.5),
+ * background 0 and a few NaN (MR files hold NaN outside the body: not body); bone (400) at x 18..21 and y
+ * 5..6, posterior (13.5 mm behind the centre), or y 23..24 with spine_front. */
 enum { NX = 40, NY = 30, NZ = 20 };
 
-static void make_volume(ls_volume *v, float *data) {
+static void make_volume(ls_volume *v, float *data, int spine_front) {
     double aff[4][4] = {{2, 0, 0, -40}, {0, 1.5, 0, -20}, {0, 0, 3, 10}, {0, 0, 0, 1}};
     int64_t d[3] = {NX, NY, NZ};
     *v = (ls_volume){0};
@@ -24,6 +26,9 @@ static void make_volume(ls_volume *v, float *data) {
         for (int j = 0; j < NY; j++)
             for (int i = 0; i < NX; i++)
                 data[i + NX * (j + NY * k)] = i >= 4 && i < 36 && j >= 5 && j < 25 ? 100.0f : (i + j) % 7 ? 0.0f : NAN;
+    for (int k = 0; k < NZ; k++)
+        for (int j = spine_front ? 23 : 5; j < (spine_front ? 25 : 7); j++)
+            for (int i = 18; i < 22; i++) data[i + NX * (j + NY * k)] = 400.0f;
 }
 
 /* Liver box x0..x1-1, y 8..17, z0..z1-1. */
@@ -38,7 +43,7 @@ static ls_review review(const ls_volume *v, const uint8_t *m, double ml, int64_t
     ls_review_counts c = {above, unsure, kept};
     ls_review r;
     ls_error err = {0};
-    if (ls_review_mask(v, m, 50.0f, ml, &c, &r, &err) != LS_OK) {
+    if (ls_review_mask(v, m, 50.0f, 1, ml, &c, &r, &err) != LS_OK) {
         CHECK(0, "ls_review_mask: %s", err.msg);
         r = (ls_review){0};
     }
@@ -49,7 +54,7 @@ TEST(known_masks) {
     static float data[NX * NY * NZ];
     static uint8_t m[NX * NY * NZ];
     ls_volume v;
-    make_volume(&v, data);
+    make_volume(&v, data, 0);
     /* Body centre x = 19.5; liver x 26..33, centre 29.5: 10 voxels = 20 mm to the right. */
     liver_box(m, 26, 34, 5, 15);
     ls_review r = review(&v, m, 1500, 1000, 100, 900);
@@ -58,6 +63,17 @@ TEST(known_masks) {
     CHECK(r.end_area[0] == 0 && r.end_area[1] == 0, "end areas %g %g", r.end_area[0], r.end_area[1]);
     CHECK(fabs(r.kept_fraction - 0.9) < 1e-12 && fabs(r.unsure_fraction - 0.1) < 1e-12, "fractions %g %g",
           r.kept_fraction, r.unsure_fraction);
+    CHECK(fabs(r.spine_mm + 13.5) < 1e-9, "spine_mm %.12g, want -13.5", r.spine_mm);
+    /* The spine in front (an anterior-posterior error): flagged on CT; MR has no bone to go by. */
+    make_volume(&v, data, 1);
+    r = review(&v, m, 1500, 1000, 100, 900);
+    CHECK(r.flags == LS_REVIEW_SPINE_ANTERIOR && fabs(r.spine_mm - 13.5) < 1e-9, "spine in front: flags 0x%x, %g mm",
+          r.flags, r.spine_mm);
+    ls_review_counts cnt = {1000, 100, 900};
+    ls_error err = {0};
+    REQUIRE(ls_review_mask(&v, m, 50.0f, 0, 1500, &cnt, &r, &err) == LS_OK, "%s", err.msg);
+    CHECK(r.flags == 0 && isnan(r.spine_mm), "MR: flags 0x%x, spine_mm %g", r.flags, r.spine_mm);
+    make_volume(&v, data, 0);
     /* x 23..29, centre 26: 13 mm right, under the 15 mm bound. */
     liver_box(m, 23, 30, 5, 15);
     r = review(&v, m, 1500, 1000, 100, 900);
@@ -91,7 +107,7 @@ TEST(bounds) {
     static float data[NX * NY * NZ];
     static uint8_t m[NX * NY * NZ];
     ls_volume v;
-    make_volume(&v, data);
+    make_volume(&v, data, 0);
     liver_box(m, 26, 34, 5, 15);
     struct {
         double ml;
@@ -131,7 +147,7 @@ TEST(threads_agree) {
     static float data[NX * NY * NZ];
     static uint8_t m[NX * NY * NZ];
     ls_volume v;
-    make_volume(&v, data);
+    make_volume(&v, data, 0);
     unsigned seed = test_seed();
     srand(seed);
     for (size_t i = 0; i < sizeof m; i++) m[i] = rand() % 3 == 0 && (i / NX) % NY > 6;
@@ -142,7 +158,8 @@ TEST(threads_agree) {
         r[t] = review(&v, m, 1500, 1000, 100, 900);
     }
     for (int t = 1; t < 3; t++)
-        CHECK(r[t].flags == r[0].flags && r[t].right_mm == r[0].right_mm && r[t].end_area[0] == r[0].end_area[0] &&
+        CHECK(r[t].flags == r[0].flags && r[t].right_mm == r[0].right_mm && r[t].spine_mm == r[0].spine_mm &&
+                  r[t].end_area[0] == r[0].end_area[0] &&
                   r[t].end_area[1] == r[0].end_area[1],
               "%d threads: right_mm %.17g vs %.17g", threads[t], r[t].right_mm, r[0].right_mm);
 }

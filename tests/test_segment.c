@@ -458,12 +458,14 @@ TEST(shipped_models) {
     }
 }
 
-/* btcv_29's slices k0..k1-1 (inferior to superior) into path, its x axis' direction reversed in the header
- * when mirror is set: a left-right label error, which shows the model a mirrored patient. */
+/* btcv_29's slices k0..k1-1 (inferior to superior) into path, the direction of its voxel axis `mirror` (0:
+ * x, 1: y; -1: none) reversed in the header: a left-right (anterior-posterior) label error, which shows the
+ * model a mirrored patient. */
 static void write_crop(const ls_volume *v, int64_t k0, int64_t k1, int mirror, const char *path) {
     double A[4][4];
     memcpy(A, v->geom.affine, sizeof A);
-    for (int a = 0; a < 3; a++) A[a][3] += A[a][2] * (double)k0, A[a][0] *= mirror ? -1 : 1;
+    for (int a = 0; a < 3; a++) A[a][3] += A[a][2] * (double)k0;
+    for (int a = 0; mirror >= 0 && a < 3; a++) A[a][mirror] *= -1;
     ls_volume c = *v;
     int64_t d[3] = {v->geom.dim[0], v->geom.dim[1], k1 - k0};
     ls_geom_from_affine(&c.geom, d, A);
@@ -474,9 +476,9 @@ static void write_crop(const ls_volume *v, int64_t k0, int64_t k1, int mirror, c
 
 /* The review of the mask on a real scan (src/review.c), with the default model: a crop of btcv_29 whose top
  * slice cuts through the liver (slices 60-109) raises cut_superior and nothing else; a crop holding the whole
- * liver (60-139) mirrored by its header raises left (with small: the model finds little liver in a mirrored
- * patient). Each flag is a line on stderr, also under -q, and a name in --stats. (The whole scan raises none:
- * shipped_models.) */
+ * liver (60-139) mirrored left-right by its header raises left (with small: the model finds little liver in
+ * a mirrored patient), mirrored anterior-posterior spine_anterior. Each flag is a line on stderr, also under
+ * -q, and a name in --stats. (The whole scan raises none: shipped_models.) */
 TEST(review_real) {
     const char *data = test_data_dir();
     if (!data) SKIP("../shared/data not found (set LIVSEG_DATA)");
@@ -486,18 +488,19 @@ TEST(review_real) {
     ls_error err = {0};
     REQUIRE(ls_volume_read(in, &v, &err) == LS_OK, "%s", err.msg);
     REQUIRE(v.geom.dim[2] == 196 && v.geom.affine[2][2] > 0, "btcv_29 is no longer 196 slices from inferior up");
-    const char *name[2] = {"cut_superior", "left"};
-    for (int mirror = 0; mirror < 2; mirror++) {
+    const char *name[3] = {"cut_superior", "left", "spine_anterior"};
+    for (int mirror = 0; mirror < 3; mirror++) {
         snprintf(crop, sizeof crop, "%s/crop%d.nii.gz", test_tmpdir(), mirror);
         snprintf(out, sizeof out, "%s/crop%d_liver.nii.gz", test_tmpdir(), mirror);
         snprintf(stats, sizeof stats, "%s/crop%d.json", test_tmpdir(), mirror);
-        write_crop(&v, 60, mirror ? 140 : 110, mirror, crop); /* its liver: slices 68-129 */
+        write_crop(&v, 60, mirror ? 140 : 110, mirror - 1, crop); /* its liver: slices 68-129 */
         snprintf(args, sizeof args, "segment %s -o %s --stats %s -q", crop, out, stats);
         REQUIRE(run(args, e, sizeof e) == 0, "%s", e);
         review_flags(stats, flags, sizeof flags);
         char line[64];
         snprintf(line, sizeof line, ": check the mask (%s): ", name[mirror]);
-        printf("  crop%s: flags '%s'\n", mirror ? ", mirrored" : "", flags);
+        printf("  crop%s: flags '%s'\n", mirror == 0 ? "" : mirror == 1 ? ", mirrored left-right" : ", mirrored front-back",
+               flags);
         CHECK(strstr(flags, name[mirror]) && strstr(e, line), "crop%d: flags '%s', stderr: %s", mirror, flags, e);
         if (!mirror) CHECK(!strcmp(flags, name[0]), "the crop raised more than %s: '%s'", name[0], flags);
     }

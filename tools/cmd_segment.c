@@ -69,7 +69,8 @@ static void segment_usage(FILE *f) {
             "named in --stats' review.flags: empty (no liver found), cut_inferior and cut_superior (the\n"
             "liver reaches an end of the scan: it may not be whole), small (under 400 mL, not cut), large\n"
             "(over 4000 mL), left (not on the patient's right: a left-right error in the file, or another\n"
-            "organ), fragmented and unsure (the model was not confident). The mask is still written and the\n"
+            "organ), spine_anterior (CT: the spine in front, an anterior-posterior error in the file),\n"
+            "fragmented and unsure (the model was not confident). The mask is still written and the\n"
             "exit status is 0: look at such a mask (--preview) before using it. The checks catch gross\n"
             "failures, not a mediocre boundary (docs/segment.md).\n\n"
             "Exit status 0 on success, 2 on bad input (one line on stderr says which file and why);\n"
@@ -190,8 +191,9 @@ static json_t *review_json(const ls_review *rv) {
     json_t *flags = json_array();
     for (int b = 0; flags && b < LS_REVIEW_NFLAGS; b++)
         if (rv->flags & (1u << b)) json_array_append_new(flags, json_string(ls_review_name((ls_review_flag)(1u << b))));
-    return json_pack("{s:o, s:[f,f], s:o, s:f, s:f}", "flags", flags, "end_area", rv->end_area[0], rv->end_area[1],
-                     "right_mm", isnan(rv->right_mm) ? json_null() : json_real(rv->right_mm), "kept_fraction",
+    return json_pack("{s:o, s:[f,f], s:o, s:o, s:f, s:f}", "flags", flags, "end_area", rv->end_area[0],
+                     rv->end_area[1], "right_mm", isnan(rv->right_mm) ? json_null() : json_real(rv->right_mm),
+                     "spine_mm", isnan(rv->spine_mm) ? json_null() : json_real(rv->spine_mm), "kept_fraction",
                      rv->kept_fraction, "unsure_fraction", rv->unsure_fraction);
 }
 

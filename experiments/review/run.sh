@@ -30,11 +30,13 @@ for e in csv.DictReader(open(f'{out}/eval.csv')):
     r = rv['right_mm']
     rows.append([c, split, f"{float(e['dice']):.3f}", f"{st['liver_volume_ml']:.0f}",
                  ' '.join(rv['flags']) or '-', f"{rv['end_area'][0]:.2f}", f"{rv['end_area'][1]:.2f}",
-                 'null' if r is None else f'{r:.0f}', f"{rv['kept_fraction']:.3f}", f"{rv['unsure_fraction']:.3f}"])
+                 'null' if r is None else f'{r:.0f}',
+                 'null' if rv['spine_mm'] is None else f"{rv['spine_mm']:.0f}",
+                 f"{rv['kept_fraction']:.3f}", f"{rv['unsure_fraction']:.3f}"])
 with open(f'{out}/cases.csv', 'w', newline='') as f:
     w = csv.writer(f)
     w.writerow(['case', 'split', 'dice', 'volume_ml', 'flags', 'end_area_inferior', 'end_area_superior',
-                'right_mm', 'kept_fraction', 'unsure_fraction'])
+                'right_mm', 'spine_mm', 'kept_fraction', 'unsure_fraction'])
     w.writerows(rows)
 flagged = [r for r in rows if r[4] != '-']
 print(f'{len(rows)} cases, {len(flagged)} flagged:')
