@@ -454,12 +454,12 @@ static int is_gzip(const char *path) {
     return got == 2 && m[0] == 0x1f && m[1] == 0x8b;
 }
 
-/* Reads the voxel bytes of exactly `path` (nifticlib's own loader would look for sibling files with
- * other extensions first, and silently zeroes NaN floats). *base is the buffer to free, *vox the voxels
- * in it: a gzip file is inflated whole from its start (libdeflate, gzip.h), header included. */
+/* Reads the voxel bytes of one volume of exactly `path` (nifticlib's own loader would look for sibling files
+ * with other extensions first, and silently zeroes NaN floats). *base is the buffer to free, *vox the voxels
+ * in it: a gzip file is inflated from its start to that volume's end (libdeflate, gzip.h), header included. */
 static ls_status read_voxels(const char *path, const nifti_image *nim, int gz, int volume, void **base,
                                const void **vox, ls_error *err) {
-    /* One 3-D volume: the first, or `volume` of a 4-D file (a gzip file is inflated up to its end). */
+    /* The first 3-D volume, or `volume` of a 4-D file. */
     size_t n3 = (size_t)(nim->dim[1] * nim->dim[2] * nim->dim[3]), nbytes = n3 * (size_t)nim->nbyper;
     size_t before = (size_t)(volume > 1 ? volume - 1 : 0) * nbytes, skip = gz ? (size_t)nim->iname_offset + before : 0;
     unsigned char *buf = ls_calloc(skip + nbytes, 1, err);
