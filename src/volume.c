@@ -296,7 +296,8 @@ static ls_status check_dims(const char *path, const nifti_image *nim, int volume
                            "%s: %lld-D image with %lld values along axis %d (a vector or tensor image); livseg reads "
                            "3-D volumes", path, (long long)nd, (long long)nim->dim[i], i);
     if (nt > 1 && volume == 0)
-        return ls_fail(err, LS_ERR_INPUT, "%s: 4-D image of %lld volumes; pick one with --volume 1..%lld", path,
+        return ls_fail(err, LS_ERR_INPUT,
+                       "%s: 4-D image of %lld volumes; livseg segment and info pick one with --volume 1..%lld", path,
                        (long long)nt, (long long)nt);
     if (volume > nt)
         return ls_fail(err, LS_ERR_INPUT, "%s: no volume %d: the file holds %lld", path, volume, (long long)nt);

@@ -616,7 +616,8 @@ TEST(four_d_input) {
     snprintf(out[0], sizeof out[0], "%s/m4.nii.gz", dir);
     snprintf(out[1], sizeof out[1], "%s/m3.nii.gz", dir);
     snprintf(args, sizeof args, "segment %s -o %s --model %s -q", in4, out[0], model);
-    CHECK(run(args, e, sizeof e) == 2 && strstr(e, "4-D image of 2 volumes; pick one with --volume 1..2") &&
+    CHECK(run(args, e, sizeof e) == 2 &&
+              strstr(e, "4-D image of 2 volumes; livseg segment and info pick one with --volume 1..2") &&
               strchr(e, '\n') == e + strlen(e) - 1 && access(out[0], F_OK) != 0,
           "4-D without --volume: %s", e);
     snprintf(args, sizeof args, "segment %s -o %s --model %s --volume 3 -q", in4, out[0], model);

@@ -651,7 +651,8 @@ TEST(four_d_volumes) {
     REQUIRE(system(cmd) == 0, "%s", cmd);
     ls_error err = {0};
     ls_volume v;
-    CHECK(ls_volume_read(p, &v, &err) == LS_ERR_INPUT && strstr(err.msg, "4-D image of 3 volumes; pick one with --volume 1..3"),
+    CHECK(ls_volume_read(p, &v, &err) == LS_ERR_INPUT &&
+              strstr(err.msg, "4-D image of 3 volumes; livseg segment and info pick one with --volume 1..3"),
           "plain read of a 4-D file: %s", err.msg);
     int64_t nt = 0;
     ls_geom g4;
