@@ -184,7 +184,7 @@ int main(int argc, char **argv) {
     for (int p = 0; p < 3; p++) {
         memcpy(m, raw, n);
         double t = ls_now();
-        if (ls_mask_largest_component(m, ras.geom.dim, &comps, &err) || ls_mask_fill_holes(m, ras.geom.dim, &err) ||
+        if (ls_mask_largest_component(m, ras.geom.dim, &comps, NULL, &err) || ls_mask_fill_holes(m, ras.geom.dim, &err) ||
             ls_mask_fill_holes_slices(m, ras.geom.dim, &err))
             die("clean-up", &err);
         t_clean = best_of(t_clean, ls_now() - t);

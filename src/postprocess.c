@@ -217,10 +217,12 @@ static void label(runs *r, int conn26) {
     for (int64_t i = 0; i < r->n; i++) r->parent[i] = r->parent[r->parent[i]];
 }
 
-ls_status ls_mask_largest_component(uint8_t *m, const int64_t d[3], int64_t *ncomponents, ls_error *err) {
+ls_status ls_mask_largest_component(uint8_t *m, const int64_t d[3], int64_t *ncomponents, int64_t *kept,
+                                    ls_error *err) {
     box3 b;
     runs r;
     if (ncomponents) *ncomponents = 0;
+    if (kept) *kept = 0;
     if (!bbox(m, d, &b)) return LS_OK;
     LS_TRY(runs_find(&r, m, d, &b, 1, err));
     label(&r, 1);
@@ -250,6 +252,7 @@ ls_status ls_mask_largest_component(uint8_t *m, const int64_t d[3], int64_t *nco
         for (uint32_t i = r.start[row]; i < r.start[row + 1]; i++)
             if (lab[i] == best) memset(p + r.x[2 * i], 1, (size_t)(r.x[2 * i + 1] - r.x[2 * i]));
     }
+    if (kept) *kept = size[best];
     free(size), runs_free(&r);
     if (ncomponents) *ncomponents = count;
     return LS_OK;

@@ -10,8 +10,10 @@
 #include "livseg.h"
 
 /* Keeps the largest 26-connected foreground component (ties: the first in scan order). An empty mask
- * stays empty. *ncomponents (may be NULL) receives how many components there were. */
-ls_status ls_mask_largest_component(uint8_t *m, const int64_t d[3], int64_t *ncomponents, ls_error *err);
+ * stays empty. *ncomponents (may be NULL) receives how many components there were, *kept (may be NULL)
+ * how many voxels the kept one has. */
+ls_status ls_mask_largest_component(uint8_t *m, const int64_t d[3], int64_t *ncomponents, int64_t *kept,
+                                    ls_error *err);
 
 /* Fills background regions not 6-connected to the border (scipy.ndimage.binary_fill_holes in 3-D). */
 ls_status ls_mask_fill_holes(uint8_t *m, const int64_t d[3], ls_error *err);

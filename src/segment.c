@@ -263,14 +263,6 @@ ls_status ls_segment_volume(const ls_volume *input, ls_teacher *t, ls_model *m, 
     return ls_segment_ras(&ras, &input->geom, t, m, o, progress, pctx, r, err);
 }
 
-static int64_t count_mask(const uint8_t *m, const ls_geom *g) {
-    int64_t n = 0;
-    size_t nvox = (size_t)(g->dim[0] * g->dim[1] * g->dim[2]);
-#pragma omp parallel for reduction(+ : n) schedule(static)
-    for (size_t i = 0; i < nvox; i++) n += m[i];
-    return n;
-}
-
 ls_status ls_segment_ras(ls_volume *ras, const ls_geom *src_geom, ls_teacher *t, ls_model *m,
                          const ls_segment_opts *o, ls_progress_fn progress, void *pctx, ls_segment_result *r,
                          ls_error *err) {
@@ -291,8 +283,9 @@ ls_status ls_segment_ras(ls_volume *ras, const ls_geom *src_geom, ls_teacher *t,
     if (!s && (!r->ras_mask || (o->keep_prob && !prob_ras.data))) s = LS_ERR_NOMEM;
     if (!s) s = predict(&r->ras, &prep, t, m, o->batch, progress, pctx, o->threshold, prob_ras.data, r->ras_mask, r, err);
     double t0 = ls_now();
-    if (!s && o->keep_largest) s = ls_mask_largest_component(r->ras_mask, r->ras.geom.dim, &r->components, err);
-    if (!s) r->counts.kept = o->keep_largest ? count_mask(r->ras_mask, &r->ras.geom) : r->counts.above;
+    r->counts.kept = r->counts.above;
+    if (!s && o->keep_largest)
+        s = ls_mask_largest_component(r->ras_mask, r->ras.geom.dim, &r->components, &r->counts.kept, err);
     if (!s && o->fill_holes) s = ls_mask_fill_holes(r->ras_mask, r->ras.geom.dim, err);
     if (!s && o->fill_holes) s = ls_mask_fill_holes_slices(r->ras_mask, r->ras.geom.dim, err);
     r->mask = s ? NULL : ls_calloc(n, 1, err);

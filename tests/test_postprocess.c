@@ -23,14 +23,18 @@ TEST(known_cases) {
     /* Diagonal neighbour of the shell corner: 26-connected, so it stays. */
     m[0 + 9 * (0 + 9 * 0)] = 1;
     int64_t n;
-    REQUIRE(ls_mask_largest_component(m, d, &n, &err) == LS_OK, "%s", err.msg);
+    int64_t kept, left = 0;
+    REQUIRE(ls_mask_largest_component(m, d, &n, &kept, &err) == LS_OK, "%s", err.msg);
     CHECK(n == 2, "components: %lld", (long long)n);
+    for (int i = 0; i < 729; i++) left += m[i];
+    CHECK(kept == left && kept == 99, "kept %lld voxels, %lld left (the 98 of the shell and its diagonal neighbour)",
+          (long long)kept, (long long)left);
     CHECK(m[8 + 9 * (8 + 9 * 8)] == 0 && m[0] == 1, "wrong voxels kept");
     REQUIRE(ls_mask_fill_holes(m, d, &err) == LS_OK, "%s", err.msg);
     CHECK(m[3 + 9 * (3 + 9 * 3)] == 1, "cavity not filled");
     uint8_t empty[8] = {0};
     int64_t d2[3] = {2, 2, 2};
-    CHECK(ls_mask_largest_component(empty, d2, &n, &err) == LS_OK && n == 0, "empty mask");
+    CHECK(ls_mask_largest_component(empty, d2, &n, &kept, &err) == LS_OK && n == 0 && kept == 0, "empty mask");
     CHECK(ls_mask_fill_holes(empty, d2, &err) == LS_OK && empty[0] == 0, "empty fill");
 }
 
@@ -69,7 +73,7 @@ TEST(against_scipy) {
         REQUIRE(system(cmd) == 0, "reference script failed: %s", cmd);
         memcpy(a, m, n), memcpy(b, m, n), memcpy(c, m, n);
         ls_error err = {0};
-        REQUIRE(ls_mask_largest_component(a, d, NULL, &err) == LS_OK, "%s", err.msg);
+        REQUIRE(ls_mask_largest_component(a, d, NULL, NULL, &err) == LS_OK, "%s", err.msg);
         REQUIRE(ls_mask_fill_holes(b, d, &err) == LS_OK, "%s", err.msg);
         REQUIRE(ls_mask_fill_holes_slices(c, d, &err) == LS_OK, "%s", err.msg);
         const char *names[3] = {"largest", "fill3d", "fill2d"};
@@ -140,7 +144,7 @@ TEST(threads_agree) {
         for (int op = 0; op < 3; op++) {
             out[t][op] = malloc(n);
             memcpy(out[t][op], m, n);
-            ls_status s = op == 0 ? ls_mask_largest_component(out[t][op], d, NULL, &err)
+            ls_status s = op == 0 ? ls_mask_largest_component(out[t][op], d, NULL, NULL, &err)
                         : op == 1 ? ls_mask_fill_holes(out[t][op], d, &err)
                                   : ls_mask_fill_holes_slices(out[t][op], d, &err);
             REQUIRE(s == LS_OK, "%s", err.msg);
